@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test world needs (idempotent, quick when already installed):
+# Redis, etcd, Go and the kubernetes source package (to build kube-apiserver/controller-manager),
+# kubectl, rsync. Run as root (CI and the dev machines are root); uses sudo otherwise.
+set -euo pipefail
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+PKGS=(redis-server etcd-server golang-go rsync dpkg-dev
+      golang-github-modern-go-reflect2-dev curl ca-certificates)
+# Any kubectl will do; Debian's kubernetes-client conflicts with one installed from elsewhere.
+command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+# deb-src entries so `apt-get source kubernetes` works (Debian's sources file lists only binaries).
+SRC=/etc/apt/sources.list.d/wasp-deb-src.sources
+if [ ! -f "$SRC" ]; then
+  $SUDO tee "$SRC" >/dev/null <<'SOURCES'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  need_update=1
+fi
+
+if [ "${#missing[@]}" -gt 0 ] || [ -n "${need_update:-}" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    # A first dpkg pass can fail configuring a service package in a container without an init
+    # system; finishing the configuration and retrying once settles it.
+    if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/wasp-apt.log 2>&1; then
+      $SUDO dpkg --configure -a >>/tmp/wasp-apt.log 2>&1 || true
+      $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >>/tmp/wasp-apt.log 2>&1 \
+        || { tail -40 /tmp/wasp-apt.log >&2; exit 1; }
+    fi
+  fi
+fi
+
+# Debian starts redis-server and etcd as system services on install; the tests start their own
+# instances on free ports, so the system ones are only in the way.
+for svc in redis-server etcd; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl stop "$svc" || true
+  fi
+done

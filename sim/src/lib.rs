@@ -1,0 +1,1 @@
+//! wasp-sim: placeholder, being built (issue 3).
