@@ -33,20 +33,18 @@ echo "build-kube: replacing vendored modern-go/reflect2 with Debian's 1.0.2" >&2
 rsync -a --delete --exclude go.mod /usr/share/gocode/src/github.com/modern-go/reflect2/ \
   "$src/vendor/github.com/modern-go/reflect2/"
 
-# Kubernetes 1.20 builds in GOPATH mode, as Debian's own rules do (Go 1.19's module mode rejects its
-# go.mod); vendored packages then live under k8s.io/kubernetes/vendor/.
+# Built the way Debian's own rules build it: GOPATH mode through the source's make, which also
+# generates the OpenAPI definitions the apiserver needs (they are not in the source tarball) and
+# stamps the version (v1.20.2) from the tarball's archive metadata.
 gopath="$src/.go"
 mkdir -p "$gopath/src/k8s.io"
 [ -L "$gopath/src/k8s.io/kubernetes" ] || ln -s ../../.. "$gopath/src/k8s.io/kubernetes"
-ver_pkg=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-ldflags="-s -w -X $ver_pkg.gitVersion=$KUBE_VERSION -X $ver_pkg.gitMajor=1 -X $ver_pkg.gitMinor=20"
-ldflags+=" -X $ver_pkg.gitTreeState=clean -X $ver_pkg.buildDate=1970-01-01T00:00:00Z"
+echo "build-kube: building ${COMPONENTS[*]} (about 10 minutes on 2 cores)" >&2
+(cd "$src" && env GOPATH="$gopath" GOFLAGS= GO111MODULE= GOCACHE="$CACHE/go-build" CGO_ENABLED=0 \
+   make WHAT="$(printf 'cmd/%s ' "${COMPONENTS[@]}")" >"$CACHE/kube-build.log" 2>&1) \
+  || { tail -30 "$CACHE/kube-build.log" >&2; echo "build-kube: failed, full log: $CACHE/kube-build.log" >&2; exit 1; }
 for c in "${COMPONENTS[@]}"; do
-  [ -x "$BIN/$c" ] && continue
-  echo "build-kube: building $c (several minutes)" >&2
-  (cd "$gopath/src/k8s.io/kubernetes" && GOPATH="$gopath" GO111MODULE=off GOFLAGS= \
-     GOCACHE="$CACHE/go-build" CGO_ENABLED=0 \
-     go build -ldflags "$ldflags" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c")
+  install -m 0755 "$src/_output/bin/$c" "$BIN/$c.tmp"
   mv "$BIN/$c.tmp" "$BIN/$c"
 done
 echo "$BIN"

@@ -1,0 +1,99 @@
+//! Redis key layout. Every key of one user starts with `wasp:{<user hash>}:` — the braces are a
+//! Redis Cluster hash tag, so one user's keys live in one slot and can be read in one pipeline —
+//! which also makes "purge everything of this user" one prefix scan.
+
+use crate::ids::user_hash;
+
+/// Global pub/sub channel on which session pods announce "my state changed"; the payload is
+/// `namespace/name` of the WhatsAppSession, so the operator reconciles just that object.
+pub const STATE_CHANGED_CHANNEL: &str = "wasp:session-state-changed";
+
+/// Hash with the operator's stale-session cleanup statistics (seed 000's `/api/admin/cleanup-stats`).
+pub const CLEANUP_STATS: &str = "wasp:cleanup-stats";
+
+/// The key names of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKeys {
+    prefix: String,
+}
+
+impl UserKeys {
+    pub fn for_user(user_id: &str) -> Self {
+        Self::for_hash(&user_hash(user_id))
+    }
+
+    pub fn for_hash(hash: &str) -> Self {
+        Self {
+            prefix: format!("wasp:{{{hash}}}:"),
+        }
+    }
+
+    /// Prefix shared by every key of this user.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `SCAN MATCH` pattern for every key of this user (the braces are escaped for glob).
+    pub fn scan_pattern(&self) -> String {
+        let escaped = self.prefix.replace('{', "\\{").replace('}', "\\}");
+        format!("{escaped}*")
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// JSON [`crate::SessionState`] written by the session pod.
+    pub fn state(&self) -> String {
+        self.key("state")
+    }
+
+    /// The user's durable event stream (capped, replayable by id).
+    pub fn events(&self) -> String {
+        self.key("events")
+    }
+
+    /// Low-latency pub/sub channel mirroring the event stream.
+    pub fn events_channel(&self) -> String {
+        self.key("events:live")
+    }
+
+    /// Prefix of the encrypted auth-state entries of the WhatsApp client.
+    pub fn auth_prefix(&self) -> String {
+        self.key("auth:")
+    }
+
+    /// The single-socket lease (value: holder and fencing token).
+    pub fn lease(&self) -> String {
+        self.key("lease")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_a_hash_tagged_prefix() {
+        let k = UserKeys::for_user("doctor@clinic.com");
+        let h = user_hash("doctor@clinic.com");
+        assert_eq!(k.state(), format!("wasp:{{{h}}}:state"));
+        for key in [
+            k.state(),
+            k.events(),
+            k.events_channel(),
+            k.auth_prefix(),
+            k.lease(),
+        ] {
+            assert!(key.starts_with(k.prefix()));
+        }
+        assert_eq!(k.scan_pattern(), format!("wasp:\\{{{h}\\}}:*"));
+    }
+
+    #[test]
+    fn different_users_never_share_a_prefix() {
+        let a = UserKeys::for_user("a");
+        let b = UserKeys::for_user("b");
+        assert!(!a.prefix().starts_with(b.prefix()) && !b.prefix().starts_with(a.prefix()));
+    }
+}

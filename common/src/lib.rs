@@ -1,0 +1,14 @@
+//! Code shared by wasp's parts that must not depend on Kubernetes: how a user id becomes a stable
+//! hash, where a user's data lives in Redis, the session-state record the session pod publishes
+//! for the operator, and the one telemetry init every binary uses.
+#![forbid(unsafe_code)]
+
+pub mod ids;
+pub mod keys;
+pub mod phone;
+pub mod purge;
+pub mod session_state;
+pub mod telemetry;
+
+pub use ids::user_hash;
+pub use session_state::{SessionPhase, SessionState};
