@@ -1,0 +1,203 @@
+//! A small client for the control API, for tests and scripts.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::control_api::{
+    ApiError, CreateContact, CreatePhone, Info, InjectSocketFault, Millis, PairCode, Scan,
+    SendText, Sent,
+};
+use crate::faults::SocketFault;
+use crate::sim::{ContactInfo, DeviceInfo, PhoneInfo, SocketInfo};
+use crate::world::{DeviceAddr, ReceivedText};
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("simulator answered {status}: {message}")]
+    Api { status: u16, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct SimClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl SimClient {
+    /// `base` is the control API's URL, e.g. `http://127.0.0.1:8481`.
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into().trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = req.send().await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.json().await?);
+        }
+        let message = match resp.json::<ApiError>().await {
+            Ok(e) => e.error,
+            Err(e) => e.to_string(),
+        };
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn info(&self) -> Result<Info, ClientError> {
+        self.get("/v1/info").await
+    }
+
+    pub async fn create_phone(
+        &self,
+        phone: Option<&str>,
+        push_name: Option<&str>,
+    ) -> Result<PhoneInfo, ClientError> {
+        let body = CreatePhone {
+            phone: phone.map(str::to_owned),
+            push_name: push_name.map(str::to_owned),
+        };
+        self.post("/v1/phones", &body).await
+    }
+
+    pub async fn scan_qr(&self, phone: &str, qr: &str) -> Result<DeviceAddr, ClientError> {
+        self.post(
+            &format!("/v1/phones/{phone}/scan"),
+            &Scan { qr: qr.to_owned() },
+        )
+        .await
+    }
+
+    pub async fn enter_pair_code(
+        &self,
+        phone: &str,
+        code: &str,
+    ) -> Result<DeviceAddr, ClientError> {
+        self.post(
+            &format!("/v1/phones/{phone}/pair-code"),
+            &PairCode {
+                code: code.to_owned(),
+            },
+        )
+        .await
+    }
+
+    pub async fn remove_device(&self, phone: &str, device: u16) -> Result<(), ClientError> {
+        self.call(
+            self.http
+                .delete(format!("{}/v1/phones/{phone}/devices/{device}", self.base)),
+        )
+        .await
+    }
+
+    pub async fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
+        self.get("/v1/devices").await
+    }
+
+    pub async fn sockets(&self) -> Result<Vec<SocketInfo>, ClientError> {
+        self.get("/v1/sockets").await
+    }
+
+    pub async fn create_contact(
+        &self,
+        phone: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<ContactInfo, ClientError> {
+        let body = CreateContact {
+            phone: phone.map(str::to_owned),
+            name: name.map(str::to_owned),
+        };
+        self.post("/v1/contacts", &body).await
+    }
+
+    /// The contact sends `text` to every device of `to`'s account; returns the message id.
+    pub async fn contact_send(
+        &self,
+        contact: &str,
+        to: &str,
+        text: &str,
+    ) -> Result<String, ClientError> {
+        let body = SendText {
+            to: to.to_owned(),
+            text: text.to_owned(),
+        };
+        let sent: Sent = self
+            .post(&format!("/v1/contacts/{contact}/send"), &body)
+            .await?;
+        Ok(sent.id)
+    }
+
+    /// Waits (server-side, up to `timeout`) until the contact received `min` messages.
+    pub async fn contact_received(
+        &self,
+        contact: &str,
+        min: usize,
+        timeout: Duration,
+    ) -> Result<Vec<ReceivedText>, ClientError> {
+        self.get(&format!(
+            "/v1/contacts/{contact}/received?min={min}&timeout_ms={}",
+            timeout.as_millis()
+        ))
+        .await
+    }
+
+    pub async fn inject(
+        &self,
+        phone: &str,
+        device: u16,
+        fault: SocketFault,
+    ) -> Result<(), ClientError> {
+        let body = InjectSocketFault {
+            phone: phone.to_owned(),
+            device,
+            fault,
+        };
+        self.post("/v1/faults/socket", &body).await
+    }
+
+    pub async fn refuse_connections(&self, d: Duration) -> Result<(), ClientError> {
+        self.post(
+            "/v1/faults/refuse",
+            &Millis {
+                millis: d.as_millis() as u64,
+            },
+        )
+        .await
+    }
+
+    pub async fn delay_frames(&self, d: Duration) -> Result<(), ClientError> {
+        self.post(
+            "/v1/faults/delay",
+            &Millis {
+                millis: d.as_millis() as u64,
+            },
+        )
+        .await
+    }
+}

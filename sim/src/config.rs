@@ -1,0 +1,33 @@
+//! Command-line / environment configuration of the `wasp-sim` binary.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "wasp-sim",
+    about = "A WhatsApp Web simulator speaking the real wire protocol"
+)]
+pub struct Config {
+    /// Where clients connect (`ws://<addr>/ws/chat`).
+    #[arg(long, env = "WASP_SIM_LISTEN", default_value = "127.0.0.1:8480")]
+    pub listen: SocketAddr,
+    /// The HTTP/JSON control API. Must be a loopback address.
+    #[arg(
+        long,
+        env = "WASP_SIM_CONTROL_LISTEN",
+        default_value = "127.0.0.1:8481"
+    )]
+    pub control_listen: SocketAddr,
+    /// Hex of the server's 32-byte static Noise private key. Keep it stable across restarts
+    /// so clients keep resuming with IK; generated when absent.
+    #[arg(long, env = "WASP_SIM_STATIC_KEY")]
+    pub static_key: Option<String>,
+    /// Hex of the 32-byte root private key that signs the certificate chain.
+    #[arg(long, env = "WASP_SIM_ROOT_KEY")]
+    pub root_key: Option<String>,
+    /// Log filter (`tracing` env-filter syntax).
+    #[arg(long, env = "WASP_SIM_LOG", default_value = "info")]
+    pub log: String,
+}

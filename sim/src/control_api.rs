@@ -1,0 +1,238 @@
+//! HTTP/JSON control API (loopback only): drive the simulated phones and contacts, inspect
+//! devices and sockets, inject faults. See `docs/simulator.md` for the endpoint list.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::faults::SocketFault;
+use crate::pairing::PairingError;
+use crate::sim::{Sim, SimError};
+use crate::world::DeviceAddr;
+
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/phones", get(list_phones).post(create_phone))
+        .route("/v1/phones/{phone}/scan", post(scan))
+        .route("/v1/phones/{phone}/pair-code", post(pair_code))
+        .route("/v1/phones/{phone}/devices/{device}", delete(remove_device))
+        .route("/v1/devices", get(devices))
+        .route("/v1/sockets", get(sockets))
+        .route("/v1/contacts", get(list_contacts).post(create_contact))
+        .route("/v1/contacts/{phone}/send", post(contact_send))
+        .route("/v1/contacts/{phone}/received", get(contact_received))
+        .route("/v1/faults/socket", post(socket_fault))
+        .route("/v1/faults/refuse", post(refuse))
+        .route("/v1/faults/delay", post(delay))
+        .with_state(sim)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Info {
+    pub root_public_key: String,
+    pub server_static_public_key: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CreatePhone {
+    pub phone: Option<String>,
+    pub push_name: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CreateContact {
+    pub phone: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Scan {
+    pub qr: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PairCode {
+    pub code: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SendText {
+    pub to: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Sent {
+    pub id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReceivedQuery {
+    /// Wait until at least this many messages were received…
+    pub min: Option<usize>,
+    /// …for at most this long.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InjectSocketFault {
+    pub phone: String,
+    pub device: u16,
+    pub fault: SocketFault,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Millis {
+    pub millis: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+struct Failure(StatusCode, String);
+
+impl From<SimError> for Failure {
+    fn from(e: SimError) -> Self {
+        let status = match &e {
+            SimError::NotFound(_) | SimError::NotConnected(_) => StatusCode::NOT_FOUND,
+            SimError::Exists(_) => StatusCode::CONFLICT,
+            SimError::Pairing(PairingError::UnknownRef(_) | PairingError::UnknownPhone(_)) => {
+                StatusCode::NOT_FOUND
+            }
+            SimError::Pairing(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, Failure>;
+
+async fn info(State(sim): State<Arc<Sim>>) -> Json<Info> {
+    let hex = data_encoding::HEXLOWER;
+    Json(Info {
+        root_public_key: hex.encode(&sim.root_public_key()),
+        server_static_public_key: hex.encode(&sim.server_identity().static_pub),
+    })
+}
+
+async fn list_phones(State(sim): State<Arc<Sim>>) -> Json<Vec<crate::sim::PhoneInfo>> {
+    Json(sim.phones())
+}
+
+async fn create_phone(
+    State(sim): State<Arc<Sim>>,
+    Json(req): Json<CreatePhone>,
+) -> ApiResult<crate::sim::PhoneInfo> {
+    Ok(Json(sim.create_phone(req.phone, req.push_name)?))
+}
+
+async fn scan(
+    State(sim): State<Arc<Sim>>,
+    Path(phone): Path<String>,
+    Json(req): Json<Scan>,
+) -> ApiResult<DeviceAddr> {
+    Ok(Json(sim.scan_qr(&phone, &req.qr)?))
+}
+
+async fn pair_code(
+    State(sim): State<Arc<Sim>>,
+    Path(phone): Path<String>,
+    Json(req): Json<PairCode>,
+) -> ApiResult<DeviceAddr> {
+    Ok(Json(sim.enter_pair_code(&phone, &req.code)?))
+}
+
+async fn remove_device(
+    State(sim): State<Arc<Sim>>,
+    Path((phone, device)): Path<(String, u16)>,
+) -> ApiResult<()> {
+    sim.remove_device(&DeviceAddr { phone, device })?;
+    Ok(Json(()))
+}
+
+async fn devices(State(sim): State<Arc<Sim>>) -> Json<Vec<crate::sim::DeviceInfo>> {
+    Json(sim.devices())
+}
+
+async fn sockets(State(sim): State<Arc<Sim>>) -> Json<Vec<crate::sim::SocketInfo>> {
+    Json(sim.sockets())
+}
+
+async fn list_contacts(State(sim): State<Arc<Sim>>) -> Json<Vec<crate::sim::ContactInfo>> {
+    Json(sim.contacts())
+}
+
+async fn create_contact(
+    State(sim): State<Arc<Sim>>,
+    Json(req): Json<CreateContact>,
+) -> ApiResult<crate::sim::ContactInfo> {
+    Ok(Json(sim.create_contact(req.phone, req.name)?))
+}
+
+async fn contact_send(
+    State(sim): State<Arc<Sim>>,
+    Path(phone): Path<String>,
+    Json(req): Json<SendText>,
+) -> ApiResult<Sent> {
+    let id = sim.contact_send_text(&phone, &req.to, &req.text).await?;
+    Ok(Json(Sent { id }))
+}
+
+/// Long-polls until the contact received `min` messages (or the timeout passed), then
+/// returns everything it received.
+async fn contact_received(
+    State(sim): State<Arc<Sim>>,
+    Path(phone): Path<String>,
+    Query(q): Query<ReceivedQuery>,
+) -> ApiResult<Vec<crate::world::ReceivedText>> {
+    let min = q.min.unwrap_or(0);
+    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(0).min(120_000));
+    sim.wait_for(timeout, |w| {
+        w.contacts
+            .get(&phone)
+            .filter(|c| c.received.len() >= min)
+            .map(|_| ())
+    })
+    .await;
+    Ok(Json(sim.contact_received(&phone)?))
+}
+
+async fn socket_fault(
+    State(sim): State<Arc<Sim>>,
+    Json(req): Json<InjectSocketFault>,
+) -> ApiResult<()> {
+    sim.inject(
+        &DeviceAddr {
+            phone: req.phone,
+            device: req.device,
+        },
+        req.fault,
+    )?;
+    Ok(Json(()))
+}
+
+async fn refuse(State(sim): State<Arc<Sim>>, Json(req): Json<Millis>) -> Json<()> {
+    sim.refuse_connections_for(Duration::from_millis(req.millis));
+    Json(())
+}
+
+async fn delay(State(sim): State<Arc<Sim>>, Json(req): Json<Millis>) -> Json<()> {
+    sim.set_frame_delay(Duration::from_millis(req.millis));
+    Json(())
+}

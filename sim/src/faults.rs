@@ -1,0 +1,61 @@
+//! Faults injected on demand through the control API.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// A one-shot fault aimed at a device's live socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketFault {
+    /// Close the WebSocket without a word (network loss).
+    Drop,
+    /// `<stream:error><conflict type="replaced"/></stream:error>`: another client took over.
+    Replaced,
+    /// `<stream:error code="515"/>`: WhatsApp asks the client to reconnect.
+    RestartRequired,
+    /// The phone unlinked the device: `<stream:error code="401"><conflict type="device_removed"/>`
+    /// and the device's credentials stop working.
+    DeviceRemoved,
+}
+
+/// Server-wide faults with a duration.
+#[derive(Debug, Default)]
+pub struct GlobalFaults {
+    refuse_until: Option<Instant>,
+    frame_delay: Duration,
+}
+
+impl GlobalFaults {
+    pub fn refuse_connections_for(&mut self, d: Duration) {
+        self.refuse_until = Some(Instant::now() + d);
+    }
+
+    pub fn refusing(&self) -> bool {
+        self.refuse_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    pub fn set_frame_delay(&mut self, d: Duration) {
+        self.frame_delay = d;
+    }
+
+    pub fn frame_delay(&self) -> Duration {
+        self.frame_delay
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_expires() {
+        let mut f = GlobalFaults::default();
+        assert!(!f.refusing());
+        f.refuse_connections_for(Duration::from_secs(60));
+        assert!(f.refusing());
+        f.refuse_connections_for(Duration::ZERO);
+        assert!(!f.refusing());
+    }
+}

@@ -1,0 +1,121 @@
+//! The small iqs of the login sequence: passive/active, props, AB props, blocklist, privacy,
+//! app-state sync, and friends.
+
+use std::sync::Arc;
+
+use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
+
+use super::unknown;
+use crate::sim::Sim;
+use crate::stanza::{self, attr, child, children};
+use crate::world::{ConnId, DeviceAddr, Outbound};
+
+/// `iq passive set <active/>`: the device leaves passive mode, so WhatsApp flushes what it
+/// holds for it and then tells it the offline backlog is done.
+pub fn passive(sim: &Arc<Sim>, conn: ConnId, dev: &DeviceAddr, iq: &Node) {
+    let mut w = sim.world();
+    w.send(conn, Outbound::Stanza(stanza::iq_result(iq).build()));
+    let active = child(iq, "active").is_some();
+    if let Some(c) = w.conns.get_mut(&conn) {
+        c.active = active;
+    }
+    if !active {
+        return;
+    }
+    let queued = w
+        .device_mut(dev)
+        .map(|d| d.offline.take_for_delivery())
+        .unwrap_or_default();
+    let count = queued.len();
+    for stanza in queued {
+        w.send(conn, Outbound::Stanza(stanza));
+    }
+    let done = NodeBuilder::new("ib")
+        .attr("from", stanza::SERVER_JID)
+        .children([NodeBuilder::new("offline")
+            .attr("count", count.to_string())
+            .build()])
+        .build();
+    w.send(conn, Outbound::Stanza(done));
+}
+
+pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, xmlns: &str, iq: &Node) -> Node {
+    let kind = attr(iq, "type").unwrap_or_default();
+    match (xmlns, kind.as_str()) {
+        ("w", "get") if child(iq, "props").is_some() => stanza::iq_result(iq)
+            .children([NodeBuilder::new("props")
+                .attr("protocol", "2")
+                .attr("hash", "sim")
+                .attr("refresh", "86400")
+                .build()])
+            .build(),
+        ("abt", "get") => stanza::iq_result(iq)
+            .children([NodeBuilder::new("props")
+                .attr("protocol", "1")
+                .attr("ab_key", "sim")
+                .attr("hash", "sim")
+                .attr("refresh", "86400")
+                .build()])
+            .build(),
+        ("blocklist", "get") => stanza::iq_result(iq)
+            .children([NodeBuilder::new("list").build()])
+            .build(),
+        ("privacy", "get") => stanza::iq_result(iq)
+            .children([NodeBuilder::new("privacy")
+                .children(
+                    [
+                        ("readreceipts", "all"),
+                        ("last", "all"),
+                        ("online", "all"),
+                        ("profile", "all"),
+                        ("status", "all"),
+                        ("groupadd", "all"),
+                        ("calladd", "all"),
+                    ]
+                    .into_iter()
+                    .map(|(n, v)| {
+                        NodeBuilder::new("category")
+                            .attr("name", n)
+                            .attr("value", v)
+                            .build()
+                    }),
+                )
+                .build()])
+            .build(),
+        // `privacy set <tokens>` (trusted-contact tokens) and privacy setting changes.
+        ("privacy", "set") => stanza::iq_result(iq).build(),
+        ("w:sync:app:state", "set") => app_state_sync(iq),
+        ("md", _)
+        | ("w:m", _)
+        | ("status", _)
+        | ("w:profile:picture", _)
+        | ("disappearing_mode", _) => stanza::iq_result(iq).build(),
+        _ => {
+            let _ = sim;
+            unknown(dev, iq)
+        }
+    }
+}
+
+/// The account's app-state collections. The simulator keeps none, so every requested
+/// collection answers at version 0 with no patches (what an account with no chats
+/// settings looks like); the client marks it synced.
+fn app_state_sync(iq: &Node) -> Node {
+    let collections: Vec<Node> = child(iq, "sync")
+        .map(|sync| {
+            children(sync, "collection")
+                .filter_map(|c| attr(c, "name"))
+                .map(|name| {
+                    NodeBuilder::new("collection")
+                        .attr("name", name)
+                        .attr("version", "0")
+                        .build()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    stanza::iq_result(iq)
+        .children([NodeBuilder::new("sync").children(collections).build()])
+        .build()
+}

@@ -1,0 +1,171 @@
+//! `xmlns="usync"`: user sync queries — device lists (own and peers'), phone-number → LID
+//! mapping, and whether a number is on WhatsApp.
+
+use std::sync::Arc;
+
+use buffa::Message as _;
+use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
+use waproto::whatsapp as wa;
+
+use crate::crypto::new_rng;
+use crate::sim::Sim;
+use crate::stanza::{self, attr, child, children};
+use crate::world::{DeviceAddr, World};
+
+/// Prefix of the account signature over a key-index list.
+const ADV_PREFIX_KEY_INDEX_LIST: &[u8] = &[6, 2];
+
+/// A user as usync reports it.
+struct UserView {
+    phone: String,
+    lid: String,
+    /// `(device id, key index)`; device 0 (the phone) has none.
+    devices: Vec<(u16, Option<u32>)>,
+    key_index_list: Option<Vec<u8>>,
+}
+
+fn view(w: &World, user: &str) -> Option<UserView> {
+    if let Some(a) = w.account_by_user(user) {
+        let live: Vec<_> = a.devices.values().filter(|d| !d.removed).collect();
+        let mut devices = vec![(0u16, None)];
+        devices.extend(live.iter().map(|d| (d.id, Some(d.key_index))));
+        let key_index_list = (!live.is_empty()).then(|| {
+            let details = wa::ADVKeyIndexList {
+                raw_id: Some(1),
+                timestamp: Some(chrono::Utc::now().timestamp().max(0) as u64),
+                current_index: live.iter().map(|d| d.key_index).max(),
+                valid_indexes: live.iter().map(|d| d.key_index).collect(),
+                account_type: Some(wa::ADVEncryptionType::E2EE),
+            }
+            .encode_to_vec();
+            let mut msg = ADV_PREFIX_KEY_INDEX_LIST.to_vec();
+            msg.extend_from_slice(&details);
+            let signature = a
+                .identity
+                .private_key
+                .calculate_signature(&msg, &mut new_rng())
+                .map(|s| s.to_vec())
+                .unwrap_or_default();
+            wa::ADVSignedKeyIndexList {
+                details: Some(details),
+                account_signature: Some(signature),
+                account_signature_key: Some(a.identity.public_key.public_key_bytes().to_vec()),
+            }
+            .encode_to_vec()
+        });
+        return Some(UserView {
+            phone: a.phone.clone(),
+            lid: a.lid.clone(),
+            devices,
+            key_index_list,
+        });
+    }
+    w.contact_by_user(user).map(|c| UserView {
+        phone: c.phone.clone(),
+        lid: c.lid.clone(),
+        devices: vec![(0, None)],
+        key_index_list: None,
+    })
+}
+
+fn user_part(jid: &str) -> &str {
+    let bare = jid.split('@').next().unwrap_or(jid);
+    bare.split([':', '.']).next().unwrap_or(bare)
+}
+
+pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, iq: &Node) -> Node {
+    let Some(usync) = child(iq, "usync") else {
+        return super::unknown(dev, iq);
+    };
+    let protocols: Vec<String> = child(usync, "query")
+        .and_then(|q| q.children())
+        .map(|c| c.iter().map(|n| n.tag.to_string()).collect())
+        .unwrap_or_default();
+    let wants = |p: &str| protocols.iter().any(|x| x == p);
+    let queried: Vec<Node> = child(usync, "list")
+        .map(|l| children(l, "user").cloned().collect())
+        .unwrap_or_default();
+    let w = sim.world();
+    let mut users = Vec::with_capacity(queried.len());
+    for q in &queried {
+        // A user is named by jid, or by a phone number in `<contact>+1555…</contact>`.
+        let (jid, user) = match attr(q, "jid") {
+            Some(jid) => {
+                let user = user_part(&jid).to_owned();
+                (jid, user)
+            }
+            None => {
+                let number = child(q, "contact")
+                    .and_then(|c| stanza::bytes(c))
+                    .map(|b| {
+                        String::from_utf8_lossy(b)
+                            .trim_start_matches('+')
+                            .to_owned()
+                    })
+                    .unwrap_or_default();
+                (format!("{number}@s.whatsapp.net"), number)
+            }
+        };
+        let found = view(&w, &user);
+        let mut kids = Vec::new();
+        if wants("contact") {
+            kids.push(
+                NodeBuilder::new("contact")
+                    .attr("type", if found.is_some() { "in" } else { "out" })
+                    .build(),
+            );
+        }
+        if let Some(u) = &found {
+            if wants("devices") {
+                let mut dev_kids = vec![
+                    NodeBuilder::new("device-list")
+                        .children(u.devices.iter().map(|(id, ki)| {
+                            let mut b = NodeBuilder::new("device").attr("id", id.to_string());
+                            if let Some(ki) = ki {
+                                b = b.attr("key-index", ki.to_string());
+                            }
+                            b.build()
+                        }))
+                        .build(),
+                ];
+                if let Some(kil) = &u.key_index_list {
+                    dev_kids.push(
+                        NodeBuilder::new("key-index-list")
+                            .attr("ts", chrono::Utc::now().timestamp().to_string())
+                            .bytes(kil.clone())
+                            .build(),
+                    );
+                }
+                kids.push(NodeBuilder::new("devices").children(dev_kids).build());
+            }
+            if wants("lid") {
+                kids.push(
+                    NodeBuilder::new("lid")
+                        .attr("val", format!("{}@lid", u.lid))
+                        .build(),
+                );
+            }
+        }
+        let mut b = NodeBuilder::new("user").attr("jid", jid.as_str());
+        if let Some(u) = &found
+            && jid.ends_with("@lid")
+        {
+            b = b.attr("pn_jid", format!("{}@s.whatsapp.net", u.phone));
+        }
+        users.push(b.children(kids).build());
+    }
+    let mut usync_attrs = NodeBuilder::new("usync");
+    for key in ["sid", "mode", "context"] {
+        if let Some(v) = attr(usync, key) {
+            usync_attrs = usync_attrs.attr(key, v);
+        }
+    }
+    stanza::iq_result(iq)
+        .children([usync_attrs
+            .attr("index", "0")
+            .attr("last", "true")
+            .children([NodeBuilder::new("list").children(users).build()])
+            .build()])
+        .build()
+}

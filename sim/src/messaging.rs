@@ -1,0 +1,264 @@
+//! 1:1 messages between simulated contacts and paired devices: `<message>` stanzas carrying
+//! Signal ciphertexts, relayed, queued for offline devices and acknowledged.
+
+use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
+
+use crate::signal::Envelope;
+
+/// A `<message>` as WhatsApp delivers it to a device.
+pub fn message_stanza(
+    id: &str,
+    from: &str,
+    category: Option<&str>,
+    kind: &str,
+    env: &Envelope,
+) -> Node {
+    let mut b = NodeBuilder::new("message")
+        .attr("from", from)
+        .attr("id", id)
+        .attr("type", kind)
+        .attr("t", chrono::Utc::now().timestamp().to_string());
+    if let Some(c) = category {
+        b = b.attr("category", c);
+    }
+    b.children([NodeBuilder::new("enc")
+        .attr("v", "2")
+        .attr("type", env.kind)
+        .bytes(env.body.clone())
+        .build()])
+        .build()
+}
+
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
+use wacore::libsignal::protocol::ProtocolAddress;
+use waproto::whatsapp as wa;
+
+use crate::sim::{Sim, SimError, split_jid};
+use crate::stanza::{self, attr, child, children};
+use crate::world::{ConnId, DeviceAddr, Outbound, ReceivedText};
+
+/// The Signal address a simulated participant files a device's session under.
+pub fn device_address(user: &str, device: u16) -> ProtocolAddress {
+    ProtocolAddress::new(user, u32::from(device).into())
+}
+
+/// The text of a message, for the kinds a CRM sends.
+pub fn text_of(msg: &wa::Message) -> Option<String> {
+    msg.conversation.clone().or_else(|| {
+        msg.extended_text_message
+            .as_option()
+            .and_then(|e| e.text.clone())
+    })
+}
+
+/// A `<message>` the device sent: each `<enc>` addressed to a simulated contact is decrypted
+/// by that contact; the server acks the stanza and the contact confirms delivery.
+pub async fn from_device(sim: &Arc<Sim>, conn: ConnId, msg: Node) {
+    let Some(sender) = sim.world().conns.get(&conn).and_then(|c| c.device.clone()) else {
+        return;
+    };
+    let id = attr(&msg, "id").unwrap_or_default();
+    let to = attr(&msg, "to").unwrap_or_default();
+    // `<enc>` directly (one recipient device) or `<participants><to jid><enc/></to>…`.
+    let mut targets: Vec<(String, Node)> = Vec::new();
+    if let Some(parts) = child(&msg, "participants") {
+        for t in children(parts, "to") {
+            if let (Some(jid), Some(enc)) = (attr(t, "jid"), child(t, "enc")) {
+                targets.push((jid, enc.clone()));
+            }
+        }
+    }
+    for enc in children(&msg, "enc") {
+        targets.push((to.clone(), enc.clone()));
+    }
+    let ack = NodeBuilder::new("ack")
+        .attr("class", "message")
+        .attr("id", id.as_str())
+        .attr("from", to.as_str())
+        .attr("t", chrono::Utc::now().timestamp().to_string())
+        .build();
+    sim.world().send(conn, Outbound::Stanza(ack));
+
+    let mut delivered_to_contact = None;
+    for (jid, enc) in targets {
+        let Some((user, device)) = split_jid(&jid) else {
+            continue;
+        };
+        let contact = sim
+            .world()
+            .contact_by_user(&user)
+            .map(|c| (c.phone.clone(), c.participant.clone()));
+        let Some((contact_phone, participant)) = contact else {
+            // Copies for the sender's own phone (and other companions) are not simulated.
+            debug!(%jid, "message copy for a non-contact device dropped");
+            continue;
+        };
+        if device != 0 {
+            continue;
+        }
+        let kind = attr(&enc, "type").unwrap_or_default();
+        let version: u8 = attr(&enc, "v").and_then(|v| v.parse().ok()).unwrap_or(2);
+        let body = stanza::bytes(&enc).unwrap_or_default().to_vec();
+        let from = device_address(&sender.phone, sender.device);
+        match participant.decrypt(&from, &kind, &body).await {
+            Ok(padded) => match wacore::messages::decode_plaintext(&padded, version) {
+                Ok(m) => {
+                    if let Some(text) = text_of(&m) {
+                        info!(contact = %contact_phone, %id, "contact received a message");
+                        if let Some(c) = sim.world().contacts.get_mut(&contact_phone) {
+                            c.received.push(ReceivedText {
+                                id: id.clone(),
+                                from: sender.phone.clone(),
+                                text,
+                            });
+                        }
+                        delivered_to_contact = Some(contact_phone.clone());
+                    } else {
+                        debug!(%id, "contact received a non-text message");
+                        delivered_to_contact = Some(contact_phone.clone());
+                    }
+                }
+                Err(e) => warn!(%id, "contact could not decode the plaintext: {e}"),
+            },
+            Err(e) => warn!(%id, "contact could not decrypt: {e}"),
+        }
+    }
+    if let Some(contact) = delivered_to_contact {
+        // The contact's phone confirms delivery.
+        let receipt = NodeBuilder::new("receipt")
+            .attr("from", format!("{contact}@s.whatsapp.net"))
+            .attr("id", id.as_str())
+            .attr("t", chrono::Utc::now().timestamp().to_string())
+            .build();
+        sim.world().send(conn, Outbound::Stanza(receipt));
+        sim.notify_changed();
+    }
+}
+
+/// A `<receipt>` from the device: it acknowledges a delivered stanza (removing it from the
+/// device's queue); the server acks the receipt.
+pub fn receipt_from_device(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
+    if let Some(id) = attr(receipt, "id") {
+        sim.acked(conn, &id);
+        // Batched receipts list further ids.
+        if let Some(list) = child(receipt, "list") {
+            for item in children(list, "item") {
+                if let Some(id) = attr(item, "id") {
+                    sim.acked(conn, &id);
+                }
+            }
+        }
+    }
+    let ack = stanza::ack_for(receipt, None);
+    sim.world().send(conn, Outbound::Stanza(ack));
+}
+
+impl Sim {
+    /// The device acknowledged stanza `id`.
+    pub(crate) fn acked(&self, conn: ConnId, id: &str) {
+        let mut w = self.world();
+        let Some(addr) = w.conns.get(&conn).and_then(|c| c.device.clone()) else {
+            return;
+        };
+        if let Some(dev) = w.device_mut(&addr)
+            && dev.offline.ack(id)
+        {
+            debug!(?addr, id, "device acknowledged a queued stanza");
+            drop(w);
+            self.notify_changed();
+        }
+    }
+
+    /// A contact sends a text to every linked device of `to_phone`'s account. Devices that
+    /// are offline get it when they reconnect; it is redelivered until each device acks it.
+    pub async fn contact_send_text(
+        &self,
+        contact: &str,
+        to_phone: &str,
+        text: &str,
+    ) -> Result<String, SimError> {
+        let (participant, contact_phone, name) = {
+            let w = self.world();
+            let c = w
+                .contacts
+                .get(contact)
+                .ok_or_else(|| SimError::NotFound(format!("contact {contact}")))?;
+            (c.participant.clone(), c.phone.clone(), c.name.clone())
+        };
+        let targets: Vec<u16> = {
+            let w = self.world();
+            let a = w
+                .accounts
+                .get(to_phone)
+                .ok_or_else(|| SimError::NotFound(format!("phone {to_phone}")))?;
+            a.devices
+                .values()
+                .filter(|d| !d.removed)
+                .map(|d| d.id)
+                .collect()
+        };
+        let id = self.world().stanza_id();
+        let plaintext = wacore::messages::MessageUtils::encode_and_pad(&wa::Message {
+            conversation: Some(text.to_owned()),
+            ..Default::default()
+        });
+        for device in targets {
+            let peer = device_address(to_phone, device);
+            let bundle = if participant.has_session(&peer).await {
+                None
+            } else {
+                self.take_bundle(&format!("{to_phone}:{device}@s.whatsapp.net"))
+                    .await
+                    .map(|(b, _)| b)
+            };
+            let env = participant
+                .encrypt(&peer, bundle.as_ref(), &plaintext)
+                .await?;
+            let stanza = message_stanza(
+                &id,
+                &format!("{contact_phone}@s.whatsapp.net"),
+                None,
+                "text",
+                &env,
+            );
+            let stanza = with_notify(stanza, &name);
+            self.deliver(
+                &DeviceAddr {
+                    phone: to_phone.to_owned(),
+                    device,
+                },
+                &id,
+                stanza,
+            );
+        }
+        Ok(id)
+    }
+
+    /// Queues a stanza for a device and writes it to its socket if it is online.
+    pub(crate) fn deliver(&self, addr: &DeviceAddr, id: &str, stanza: Node) {
+        let mut w = self.world();
+        let Some(dev) = w.device_mut(addr) else {
+            return;
+        };
+        dev.offline.push(id.to_owned(), stanza.clone());
+        // Written now only when the device is past login; otherwise the `active` iq flushes it.
+        if let Some(conn) = dev.conn
+            && w.conns.get(&conn).is_some_and(|c| c.active)
+        {
+            if let Some(dev) = w.device_mut(addr) {
+                dev.offline.mark_delivered(id);
+            }
+            w.send(conn, Outbound::Stanza(stanza));
+        }
+        drop(w);
+        self.notify_changed();
+    }
+}
+
+fn with_notify(mut stanza: Node, name: &str) -> Node {
+    stanza.attrs.insert("notify", name.to_owned());
+    stanza
+}

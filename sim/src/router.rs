@@ -1,0 +1,31 @@
+//! Dispatches the client's stanzas by tag.
+
+use std::sync::Arc;
+
+use tracing::debug;
+use wacore_binary::Node;
+
+use crate::sim::Sim;
+use crate::stanza::{self, attr};
+use crate::world::{ConnId, Outbound};
+use crate::{iq, messaging};
+
+pub async fn handle(sim: &Arc<Sim>, conn: ConnId, node: Node) {
+    match node.tag.as_ref() {
+        "iq" => iq::handle(sim, conn, node).await,
+        "message" => messaging::from_device(sim, conn, node).await,
+        "receipt" => messaging::receipt_from_device(sim, conn, &node),
+        "ack" => {
+            // The device acknowledges a stanza we delivered (notifications, server messages).
+            if let Some(id) = attr(&node, "id") {
+                sim.acked(conn, &id);
+            }
+        }
+        "notification" | "call" => {
+            let ack = stanza::ack_for(&node, None);
+            sim.world().send(conn, Outbound::Stanza(ack));
+        }
+        // Presence, chat state and `ib` (unified session) need no answer.
+        _ => debug!(conn, "ignored {}", stanza::describe(&node)),
+    }
+}

@@ -1,0 +1,126 @@
+//! Starting the simulator: the WebSocket endpoint and the control API on their listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection;
+use crate::control_api;
+use crate::sim::Sim;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the control API must listen on loopback, not {0}")]
+    NotLoopback(SocketAddr),
+}
+
+/// A running simulator.
+pub struct Running {
+    pub sim: Arc<Sim>,
+    /// `ws://…/ws/chat`, what clients connect to.
+    pub ws_url: String,
+    /// `http://…`, the control API base.
+    pub control_url: String,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, then drops every live socket (clients see a lost connection).
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        self.sim.drop_all_sockets();
+        for t in std::mem::take(&mut self.tasks) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.sim.drop_all_sockets();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds both listeners (port 0 picks free ports) and serves until shut down.
+pub async fn start(
+    sim: Arc<Sim>,
+    listen: SocketAddr,
+    control_listen: SocketAddr,
+) -> Result<Running, ServerError> {
+    if !control_listen.ip().is_loopback() {
+        return Err(ServerError::NotLoopback(control_listen));
+    }
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })
+    };
+    let ws_listener = bind(listen).await?;
+    let control_listener = bind(control_listen).await?;
+    let ws_addr = ws_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let control_addr = control_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: control_listen,
+            source,
+        })?;
+    let shutdown = CancellationToken::new();
+
+    let ws_app = Router::new()
+        .route("/ws/chat", get(ws_upgrade))
+        .with_state(sim.clone());
+    let control_app = control_api::router(sim.clone());
+    let serve = |listener: TcpListener, app: Router, token: CancellationToken| {
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
+                tracing::error!("server stopped: {e}");
+            }
+        })
+    };
+    let tasks = vec![
+        serve(ws_listener, ws_app, shutdown.clone()),
+        serve(control_listener, control_app, shutdown.clone()),
+    ];
+    Ok(Running {
+        sim,
+        ws_url: format!("ws://{ws_addr}/ws/chat"),
+        control_url: format!("http://{control_addr}"),
+        shutdown,
+        tasks,
+    })
+}
+
+async fn ws_upgrade(State(sim): State<Arc<Sim>>, ws: WebSocketUpgrade) -> Response {
+    if sim.refusing_connections() {
+        // What a client sees while WhatsApp's edge is unreachable or shedding load.
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    ws.on_upgrade(move |socket| connection::serve(sim, socket))
+}

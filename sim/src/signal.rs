@@ -1,0 +1,398 @@
+//! A simulated WhatsApp user's Signal identity (a contact's phone, or an account's primary
+//! phone), using the library's own Signal implementation with in-memory stores. The only
+//! code here is storage; every cryptographic step is `wacore::libsignal`'s.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use thiserror::Error;
+use tokio::sync::Mutex;
+use wacore::libsignal::protocol::{
+    CiphertextMessage, Direction, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore,
+    KeyPair, PreKeyBundle, PreKeyId, PreKeyRecord, PreKeySignalMessage, PreKeyStore,
+    ProtocolAddress, PublicKey, SessionRecord, SessionStore, SignalMessage, SignalProtocolError,
+    SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore, UsePQRatchet, message_decrypt,
+    message_encrypt, process_prekey_bundle,
+};
+use wacore::libsignal::store::record_helpers::{
+    new_signed_pre_key_record, signed_prekey_structure_to_record,
+};
+
+use crate::crypto::{new_rng, public_bytes};
+
+type SignalResult<T> = Result<T, SignalProtocolError>;
+
+#[derive(Debug, Error)]
+pub enum SignalError {
+    #[error("signal: {0}")]
+    Protocol(#[from] SignalProtocolError),
+    #[error("key: {0}")]
+    Curve(#[from] wacore::libsignal::protocol::CurveError),
+    #[error("unknown ciphertext type {0:?}")]
+    UnknownType(String),
+    #[error("no session with {0} and no prekey bundle to start one")]
+    NoSession(String),
+}
+
+/// The public half of a participant's prekey bundle, as the server hands it out.
+#[derive(Debug, Clone)]
+pub struct PublicBundle {
+    pub registration_id: u32,
+    pub identity: [u8; 32],
+    pub signed_prekey_id: u32,
+    pub signed_prekey: [u8; 32],
+    pub signed_prekey_signature: Vec<u8>,
+    pub prekey: Option<(u32, [u8; 32])>,
+}
+
+impl PublicBundle {
+    pub fn to_library(&self, device_id: u32) -> Result<PreKeyBundle, SignalError> {
+        Ok(PreKeyBundle::new(
+            self.registration_id,
+            device_id.into(),
+            self.prekey
+                .map(|(id, key)| PublicKey::from_djb_public_key_bytes(&key).map(|k| (id.into(), k)))
+                .transpose()?,
+            self.signed_prekey_id.into(),
+            PublicKey::from_djb_public_key_bytes(&self.signed_prekey)?,
+            self.signed_prekey_signature.clone(),
+            IdentityKey::new(PublicKey::from_djb_public_key_bytes(&self.identity)?),
+        )?)
+    }
+}
+
+/// Encrypted payload as it travels in `<enc type=… v="2">`.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// `pkmsg` or `msg`.
+    pub kind: &'static str,
+    pub body: Vec<u8>,
+}
+
+pub struct Participant {
+    pub identity_pub: [u8; 32],
+    pub registration_id: u32,
+    bundle: PublicBundle,
+    store: Mutex<MemStore>,
+}
+
+/// How many one-time prekeys a participant publishes.
+const ONE_TIME_PREKEYS: u32 = 20;
+
+impl Participant {
+    pub fn new(identity: KeyPair) -> Result<Self, SignalError> {
+        use rand::RngExt as _;
+        let mut rng = new_rng();
+        let registration_id = rng.random_range(1..16380);
+        let identity_pub = public_bytes(&identity);
+        let identity_pair = IdentityKeyPair::new(
+            IdentityKey::new(identity.public_key),
+            identity.private_key.clone(),
+        );
+        let signed = KeyPair::generate(&mut rng);
+        // WhatsApp signs the type-prefixed (33-byte) serialization of the signed prekey.
+        let signature = identity
+            .private_key
+            .calculate_signature(&signed.public_key.serialize(), &mut rng)
+            .map_err(SignalProtocolError::from)?;
+        let signed_record = signed_prekey_structure_to_record(new_signed_pre_key_record(
+            1,
+            &signed,
+            signature,
+            chrono::Utc::now(),
+        ))?;
+        let mut prekeys = HashMap::new();
+        let mut first_prekey = None;
+        for id in 1..=ONE_TIME_PREKEYS {
+            let kp = KeyPair::generate(&mut rng);
+            first_prekey.get_or_insert((id, public_bytes(&kp)));
+            prekeys.insert(id, PreKeyRecord::new(id.into(), &kp));
+        }
+        let bundle = PublicBundle {
+            registration_id,
+            identity: identity_pub,
+            signed_prekey_id: 1,
+            signed_prekey: public_bytes(&signed),
+            signed_prekey_signature: signature.to_vec(),
+            prekey: first_prekey,
+        };
+        let mut signed_prekeys = HashMap::new();
+        signed_prekeys.insert(1, signed_record);
+        Ok(Self {
+            identity_pub,
+            registration_id,
+            bundle,
+            store: Mutex::new(MemStore {
+                sessions: Sessions(HashMap::new()),
+                identities: Identities {
+                    pair: identity_pair,
+                    registration_id,
+                    known: HashMap::new(),
+                },
+                prekeys: PreKeys(prekeys),
+                signed: SignedPreKeys(signed_prekeys),
+            }),
+        })
+    }
+
+    /// The bundle peers fetch to start a session with this participant. One-time prekeys
+    /// are handed out in turn until they run out; then the bundle has none, which Signal allows.
+    pub async fn public_bundle(&self) -> PublicBundle {
+        let store = self.store.lock().await;
+        let mut b = self.bundle.clone();
+        b.prekey = store
+            .prekeys
+            .0
+            .iter()
+            .min_by_key(|(id, _)| **id)
+            .and_then(|(id, rec)| {
+                let key = rec.public_key().ok()?;
+                let bytes: [u8; 32] = key.public_key_bytes().try_into().ok()?;
+                Some((*id, bytes))
+            });
+        b
+    }
+
+    pub async fn has_session(&self, peer: &ProtocolAddress) -> bool {
+        self.store.lock().await.sessions.0.contains_key(peer)
+    }
+
+    /// Encrypts `plaintext` to `peer`, first starting a session from `bundle` if there is none.
+    pub async fn encrypt(
+        &self,
+        peer: &ProtocolAddress,
+        bundle: Option<&PublicBundle>,
+        plaintext: &[u8],
+    ) -> Result<Envelope, SignalError> {
+        let mut store = self.store.lock().await;
+        let MemStore {
+            sessions,
+            identities,
+            ..
+        } = &mut *store;
+        if !sessions.0.contains_key(peer) {
+            let bundle = bundle.ok_or_else(|| SignalError::NoSession(peer.to_string()))?;
+            let bundle = bundle.to_library(peer.device_id().into())?;
+            process_prekey_bundle(
+                peer,
+                sessions,
+                identities,
+                &bundle,
+                &mut new_rng(),
+                UsePQRatchet::No,
+            )
+            .await?;
+        }
+        let ct = message_encrypt(plaintext, peer, sessions, identities).await?;
+        Ok(match ct {
+            CiphertextMessage::PreKeySignalMessage(m) => Envelope {
+                kind: "pkmsg",
+                body: m.serialized().to_vec(),
+            },
+            CiphertextMessage::SignalMessage(m) => Envelope {
+                kind: "msg",
+                body: m.serialized().to_vec(),
+            },
+            other => {
+                return Err(SignalError::UnknownType(format!(
+                    "{:?}",
+                    other.message_type()
+                )));
+            }
+        })
+    }
+
+    /// Decrypts a `pkmsg`/`msg` from `peer`.
+    pub async fn decrypt(
+        &self,
+        peer: &ProtocolAddress,
+        kind: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, SignalError> {
+        let ct = match kind {
+            "pkmsg" => CiphertextMessage::PreKeySignalMessage(PreKeySignalMessage::try_from(body)?),
+            "msg" => CiphertextMessage::SignalMessage(SignalMessage::try_from(body)?),
+            other => return Err(SignalError::UnknownType(other.to_owned())),
+        };
+        let mut store = self.store.lock().await;
+        let MemStore {
+            sessions,
+            identities,
+            prekeys,
+            signed,
+        } = &mut *store;
+        let result = message_decrypt(
+            &ct,
+            peer,
+            sessions,
+            identities,
+            prekeys,
+            signed,
+            &mut new_rng(),
+            UsePQRatchet::No,
+        )
+        .await?;
+        // The library leaves deleting a consumed one-time prekey to its caller.
+        if let Some(id) = result.consumed_prekey_id {
+            prekeys.0.remove(&u32::from(id));
+        }
+        Ok(result.plaintext)
+    }
+}
+
+struct MemStore {
+    sessions: Sessions,
+    identities: Identities,
+    prekeys: PreKeys,
+    signed: SignedPreKeys,
+}
+
+struct Sessions(HashMap<ProtocolAddress, SessionRecord>);
+
+struct Identities {
+    pair: IdentityKeyPair,
+    registration_id: u32,
+    known: HashMap<ProtocolAddress, IdentityKey>,
+}
+
+struct PreKeys(HashMap<u32, PreKeyRecord>);
+
+struct SignedPreKeys(HashMap<u32, SignedPreKeyRecord>);
+
+#[async_trait]
+impl SessionStore for Sessions {
+    async fn load_session(&self, address: &ProtocolAddress) -> SignalResult<Option<SessionRecord>> {
+        Ok(self.0.get(address).cloned())
+    }
+
+    async fn has_session(&self, address: &ProtocolAddress) -> SignalResult<bool> {
+        Ok(self.0.contains_key(address))
+    }
+
+    async fn store_session(
+        &mut self,
+        address: &ProtocolAddress,
+        record: SessionRecord,
+    ) -> SignalResult<()> {
+        self.0.insert(address.clone(), record);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IdentityKeyStore for Identities {
+    async fn get_identity_key_pair(&self) -> SignalResult<IdentityKeyPair> {
+        Ok(self.pair.clone())
+    }
+
+    async fn get_local_registration_id(&self) -> SignalResult<u32> {
+        Ok(self.registration_id)
+    }
+
+    async fn save_identity(
+        &mut self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+    ) -> SignalResult<IdentityChange> {
+        match self.known.insert(address.clone(), *identity) {
+            Some(old) if old != *identity => Ok(IdentityChange::ReplacedExisting),
+            _ => Ok(IdentityChange::NewOrUnchanged),
+        }
+    }
+
+    /// Trust on first use, and accept changes: a re-paired device legitimately has a new
+    /// identity, and the simulator has no user to warn.
+    async fn is_trusted_identity(
+        &self,
+        _address: &ProtocolAddress,
+        _identity: &IdentityKey,
+        _direction: Direction,
+    ) -> SignalResult<bool> {
+        Ok(true)
+    }
+
+    async fn get_identity(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
+        Ok(self.known.get(address).copied())
+    }
+}
+
+#[async_trait]
+impl PreKeyStore for PreKeys {
+    async fn get_pre_key(&self, prekey_id: PreKeyId) -> SignalResult<PreKeyRecord> {
+        self.0
+            .get(&u32::from(prekey_id))
+            .cloned()
+            .ok_or(SignalProtocolError::InvalidPreKeyId)
+    }
+
+    async fn save_pre_key(
+        &mut self,
+        prekey_id: PreKeyId,
+        record: &PreKeyRecord,
+    ) -> SignalResult<()> {
+        self.0.insert(prekey_id.into(), record.clone());
+        Ok(())
+    }
+
+    async fn remove_pre_key(&mut self, prekey_id: PreKeyId) -> SignalResult<()> {
+        self.0.remove(&u32::from(prekey_id));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SignedPreKeyStore for SignedPreKeys {
+    async fn get_signed_pre_key(&self, id: SignedPreKeyId) -> SignalResult<SignedPreKeyRecord> {
+        self.0
+            .get(&u32::from(id))
+            .cloned()
+            .ok_or(SignalProtocolError::InvalidSignedPreKeyId)
+    }
+
+    async fn save_signed_pre_key(
+        &mut self,
+        id: SignedPreKeyId,
+        record: &SignedPreKeyRecord,
+    ) -> SignalResult<()> {
+        self.0.insert(id.into(), record.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::crypto::generate_key_pair;
+
+    #[tokio::test]
+    async fn two_participants_talk_both_ways() {
+        let alice = Participant::new(generate_key_pair()).unwrap();
+        let bob = Participant::new(generate_key_pair()).unwrap();
+        let bob_addr = ProtocolAddress::new("bob", 0.into());
+        let alice_addr = ProtocolAddress::new("alice", 0.into());
+        let bundle = bob.public_bundle().await;
+        let first = alice
+            .encrypt(&bob_addr, Some(&bundle), b"hi bob")
+            .await
+            .unwrap();
+        assert_eq!(first.kind, "pkmsg");
+        assert_eq!(
+            bob.decrypt(&alice_addr, first.kind, &first.body)
+                .await
+                .unwrap(),
+            b"hi bob"
+        );
+        let reply = bob.encrypt(&alice_addr, None, b"hi alice").await.unwrap();
+        assert_eq!(reply.kind, "msg");
+        assert_eq!(
+            alice
+                .decrypt(&bob_addr, reply.kind, &reply.body)
+                .await
+                .unwrap(),
+            b"hi alice"
+        );
+        // The consumed one-time prekey is no longer offered.
+        assert_ne!(bob.public_bundle().await.prekey, bundle.prekey);
+    }
+}

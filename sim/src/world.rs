@@ -1,0 +1,200 @@
+//! Everything the simulated WhatsApp knows: accounts (each with a simulated phone as its
+//! primary device), the companion devices linked to them, contacts, and live sockets.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use wacore::libsignal::protocol::KeyPair;
+use wacore_binary::Node;
+
+use crate::handshake::Pattern;
+use crate::offline_queue::OfflineQueue;
+
+pub type ConnId = u64;
+
+/// What a connection task is told to write.
+#[derive(Debug)]
+pub enum Outbound {
+    Stanza(Node),
+    /// Write the stanza (if any), then close the socket.
+    Close(Option<Node>),
+    /// Drop the socket without a close frame, like a lost network.
+    Drop,
+}
+
+/// A live socket.
+#[derive(Debug)]
+pub struct Conn {
+    pub tx: mpsc::UnboundedSender<Outbound>,
+    /// Set once the socket logged in as a paired device.
+    pub device: Option<DeviceAddr>,
+    pub pattern: Pattern,
+    /// The device left passive mode: stanzas for it are written as they arrive.
+    pub active: bool,
+    /// Set while an unpaired device waits to be linked.
+    pub pairing: Option<PendingPairing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+pub struct DeviceAddr {
+    pub phone: String,
+    pub device: u16,
+}
+
+/// An unpaired companion that opened a socket with registration data.
+#[derive(Debug, Clone)]
+pub struct PendingPairing {
+    pub refs: Vec<String>,
+    pub noise_pub: [u8; 32],
+    pub identity_pub: [u8; 32],
+    pub registration_id: u32,
+    pub signed_prekey: SignedPreKey,
+    /// The pair-success iq id, once a phone scanned the QR or entered the code.
+    pub success_iq: Option<String>,
+    pub linking: Option<DeviceAddr>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedPreKey {
+    pub id: u32,
+    #[serde(with = "hex32")]
+    pub public: [u8; 32],
+    #[serde(skip)]
+    pub signature: Vec<u8>,
+}
+
+/// A companion device linked to an account.
+#[derive(Debug)]
+pub struct Device {
+    pub id: u16,
+    pub noise_pub: [u8; 32],
+    pub identity_pub: [u8; 32],
+    pub registration_id: u32,
+    pub signed_prekey: SignedPreKey,
+    /// One-time prekeys the device uploaded, consumed by prekey fetches.
+    pub prekeys: BTreeMap<u32, [u8; 32]>,
+    pub key_index: u32,
+    /// The ADV identity the device countersigned (`pair-device-sign`), served with its
+    /// prekey bundle so peers can check it belongs to the account.
+    pub device_identity: Option<Vec<u8>>,
+    pub conn: Option<ConnId>,
+    pub offline: OfflineQueue,
+    /// Unlinked by the phone: its credentials are refused from now on.
+    pub removed: bool,
+    pub logins: u32,
+}
+
+/// An account: a phone number, its LID, and the simulated phone (device 0).
+pub struct Account {
+    pub phone: String,
+    pub lid: String,
+    pub push_name: String,
+    /// The phone's identity key: signs ADV identities and is its Signal identity.
+    pub identity: KeyPair,
+    pub primary: std::sync::Arc<crate::signal::Participant>,
+    pub app_state_key_id: Vec<u8>,
+    pub app_state_key: Vec<u8>,
+    pub devices: BTreeMap<u16, Device>,
+    pub next_device: u16,
+    pub next_key_index: u32,
+}
+
+/// A simulated contact: another WhatsApp user with one device (its phone).
+pub struct Contact {
+    pub phone: String,
+    pub lid: String,
+    pub name: String,
+    pub participant: std::sync::Arc<crate::signal::Participant>,
+    /// Decrypted texts the contact received, in order.
+    pub received: Vec<ReceivedText>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReceivedText {
+    pub id: String,
+    pub from: String,
+    pub text: String,
+}
+
+#[derive(Default)]
+pub struct World {
+    pub accounts: BTreeMap<String, Account>,
+    pub contacts: BTreeMap<String, Contact>,
+    pub conns: HashMap<ConnId, Conn>,
+    pub next_conn: ConnId,
+    pub next_lid: u64,
+    pub next_stanza: u64,
+}
+
+impl World {
+    pub fn device(&self, addr: &DeviceAddr) -> Option<&Device> {
+        self.accounts.get(&addr.phone)?.devices.get(&addr.device)
+    }
+
+    pub fn device_mut(&mut self, addr: &DeviceAddr) -> Option<&mut Device> {
+        self.accounts
+            .get_mut(&addr.phone)?
+            .devices
+            .get_mut(&addr.device)
+    }
+
+    /// The account whose phone number or LID user is `user`.
+    pub fn account_by_user(&self, user: &str) -> Option<&Account> {
+        self.accounts
+            .get(user)
+            .or_else(|| self.accounts.values().find(|a| a.lid == user))
+    }
+
+    pub fn contact_by_user(&self, user: &str) -> Option<&Contact> {
+        self.contacts
+            .get(user)
+            .or_else(|| self.contacts.values().find(|c| c.lid == user))
+    }
+
+    pub fn contact_by_user_mut(&mut self, user: &str) -> Option<&mut Contact> {
+        let key = if self.contacts.contains_key(user) {
+            user.to_owned()
+        } else {
+            self.contacts
+                .values()
+                .find(|c| c.lid == user)?
+                .phone
+                .clone()
+        };
+        self.contacts.get_mut(&key)
+    }
+
+    pub fn alloc_lid(&mut self) -> String {
+        self.next_lid += 1;
+        format!("{}", 100_000_000_000_000 + self.next_lid)
+    }
+
+    /// A fresh stanza id, unique within this simulator.
+    pub fn stanza_id(&mut self) -> String {
+        self.next_stanza += 1;
+        format!("3EB0SIM{:012X}", self.next_stanza)
+    }
+
+    /// The pending pairing whose QR ref is `pairing_ref`.
+    pub fn pending_by_ref(&self, pairing_ref: &str) -> Option<ConnId> {
+        self.conns.iter().find_map(|(id, c)| {
+            c.pairing
+                .as_ref()
+                .filter(|p| p.refs.iter().any(|r| r == pairing_ref))
+                .map(|_| *id)
+        })
+    }
+
+    pub fn send(&self, conn: ConnId, out: Outbound) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.tx.send(out).is_ok())
+    }
+}
+
+mod hex32 {
+    pub fn serialize<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&data_encoding::HEXLOWER.encode(v))
+    }
+}

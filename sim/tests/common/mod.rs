@@ -1,0 +1,265 @@
+//! Test harness: a simulator on loopback ports and unmodified `whatsapp-rust` clients pointed
+//! at it (in-memory store, fixed version, certificate-chain check off by the library's feature).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wacore::net::{HttpClient, HttpRequest, HttpResponse};
+use wacore::store::InMemoryBackend;
+use wacore::types::events::Event;
+use wasp_sim::client::SimClient;
+use wasp_sim::{Running, Sim, SimKeys};
+use whatsapp_rust::TokioRuntime;
+use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::client::Client;
+use whatsapp_rust::proto_helpers::MessageExt as _;
+use whatsapp_rust::store::traits::Backend;
+use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+/// A version that skips the client's fetch of web.whatsapp.com/sw.js.
+pub const CLIENT_VERSION: (u32, u32, u32) = (2, 3000, 1_023_868_855);
+
+pub async fn start_sim() -> (Running, SimClient) {
+    init_logging();
+    let sim = Sim::new(SimKeys::generate()).unwrap();
+    let running = wasp_sim::start(
+        sim,
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let client = SimClient::new(&running.control_url);
+    (running, client)
+}
+
+/// What the tests observe of a client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ev {
+    Qr(String),
+    PairCode(String),
+    PairSuccess {
+        jid: String,
+    },
+    PairError(String),
+    Connected,
+    Disconnected,
+    LoggedOut,
+    StreamReplaced,
+    Message {
+        id: String,
+        from: String,
+        text: String,
+        offline: bool,
+    },
+    Other(String),
+}
+
+fn to_ev(e: &Event) -> Ev {
+    match e {
+        Event::PairingQrCode(q) => Ev::Qr(q.code.clone()),
+        Event::PairingCode(p) => Ev::PairCode(p.code.clone()),
+        Event::PairSuccess(p) => Ev::PairSuccess {
+            jid: p.id.to_string(),
+        },
+        Event::PairError(p) => Ev::PairError(p.error.clone()),
+        Event::Connected(_) => Ev::Connected,
+        Event::Disconnected(_) => Ev::Disconnected,
+        Event::LoggedOut(_) => Ev::LoggedOut,
+        Event::StreamReplaced(_) => Ev::StreamReplaced,
+        other => Ev::Other(format!("{:?}", std::mem::discriminant(other))),
+    }
+}
+
+/// A dead HTTP client: nothing in these flows may reach the internet.
+struct NoHttp;
+
+#[async_trait::async_trait]
+impl HttpClient for NoHttp {
+    async fn execute(&self, request: HttpRequest) -> anyhow::Result<HttpResponse> {
+        anyhow::bail!("no network in tests: {}", request.url)
+    }
+}
+
+pub struct TestClient {
+    pub handle: BotHandle,
+    pub events: mpsc::UnboundedReceiver<Ev>,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// Starts a client on `backend` (pass the previous client's to simulate a process restart
+/// with a persistent store).
+pub async fn start_client(ws_url: &str, backend: Option<Arc<dyn Backend>>) -> TestClient {
+    start_client_with(ws_url, backend, None).await
+}
+
+pub async fn start_client_with(
+    ws_url: &str,
+    backend: Option<Arc<dyn Backend>>,
+    pair_phone: Option<&str>,
+) -> TestClient {
+    let backend = backend.unwrap_or_else(|| Arc::new(InMemoryBackend::new()));
+    let (tx, events) = mpsc::unbounded_channel();
+    let mut builder = Bot::builder()
+        .with_backend_arc(backend.clone())
+        .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url.to_owned()))
+        .with_http_client(NoHttp)
+        .with_runtime(TokioRuntime)
+        .with_version(CLIENT_VERSION)
+        .skip_history_sync()
+        .on_event(move |event, _client: Arc<Client>| {
+            let tx = tx.clone();
+            async move {
+                match &*event {
+                    Event::Messages(batch) => {
+                        for m in batch.iter() {
+                            if let Some(text) = m.message.text_content() {
+                                let _ = tx.send(Ev::Message {
+                                    id: m.info.id.to_string(),
+                                    from: m.info.source.sender.to_string(),
+                                    text: text.to_owned(),
+                                    offline: m.info.is_offline,
+                                });
+                            }
+                        }
+                    }
+                    e => {
+                        let _ = tx.send(to_ev(e));
+                    }
+                }
+            }
+        });
+    if let Some(phone) = pair_phone {
+        builder = builder.with_pair_code(whatsapp_rust::pair_code::PairCodeOptions {
+            phone_number: phone.to_owned(),
+            ..Default::default()
+        });
+    }
+    let bot = builder.build().await.unwrap();
+    TestClient {
+        handle: bot.spawn(),
+        events,
+        backend,
+    }
+}
+
+impl TestClient {
+    /// The next event matching `pick`, skipping others; panics after [`WAIT`].
+    pub async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&Ev) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ev)) => {
+                    if let Some(v) = pick(&ev) {
+                        return v;
+                    }
+                }
+                Ok(None) => panic!("client event stream ended while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    pub async fn wait(&mut self, want: Ev) {
+        let label = format!("{want:?}");
+        self.wait_for(&label, |e| (*e == want).then_some(())).await
+    }
+
+    pub async fn next_qr(&mut self) -> String {
+        self.wait_for("a QR code", |e| match e {
+            Ev::Qr(q) => Some(q.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn next_message(&mut self) -> (String, String, String) {
+        self.wait_for("a message", |e| match e {
+            Ev::Message { id, from, text, .. } => Some((id.clone(), from.clone(), text.clone())),
+            _ => None,
+        })
+        .await
+    }
+
+    pub fn client(&self) -> Arc<Client> {
+        self.handle.client()
+    }
+
+    pub async fn stop(self) -> Arc<dyn Backend> {
+        let backend = self.backend.clone();
+        self.handle.shutdown().await;
+        backend
+    }
+}
+
+/// Creates a phone, starts a fresh client, scans its QR and waits until it is connected.
+pub async fn paired_client(running: &Running, sim: &SimClient) -> (String, u16, TestClient) {
+    let phone = sim.create_phone(None, Some("Wasp Test")).await.unwrap();
+    let mut client = start_client(&running.ws_url, None).await;
+    let qr = client.next_qr().await;
+    let addr = sim.scan_qr(&phone.phone, &qr).await.unwrap();
+    client
+        .wait_for("pair success", |e| {
+            matches!(e, Ev::PairSuccess { .. }).then_some(())
+        })
+        .await;
+    client.wait(Ev::Connected).await;
+    (phone.phone, addr.device, client)
+}
+
+// ---- log capture: the client logs through `log`; tests assert it stayed quiet -----------
+
+static WARNINGS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+
+struct Capture {
+    echo: bool,
+}
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Debug
+    }
+
+    fn log(&self, r: &log::Record) {
+        let line = format!("[{}] {}: {}", r.level(), r.target(), r.args());
+        if r.level() <= log::Level::Warn {
+            WARNINGS
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap()
+                .push(line.clone());
+        }
+        if self.echo && r.level() <= log::Level::Info {
+            eprintln!("{line}");
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+pub fn init_logging() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let echo = std::env::var_os("SIM_TEST_LOG").is_some();
+        let _ = log::set_boxed_logger(Box::new(Capture { echo }));
+        log::set_max_level(log::LevelFilter::Debug);
+        if echo {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("wasp_sim=debug"))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// Client warnings and errors logged so far.
+pub fn client_warnings() -> Vec<String> {
+    WARNINGS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .clone()
+}

@@ -1,0 +1,76 @@
+//! An unmodified client pairs by QR, restarts, and logs in again with IK — quietly.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_by_qr_then_reconnects_with_ik_after_restart() {
+    let (running, sim) = start_sim().await;
+    let phone = sim.create_phone(None, Some("Wasp Test")).await.unwrap();
+    let mut client = start_client(&running.ws_url, None).await;
+    let qr = client.next_qr().await;
+
+    let scanned = Instant::now();
+    let addr = sim.scan_qr(&phone.phone, &qr).await.unwrap();
+    let jid = client
+        .wait_for("pair success", |e| match e {
+            Ev::PairSuccess { jid } => Some(jid.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        jid,
+        format!("{}:{}@s.whatsapp.net", phone.phone, addr.device)
+    );
+    client.wait(Ev::Connected).await;
+    let pairing_to_connected = scanned.elapsed();
+    assert!(
+        pairing_to_connected < Duration::from_secs(3),
+        "pairing → connected took {pairing_to_connected:?} (the key share must spare the 10 s grace)"
+    );
+
+    // Restart the client process on the same store: no QR, IK handshake, connected.
+    let backend = client.stop().await;
+    let mut client = start_client(&running.ws_url, Some(backend)).await;
+    client
+        .wait_for("connected after restart", |e| match e {
+            Ev::Qr(_) => panic!("a restarted paired client must not ask to pair again"),
+            Ev::Connected => Some(()),
+            _ => None,
+        })
+        .await;
+    let sockets = sim.sockets().await.unwrap();
+    let live = sockets
+        .iter()
+        .find(|s| s.phone.as_deref() == Some(phone.phone.as_str()))
+        .expect("the device's socket");
+    assert_eq!(live.pattern, wasp_sim::handshake::Pattern::Ik);
+    let devices = sim.devices().await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].logins, 2);
+    // The prekey upload runs detached from login; wait for the server to have it.
+    let uploaded = running
+        .sim
+        .wait_for(WAIT, |w| {
+            w.accounts[&phone.phone].devices[&addr.device]
+                .prekeys
+                .len()
+                .checked_sub(1)
+                .map(|_| ())
+        })
+        .await;
+    assert!(uploaded.is_some(), "the client uploaded prekeys");
+
+    let warnings = client_warnings();
+    assert!(
+        warnings.is_empty(),
+        "client warnings:\n{}",
+        warnings.join("\n")
+    );
+    client.stop().await;
+    running.shutdown().await;
+}
