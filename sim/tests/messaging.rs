@@ -1,0 +1,129 @@
+//! End-to-end encrypted 1:1 text between an unmodified client and simulated contacts.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use wacore_binary::Jid;
+use waproto::whatsapp as wa;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_and_client_exchange_e2e_text() {
+    let (running, sim) = start_sim().await;
+    let (phone, _device, mut client) = paired_client(&running, &sim).await;
+    let contact = sim.create_contact(None, Some("Alice")).await.unwrap();
+
+    let sent_id = sim
+        .contact_send(&contact.phone, &phone, "hello from alice")
+        .await
+        .unwrap();
+    let (id, from, text) = client.next_message().await;
+    assert_eq!(text, "hello from alice");
+    assert_eq!(id, sent_id);
+    assert!(from.starts_with(&contact.phone), "sender {from}");
+
+    client
+        .client()
+        .send_message(
+            Jid::pn(contact.phone.as_str()),
+            wa::Message {
+                conversation: Some("hi alice, from the CRM".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let received = sim.contact_received(&contact.phone, 1, WAIT).await.unwrap();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].text, "hi alice, from the CRM");
+    assert_eq!(received[0].from, phone);
+
+    // The session continues both ways (Signal `msg`, no new prekey message).
+    sim.contact_send(&contact.phone, &phone, "second")
+        .await
+        .unwrap();
+    let (_, _, text) = client.next_message().await;
+    assert_eq!(text, "second");
+
+    // A client that writes first fetches the contact's prekey bundle (pkmsg path).
+    let bob = sim.create_contact(None, Some("Bob")).await.unwrap();
+    client
+        .client()
+        .send_message(
+            Jid::pn(bob.phone.as_str()),
+            wa::Message {
+                conversation: Some("hello bob".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let received = sim.contact_received(&bob.phone, 1, WAIT).await.unwrap();
+    assert_eq!(received[0].text, "hello bob");
+    sim.contact_send(&bob.phone, &phone, "hi CRM")
+        .await
+        .unwrap();
+    let (_, _, text) = client.next_message().await;
+    assert_eq!(text, "hi CRM");
+
+    client.stop().await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_offline_arrive_once_after_reconnect() {
+    let (running, sim) = start_sim().await;
+    let (phone, device, client) = paired_client(&running, &sim).await;
+    let contact = sim.create_contact(None, None).await.unwrap();
+
+    let backend = client.stop().await;
+    let first = sim
+        .contact_send(&contact.phone, &phone, "while you were away 1")
+        .await
+        .unwrap();
+    let second = sim
+        .contact_send(&contact.phone, &phone, "while you were away 2")
+        .await
+        .unwrap();
+    let queued = sim.devices().await.unwrap();
+    assert_eq!(queued[0].queued, 2);
+
+    let mut client = start_client(&running.ws_url, Some(backend)).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let (id, _, text) = client.next_message().await;
+        got.push((id, text));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (first, "while you were away 1".to_owned()),
+            (second, "while you were away 2".to_owned())
+        ]
+    );
+    client.wait(Ev::Connected).await;
+    // Acknowledged by the client's delivery receipts: nothing stays queued.
+    let drained = running
+        .sim
+        .wait_for(WAIT, |w| {
+            w.accounts[&phone].devices[&device]
+                .offline
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+    assert!(drained.is_some(), "the device acknowledged both messages");
+
+    // Another restart brings nothing again: everything before `Connected` is offline backlog.
+    let backend = client.stop().await;
+    let mut client = start_client(&running.ws_url, Some(backend)).await;
+    client
+        .wait_for("connected without redelivery", |e| match e {
+            Ev::Message { text, .. } => panic!("redelivered after ack: {text}"),
+            Ev::Connected => Some(()),
+            _ => None,
+        })
+        .await;
+    client.stop().await;
+    running.shutdown().await;
+}
