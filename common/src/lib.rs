@@ -3,6 +3,7 @@
 //! for the operator, and the one telemetry init every binary uses.
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod ids;
 pub mod keys;
 pub mod phone;

@@ -26,12 +26,11 @@ pub fn validate_spec(spec: &WhatsAppSessionSpec) -> Vec<String> {
         }
         (PairingMethod::Qr, None) => {}
     }
-    if let Some(image) = &spec.pod.image {
-        if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
-            problems.push(
-                "spec.pod.image must be a non-empty image reference without spaces".to_owned(),
-            );
-        }
+    if let Some(image) = &spec.pod.image
+        && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
+    {
+        problems
+            .push("spec.pod.image must be a non-empty image reference without spaces".to_owned());
     }
     problems
 }

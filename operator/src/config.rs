@@ -1,0 +1,151 @@
+//! Operator configuration: every field a flag and an environment variable; the seeds' names
+//! (`SESSION_CLEANUP_INTERVAL`, `STALE_CONNECTION_TIMEOUT`, both in milliseconds) are kept.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "wasp-operator",
+    version,
+    about = "Reconciles WhatsAppSession resources into isolated session pods"
+)]
+pub struct Config {
+    /// Watch only this namespace (the release's); all namespaces when unset.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Redis the operator reads session state from and purges on delete.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Image of the session pods.
+    #[arg(long, env = "WASP_SESSION_IMAGE", default_value = concat!("ghcr.io/wasp-dev/wasp-session-pod:", env!("CARGO_PKG_VERSION")))]
+    pub session_image: String,
+
+    /// Command of the session pod container (comma-separated); the image's entrypoint when unset.
+    #[arg(long, env = "WASP_SESSION_COMMAND", value_delimiter = ',')]
+    pub session_command: Vec<String>,
+
+    /// Secret (in the session's namespace) holding the Redis URL the session pods use.
+    #[arg(long, env = "WASP_REDIS_SECRET", default_value = "wasp-redis")]
+    pub redis_secret: String,
+
+    /// Key of the Redis URL in that Secret.
+    #[arg(long, env = "WASP_REDIS_SECRET_KEY", default_value = "url")]
+    pub redis_secret_key: String,
+
+    /// Secret holding the master key the session pods derive auth-state encryption keys from.
+    #[arg(
+        long,
+        env = "WASP_MASTER_KEY_SECRET",
+        default_value = "wasp-master-key"
+    )]
+    pub master_key_secret: String,
+
+    /// Key of the master key in that Secret.
+    #[arg(long, env = "WASP_MASTER_KEY_SECRET_KEY", default_value = "masterKey")]
+    pub master_key_secret_key: String,
+
+    /// WhatsApp WebSocket URL handed to session pods; their built-in default when unset.
+    #[arg(long, env = "WASP_WHATSAPP_URL")]
+    pub whatsapp_url: Option<String>,
+
+    /// Port of the session pods' control API.
+    #[arg(long, env = "WASP_SESSION_CONTROL_PORT", default_value_t = 8080)]
+    pub session_control_port: u16,
+
+    /// Port of the session pods' health and metrics endpoints.
+    #[arg(long, env = "WASP_SESSION_ADMIN_PORT", default_value_t = 9090)]
+    pub session_admin_port: u16,
+
+    /// Stale sessions are looked for this often, in milliseconds (seed `SESSION_CLEANUP_INTERVAL`).
+    #[arg(long, env = "SESSION_CLEANUP_INTERVAL", default_value_t = 300_000)]
+    pub session_cleanup_interval_ms: u64,
+
+    /// A session AwaitingScan or Disconnected this long (ms) is stopped, unless its spec says
+    /// otherwise (seed `STALE_CONNECTION_TIMEOUT`).
+    #[arg(long, env = "STALE_CONNECTION_TIMEOUT", default_value_t = 1_800_000)]
+    pub stale_connection_timeout_ms: u64,
+
+    /// Every session is reconciled at least this often, in seconds, even without a change.
+    #[arg(long, env = "WASP_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+
+    /// Run only while holding the Lease (safe with several replicas).
+    #[arg(long, env = "WASP_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "WASP_LEASE_NAME", default_value = "wasp-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease; the watched namespace, else `default`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Seconds a leader's Lease is valid without renewal.
+    #[arg(long, env = "WASP_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+
+    /// This replica's identity in the Lease; hostname plus a random suffix when unset.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Listen address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "WASP_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    pub admin_addr: std::net::SocketAddr,
+
+    /// Log format: json or text.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+impl Config {
+    pub fn cleanup_interval(&self) -> Duration {
+        Duration::from_millis(self.session_cleanup_interval_ms.max(1))
+    }
+
+    pub fn stale_timeout(&self) -> Duration {
+        Duration::from_millis(self.stale_connection_timeout_ms)
+    }
+
+    pub fn resync(&self) -> Duration {
+        Duration::from_secs(self.resync_seconds.max(1))
+    }
+
+    pub fn lease_namespace(&self) -> String {
+        self.lease_namespace
+            .clone()
+            .or_else(|| self.namespace.clone())
+            .unwrap_or_else(|| "default".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_durations_are_milliseconds_and_defaults_match_the_seed() {
+        let c = Config::parse_from(["wasp-operator"]);
+        assert_eq!(c.cleanup_interval(), Duration::from_secs(300));
+        assert_eq!(c.stale_timeout(), Duration::from_secs(1800));
+        let c = Config::parse_from([
+            "wasp-operator",
+            "--stale-connection-timeout-ms",
+            "1500",
+            "--namespace",
+            "clinic",
+        ]);
+        assert_eq!(c.stale_timeout(), Duration::from_millis(1500));
+        assert_eq!(c.lease_namespace(), "clinic");
+    }
+
+    #[test]
+    fn leader_election_can_be_switched_off() {
+        assert!(Config::parse_from(["x"]).leader_election);
+        assert!(!Config::parse_from(["x", "--leader-election", "false"]).leader_election);
+    }
+}

@@ -1,0 +1,406 @@
+//! The reconcile loop: observe (resource, cached pod, session state in Redis) → build (pure, in
+//! `resources`) → apply (create/delete children) → status (pure, in `status`). All Kubernetes and
+//! Redis IO of a reconcile lives here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use redis::aio::ConnectionManager;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use wasp_common::session_state::read_state;
+use wasp_crds::validate::validate_spec;
+use wasp_crds::{DesiredState, WhatsAppSession, labels::FINALIZER};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::resources::{self, FIELD_MANAGER, PodSettings};
+use crate::status::{Observed, PodView, compute_status, transition};
+use crate::{backoff, cleanup, sweeper};
+
+/// How long a finalizer waits between checks that the session pod is gone.
+const CLEANUP_RECHECK: Duration = Duration::from_secs(1);
+
+/// Shared by every reconcile of one leadership term.
+pub struct Context {
+    pub client: Client,
+    pub namespace: Option<String>,
+    pub redis: ConnectionManager,
+    pub pods: Store<Pod>,
+    pub settings: PodSettings,
+    pub resync: Duration,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+    failures: Mutex<HashMap<ObjectRef<WhatsAppSession>, u32>>,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Everything a leadership term runs with, built by `lib::run`.
+pub struct Term {
+    pub client: Client,
+    pub namespace: Option<String>,
+    pub redis: ConnectionManager,
+    pub settings: PodSettings,
+    pub resync: Duration,
+    pub stale_default: Duration,
+    pub cleanup_interval: Duration,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub triggers: tokio::sync::broadcast::Sender<ObjectRef<WhatsAppSession>>,
+}
+
+/// Runs the controller (and the stale-session sweeper) until `stop` fires.
+pub async fn run_term(term: Term, stop: CancellationToken) {
+    let ns = term.namespace.as_deref();
+    let sessions: Api<WhatsAppSession> = api(&term.client, ns);
+    let pods_api: Api<Pod> = api(&term.client, ns);
+
+    // One cache of the owned pods, shared by the controller's trigger and the reconciler.
+    let (pods, writer) = reflector::store();
+    let pod_events = reflector::reflector(
+        writer,
+        watcher(
+            pods_api,
+            watcher::Config::default().labels(&resources::owned_selector()),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    // Session pods announce state changes through Redis; each announcement reconciles one object.
+    let external = futures::stream::unfold(term.triggers.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(r) => return Some((r, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+
+    let ctx = Arc::new(Context {
+        client: term.client.clone(),
+        namespace: term.namespace.clone(),
+        redis: term.redis,
+        pods,
+        settings: term.settings,
+        resync: term.resync,
+        recorder: term.recorder,
+        metrics: term.metrics,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default(),
+        failures: Mutex::default(),
+    });
+
+    let controller = Controller::new(sessions, watcher::Config::default())
+        .owns_stream(pod_events)
+        .reconcile_on(external)
+        .graceful_shutdown_on({
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        });
+    let store = controller.store();
+    let sweeper = tokio::spawn(sweeper::sweep(
+        store,
+        ctx.clone(),
+        term.stale_default,
+        term.cleanup_interval,
+        stop.clone(),
+    ));
+
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                debug!(error = %e, "reconcile request failed");
+            }
+        })
+        .await;
+    stop.cancel();
+    let _ = sweeper.await;
+}
+
+async fn reconcile(session: Arc<WhatsAppSession>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_inner(&session, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ObjectRef::from_obj(session.as_ref()));
+    }
+    result
+}
+
+fn error_policy(session: Arc<WhatsAppSession>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(session.as_ref());
+    let failures = {
+        let mut map = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff::delay(failures, rand::random::<f64>());
+    warn!(session = %session.name_any(), namespace = ?session.namespace(), category = error.category(), error = %error, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
+    let ns = session
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = session.name_any();
+    let sessions: Api<WhatsAppSession> = Api::namespaced(ctx.client.clone(), &ns);
+
+    if session.metadata.deletion_timestamp.is_some() {
+        if !session.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(Action::await_change());
+        }
+        if !cleanup::finalize(session, ctx).await? {
+            return Ok(Action::requeue(CLEANUP_RECHECK));
+        }
+        remove_finalizer(&sessions, session).await?;
+        ctx.metrics.forget_session(&ObjectRef::from_obj(session));
+        info!(session = %name, namespace = %ns, "session deleted: device logged out, data purged");
+        return Ok(Action::await_change());
+    }
+
+    let session = if session.finalizers().iter().any(|f| f == FINALIZER) {
+        session.clone()
+    } else {
+        add_finalizer(&sessions, session).await?
+    };
+
+    ctx.pods.wait_until_ready().await.ok();
+    let problems = validate_spec(&session.spec);
+    let cached = ctx
+        .pods
+        .get(&ObjectRef::new(&resources::pod_name(&session)).within(&ns));
+    let pod = if problems.is_empty() {
+        apply_pod(&session, cached.as_deref(), ctx).await?
+    } else {
+        cached.map(|p| (*p).clone())
+    };
+
+    let mut redis = ctx.redis.clone();
+    let state = read_state(&mut redis, &session.spec.user_id).await?;
+    let observed = Observed {
+        session: &session,
+        pod: pod.as_ref().map(PodView::of),
+        state,
+        problems,
+        control_port: ctx.settings.control_port,
+        now: Time(Timestamp::now()),
+    };
+    let status = compute_status(&observed);
+    let old_phase = session.status.as_ref().and_then(|s| s.phase);
+    if session.status.as_ref() != Some(&status) {
+        let body = json!({ "apiVersion": "wasp.dev/v1alpha1", "kind": "WhatsAppSession", "status": status });
+        sessions
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+    }
+    if let Some(t) = transition(old_phase, &status) {
+        publish(
+            ctx,
+            &session,
+            if t.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            t.reason,
+            "Reconcile",
+            t.note,
+        )
+        .await;
+    }
+    if let Some(phase) = status.phase {
+        ctx.metrics.set_phase(ObjectRef::from_obj(&session), phase);
+    }
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Brings the pod in line with the spec; returns the pod as it now is (or `None`).
+async fn apply_pod(
+    session: &WhatsAppSession,
+    cached: Option<&Pod>,
+    ctx: &Context,
+) -> Result<Option<Pod>> {
+    let ns = session
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let wanted = session.spec.desired_state == DesiredState::Connected;
+    match cached {
+        Some(pod) if pod.metadata.deletion_timestamp.is_some() => Ok(Some(pod.clone())),
+        Some(pod) if !wanted => {
+            delete_pod(&pods, pod).await?;
+            Ok(None)
+        }
+        Some(pod) => {
+            let desired = resources::session_pod(session, &ctx.settings)?;
+            if resources::pod_spec_hash(pod) == resources::pod_spec_hash(&desired) {
+                return Ok(Some(pod.clone()));
+            }
+            // Replace: the new pod has the same name, so it cannot exist before the old is gone.
+            info!(pod = %pod.name_any(), namespace = %ns, "session spec changed; replacing pod");
+            delete_pod(&pods, pod).await?;
+            Ok(Some(pod.clone()))
+        }
+        None if !wanted => Ok(None),
+        None => {
+            ensure_control_secret(session, ctx).await?;
+            let desired = resources::session_pod(session, &ctx.settings)?;
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match pods.create(&params, &desired).await {
+                Ok(pod) => {
+                    info!(pod = %pod.name_any(), namespace = %ns, "session pod created");
+                    Ok(Some(pod))
+                }
+                // The cache lagged behind: the pod exists (maybe still terminating).
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    Ok(pods.get_opt(&resources::pod_name(session)).await?)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+async fn delete_pod(pods: &Api<Pod>, pod: &Pod) -> Result<()> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match pods.delete(&pod.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the control-token Secret once; an existing one is kept (its token is in use).
+async fn ensure_control_secret(session: &WhatsAppSession, ctx: &Context) -> Result<()> {
+    let ns = session
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = resources::control_secret(session, &resources::random_token())?;
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match secrets.create(&params, &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn add_finalizer(
+    api: &Api<WhatsAppSession>,
+    session: &WhatsAppSession,
+) -> Result<WhatsAppSession> {
+    // A JSON patch with a test on resourceVersion: never clobbers a concurrent edit.
+    let patch = if session.finalizers().is_empty() {
+        json!([
+            { "op": "test", "path": "/metadata/resourceVersion", "value": session.resource_version() },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }
+        ])
+    } else {
+        json!([
+            { "op": "test", "path": "/metadata/resourceVersion", "value": session.resource_version() },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch)?;
+    Ok(api
+        .patch(
+            &session.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await?)
+}
+
+async fn remove_finalizer(api: &Api<WhatsAppSession>, session: &WhatsAppSession) -> Result<()> {
+    let Some(index) = session.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER },
+        { "op": "remove", "path": format!("/metadata/finalizers/{index}") }
+    ]))?;
+    match api
+        .patch(
+            &session.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes a Kubernetes Event about the session; failures are logged, never fatal.
+pub async fn publish(
+    ctx: &Context,
+    session: &WhatsAppSession,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+        warn!(session = %session.name_any(), error = %e, "could not publish event");
+    }
+}

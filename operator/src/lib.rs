@@ -1,0 +1,224 @@
+//! wasp-operator: reconciles `WhatsAppSession` resources into isolated session pods.
+//!
+//! `run` wires the parts: an admin server (metrics, health), a Redis subscription that turns the
+//! session pods' state announcements into reconciles, and — while this replica holds the leader
+//! Lease — the controller (`controller`) and the stale-session sweeper (`sweeper`).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backoff;
+pub mod cleanup;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod metrics;
+pub mod resources;
+pub mod stale;
+pub mod status;
+pub mod sweeper;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use wasp_common::keys::STATE_CHANGED_CHANNEL;
+use wasp_common::session_state::SessionRef;
+use wasp_crds::WhatsAppSession;
+
+pub use config::Config;
+
+use crate::controller::Term;
+use crate::metrics::Metrics;
+
+/// Errors that stop the operator (a reconcile's errors never do).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("admin server: {0}")]
+    Admin(#[from] std::io::Error),
+}
+
+/// A handle to the running operator's observable state (used by tests and benchmarks).
+#[derive(Clone)]
+pub struct Handle {
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    pub identity: String,
+}
+
+impl Handle {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            metrics: Arc::new(Metrics::default()),
+            ready: Arc::new(AtomicBool::new(false)),
+            identity: config.identity.clone().unwrap_or_else(default_identity),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.metrics.leader.get() == 1
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "wasp-operator".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+/// Runs until `shutdown` fires. The admin server listens on `admin` (port 0 in tests).
+pub async fn run(
+    config: Config,
+    client: Client,
+    admin: TcpListener,
+    handle: Handle,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let redis_client = redis::Client::open(config.redis_url.as_str())?;
+    let redis = redis::aio::ConnectionManager::new(redis_client.clone()).await?;
+
+    let admin_state = admin::AdminState {
+        metrics: handle.metrics.clone(),
+        ready: handle.ready.clone(),
+    };
+    let admin_task = tokio::spawn(admin::serve(admin, admin_state, shutdown.clone()));
+
+    let (triggers, _) = broadcast::channel(4096);
+    tokio::spawn(forward_state_changes(
+        redis_client,
+        config.namespace.clone(),
+        triggers.clone(),
+        shutdown.clone(),
+    ));
+
+    let reporter = Reporter {
+        controller: resources::FIELD_MANAGER.into(),
+        instance: Some(handle.identity.clone()),
+    };
+    let term = || Term {
+        client: client.clone(),
+        namespace: config.namespace.clone(),
+        redis: redis.clone(),
+        settings: resources::PodSettings::from(&config),
+        resync: config.resync(),
+        stale_default: config.stale_timeout(),
+        cleanup_interval: config.cleanup_interval(),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        metrics: handle.metrics.clone(),
+        triggers: triggers.clone(),
+    };
+    handle.ready.store(true, Ordering::Relaxed);
+
+    if !config.leader_election {
+        handle.metrics.leader.set(1);
+        controller::run_term(term(), shutdown.clone()).await;
+    } else {
+        let duration = config.lease_duration_seconds.max(3);
+        let manager = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+            .with_namespace(config.lease_namespace())
+            .with_identity(&handle.identity)
+            .with_duration(duration)
+            .with_grace((duration / 3).max(1))
+            .build()
+            .await?;
+        let (mut leading, task) = manager.watch().await;
+        info!(identity = %handle.identity, lease = %config.lease_name, "waiting for leadership");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
+            }
+            info!(identity = %handle.identity, "leading: controller started");
+            handle.metrics.leader.set(1);
+            let term_stop = shutdown.child_token();
+            let mut lost = leading.clone();
+            let stop = term_stop.clone();
+            let watch_loss = tokio::spawn(async move {
+                let _ = lost.wait_for(|l| !*l).await;
+                stop.cancel();
+            });
+            controller::run_term(term(), term_stop).await;
+            watch_loss.abort();
+            handle.metrics.leader.set(0);
+            handle.metrics.forget_all();
+            if shutdown.is_cancelled() {
+                break;
+            }
+            warn!(identity = %handle.identity, "lost leadership: controller stopped");
+        }
+        drop(leading);
+        match task.await {
+            Ok(Ok(manager)) => {
+                if let Err(e) = manager.release().await {
+                    warn!(error = %e, "could not release the leader lease");
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "leader election ended with an error"),
+            Err(e) => warn!(error = %e, "leader election task panicked"),
+        }
+    }
+    handle.metrics.leader.set(0);
+    shutdown.cancel();
+    admin_task.await.map_err(std::io::Error::other)??;
+    Ok(())
+}
+
+/// Subscribes to the session pods' state announcements and forwards them as reconcile triggers,
+/// resubscribing after Redis outages.
+async fn forward_state_changes(
+    client: redis::Client,
+    namespace: Option<String>,
+    triggers: broadcast::Sender<ObjectRef<WhatsAppSession>>,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(STATE_CHANGED_CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(mut pubsub) => {
+                failures = 0;
+                let mut messages = pubsub.on_message();
+                loop {
+                    let msg = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        m = messages.next() => match m { Some(m) => m, None => break },
+                    };
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    let Some(r) = SessionRef::from_payload(&payload) else {
+                        continue;
+                    };
+                    if namespace.as_ref().is_none_or(|ns| *ns == r.namespace) {
+                        let _ = triggers.send(ObjectRef::new(&r.name).within(&r.namespace));
+                    }
+                }
+                warn!("state-change subscription ended; resubscribing");
+            }
+            Err(e) => {
+                failures += 1;
+                warn!(error = %e, failures, "cannot subscribe to session state changes");
+            }
+        }
+        let delay = backoff::delay(failures.max(1), rand::random());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay.min(Duration::from_secs(10))) => {}
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! Desired objects of one WhatsAppSession, as pure functions of the resource and the operator's
+//! settings: the session Pod and its control-token Secret. Unit-tested without a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+use wasp_crds::{PairingMethod, StoragePolicy, WhatsAppSession, labels};
+
+use crate::error::{Error, Result};
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "wasp-operator";
+
+/// Key of the control token in the per-session Secret.
+pub const CONTROL_TOKEN_KEY: &str = "token";
+
+/// Unprivileged uid/gid of the session container (distroless "nonroot").
+const NONROOT_ID: i64 = 65532;
+
+/// What the builders need from the operator's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSettings {
+    pub image: String,
+    pub command: Vec<String>,
+    pub redis_secret: String,
+    pub redis_secret_key: String,
+    pub master_key_secret: String,
+    pub master_key_secret_key: String,
+    pub whatsapp_url: Option<String>,
+    pub control_port: u16,
+    pub admin_port: u16,
+}
+
+impl From<&crate::Config> for PodSettings {
+    fn from(c: &crate::Config) -> Self {
+        Self {
+            image: c.session_image.clone(),
+            command: c.session_command.clone(),
+            redis_secret: c.redis_secret.clone(),
+            redis_secret_key: c.redis_secret_key.clone(),
+            master_key_secret: c.master_key_secret.clone(),
+            master_key_secret_key: c.master_key_secret_key.clone(),
+            whatsapp_url: c.whatsapp_url.clone(),
+            control_port: c.session_control_port,
+            admin_port: c.session_admin_port,
+        }
+    }
+}
+
+/// The pod is named like its WhatsAppSession, so the API server itself guarantees at most one.
+pub fn pod_name(session: &WhatsAppSession) -> String {
+    session.name_any()
+}
+
+/// The Secret holding the session's control token.
+pub fn control_secret_name(session: &WhatsAppSession) -> String {
+    format!("{}-control", session.name_any())
+}
+
+/// Labels on everything owned by a session.
+pub fn owned_labels(session: &WhatsAppSession) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::APP_NAME.into(), "wasp-session".into()),
+        (labels::APP_INSTANCE.into(), session.name_any()),
+        (labels::APP_COMPONENT.into(), "session".into()),
+        (labels::APP_MANAGED_BY.into(), FIELD_MANAGER.into()),
+        (labels::APP_PART_OF.into(), "wasp".into()),
+        (labels::SESSION.into(), session.name_any()),
+        (
+            labels::USER_HASH.into(),
+            wasp_common::user_hash(&session.spec.user_id),
+        ),
+    ])
+}
+
+/// Label selector matching every object the operator owns (used to scope its watches).
+pub fn owned_selector() -> String {
+    format!("{}={}", labels::APP_MANAGED_BY, FIELD_MANAGER)
+}
+
+fn owner_metadata(session: &WhatsAppSession, name: String) -> Result<ObjectMeta> {
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: Some(
+            session
+                .namespace()
+                .ok_or(Error::MissingField("metadata.namespace"))?,
+        ),
+        labels: Some(owned_labels(session)),
+        owner_references: Some(vec![
+            session
+                .controller_owner_ref(&())
+                .ok_or(Error::MissingField("metadata.uid"))?,
+        ]),
+        ..Default::default()
+    })
+}
+
+/// The per-session Secret; `token` is random and created once (see `controller`).
+pub fn control_secret(session: &WhatsAppSession, token: &str) -> Result<Secret> {
+    Ok(Secret {
+        metadata: owner_metadata(session, control_secret_name(session))?,
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            CONTROL_TOKEN_KEY.into(),
+            ByteString(token.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    })
+}
+
+/// 32 random bytes, URL-safe base64: the bearer token wasp-api presents to this session's pod.
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    data_encoding::BASE64URL_NOPAD.encode(&bytes)
+}
+
+fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn session_env(session: &WhatsAppSession, settings: &PodSettings) -> Result<Vec<EnvVar>> {
+    let spec = &session.spec;
+    let mut env = vec![
+        env_value("WASP_USER_ID", spec.user_id.clone()),
+        env_value("WASP_SESSION_NAME", session.name_any()),
+        env_value(
+            "WASP_SESSION_NAMESPACE",
+            session
+                .namespace()
+                .ok_or(Error::MissingField("metadata.namespace"))?,
+        ),
+        env_value(
+            "WASP_CONTROL_ADDR",
+            format!("0.0.0.0:{}", settings.control_port),
+        ),
+        env_value(
+            "WASP_ADMIN_ADDR",
+            format!("0.0.0.0:{}", settings.admin_port),
+        ),
+        env_secret(
+            "REDIS_URL",
+            &settings.redis_secret,
+            &settings.redis_secret_key,
+        ),
+        env_secret(
+            "WASP_MASTER_KEY",
+            &settings.master_key_secret,
+            &settings.master_key_secret_key,
+        ),
+        env_secret(
+            "WASP_CONTROL_TOKEN",
+            &control_secret_name(session),
+            CONTROL_TOKEN_KEY,
+        ),
+        env_value(
+            "WASP_PAIRING_METHOD",
+            match spec.pairing.method {
+                PairingMethod::Qr => "qr",
+                PairingMethod::PairingCode => "pairingCode",
+            },
+        ),
+        env_value(
+            "WASP_STORAGE_POLICY",
+            match spec.storage.policy {
+                StoragePolicy::All => "all",
+                StoragePolicy::ContactsOnly => "contactsOnly",
+                StoragePolicy::None => "none",
+            },
+        ),
+        env_value(
+            "MAX_RECONNECT_ATTEMPTS",
+            spec.reconnect.max_attempts.to_string(),
+        ),
+        env_value(
+            "RECONNECT_INTERVAL",
+            spec.reconnect.base_interval_ms.to_string(),
+        ),
+    ];
+    if let Some(phone) = &spec.pairing.phone_number {
+        env.push(env_value("WASP_PAIRING_PHONE", phone.clone()));
+    }
+    if let Some(days) = spec.storage.retention_days {
+        env.push(env_value("WASP_RETENTION_DAYS", days.to_string()));
+    }
+    if let Some(url) = &settings.whatsapp_url {
+        env.push(env_value("WASP_WHATSAPP_URL", url.clone()));
+    }
+    Ok(env)
+}
+
+fn default_resources() -> ResourceRequirements {
+    // Sized from the benchmark of a connected idle session (≤ 12 MiB RSS) with headroom for bursts.
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("10m".into())),
+            ("memory".into(), Quantity("24Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".into(),
+            Quantity("128Mi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, port: u16, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+/// The session pod without its spec-hash annotation.
+fn pod_without_hash(session: &WhatsAppSession, settings: &PodSettings) -> Result<Pod> {
+    let overrides = &session.spec.pod;
+    let container = Container {
+        name: "session".into(),
+        image: Some(
+            overrides
+                .image
+                .clone()
+                .unwrap_or_else(|| settings.image.clone()),
+        ),
+        command: (!settings.command.is_empty()).then(|| settings.command.clone()),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("control".into()),
+                container_port: settings.control_port.into(),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: settings.admin_port.into(),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        env: Some(session_env(session, settings)?),
+        resources: Some(
+            overrides
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
+        readiness_probe: Some(http_probe("/readyz", settings.admin_port, 5)),
+        liveness_probe: Some(http_probe("/healthz", settings.admin_port, 10)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    Ok(Pod {
+        metadata: owner_metadata(session, pod_name(session))?,
+        spec: Some(PodSpec {
+            containers: vec![container],
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            restart_policy: Some("Always".into()),
+            termination_grace_period_seconds: Some(30),
+            node_selector: overrides.node_selector.clone(),
+            tolerations: overrides.tolerations.clone(),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(NONROOT_ID),
+                run_as_group: Some(NONROOT_ID),
+                fs_group: Some(NONROOT_ID),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            volumes: Some(vec![Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".into()),
+                    size_limit: Some(Quantity("16Mi".into())),
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// Short hash of what the pod would be; a running pod with another hash is out of date.
+fn spec_hash(pod: &Pod) -> Result<String> {
+    let digest = Sha256::digest(serde_json::to_vec(pod)?);
+    let mut h = data_encoding::BASE32_NOPAD
+        .encode(&digest)
+        .to_ascii_lowercase();
+    h.truncate(16);
+    Ok(h)
+}
+
+/// The desired session pod, annotated with the hash of its own content.
+pub fn session_pod(session: &WhatsAppSession, settings: &PodSettings) -> Result<Pod> {
+    let mut pod = pod_without_hash(session, settings)?;
+    let hash = spec_hash(&pod)?;
+    pod.metadata.annotations = Some(BTreeMap::from([(labels::POD_SPEC_HASH.into(), hash)]));
+    Ok(pod)
+}
+
+/// The spec hash a pod was created with.
+pub fn pod_spec_hash(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(labels::POD_SPEC_HASH)
+        .map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Toleration;
+    use wasp_crds::DesiredState;
+
+    fn session() -> WhatsAppSession {
+        let mut s = WhatsAppSession::for_user("doctor@clinic.com");
+        s.metadata.namespace = Some("clinic".into());
+        s.metadata.uid = Some("8e3f1a2b-0000-4000-8000-000000000001".into());
+        s
+    }
+
+    fn settings() -> PodSettings {
+        PodSettings {
+            image: "wasp/session-pod:test".into(),
+            command: vec![],
+            redis_secret: "wasp-redis".into(),
+            redis_secret_key: "url".into(),
+            master_key_secret: "wasp-master-key".into(),
+            master_key_secret_key: "masterKey".into(),
+            whatsapp_url: None,
+            control_port: 8080,
+            admin_port: 9090,
+        }
+    }
+
+    fn env_of(pod: &Pod) -> BTreeMap<String, EnvVar> {
+        pod.spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect()
+    }
+
+    #[test]
+    fn pod_is_owned_labelled_and_named_after_the_session() {
+        let s = session();
+        let pod = session_pod(&s, &settings()).unwrap();
+        assert_eq!(
+            pod.metadata.name.as_deref(),
+            Some(s.metadata.name.as_deref().unwrap())
+        );
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("clinic"));
+        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("WhatsAppSession", Some(true))
+        );
+        assert_eq!(owner.uid, "8e3f1a2b-0000-4000-8000-000000000001");
+        let l = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(l[labels::SESSION], s.metadata.name.clone().unwrap());
+        assert_eq!(
+            l[labels::USER_HASH],
+            wasp_common::user_hash("doctor@clinic.com")
+        );
+        assert_eq!(l[labels::APP_MANAGED_BY], FIELD_MANAGER);
+        assert!(pod_spec_hash(&pod).is_some());
+    }
+
+    #[test]
+    fn pod_is_locked_down() {
+        let pod = session_pod(&session(), &settings()).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let psc = spec.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let sc = spec.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_secret_refs_never_from_values() {
+        let s = session();
+        let env = env_of(&session_pod(&s, &settings()).unwrap());
+        assert_eq!(
+            env["WASP_USER_ID"].value.as_deref(),
+            Some("doctor@clinic.com")
+        );
+        for (name, secret, key) in [
+            ("REDIS_URL", "wasp-redis".to_owned(), "url"),
+            ("WASP_MASTER_KEY", "wasp-master-key".to_owned(), "masterKey"),
+            (
+                "WASP_CONTROL_TOKEN",
+                control_secret_name(&s),
+                CONTROL_TOKEN_KEY,
+            ),
+        ] {
+            assert_eq!(env[name].value, None, "{name}");
+            let r = env[name]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            assert_eq!(
+                (r.name.as_str(), r.key.as_str()),
+                (secret.as_str(), key),
+                "{name}"
+            );
+        }
+        assert_eq!(env["MAX_RECONNECT_ATTEMPTS"].value.as_deref(), Some("5"));
+        assert_eq!(env["RECONNECT_INTERVAL"].value.as_deref(), Some("5000"));
+    }
+
+    #[test]
+    fn spec_overrides_reach_the_pod() {
+        let mut s = session();
+        s.spec.pod.image = Some("registry.local/session:2".into());
+        s.spec.pod.node_selector = Some(BTreeMap::from([("pool".into(), "whatsapp".into())]));
+        s.spec.pod.tolerations = Some(vec![Toleration {
+            key: Some("dedicated".into()),
+            ..Default::default()
+        }]);
+        s.spec.pod.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
+            ..Default::default()
+        });
+        let pod = session_pod(&s, &settings()).unwrap();
+        let spec = pod.spec.unwrap();
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some("registry.local/session:2")
+        );
+        assert_eq!(spec.node_selector.unwrap()["pool"], "whatsapp");
+        assert_eq!(
+            spec.tolerations.unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert_eq!(
+            spec.containers[0]
+                .resources
+                .as_ref()
+                .unwrap()
+                .limits
+                .as_ref()
+                .unwrap()["memory"]
+                .0,
+            "64Mi"
+        );
+    }
+
+    #[test]
+    fn hash_changes_with_the_pod_but_not_with_desired_state() {
+        let s = session();
+        let h = |s: &WhatsAppSession| {
+            pod_spec_hash(&session_pod(s, &settings()).unwrap())
+                .unwrap()
+                .to_owned()
+        };
+        let base = h(&s);
+        assert_eq!(base, h(&s.clone()));
+        let mut other = s.clone();
+        other.spec.reconnect.max_attempts = 9;
+        assert_ne!(base, h(&other));
+        let mut stopped = s.clone();
+        stopped.spec.desired_state = DesiredState::Disconnected;
+        assert_eq!(base, h(&stopped));
+    }
+
+    #[test]
+    fn control_secret_is_owned_and_holds_the_token() {
+        let s = session();
+        let secret = control_secret(&s, "tok").unwrap();
+        assert_eq!(secret.metadata.name, Some(control_secret_name(&s)));
+        assert!(secret.metadata.owner_references.is_some());
+        assert_eq!(secret.data.unwrap()[CONTROL_TOKEN_KEY].0, b"tok");
+        let (a, b) = (random_token(), random_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+    }
+
+    #[test]
+    fn a_session_without_namespace_or_uid_is_an_error_not_a_panic() {
+        let s = WhatsAppSession::for_user("x");
+        assert!(matches!(
+            session_pod(&s, &settings()),
+            Err(Error::MissingField(_))
+        ));
+    }
+}
