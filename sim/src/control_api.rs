@@ -155,7 +155,7 @@ async fn pair_code(
     Path(phone): Path<String>,
     Json(req): Json<PairCode>,
 ) -> ApiResult<DeviceAddr> {
-    Ok(Json(sim.enter_pair_code(&phone, &req.code)?))
+    Ok(Json(sim.enter_pair_code(&phone, &req.code).await?))
 }
 
 async fn remove_device(

@@ -368,6 +368,7 @@ impl Sim {
                 },
                 success_iq: None,
                 linking: None,
+                pair_code: None,
             })
         })();
         let mut w = self.world();
@@ -523,6 +524,7 @@ impl Sim {
                 offline: Default::default(),
                 removed: false,
                 logins: 0,
+                synced_collections: Default::default(),
             },
         );
         let (lid, push_name) = (account.lid.clone(), account.push_name.clone());

@@ -53,6 +53,8 @@ pub struct PendingPairing {
     /// The pair-success iq id, once a phone scanned the QR or entered the code.
     pub success_iq: Option<String>,
     pub linking: Option<DeviceAddr>,
+    /// Phone-number flow (`link_code_companion_reg`) state.
+    pub pair_code: Option<crate::pair_code::CodeRequest>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +85,8 @@ pub struct Device {
     /// Unlinked by the phone: its credentials are refused from now on.
     pub removed: bool,
     pub logins: u32,
+    /// App-state collections the device fetched since it was linked.
+    pub synced_collections: std::collections::BTreeSet<String>,
 }
 
 /// An account: a phone number, its LID, and the simulated phone (device 0).

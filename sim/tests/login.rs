@@ -33,6 +33,15 @@ async fn pairs_by_qr_then_reconnects_with_ik_after_restart() {
         "pairing → connected took {pairing_to_connected:?} (the key share must spare the 10 s grace)"
     );
 
+    settle(&running, &phone.phone, addr.device).await;
+    // The sync answer is processed on the client's side right after; one more round trip
+    // through its stanza pipeline makes sure it was.
+    let contact = sim.create_contact(None, None).await.unwrap();
+    sim.contact_send(&contact.phone, &phone.phone, "ping")
+        .await
+        .unwrap();
+    client.next_message().await;
+
     // Restart the client process on the same store: no QR, IK handshake, connected.
     let backend = client.stop().await;
     let mut client = start_client(&running.ws_url, Some(backend)).await;

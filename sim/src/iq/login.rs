@@ -85,16 +85,20 @@ pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, xmlns: &str, iq: &Node) -> Node 
             .build(),
         // `privacy set <tokens>` (trusted-contact tokens) and privacy setting changes.
         ("privacy", "set") => stanza::iq_result(iq).build(),
-        ("w:sync:app:state", "set") => app_state_sync(iq),
+        ("w:sync:app:state", "set") => {
+            let reply = app_state_sync(iq);
+            if let Some(d) = sim.world().device_mut(dev) {
+                d.synced_collections.extend(requested_collections(iq));
+            }
+            sim.notify_changed();
+            reply
+        }
         ("md", _)
         | ("w:m", _)
         | ("status", _)
         | ("w:profile:picture", _)
         | ("disappearing_mode", _) => stanza::iq_result(iq).build(),
-        _ => {
-            let _ = sim;
-            unknown(dev, iq)
-        }
+        _ => unknown(dev, iq),
     }
 }
 
@@ -102,20 +106,22 @@ pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, xmlns: &str, iq: &Node) -> Node 
 /// collection answers at version 0 with no patches (what an account with no chats
 /// settings looks like); the client marks it synced.
 fn app_state_sync(iq: &Node) -> Node {
-    let collections: Vec<Node> = child(iq, "sync")
-        .map(|sync| {
-            children(sync, "collection")
-                .filter_map(|c| attr(c, "name"))
-                .map(|name| {
-                    NodeBuilder::new("collection")
-                        .attr("name", name)
-                        .attr("version", "0")
-                        .build()
-                })
-                .collect()
+    let collections: Vec<Node> = requested_collections(iq)
+        .map(|name| {
+            NodeBuilder::new("collection")
+                .attr("name", name)
+                .attr("version", "0")
+                .build()
         })
-        .unwrap_or_default();
+        .collect();
     stanza::iq_result(iq)
         .children([NodeBuilder::new("sync").children(collections).build()])
         .build()
+}
+
+fn requested_collections(iq: &Node) -> impl Iterator<Item = String> + '_ {
+    child(iq, "sync")
+        .into_iter()
+        .flat_map(|sync| children(sync, "collection"))
+        .filter_map(|c| attr(c, "name"))
 }

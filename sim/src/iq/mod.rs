@@ -26,6 +26,9 @@ pub async fn handle(sim: &Arc<Sim>, conn: ConnId, iq: Node) {
     let device = sim.world().conns.get(&conn).and_then(|c| c.device.clone());
     let reply = match (xmlns.as_str(), device) {
         ("w:p", _) => Some(stanza::iq_result(&iq).build()),
+        ("md", None) if child(&iq, "link_code_companion_reg").is_some() => {
+            sim.on_link_code_iq(conn, &iq)
+        }
         (_, None) => {
             // Before login only pairing iqs are meaningful.
             debug!(conn, "iq before login: {}", stanza::describe(&iq));

@@ -207,7 +207,26 @@ pub async fn paired_client(running: &Running, sim: &SimClient) -> (String, u16, 
         })
         .await;
     client.wait(Ev::Connected).await;
+    settle(running, &phone.phone, addr.device).await;
     (phone.phone, addr.device, client)
+}
+
+/// Waits until a freshly paired client fetched its regular app-state collections. The client
+/// logs a warning when it is stopped while that first background sync is still in flight.
+pub async fn settle(running: &Running, phone: &str, device: u16) {
+    let synced = running
+        .sim
+        .wait_for(WAIT, |w| {
+            w.accounts[phone].devices[&device]
+                .synced_collections
+                .contains("regular")
+                .then_some(())
+        })
+        .await;
+    assert!(
+        synced.is_some(),
+        "the client fetched its app-state collections"
+    );
 }
 
 // ---- log capture: the client logs through `log`; tests assert it stayed quiet -----------
