@@ -8,7 +8,7 @@ use axum::extract::ws::{Message as WsMessage, WebSocket};
 use buffa::Message as _;
 use thiserror::Error;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use waproto::whatsapp as wa;
 
 use crate::handshake::{self, Established, HelloOutcome};
@@ -36,6 +36,9 @@ pub enum ConnectionError {
     #[error("stanza: {0}")]
     Stanza(#[from] wacore_binary::BinaryError),
 }
+
+/// How long a socket stays open after a stream error for the client to close it.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Wire {
     socket: WebSocket,
@@ -142,9 +145,15 @@ async fn run(
                         if let Some(node) = last {
                             debug!(conn, "send {} and close", stanza::describe(&node));
                             send_stanza(&mut wire, &mut cipher, &node).await?;
+                            // Like WhatsApp, let the client read the stream error and hang
+                            // up itself; closing at once can race its reading of the stanza.
+                            let _ = tokio::time::timeout(LINGER, async {
+                                while wire.read_frame().await.is_ok() {}
+                            })
+                            .await;
                         }
                         if let Err(e) = wire.socket.send(WsMessage::Close(None)).await {
-                            warn!(conn, "close frame not sent: {e}");
+                            debug!(conn, "close frame not sent: {e}");
                         }
                         return Ok(());
                     }

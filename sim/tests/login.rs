@@ -41,6 +41,17 @@ async fn pairs_by_qr_then_reconnects_with_ik_after_restart() {
         .await
         .unwrap();
     client.next_message().await;
+    // …and its delivery receipt reached the server (else the restart redelivers it).
+    let acked = running
+        .sim
+        .wait_for(WAIT, |w| {
+            w.accounts[&phone.phone].devices[&addr.device]
+                .offline
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+    assert!(acked.is_some());
 
     // Restart the client process on the same store: no QR, IK handshake, connected.
     let backend = client.stop().await;

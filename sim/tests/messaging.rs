@@ -89,11 +89,26 @@ async fn messages_sent_while_offline_arrive_once_after_reconnect() {
     assert_eq!(queued[0].queued, 2);
 
     let mut client = start_client(&running.ws_url, Some(backend)).await;
+    // The backlog is delivered before `Connected`; the client may dispatch the two message
+    // events in either order (it decrypts concurrently).
     let mut got = Vec::new();
-    while got.len() < 2 {
-        let (id, _, text) = client.next_message().await;
-        got.push((id, text));
+    let mut connected = false;
+    while got.len() < 2 || !connected {
+        client
+            .wait_for("the backlog and connected", |e| match e {
+                Ev::Message { id, text, .. } => {
+                    got.push((id.clone(), text.clone()));
+                    Some(())
+                }
+                Ev::Connected => {
+                    connected = true;
+                    Some(())
+                }
+                _ => None,
+            })
+            .await;
     }
+    got.sort();
     assert_eq!(
         got,
         vec![
@@ -101,7 +116,6 @@ async fn messages_sent_while_offline_arrive_once_after_reconnect() {
             (second, "while you were away 2".to_owned())
         ]
     );
-    client.wait(Ev::Connected).await;
     // Acknowledged by the client's delivery receipts: nothing stays queued.
     let drained = running
         .sim
