@@ -12,7 +12,7 @@ use crate::control_api::{
 };
 use crate::faults::SocketFault;
 use crate::sim::{ContactInfo, DeviceInfo, PhoneInfo, SocketInfo};
-use crate::world::{DeviceAddr, ReceivedText};
+use crate::world::{DeviceAddr, ReceiptSeen, ReceivedText};
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -165,6 +165,16 @@ impl SimClient {
             timeout.as_millis()
         ))
         .await
+    }
+
+    pub async fn contact_receipts(&self, contact: &str) -> Result<Vec<ReceiptSeen>, ClientError> {
+        self.get(&format!("/v1/contacts/{contact}/receipts")).await
+    }
+
+    /// Iqs the simulator had no specific answer for; empty when the simulation covered
+    /// everything a client asked.
+    pub async fn unhandled_iqs(&self) -> Result<Vec<String>, ClientError> {
+        self.get("/v1/unhandled-iqs").await
     }
 
     pub async fn inject(

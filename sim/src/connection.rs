@@ -145,7 +145,7 @@ async fn run(
                         if let Some(node) = last {
                             debug!(conn, "send {} and close", stanza::describe(&node));
                             send_stanza(&mut wire, &mut cipher, &node).await?;
-                            // Like WhatsApp, let the client read the stream error and hang
+                            // Let the client read the stream error and hang
                             // up itself; closing at once can race its reading of the stanza.
                             let _ = tokio::time::timeout(LINGER, async {
                                 while wire.read_frame().await.is_ok() {}

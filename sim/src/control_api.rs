@@ -28,6 +28,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/contacts", get(list_contacts).post(create_contact))
         .route("/v1/contacts/{phone}/send", post(contact_send))
         .route("/v1/contacts/{phone}/received", get(contact_received))
+        .route("/v1/contacts/{phone}/receipts", get(contact_receipts))
+        .route("/v1/unhandled-iqs", get(unhandled_iqs))
         .route("/v1/faults/socket", post(socket_fault))
         .route("/v1/faults/refuse", post(refuse))
         .route("/v1/faults/delay", post(delay))
@@ -211,6 +213,17 @@ async fn contact_received(
     })
     .await;
     Ok(Json(sim.contact_received(&phone)?))
+}
+
+async fn contact_receipts(
+    State(sim): State<Arc<Sim>>,
+    Path(phone): Path<String>,
+) -> ApiResult<Vec<crate::world::ReceiptSeen>> {
+    Ok(Json(sim.contact_receipts(&phone)?))
+}
+
+async fn unhandled_iqs(State(sim): State<Arc<Sim>>) -> Json<Vec<String>> {
+    Json(sim.unhandled_iqs())
 }
 
 async fn socket_fault(

@@ -141,6 +141,7 @@ pub async fn from_device(sim: &Arc<Sim>, conn: ConnId, msg: Node) {
 /// A `<receipt>` from the device: it acknowledges a delivered stanza (removing it from the
 /// device's queue); the server acks the receipt.
 pub fn receipt_from_device(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
+    relay_receipt_to_contact(sim, conn, receipt);
     if let Some(id) = attr(receipt, "id") {
         sim.acked(conn, &id);
         // Batched receipts list further ids.
@@ -154,6 +155,31 @@ pub fn receipt_from_device(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
     }
     let ack = stanza::ack_for(receipt, None);
     sim.world().send(conn, Outbound::Stanza(ack));
+}
+
+/// Receipts for a contact's messages reach the contact's phone.
+fn relay_receipt_to_contact(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
+    let (Some(to), Some(id)) = (attr(receipt, "to"), attr(receipt, "id")) else {
+        return;
+    };
+    let Some((user, _)) = split_jid(&to) else {
+        return;
+    };
+    let mut w = sim.world();
+    let Some(sender) = w.conns.get(&conn).and_then(|c| c.device.clone()) else {
+        return;
+    };
+    let Some(contact) = w.contact_by_user_mut(&user) else {
+        return;
+    };
+    let kind = attr(receipt, "type").unwrap_or_else(|| "delivery".to_owned());
+    contact.receipts.push(crate::world::ReceiptSeen {
+        id,
+        from: format!("{}:{}", sender.phone, sender.device),
+        kind,
+    });
+    drop(w);
+    sim.notify_changed();
 }
 
 impl Sim {

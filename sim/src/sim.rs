@@ -677,6 +677,7 @@ impl Sim {
                 name: name.clone(),
                 participant,
                 received: Vec::new(),
+                receipts: Vec::new(),
             },
         );
         Ok(ContactInfo { phone, lid, name })
@@ -692,6 +693,22 @@ impl Sim {
                 name: c.name.clone(),
             })
             .collect()
+    }
+
+    pub fn contact_receipts(
+        &self,
+        contact: &str,
+    ) -> Result<Vec<crate::world::ReceiptSeen>, SimError> {
+        self.world()
+            .contacts
+            .get(contact)
+            .map(|c| c.receipts.clone())
+            .ok_or_else(|| SimError::NotFound(format!("contact {contact}")))
+    }
+
+    /// Iqs the simulator answered with an empty result because it knows no better.
+    pub fn unhandled_iqs(&self) -> Vec<String> {
+        self.world().unhandled_iqs.clone()
     }
 
     pub fn contact_received(&self, contact: &str) -> Result<Vec<ReceivedText>, SimError> {

@@ -112,6 +112,8 @@ pub struct Contact {
     pub participant: std::sync::Arc<crate::signal::Participant>,
     /// Decrypted texts the contact received, in order.
     pub received: Vec<ReceivedText>,
+    /// Receipts devices sent for the contact's messages (delivery, read…).
+    pub receipts: Vec<ReceiptSeen>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -119,6 +121,15 @@ pub struct ReceivedText {
     pub id: String,
     pub from: String,
     pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReceiptSeen {
+    pub id: String,
+    /// The device that sent it (`phone:device`).
+    pub from: String,
+    /// `delivery` when the stanza had no type, else its type (`read`, `inactive`, …).
+    pub kind: String,
 }
 
 #[derive(Default)]
@@ -129,6 +140,8 @@ pub struct World {
     pub next_conn: ConnId,
     pub next_lid: u64,
     pub next_stanza: u64,
+    /// Iqs the simulator had no specific answer for (a gap in the simulation).
+    pub unhandled_iqs: Vec<String>,
 }
 
 impl World {

@@ -85,6 +85,7 @@ async fn pairs_by_qr_then_reconnects_with_ik_after_restart() {
         .await;
     assert!(uploaded.is_some(), "the client uploaded prekeys");
 
+    assert_eq!(sim.unhandled_iqs().await.unwrap(), Vec::<String>::new());
     let warnings = client_warnings();
     assert!(
         warnings.is_empty(),

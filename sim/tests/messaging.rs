@@ -38,6 +38,10 @@ async fn contact_and_client_exchange_e2e_text() {
     assert_eq!(received[0].text, "hi alice, from the CRM");
     assert_eq!(received[0].from, phone);
 
+    // The device's delivery receipt for Alice's message reached her phone.
+    let receipts = sim.contact_receipts(&contact.phone).await.unwrap();
+    assert!(receipts.iter().any(|r| r.id == sent_id), "{receipts:?}");
+
     // The session continues both ways (Signal `msg`, no new prekey message).
     sim.contact_send(&contact.phone, &phone, "second")
         .await

@@ -98,7 +98,7 @@ pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, xmlns: &str, iq: &Node) -> Node 
         | ("status", _)
         | ("w:profile:picture", _)
         | ("disappearing_mode", _) => stanza::iq_result(iq).build(),
-        _ => unknown(dev, iq),
+        _ => unknown(sim, dev, iq),
     }
 }
 

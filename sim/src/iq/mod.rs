@@ -64,7 +64,8 @@ async fn on_reply(sim: &Arc<Sim>, conn: ConnId, iq: &Node) {
 }
 
 /// Logs an iq the simulator has no specific answer for.
-fn unknown(dev: &DeviceAddr, iq: &Node) -> Node {
+fn unknown(sim: &Sim, dev: &DeviceAddr, iq: &Node) -> Node {
+    sim.world().unhandled_iqs.push(stanza::describe(iq));
     warn!(
         ?dev,
         child = first_child_tag(iq).unwrap_or(""),

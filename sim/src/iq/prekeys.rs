@@ -34,7 +34,7 @@ pub async fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, iq: &Node) -> Node {
         }
         "get" if child(iq, "digest").is_some() => digest(sim, dev, iq),
         "get" if child(iq, "key").is_some() => fetch(sim, iq).await,
-        _ => unknown(dev, iq),
+        _ => unknown(sim, dev, iq),
     }
 }
 

@@ -76,7 +76,7 @@ fn user_part(jid: &str) -> &str {
 
 pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, iq: &Node) -> Node {
     let Some(usync) = child(iq, "usync") else {
-        return super::unknown(dev, iq);
+        return super::unknown(sim, dev, iq);
     };
     let protocols: Vec<String> = child(usync, "query")
         .and_then(|q| q.children())
