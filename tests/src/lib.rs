@@ -1,0 +1,31 @@
+//! wasp's test world: a real local Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager v1.20) and a real Redis, started once per test binary, plus the helpers
+//! tests use against them. See `docs/local-kubernetes.md`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use wasp_e2e::{TestEnv, eventually};
+//!
+//! #[tokio::test]
+//! async fn example() -> anyhow::Result<()> {
+//!     let env = TestEnv::get();
+//!     let client = env.kube_client().await?; // a fresh client per test (per runtime)
+//!     let ns = env.namespace("example").await?;
+//!     let redis = redis::Client::open(env.redis_url())?;
+//!     # let _ = (client, ns, redis);
+//!     eventually(Duration::from_secs(10), || async { Some(()) }).await?;
+//!     Ok(())
+//! }
+//! ```
+
+pub mod cluster;
+pub mod crds;
+pub mod env;
+pub mod kubelet;
+pub mod procs;
+pub mod redis_server;
+pub mod wait;
+
+pub use env::TestEnv;
+pub use kubelet::{mark_pod_running, mark_pod_terminated};
+pub use wait::{TimedOut, eventually, wait_for};
