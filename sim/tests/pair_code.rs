@@ -52,3 +52,20 @@ async fn a_code_for_an_unknown_number_is_rejected() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanning_a_stale_or_malformed_qr_is_rejected() {
+    let (running, sim) = start_sim().await;
+    let phone = sim.create_phone(None, None).await.unwrap();
+    let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let stale = format!("2@gone,{key},{key},{key},1");
+    match sim.scan_qr(&phone.phone, &stale).await {
+        Err(wasp_sim::client::ClientError::Api { status, .. }) => assert_eq!(status, 404),
+        other => panic!("unexpected {other:?}"),
+    }
+    match sim.scan_qr(&phone.phone, "not a qr").await {
+        Err(wasp_sim::client::ClientError::Api { status, .. }) => assert_eq!(status, 400),
+        other => panic!("unexpected {other:?}"),
+    }
+    running.shutdown().await;
+}

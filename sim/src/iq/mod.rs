@@ -63,9 +63,17 @@ async fn on_reply(sim: &Arc<Sim>, conn: ConnId, iq: &Node) {
     }
 }
 
+const MAX_UNHANDLED_KEPT: usize = 1000;
+
 /// Logs an iq the simulator has no specific answer for.
 fn unknown(sim: &Sim, dev: &DeviceAddr, iq: &Node) -> Node {
-    sim.world().unhandled_iqs.push(stanza::describe(iq));
+    {
+        let mut w = sim.world();
+        // Bounded: a client looping on an unknown iq must not grow the simulator forever.
+        if w.unhandled_iqs.len() < MAX_UNHANDLED_KEPT {
+            w.unhandled_iqs.push(stanza::describe(iq));
+        }
+    }
     warn!(
         ?dev,
         child = first_child_tag(iq).unwrap_or(""),
