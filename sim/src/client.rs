@@ -201,6 +201,11 @@ impl SimClient {
         .await
     }
 
+    /// Rotates the server's static Noise key (clients resume through XXfallback).
+    pub async fn rotate_server_key(&self) -> Result<(), ClientError> {
+        self.post("/v1/faults/rotate-server-key", &()).await
+    }
+
     pub async fn delay_frames(&self, d: Duration) -> Result<(), ClientError> {
         self.post(
             "/v1/faults/delay",

@@ -92,7 +92,7 @@ pub async fn serve(sim: Arc<Sim>, socket: WebSocket) {
 
 async fn handshake(sim: &Sim, wire: &mut Wire) -> Result<Established, ConnectionError> {
     let hello = wire.read_frame().await?;
-    match handshake::on_client_hello(sim.server_identity(), &hello)? {
+    match handshake::on_client_hello(&sim.server_identity(), &hello)? {
         HelloOutcome::AwaitFinish {
             server_hello,
             pending,

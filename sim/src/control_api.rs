@@ -33,6 +33,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/faults/socket", post(socket_fault))
         .route("/v1/faults/refuse", post(refuse))
         .route("/v1/faults/delay", post(delay))
+        .route("/v1/faults/rotate-server-key", post(rotate_server_key))
         .with_state(sim)
 }
 
@@ -243,6 +244,11 @@ async fn socket_fault(
 async fn refuse(State(sim): State<Arc<Sim>>, Json(req): Json<Millis>) -> Json<()> {
     sim.refuse_connections_for(Duration::from_millis(req.millis));
     Json(())
+}
+
+async fn rotate_server_key(State(sim): State<Arc<Sim>>) -> ApiResult<()> {
+    sim.rotate_server_key()?;
+    Ok(Json(()))
 }
 
 async fn delay(State(sim): State<Arc<Sim>>, Json(req): Json<Millis>) -> Json<()> {

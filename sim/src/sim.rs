@@ -57,7 +57,9 @@ pub enum SimError {
 }
 
 pub struct Sim {
-    server: ServerIdentity,
+    /// Swapped whole when the server key rotates; a handshake uses one consistent identity.
+    server: std::sync::RwLock<Arc<ServerIdentity>>,
+    root: KeyPair,
     root_pub: [u8; 32],
     world: Mutex<World>,
     faults: Mutex<GlobalFaults>,
@@ -115,20 +117,40 @@ impl Sim {
         let static_pub = public_bytes(&keys.server_static);
         let cert_chain = build_cert_chain(&keys.root, &static_pub)?;
         Ok(Arc::new(Self {
-            server: ServerIdentity {
+            server: std::sync::RwLock::new(Arc::new(ServerIdentity {
                 static_kp: keys.server_static,
                 static_pub,
                 cert_chain,
-            },
+            })),
             root_pub: public_bytes(&keys.root),
+            root: keys.root,
             world: Mutex::new(World::default()),
             faults: Mutex::new(GlobalFaults::default()),
             changed: Notify::new(),
         }))
     }
 
-    pub fn server_identity(&self) -> &ServerIdentity {
-        &self.server
+    pub fn server_identity(&self) -> Arc<ServerIdentity> {
+        self.server
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the server's static Noise key (with a new chain from the same root), as
+    /// WhatsApp rotates its keys: clients that cached the old one try IK, fail, and complete
+    /// the handshake through XXfallback.
+    pub fn rotate_server_key(&self) -> Result<(), SimError> {
+        let static_kp = generate_key_pair();
+        let static_pub = public_bytes(&static_kp);
+        let cert_chain = build_cert_chain(&self.root, &static_pub)?;
+        *self.server.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ServerIdentity {
+            static_kp,
+            static_pub,
+            cert_chain,
+        });
+        info!("server static key rotated");
+        Ok(())
     }
 
     /// The root key the certificate chain is signed with.

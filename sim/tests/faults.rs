@@ -112,3 +112,32 @@ async fn delayed_frames_still_arrive() {
     client.stop().await;
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_server_key_is_recovered_through_xx_fallback() {
+    let (running, sim) = start_sim().await;
+    let (phone, device, mut client) = paired_client(&running, &sim).await;
+    sim.rotate_server_key().await.unwrap();
+    sim.inject(&phone, device, SocketFault::Drop).await.unwrap();
+    client.wait(Ev::Disconnected).await;
+    client.wait(Ev::Connected).await;
+    let sockets = sim.sockets().await.unwrap();
+    let live = sockets
+        .iter()
+        .find(|s| s.phone.as_deref() == Some(phone.as_str()))
+        .unwrap();
+    assert_eq!(live.pattern, wasp_sim::handshake::Pattern::XxFallback);
+
+    // The client cached the new key: the next reconnect is IK again.
+    sim.inject(&phone, device, SocketFault::Drop).await.unwrap();
+    client.wait(Ev::Disconnected).await;
+    client.wait(Ev::Connected).await;
+    let sockets = sim.sockets().await.unwrap();
+    let live = sockets
+        .iter()
+        .find(|s| s.phone.as_deref() == Some(phone.as_str()))
+        .unwrap();
+    assert_eq!(live.pattern, wasp_sim::handshake::Pattern::Ik);
+    client.stop().await;
+    running.shutdown().await;
+}
