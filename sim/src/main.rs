@@ -31,9 +31,19 @@ async fn main() -> anyhow::Result<()> {
     let sim = Sim::new(keys).context("creating the simulator")?;
     let running = wasp_sim::start(sim, config.listen, config.control_listen).await?;
     tracing::info!(ws = %running.ws_url, control = %running.control_url, "wasp-sim ready");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
     running.shutdown().await;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (what a pod's grace period sends).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
     Ok(())
 }
