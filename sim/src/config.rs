@@ -27,6 +27,11 @@ pub struct Config {
     /// Hex of the 32-byte root private key that signs the certificate chain.
     #[arg(long, env = "WASP_SIM_ROOT_KEY")]
     pub root_key: Option<String>,
+    /// Keep accounts, devices, contacts and queues here across restarts (JSON). Loaded at
+    /// start when present (its keys win over --static-key/--root-key), saved every few seconds
+    /// when something changed and at shutdown.
+    #[arg(long, env = "WASP_SIM_STATE_FILE")]
+    pub state_file: Option<std::path::PathBuf>,
     /// Log filter (`tracing` env-filter syntax).
     #[arg(long, env = "WASP_SIM_LOG", default_value = "info")]
     pub log: String,

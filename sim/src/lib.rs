@@ -16,6 +16,7 @@ pub mod messaging;
 pub mod offline_queue;
 pub mod pair_code;
 pub mod pairing;
+pub mod persistence;
 mod router;
 pub mod server;
 pub mod signal;

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use wasp_sim::config::Config;
 use wasp_sim::crypto::{generate_key_pair, key_pair_from_private};
+use wasp_sim::persistence;
 use wasp_sim::{Sim, SimKeys};
 
 fn key(hex: Option<&str>, what: &str) -> anyhow::Result<wacore::libsignal::protocol::KeyPair> {
@@ -24,17 +25,62 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
         .init();
-    let keys = SimKeys {
-        server_static: key(config.static_key.as_deref(), "--static-key")?,
-        root: key(config.root_key.as_deref(), "--root-key")?,
+    let snapshot = match &config.state_file {
+        Some(path) => persistence::load(path)?,
+        None => None,
     };
-    let sim = Sim::new(keys).context("creating the simulator")?;
-    let running = wasp_sim::start(sim, config.listen, config.control_listen).await?;
+    let sim = match &snapshot {
+        Some(snap) => {
+            tracing::info!(
+                accounts = snap.accounts.len(),
+                contacts = snap.contacts.len(),
+                "state restored"
+            );
+            Sim::from_snapshot(snap)?
+        }
+        None => Sim::new(SimKeys {
+            server_static: key(config.static_key.as_deref(), "--static-key")?,
+            root: key(config.root_key.as_deref(), "--root-key")?,
+        })
+        .context("creating the simulator")?,
+    };
+    let running = wasp_sim::start(sim.clone(), config.listen, config.control_listen).await?;
     tracing::info!(ws = %running.ws_url, control = %running.control_url, "wasp-sim ready");
+    let saver = config.state_file.clone().map(|path| {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            let mut saved = sim.change_count();
+            let mut tick = tokio::time::interval(SAVE_EVERY);
+            loop {
+                tick.tick().await;
+                let now = sim.change_count();
+                if now != saved {
+                    match save(&sim, &path).await {
+                        Ok(()) => saved = now,
+                        Err(e) => tracing::warn!("saving state: {e:#}"),
+                    }
+                }
+            }
+        })
+    });
     shutdown_signal().await?;
     tracing::info!("shutting down");
+    if let Some(saver) = saver {
+        saver.abort();
+    }
     running.shutdown().await;
+    if let Some(path) = &config.state_file {
+        save(&sim, path).await?;
+    }
     Ok(())
+}
+
+/// How often changed state is written to the state file.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn save(sim: &Sim, path: &std::path::Path) -> anyhow::Result<()> {
+    let snap = sim.snapshot().await?;
+    persistence::save(path, &snap).with_context(|| format!("writing {}", path.display()))
 }
 
 /// SIGINT or SIGTERM (what a pod's grace period sends).

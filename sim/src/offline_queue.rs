@@ -65,6 +65,10 @@ impl OfflineQueue {
         self.items.is_empty()
     }
 
+    pub fn items(&self) -> impl Iterator<Item = &Queued> {
+        self.items.iter()
+    }
+
     pub fn ids(&self) -> Vec<String> {
         self.items.iter().map(|q| q.id.clone()).collect()
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::Mutex;
 use wacore::libsignal::protocol::{
@@ -32,6 +33,8 @@ pub enum SignalError {
     UnknownType(String),
     #[error("no session with {0} and no prekey bundle to start one")]
     NoSession(String),
+    #[error("bad snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// The public half of a participant's prekey bundle, as the server hands it out.
@@ -72,6 +75,8 @@ pub struct Envelope {
 pub struct Participant {
     pub identity_pub: [u8; 32],
     pub registration_id: u32,
+    identity_private: [u8; 32],
+    signed_private: [u8; 32],
     bundle: PublicBundle,
     store: Mutex<MemStore>,
 }
@@ -79,60 +84,194 @@ pub struct Participant {
 /// How many one-time prekeys a participant publishes.
 const ONE_TIME_PREKEYS: u32 = 20;
 
+/// Everything needed to bring a participant back after a simulator restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParticipantSnapshot {
+    #[serde(with = "hex_bytes")]
+    pub identity_private: Vec<u8>,
+    pub registration_id: u32,
+    #[serde(with = "hex_bytes")]
+    pub signed_private: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    pub signed_signature: Vec<u8>,
+    /// Serialized one-time prekey records still unused.
+    pub prekeys: Vec<(u32, HexBytes)>,
+    /// `(peer name, peer device, serialized session record)`.
+    pub sessions: Vec<(String, u32, HexBytes)>,
+    /// `(peer name, peer device, identity key)`.
+    pub identities: Vec<(String, u32, HexBytes)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HexBytes(#[serde(with = "hex_bytes")] pub Vec<u8>);
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&data_encoding::HEXLOWER.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl Participant {
     pub fn new(identity: KeyPair) -> Result<Self, SignalError> {
         use rand::RngExt as _;
         let mut rng = new_rng();
         let registration_id = rng.random_range(1..16380);
-        let identity_pub = public_bytes(&identity);
-        let identity_pair = IdentityKeyPair::new(
-            IdentityKey::new(identity.public_key),
-            identity.private_key.clone(),
-        );
         let signed = KeyPair::generate(&mut rng);
         // WhatsApp signs the type-prefixed (33-byte) serialization of the signed prekey.
         let signature = identity
             .private_key
             .calculate_signature(&signed.public_key.serialize(), &mut rng)
             .map_err(SignalProtocolError::from)?;
+        let prekeys = (1..=ONE_TIME_PREKEYS)
+            .map(|id| {
+                (
+                    id,
+                    PreKeyRecord::new(id.into(), &KeyPair::generate(&mut rng)),
+                )
+            })
+            .collect();
+        Self::from_parts(
+            &identity,
+            registration_id,
+            &signed,
+            signature,
+            prekeys,
+            HashMap::new(),
+            HashMap::new(),
+        )
+    }
+
+    fn from_parts(
+        identity: &KeyPair,
+        registration_id: u32,
+        signed: &KeyPair,
+        signature: [u8; 64],
+        prekeys: HashMap<u32, PreKeyRecord>,
+        sessions: HashMap<ProtocolAddress, SessionRecord>,
+        known: HashMap<ProtocolAddress, IdentityKey>,
+    ) -> Result<Self, SignalError> {
+        let identity_pub = public_bytes(identity);
         let signed_record = signed_prekey_structure_to_record(new_signed_pre_key_record(
             1,
-            &signed,
+            signed,
             signature,
             chrono::Utc::now(),
         ))?;
-        let mut prekeys = HashMap::new();
-        let mut first_prekey = None;
-        for id in 1..=ONE_TIME_PREKEYS {
-            let kp = KeyPair::generate(&mut rng);
-            first_prekey.get_or_insert((id, public_bytes(&kp)));
-            prekeys.insert(id, PreKeyRecord::new(id.into(), &kp));
-        }
         let bundle = PublicBundle {
             registration_id,
             identity: identity_pub,
             signed_prekey_id: 1,
-            signed_prekey: public_bytes(&signed),
+            signed_prekey: public_bytes(signed),
             signed_prekey_signature: signature.to_vec(),
-            prekey: first_prekey,
+            prekey: None,
         };
         let mut signed_prekeys = HashMap::new();
         signed_prekeys.insert(1, signed_record);
         Ok(Self {
             identity_pub,
             registration_id,
+            identity_private: *identity.private_key.serialize(),
+            signed_private: *signed.private_key.serialize(),
             bundle,
             store: Mutex::new(MemStore {
-                sessions: Sessions(HashMap::new()),
+                sessions: Sessions(sessions),
                 identities: Identities {
-                    pair: identity_pair,
+                    pair: IdentityKeyPair::new(
+                        IdentityKey::new(identity.public_key),
+                        identity.private_key.clone(),
+                    ),
                     registration_id,
-                    known: HashMap::new(),
+                    known,
                 },
                 prekeys: PreKeys(prekeys),
                 signed: SignedPreKeys(signed_prekeys),
             }),
         })
+    }
+
+    pub async fn snapshot(&self) -> Result<ParticipantSnapshot, SignalError> {
+        let store = self.store.lock().await;
+        let mut prekeys = Vec::with_capacity(store.prekeys.0.len());
+        for (id, rec) in &store.prekeys.0 {
+            prekeys.push((*id, HexBytes(rec.serialize()?)));
+        }
+        let mut sessions = Vec::with_capacity(store.sessions.0.len());
+        for (addr, rec) in &store.sessions.0 {
+            sessions.push((
+                addr.name().to_owned(),
+                u32::from(addr.device_id()),
+                HexBytes(rec.serialize()?),
+            ));
+        }
+        let identities = store
+            .identities
+            .known
+            .iter()
+            .map(|(addr, key)| {
+                (
+                    addr.name().to_owned(),
+                    u32::from(addr.device_id()),
+                    HexBytes(key.serialize().to_vec()),
+                )
+            })
+            .collect();
+        Ok(ParticipantSnapshot {
+            identity_private: self.identity_private.to_vec(),
+            registration_id: self.registration_id,
+            signed_private: self.signed_private.to_vec(),
+            signed_signature: self.bundle.signed_prekey_signature.clone(),
+            prekeys,
+            sessions,
+            identities,
+        })
+    }
+
+    pub fn restore(snap: &ParticipantSnapshot) -> Result<Self, SignalError> {
+        let identity = crate::crypto::key_pair_from_private(&snap.identity_private)
+            .map_err(|e| SignalError::Snapshot(e.to_string()))?;
+        let signed = crate::crypto::key_pair_from_private(&snap.signed_private)
+            .map_err(|e| SignalError::Snapshot(e.to_string()))?;
+        let signature: [u8; 64] = snap
+            .signed_signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| SignalError::Snapshot("signature length".into()))?;
+        let mut prekeys = HashMap::new();
+        for (id, rec) in &snap.prekeys {
+            prekeys.insert(*id, PreKeyRecord::deserialize(&rec.0)?);
+        }
+        let mut sessions = HashMap::new();
+        for (name, device, rec) in &snap.sessions {
+            sessions.insert(
+                ProtocolAddress::new(name, (*device).into()),
+                SessionRecord::deserialize(&rec.0)?,
+            );
+        }
+        let mut known = HashMap::new();
+        for (name, device, key) in &snap.identities {
+            known.insert(
+                ProtocolAddress::new(name, (*device).into()),
+                IdentityKey::decode(&key.0)?,
+            );
+        }
+        Self::from_parts(
+            &identity,
+            snap.registration_id,
+            &signed,
+            signature,
+            prekeys,
+            sessions,
+            known,
+        )
     }
 
     /// The bundle peers fetch to start a session with this participant. One-time prekeys
@@ -369,6 +508,8 @@ mod tests {
     async fn two_participants_talk_both_ways() {
         let alice = Participant::new(generate_key_pair()).unwrap();
         let bob = Participant::new(generate_key_pair()).unwrap();
+        // Survives a snapshot round trip before any traffic…
+        let bob = Participant::restore(&bob.snapshot().await.unwrap()).unwrap();
         let bob_addr = ProtocolAddress::new("bob", 0.into());
         let alice_addr = ProtocolAddress::new("alice", 0.into());
         let bundle = bob.public_bundle().await;

@@ -65,6 +65,8 @@ pub struct Sim {
     faults: Mutex<GlobalFaults>,
     /// Woken on every change a waiter may care about (messages received, devices, sockets).
     changed: Notify,
+    /// Counts those changes, so a periodic saver knows whether to write.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -127,6 +129,7 @@ impl Sim {
             world: Mutex::new(World::default()),
             faults: Mutex::new(GlobalFaults::default()),
             changed: Notify::new(),
+            changes: Default::default(),
         }))
     }
 
@@ -153,6 +156,10 @@ impl Sim {
         Ok(())
     }
 
+    pub(crate) fn root_private(&self) -> [u8; 32] {
+        *self.root.private_key.serialize()
+    }
+
     /// The root key the certificate chain is signed with.
     pub fn root_public_key(&self) -> [u8; 32] {
         self.root_pub
@@ -163,7 +170,14 @@ impl Sim {
     }
 
     pub(crate) fn notify_changed(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.changed.notify_waiters();
+    }
+
+    /// Grows on every state change.
+    pub fn change_count(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until `check` returns `Some`, re-evaluating on every change.
@@ -470,6 +484,8 @@ impl Sim {
                 next_key_index: 1,
             },
         );
+        drop(w);
+        self.notify_changed();
         Ok(PhoneInfo {
             phone,
             lid,
@@ -702,6 +718,8 @@ impl Sim {
                 receipts: Vec::new(),
             },
         );
+        drop(w);
+        self.notify_changed();
         Ok(ContactInfo { phone, lid, name })
     }
 
