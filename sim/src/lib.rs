@@ -3,15 +3,18 @@
 //! stanzas, multi-device pairing by QR and by code, E2E 1:1 messages with simulated contacts,
 //! offline queues, and faults on demand. See `docs/simulator.md`.
 
+mod admission;
 pub mod certs;
 pub mod client;
 pub mod config;
 mod connection;
 pub mod control_api;
 pub mod crypto;
+mod directory;
 pub mod faults;
 pub mod handshake;
 mod iq;
+mod linking;
 pub mod messaging;
 pub mod offline_queue;
 pub mod pair_code;

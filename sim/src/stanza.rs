@@ -104,6 +104,27 @@ pub fn describe(node: &Node) -> String {
     s
 }
 
+/// `<failure reason=…/>`, the login refusal.
+pub fn failure(reason: &str) -> Node {
+    NodeBuilder::new("failure")
+        .attr("reason", reason)
+        .attr("location", "sim")
+        .build()
+}
+
+pub fn stream_error_code(code: &str) -> Node {
+    NodeBuilder::new("stream:error").attr("code", code).build()
+}
+
+pub fn stream_conflict(kind: &str, code: Option<&str>) -> Node {
+    let mut b = NodeBuilder::new("stream:error");
+    if let Some(code) = code {
+        b = b.attr("code", code);
+    }
+    b.children([NodeBuilder::new("conflict").attr("type", kind).build()])
+        .build()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
