@@ -92,8 +92,7 @@ pub async fn from_device(sim: &Arc<Sim>, conn: ConnId, msg: Node) {
             .contact_by_user(&user)
             .map(|c| (c.phone.clone(), c.participant.clone()));
         let Some((contact_phone, participant)) = contact else {
-            // Copies for the sender's own phone (and other companions) are not simulated.
-            debug!(%jid, "message copy for a non-contact device dropped");
+            relay_to_account_device(sim, &sender, &to, &msg, &jid, &enc);
             continue;
         };
         if device != 0 {
@@ -138,10 +137,108 @@ pub async fn from_device(sim: &Arc<Sim>, conn: ConnId, msg: Node) {
     }
 }
 
+/// Relays one `<enc>` of a device's message to a companion device of a WhatsApp account (the
+/// peer's, or the sender's own other companions, which get it with `recipient`). Copies for
+/// a simulated phone (device 0) are not delivered: the phone does not read them.
+fn relay_to_account_device(
+    sim: &Sim,
+    sender: &DeviceAddr,
+    to: &str,
+    msg: &Node,
+    jid: &str,
+    enc: &Node,
+) {
+    let Some((user, device)) = split_jid(jid) else {
+        return;
+    };
+    let target = {
+        let w = sim.world();
+        w.account_by_user(&user)
+            .filter(|a| a.devices.get(&device).is_some_and(|d| !d.removed))
+            .map(|a| DeviceAddr {
+                phone: a.phone.clone(),
+                device,
+            })
+    };
+    let Some(target) = target.filter(|t| *t != *sender) else {
+        debug!(%jid, "message copy for a phone or unknown device not delivered");
+        return;
+    };
+    let id = attr(msg, "id").unwrap_or_default();
+    let mut relayed = msg.clone();
+    relayed.attrs = Default::default();
+    relayed.attrs.insert(
+        "from",
+        format!("{}:{}@s.whatsapp.net", sender.phone, sender.device),
+    );
+    relayed.attrs.insert("id", id.clone());
+    relayed
+        .attrs
+        .insert("type", attr(msg, "type").unwrap_or_else(|| "text".into()));
+    relayed
+        .attrs
+        .insert("t", chrono::Utc::now().timestamp().to_string());
+    if target.phone == sender.phone {
+        // A copy for the sender's own device says which chat it went to.
+        relayed.attrs.insert("recipient", to.to_owned());
+    } else if let Some(name) = sim
+        .world()
+        .accounts
+        .get(&sender.phone)
+        .map(|a| a.push_name.clone())
+    {
+        relayed.attrs.insert("notify", name);
+    }
+    // Only this device's ciphertext travels on; the device identity rides along for pkmsg.
+    let mut kids = vec![enc.clone()];
+    if let Some(identity) = child(msg, "device-identity") {
+        kids.push(identity.clone());
+    }
+    relayed.content = Some(wacore_binary::NodeContent::Nodes(kids));
+    sim.deliver(&target, &id, relayed);
+}
+
+/// A device's receipt for a message from another account's device goes to that account's
+/// live companions, as `from` the receipting device.
+fn relay_receipt_to_account(sim: &Sim, conn: ConnId, receipt: &Node) {
+    let (Some(to), Some(id)) = (attr(receipt, "to"), attr(receipt, "id")) else {
+        return;
+    };
+    let Some((user, _)) = split_jid(&to) else {
+        return;
+    };
+    let w = sim.world();
+    let Some(sender) = w.conns.get(&conn).and_then(|c| c.device.clone()) else {
+        return;
+    };
+    let Some(account) = w.account_by_user(&user) else {
+        return;
+    };
+    if account.phone == sender.phone {
+        // Own-device receipts (peer_msg, sender copies) stay with the server.
+        return;
+    }
+    let mut relayed = NodeBuilder::new("receipt")
+        .attr(
+            "from",
+            format!("{}:{}@s.whatsapp.net", sender.phone, sender.device),
+        )
+        .attr("id", id)
+        .attr("t", chrono::Utc::now().timestamp().to_string());
+    if let Some(kind) = attr(receipt, "type") {
+        relayed = relayed.attr("type", kind);
+    }
+    let relayed = relayed.build();
+    for conn in account.devices.values().filter_map(|d| d.conn) {
+        w.send(conn, Outbound::Stanza(relayed.clone()));
+    }
+}
+
 /// A `<receipt>` from the device: it acknowledges a delivered stanza (removing it from the
 /// device's queue); the server acks the receipt.
 pub fn receipt_from_device(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
     relay_receipt_to_contact(sim, conn, receipt);
+    relay_receipt_to_account(sim, conn, receipt);
     if let Some(id) = attr(receipt, "id") {
         sim.acked(conn, &id);
         // Batched receipts list further ids.

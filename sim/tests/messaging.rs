@@ -145,3 +145,43 @@ async fn messages_sent_while_offline_arrive_once_after_reconnect() {
     client.stop().await;
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_paired_clients_message_each_other_through_the_relay() {
+    let (running, sim) = start_sim().await;
+    let (alice_phone, _, mut alice) = paired_client(&running, &sim).await;
+    let (bob_phone, _, mut bob) = paired_client(&running, &sim).await;
+
+    alice
+        .client()
+        .send_message(
+            Jid::pn(bob_phone.as_str()),
+            wa::Message {
+                conversation: Some("hi bob, it's alice's CRM".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (_, from, text) = bob.next_message().await;
+    assert_eq!(text, "hi bob, it's alice's CRM");
+    assert!(from.starts_with(&alice_phone), "sender {from}");
+
+    bob.client()
+        .send_message(
+            Jid::pn(alice_phone.as_str()),
+            wa::Message {
+                conversation: Some("hello alice".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (_, from, text) = alice.next_message().await;
+    assert_eq!(text, "hello alice");
+    assert!(from.starts_with(&bob_phone), "sender {from}");
+
+    alice.stop().await;
+    bob.stop().await;
+    running.shutdown().await;
+}
