@@ -1,10 +1,19 @@
-//! 1:1 messages between simulated contacts and paired devices: `<message>` stanzas carrying
-//! Signal ciphertexts, relayed, queued for offline devices and acknowledged.
+//! Messages between devices: `<message>` stanzas carrying Signal ciphertexts, acked by the
+//! server, relayed per recipient device, queued for offline devices, and receipts.
 
+use std::sync::Arc;
+
+use tracing::debug;
+use wacore::libsignal::protocol::ProtocolAddress;
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
+use waproto::whatsapp as wa;
 
+use crate::contacts;
 use crate::signal::Envelope;
+use crate::sim::{Sim, split_jid};
+use crate::stanza::{self, attr, child, children};
+use crate::world::{ConnId, DeviceAddr, Outbound};
 
 /// A `<message>` as WhatsApp delivers it to a device.
 pub fn message_stanza(
@@ -30,16 +39,6 @@ pub fn message_stanza(
         .build()
 }
 
-use std::sync::Arc;
-
-use tracing::{debug, info, warn};
-use wacore::libsignal::protocol::ProtocolAddress;
-use waproto::whatsapp as wa;
-
-use crate::sim::{Sim, SimError, split_jid};
-use crate::stanza::{self, attr, child, children};
-use crate::world::{ConnId, DeviceAddr, Outbound, ReceivedText};
-
 /// The Signal address a simulated participant files a device's session under.
 pub fn device_address(user: &str, device: u16) -> ProtocolAddress {
     ProtocolAddress::new(user, u32::from(device).into())
@@ -54,8 +53,8 @@ pub fn text_of(msg: &wa::Message) -> Option<String> {
     })
 }
 
-/// A `<message>` the device sent: each `<enc>` addressed to a simulated contact is decrypted
-/// by that contact; the server acks the stanza and the contact confirms delivery.
+/// A `<message>` the device sent: the server acks it, then each recipient device's `<enc>`
+/// goes to a simulated contact (who decrypts it) or is relayed to a paired device.
 pub async fn from_device(sim: &Arc<Sim>, conn: ConnId, msg: Node) {
     let Some(sender) = sim.world().conns.get(&conn).and_then(|c| c.device.clone()) else {
         return;
@@ -87,42 +86,13 @@ pub async fn from_device(sim: &Arc<Sim>, conn: ConnId, msg: Node) {
         let Some((user, device)) = split_jid(&jid) else {
             continue;
         };
-        let contact = sim
-            .world()
-            .contact_by_user(&user)
-            .map(|c| (c.phone.clone(), c.participant.clone()));
-        let Some((contact_phone, participant)) = contact else {
+        let is_contact = sim.world().contact_by_user(&user).is_some();
+        if !is_contact {
             relay_to_account_device(sim, &sender, &to, &msg, &jid, &enc);
-            continue;
-        };
-        if device != 0 {
-            continue;
-        }
-        let kind = attr(&enc, "type").unwrap_or_default();
-        let version: u8 = attr(&enc, "v").and_then(|v| v.parse().ok()).unwrap_or(2);
-        let body = stanza::bytes(&enc).unwrap_or_default().to_vec();
-        let from = device_address(&sender.phone, sender.device);
-        match participant.decrypt(&from, &kind, &body).await {
-            Ok(padded) => match wacore::messages::decode_plaintext(&padded, version) {
-                Ok(m) => {
-                    if let Some(text) = text_of(&m) {
-                        info!(contact = %contact_phone, %id, "contact received a message");
-                        if let Some(c) = sim.world().contacts.get_mut(&contact_phone) {
-                            c.received.push(ReceivedText {
-                                id: id.clone(),
-                                from: sender.phone.clone(),
-                                text,
-                            });
-                        }
-                        delivered_to_contact = Some(contact_phone.clone());
-                    } else {
-                        debug!(%id, "contact received a non-text message");
-                        delivered_to_contact = Some(contact_phone.clone());
-                    }
-                }
-                Err(e) => warn!(%id, "contact could not decode the plaintext: {e}"),
-            },
-            Err(e) => warn!(%id, "contact could not decrypt: {e}"),
+        } else if device == 0
+            && let Some(contact) = contacts::receive(sim, &sender, &user, &id, &enc).await
+        {
+            delivered_to_contact = Some(contact);
         }
     }
     if let Some(contact) = delivered_to_contact {
@@ -237,7 +207,7 @@ fn relay_receipt_to_account(sim: &Sim, conn: ConnId, receipt: &Node) {
 /// A `<receipt>` from the device: it acknowledges a delivered stanza (removing it from the
 /// device's queue); the server acks the receipt.
 pub fn receipt_from_device(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
-    relay_receipt_to_contact(sim, conn, receipt);
+    contacts::relay_receipt(sim, conn, receipt);
     relay_receipt_to_account(sim, conn, receipt);
     if let Some(id) = attr(receipt, "id") {
         sim.acked(conn, &id);
@@ -254,31 +224,6 @@ pub fn receipt_from_device(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
     sim.world().send(conn, Outbound::Stanza(ack));
 }
 
-/// Receipts for a contact's messages reach the contact's phone.
-fn relay_receipt_to_contact(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
-    let (Some(to), Some(id)) = (attr(receipt, "to"), attr(receipt, "id")) else {
-        return;
-    };
-    let Some((user, _)) = split_jid(&to) else {
-        return;
-    };
-    let mut w = sim.world();
-    let Some(sender) = w.conns.get(&conn).and_then(|c| c.device.clone()) else {
-        return;
-    };
-    let Some(contact) = w.contact_by_user_mut(&user) else {
-        return;
-    };
-    let kind = attr(receipt, "type").unwrap_or_else(|| "delivery".to_owned());
-    contact.receipts.push(crate::world::ReceiptSeen {
-        id,
-        from: format!("{}:{}", sender.phone, sender.device),
-        kind,
-    });
-    drop(w);
-    sim.notify_changed();
-}
-
 impl Sim {
     /// The device acknowledged stanza `id`.
     pub(crate) fn acked(&self, conn: ConnId, id: &str) {
@@ -293,71 +238,6 @@ impl Sim {
             drop(w);
             self.notify_changed();
         }
-    }
-
-    /// A contact sends a text to every linked device of `to_phone`'s account. Devices that
-    /// are offline get it when they reconnect; it is redelivered until each device acks it.
-    pub async fn contact_send_text(
-        &self,
-        contact: &str,
-        to_phone: &str,
-        text: &str,
-    ) -> Result<String, SimError> {
-        let (participant, contact_phone, name) = {
-            let w = self.world();
-            let c = w
-                .contacts
-                .get(contact)
-                .ok_or_else(|| SimError::NotFound(format!("contact {contact}")))?;
-            (c.participant.clone(), c.phone.clone(), c.name.clone())
-        };
-        let targets: Vec<u16> = {
-            let w = self.world();
-            let a = w
-                .accounts
-                .get(to_phone)
-                .ok_or_else(|| SimError::NotFound(format!("phone {to_phone}")))?;
-            a.devices
-                .values()
-                .filter(|d| !d.removed)
-                .map(|d| d.id)
-                .collect()
-        };
-        let id = self.world().stanza_id();
-        let plaintext = wacore::messages::MessageUtils::encode_and_pad(&wa::Message {
-            conversation: Some(text.to_owned()),
-            ..Default::default()
-        });
-        for device in targets {
-            let peer = device_address(to_phone, device);
-            let bundle = if participant.has_session(&peer).await {
-                None
-            } else {
-                self.take_bundle(&format!("{to_phone}:{device}@s.whatsapp.net"))
-                    .await
-                    .map(|(b, _)| b)
-            };
-            let env = participant
-                .encrypt(&peer, bundle.as_ref(), &plaintext)
-                .await?;
-            let stanza = message_stanza(
-                &id,
-                &format!("{contact_phone}@s.whatsapp.net"),
-                None,
-                "text",
-                &env,
-            );
-            let stanza = with_notify(stanza, &name);
-            self.deliver(
-                &DeviceAddr {
-                    phone: to_phone.to_owned(),
-                    device,
-                },
-                &id,
-                stanza,
-            );
-        }
-        Ok(id)
     }
 
     /// Queues a stanza for a device and writes it to its socket if it is online.
@@ -379,9 +259,4 @@ impl Sim {
         drop(w);
         self.notify_changed();
     }
-}
-
-fn with_notify(mut stanza: Node, name: &str) -> Node {
-    stanza.attrs.insert("notify", name.to_owned());
-    stanza
 }
