@@ -141,3 +141,20 @@ async fn rotated_server_key_is_recovered_through_xx_fallback() {
     client.stop().await;
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_logout_unlinks_the_device() {
+    let (running, sim) = start_sim().await;
+    let (phone, device, mut client) = paired_client(&running, &sim).await;
+    client.client().logout().await;
+    client.wait(Ev::LoggedOut).await;
+    let removed = running
+        .sim
+        .wait_for(WAIT, |w| {
+            w.accounts[&phone].devices[&device].removed.then_some(())
+        })
+        .await;
+    assert!(removed.is_some(), "the simulator unlinked the device");
+    client.stop().await;
+    running.shutdown().await;
+}

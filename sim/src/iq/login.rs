@@ -93,6 +93,9 @@ pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, xmlns: &str, iq: &Node) -> Node 
             sim.notify_changed();
             reply
         }
+        ("md", "set") if child(iq, "remove-companion-device").is_some() => {
+            remove_companion(sim, dev, iq)
+        }
         ("md", _)
         | ("w:m", _)
         | ("status", _)
@@ -124,4 +127,28 @@ fn requested_collections(iq: &Node) -> impl Iterator<Item = String> + '_ {
         .into_iter()
         .flat_map(|sync| children(sync, "collection"))
         .filter_map(|c| attr(c, "name"))
+}
+
+/// `iq md set <remove-companion-device jid=…>`: a device logs itself (or another companion of
+/// the same account) out. Its credentials stop working; the client closes its own socket.
+fn remove_companion(sim: &Arc<Sim>, dev: &DeviceAddr, iq: &Node) -> Node {
+    let target = child(iq, "remove-companion-device")
+        .and_then(|r| attr(r, "jid"))
+        .and_then(|jid| crate::sim::split_jid(&jid));
+    let mut w = sim.world();
+    let phone = w
+        .account_by_user(target.as_ref().map_or("", |(u, _)| u.as_str()))
+        .map(|a| a.phone.clone());
+    match (phone, target) {
+        (Some(phone), Some((_, device))) if phone == dev.phone && device != 0 => {
+            if let Some(d) = w.device_mut(&DeviceAddr { phone, device }) {
+                d.removed = true;
+                d.offline.clear();
+            }
+            drop(w);
+            sim.notify_changed();
+            stanza::iq_result(iq).build()
+        }
+        _ => stanza::iq_error(iq, 403, "forbidden"),
+    }
 }
