@@ -73,6 +73,10 @@ pub struct Config {
     #[arg(long, env = "WASP_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
 
+    /// Reconciles running at once.
+    #[arg(long, env = "WASP_RECONCILE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
     /// Run only while holding the Lease (safe with several replicas).
     #[arg(long, env = "WASP_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,

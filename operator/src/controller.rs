@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -69,6 +69,25 @@ pub struct Term {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub triggers: tokio::sync::broadcast::Sender<ObjectRef<WhatsAppSession>>,
+    /// Reconciles running at once (bounds memory and API load when thousands of sessions change).
+    pub concurrency: u16,
+}
+
+/// Keeps what the reconciler reads of a cached pod (metadata, phase, conditions, IP): the spec
+/// and container statuses are most of a pod's size.
+fn slim_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    pod.spec = None;
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+    }
+}
+
+/// Watch settings of both caches: small list pages keep the peak of an initial list (a response
+/// body and its decoded objects at once) low when there are thousands of sessions.
+fn list_config() -> watcher::Config {
+    watcher::Config::default().page_size(100)
 }
 
 /// Runs the controller (and the stale-session sweeper) until `stop` fires.
@@ -77,17 +96,25 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
     let sessions: Api<WhatsAppSession> = api(&term.client, ns);
     let pods_api: Api<Pod> = api(&term.client, ns);
 
-    // One cache of the owned pods, shared by the controller's trigger and the reconciler.
+    // One cache of the owned pods, shared by the controller's trigger and the reconciler. Both
+    // caches drop what the operator never reads (managedFields; a pod's spec): at thousands of
+    // sessions that is most of the operator's memory.
     let (pods, writer) = reflector::store();
     let pod_events = reflector::reflector(
         writer,
-        watcher(
-            pods_api,
-            watcher::Config::default().labels(&resources::owned_selector()),
-        ),
+        watcher(pods_api, list_config().labels(&resources::owned_selector()))
+            .default_backoff()
+            .modify(slim_pod),
     )
-    .default_backoff()
     .touched_objects();
+    let (sessions_cache, writer) = reflector::store();
+    let session_events = reflector::reflector(
+        writer,
+        watcher(sessions, list_config())
+            .default_backoff()
+            .modify(|s: &mut WhatsAppSession| s.managed_fields_mut().clear()),
+    )
+    .applied_objects();
 
     // Session pods announce state changes through Redis; each announcement reconciles one object.
     let external = futures::stream::unfold(term.triggers.subscribe(), |mut rx| async move {
@@ -116,7 +143,8 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
         failures: Mutex::default(),
     });
 
-    let controller = Controller::new(sessions, watcher::Config::default())
+    let controller = Controller::for_stream(session_events, sessions_cache)
+        .with_config(controller::Config::default().concurrency(term.concurrency))
         .owns_stream(pod_events)
         .reconcile_on(external)
         .graceful_shutdown_on({

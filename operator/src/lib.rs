@@ -117,6 +117,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter.clone()),
         metrics: handle.metrics.clone(),
         triggers: triggers.clone(),
+        concurrency: config.concurrency,
     };
     handle.ready.store(true, Ordering::Relaxed);
 

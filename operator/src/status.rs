@@ -101,13 +101,25 @@ fn pod_condition(o: &Observed) -> (bool, &'static str, String) {
     }
 }
 
-fn paired_condition(o: &Observed, phase: Phase) -> (bool, &'static str) {
+fn paired_condition(o: &Observed, phase: Phase) -> (bool, &'static str, &'static str) {
     match (phase, o.state.as_ref()) {
-        (Phase::LoggedOut, _) => (false, "LoggedOut"),
-        (Phase::AwaitingScan, _) => (false, "AwaitingScan"),
-        (_, Some(s)) if s.phone_number.is_some() => (true, "Paired"),
-        (Phase::Connected | Phase::Reconnecting, _) => (true, "Paired"),
-        _ => (false, "Unknown"),
+        (Phase::LoggedOut, _) => (
+            false,
+            "LoggedOut",
+            "the phone removed this device; scan a new QR code",
+        ),
+        (Phase::AwaitingScan, _) => (
+            false,
+            "AwaitingScan",
+            "waiting for the phone to scan the QR code",
+        ),
+        (_, Some(s)) if s.phone_number.is_some() => {
+            (true, "Paired", "device is paired with a phone")
+        }
+        (Phase::Connected | Phase::Reconnecting, _) => {
+            (true, "Paired", "device is paired with a phone")
+        }
+        _ => (false, "Unknown", "pairing state not reported yet"),
     }
 }
 
@@ -137,14 +149,15 @@ pub fn compute_status(o: &Observed) -> WhatsAppSessionStatus {
             &o.now,
         ),
     );
-    let (paired, paired_reason) = paired_condition(o, phase);
+    // Every condition carries a message: 1.20's apply path rejects an empty one as null.
+    let (paired, paired_reason, paired_message) = paired_condition(o, phase);
     set_condition(
         &mut conds,
         condition(
             conditions::PAIRED,
             paired,
             paired_reason,
-            "",
+            paired_message,
             generation,
             &o.now,
         ),

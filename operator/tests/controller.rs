@@ -1,0 +1,646 @@
+//! The operator against a real kube-apiserver + controller-manager (v1.20) and a real Redis. The
+//! test plays kubelet where a pod must look Running, and plays the session pod by writing the
+//! session-state record into Redis. Each test has its own namespace and its own operator(s).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wasp_common::keys::{CLEANUP_STATS, UserKeys};
+use wasp_common::session_state::{SessionRef, write_state};
+use wasp_common::{SessionPhase, SessionState};
+use wasp_crds::conditions::{self, is_true};
+use wasp_crds::{DesiredState, PairingMethod, Phase, WhatsAppSession, labels};
+use wasp_e2e::{TestEnv, eventually, mark_pod_running};
+use wasp_operator::{Config, Handle};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Operator {
+    handle: Handle,
+    admin: std::net::SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Operator {
+    async fn start(client: &Client, ns: &str, extra: &[&str]) -> Result<Self> {
+        // Operator logs show up with a failing test's output (RUST_LOG overrides the level).
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "wasp_operator=info".into());
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(filter)
+            .try_init();
+        let env = TestEnv::get();
+        let redis_url = env.redis_url();
+        let mut args = vec![
+            "wasp-operator",
+            "--namespace",
+            ns,
+            "--redis-url",
+            &redis_url,
+            "--session-image",
+            "wasp/session-pod:test",
+        ];
+        if !extra.contains(&"--leader-election") {
+            args.extend_from_slice(&["--leader-election", "false"]);
+        }
+        args.extend_from_slice(extra);
+        let config = Config::try_parse_from(args)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = listener.local_addr()?;
+        let handle = Handle::new(&config);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (client, handle, stop) = (client.clone(), handle.clone(), stop.clone());
+            async move {
+                if let Err(e) = wasp_operator::run(config, client, listener, handle, stop).await {
+                    panic!("operator failed: {e}");
+                }
+            }
+        });
+        Ok(Self {
+            handle,
+            admin,
+            stop,
+            task,
+        })
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .context("operator did not stop")??;
+        Ok(())
+    }
+}
+
+async fn setup(prefix: &str) -> Result<(Client, String)> {
+    let env = TestEnv::get();
+    let client = env.kube_client().await?;
+    env.install_crds(&client).await?;
+    let ns = env.namespace(prefix).await?;
+    Ok((client, ns))
+}
+
+async fn redis() -> Result<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(TestEnv::get().redis_url())?;
+    Ok(client.get_multiplexed_async_connection().await?)
+}
+
+fn unique_user(tag: &str) -> String {
+    format!("{tag}-{:x}@clinic.example", rand::random::<u64>())
+}
+
+async fn create_session(api: &Api<WhatsAppSession>, user: &str) -> Result<WhatsAppSession> {
+    Ok(api
+        .create(&PostParams::default(), &WhatsAppSession::for_user(user))
+        .await?)
+}
+
+async fn wait_pod(pods: &Api<Pod>, name: &str) -> Result<Pod> {
+    Ok(eventually(WAIT, || async { pods.get_opt(name).await.ok().flatten() }).await?)
+}
+
+async fn wait_status(
+    api: &Api<WhatsAppSession>,
+    name: &str,
+    check: impl Fn(&WhatsAppSession) -> bool,
+) -> Result<WhatsAppSession> {
+    let found = eventually(WAIT, || async {
+        let s = api.get_opt(name).await.ok().flatten()?;
+        check(&s).then_some(s)
+    })
+    .await;
+    match found {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let last = api.get_opt(name).await?.map(|s| s.status);
+            anyhow::bail!("{e}; last status of {name}: {last:?}")
+        }
+    }
+}
+
+fn phase(s: &WhatsAppSession) -> Option<Phase> {
+    s.status.as_ref().and_then(|st| st.phase)
+}
+
+/// Plays the session pod: writes its state record and announces it.
+async fn publish_state(ns: &str, session: &WhatsAppSession, state: SessionState) -> Result<()> {
+    let mut conn = redis().await?;
+    let r = SessionRef {
+        namespace: ns.into(),
+        name: session.name_any(),
+    };
+    write_state(&mut conn, &r, &session.spec.user_id, &state).await?;
+    Ok(())
+}
+
+async fn events_for(client: &Client, ns: &str, name: &str) -> Result<Vec<Event>> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let all = events.list(&ListParams::default()).await?;
+    Ok(all
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect())
+}
+
+async fn has_event(client: &Client, ns: &str, name: &str, reason: &str, type_: &str) -> bool {
+    events_for(client, ns, name).await.is_ok_and(|evs| {
+        evs.iter()
+            .any(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some(type_))
+    })
+}
+
+#[tokio::test]
+async fn creates_owned_pod_and_secret_and_serves_metrics() -> Result<()> {
+    let (client, ns) = setup("op-create").await?;
+    let op = Operator::start(&client, &ns, &[]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let user = unique_user("create");
+    let created = create_session(&sessions, &user).await?;
+    let name = created.name_any();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = wait_pod(&pods, &name).await?;
+    let owner = &pod.owner_references()[0];
+    assert_eq!(owner.uid, created.uid().unwrap());
+    assert_eq!(owner.controller, Some(true));
+    assert_eq!(
+        pod.labels()[labels::USER_HASH],
+        wasp_common::user_hash(&user)
+    );
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("wasp/session-pod:test")
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = secrets.get(&format!("{name}-control")).await?;
+    assert_eq!(secret.owner_references()[0].uid, created.uid().unwrap());
+    assert_eq!(secret.data.unwrap()["token"].0.len(), 43);
+
+    let s = wait_status(&sessions, &name, |s| phase(s) == Some(Phase::Starting)).await?;
+    assert!(s.finalizers().contains(&labels::FINALIZER.to_owned()));
+    let st = s.status.unwrap();
+    assert_eq!(st.pod_name.as_deref(), Some(name.as_str()));
+    assert_eq!(st.observed_generation, s.metadata.generation);
+    assert!(!is_true(&st.conditions, conditions::READY));
+
+    let body = reqwest::get(format!("http://{}/metrics", op.admin))
+        .await?
+        .text()
+        .await?;
+    assert!(body.contains("wasp_operator_reconciles_total"), "{body}");
+    assert!(
+        body.contains("wasp_operator_sessions{phase=\"Starting\"} 1"),
+        "{body}"
+    );
+    assert!(!body.contains(&user), "no per-user labels");
+    assert_eq!(
+        reqwest::get(format!("http://{}/readyz", op.admin))
+            .await?
+            .status(),
+        200
+    );
+    op.stop().await
+}
+
+#[tokio::test]
+async fn running_pod_and_session_state_give_connected_status_with_endpoint() -> Result<()> {
+    let (client, ns) = setup("op-connected").await?;
+    let op = Operator::start(&client, &ns, &[]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let session = create_session(&sessions, &unique_user("connected")).await?;
+    let name = session.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_pod(&pods, &name).await?;
+
+    mark_pod_running(&client, &ns, &name, "127.0.0.42").await?;
+    let mut state = SessionState::new(SessionPhase::Connected, Timestamp::now());
+    state.phone_number = Some("41791234567".into());
+    state.push_name = Some("Dr. Meier".into());
+    state.connected_at = Some(Timestamp::now());
+    publish_state(&ns, &session, state).await?;
+
+    let s = wait_status(&sessions, &name, |s| phase(s) == Some(Phase::Connected)).await?;
+    let st = s.status.unwrap();
+    assert_eq!(st.endpoint.as_deref(), Some("127.0.0.42:8080"));
+    assert_eq!(st.phone_number.as_deref(), Some("41791234567"));
+    assert_eq!(st.push_name.as_deref(), Some("Dr. Meier"));
+    for c in [conditions::READY, conditions::PAIRED, conditions::POD_READY] {
+        assert!(is_true(&st.conditions, c), "{c}: {:?}", st.conditions);
+    }
+    eventually(WAIT, || async {
+        has_event(&client, &ns, &name, "SessionConnected", "Normal")
+            .await
+            .then_some(())
+    })
+    .await?;
+
+    // The phone disconnects: the session pod reports Reconnecting, the status follows.
+    let mut state = SessionState::new(SessionPhase::Reconnecting, Timestamp::now());
+    state.reconnect_count = 1;
+    publish_state(&ns, &session, state).await?;
+    let s = wait_status(&sessions, &name, |s| phase(s) == Some(Phase::Reconnecting)).await?;
+    assert_eq!(s.status.as_ref().unwrap().reconnect_count, 1);
+    assert!(!is_true(&s.status.unwrap().conditions, conditions::READY));
+    op.stop().await
+}
+
+#[tokio::test]
+async fn spec_change_deletes_the_old_pod_before_the_new_one_exists() -> Result<()> {
+    let (client, ns) = setup("op-replace").await?;
+    let op = Operator::start(&client, &ns, &[]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let session = create_session(&sessions, &unique_user("replace")).await?;
+    let name = session.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let first = wait_pod(&pods, &name).await?.uid().unwrap();
+
+    // Record every pod event from now on; the pod count must never exceed one.
+    let mut stream = watcher::watcher(pods.clone(), watcher::Config::default()).boxed();
+    let recorder = tokio::spawn(async move {
+        let mut live: HashSet<String> = HashSet::new();
+        let mut max_live = 0;
+        let mut log = Vec::new();
+        while let Some(Ok(ev)) = stream.next().await {
+            match ev {
+                WatchEvent::Apply(p) | WatchEvent::InitApply(p)
+                    if p.metadata.deletion_timestamp.is_none() =>
+                {
+                    let uid = p.uid().unwrap();
+                    if live.insert(uid.clone()) {
+                        log.push(format!("+{uid}"));
+                    }
+                }
+                WatchEvent::Apply(p) | WatchEvent::InitApply(p) | WatchEvent::Delete(p) => {
+                    let uid = p.uid().unwrap();
+                    if live.remove(&uid) {
+                        log.push(format!("-{uid}"));
+                    }
+                }
+                _ => {}
+            }
+            max_live = max_live.max(live.len());
+            if log.len() >= 3 {
+                break;
+            }
+        }
+        (max_live, log)
+    });
+    wait_pod(&pods, &name).await?;
+
+    let patch = json!({ "spec": { "reconnect": { "maxAttempts": 9 } } });
+    sessions
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let second = eventually(WAIT, || async {
+        let p = pods.get_opt(&name).await.ok().flatten()?;
+        (p.uid().unwrap() != first && p.metadata.deletion_timestamp.is_none()).then_some(p)
+    })
+    .await?;
+    let env = second.spec.as_ref().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "MAX_RECONNECT_ATTEMPTS" && e.value.as_deref() == Some("9"))
+    );
+
+    let (max_live, log) = tokio::time::timeout(WAIT, recorder).await??;
+    assert_eq!(max_live, 1, "two pods at once: {log:?}");
+    assert_eq!(
+        log,
+        vec![
+            format!("+{first}"),
+            format!("-{first}"),
+            format!("+{}", second.uid().unwrap())
+        ]
+    );
+    op.stop().await
+}
+
+#[tokio::test]
+async fn desired_disconnected_removes_the_pod_and_connected_brings_it_back() -> Result<()> {
+    let (client, ns) = setup("op-desired").await?;
+    let op = Operator::start(&client, &ns, &[]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let name = create_session(&sessions, &unique_user("desired"))
+        .await?
+        .name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_pod(&pods, &name).await?;
+
+    let stop = json!({ "spec": { "desiredState": "disconnected" } });
+    sessions
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&stop))
+        .await?;
+    eventually(WAIT, || async {
+        pods.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await?;
+    let s = wait_status(&sessions, &name, |s| phase(s) == Some(Phase::Disconnected)).await?;
+    assert_eq!(s.status.unwrap().endpoint, None);
+
+    let start = json!({ "spec": { "desiredState": "connected" } });
+    sessions
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&start))
+        .await?;
+    wait_pod(&pods, &name).await?;
+    op.stop().await
+}
+
+#[tokio::test]
+async fn deleting_the_session_purges_the_users_redis_keys_and_releases_it() -> Result<()> {
+    let (client, ns) = setup("op-delete").await?;
+    let op = Operator::start(&client, &ns, &[]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let user = unique_user("delete");
+    let other = unique_user("bystander");
+    let session = create_session(&sessions, &user).await?;
+    let name = session.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_pod(&pods, &name).await?;
+    wait_status(&sessions, &name, |s| {
+        s.finalizers().contains(&labels::FINALIZER.to_owned())
+    })
+    .await?;
+
+    let mut conn = redis().await?;
+    let (mine, theirs) = (UserKeys::for_user(&user), UserKeys::for_user(&other));
+    let _: () = redis::pipe()
+        .set(format!("{}identity", mine.auth_prefix()), "secret-bytes")
+        .set(format!("{}session:1", mine.auth_prefix()), "x")
+        .cmd("XADD")
+        .arg(mine.events())
+        .arg("*")
+        .arg("type")
+        .arg("ready")
+        .set(theirs.state(), "{}")
+        .query_async(&mut conn)
+        .await?;
+
+    sessions.delete(&name, &DeleteParams::default()).await?;
+    eventually(WAIT, || async {
+        sessions.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await?;
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(mine.scan_pattern())
+        .query_async(&mut conn)
+        .await?;
+    assert!(left.is_empty(), "user keys left: {left:?}");
+    let kept: Option<String> = redis::cmd("GET")
+        .arg(theirs.state())
+        .query_async(&mut conn)
+        .await?;
+    assert_eq!(
+        kept.as_deref(),
+        Some("{}"),
+        "another user's keys must survive"
+    );
+    assert!(pods.get_opt(&name).await?.is_none());
+    op.stop().await
+}
+
+#[tokio::test]
+async fn an_operator_restarted_mid_flight_converges() -> Result<()> {
+    let (client, ns) = setup("op-restart").await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(&client, &ns, &[]).await?;
+    let mut names = Vec::new();
+    for i in 0..6 {
+        names.push(
+            create_session(&sessions, &unique_user(&format!("restart{i}")))
+                .await?
+                .name_any(),
+        );
+    }
+    // Stop while it is still working through them.
+    wait_pod(&pods, &names[0]).await?;
+    op.stop().await?;
+
+    // While it is down: one pod vanishes, one spec changes, one session is created, one deleted.
+    let _ = pods.delete(&names[0], &DeleteParams::default()).await;
+    let patch = json!({ "spec": { "reconnect": { "baseIntervalMs": 777 } } });
+    sessions
+        .patch(&names[1], &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    names.push(
+        create_session(&sessions, &unique_user("restart-late"))
+            .await?
+            .name_any(),
+    );
+    sessions.delete(&names[2], &DeleteParams::default()).await?;
+    let deleted = names.remove(2);
+
+    let op = Operator::start(&client, &ns, &[]).await?;
+    for name in &names {
+        wait_status(&sessions, name, |s| phase(s) == Some(Phase::Starting)).await?;
+        wait_pod(&pods, name).await?;
+    }
+    let changed = eventually(WAIT, || async {
+        let p = pods.get_opt(&names[1]).await.ok().flatten()?;
+        let env = p.spec.as_ref()?.containers[0].env.clone()?;
+        env.iter()
+            .any(|e| e.name == "RECONNECT_INTERVAL" && e.value.as_deref() == Some("777"))
+            .then_some(p)
+    })
+    .await?;
+    assert!(changed.metadata.deletion_timestamp.is_none());
+    eventually(WAIT, || async {
+        sessions
+            .get_opt(&deleted)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await?;
+    assert_eq!(
+        pods.list(&ListParams::default()).await?.items.len(),
+        names.len()
+    );
+    op.stop().await
+}
+
+#[tokio::test]
+async fn with_two_replicas_only_the_leader_writes_and_the_other_takes_over() -> Result<()> {
+    let (client, ns) = setup("op-leader").await?;
+    let lease_args = ["--leader-election", "true", "--lease-duration-seconds", "3"];
+    let a = Operator::start(&client, &ns, &lease_args).await?;
+    let b = Operator::start(&client, &ns, &lease_args).await?;
+    eventually(WAIT, || async {
+        (a.handle.is_leader() || b.handle.is_leader()).then_some(())
+    })
+    .await?;
+    let (leader, follower) = if a.handle.is_leader() { (a, b) } else { (b, a) };
+
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let first = create_session(&sessions, &unique_user("leader"))
+        .await?
+        .name_any();
+    wait_pod(&pods, &first).await?;
+    wait_status(&sessions, &first, |s| phase(s) == Some(Phase::Starting)).await?;
+    // The counter moves when a reconcile returns, just after its status write.
+    eventually(WAIT, || async {
+        (leader.handle.metrics.reconciles.get() > 0).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        follower.handle.metrics.reconciles.get(),
+        0,
+        "a follower must not reconcile"
+    );
+    assert!(!follower.handle.is_leader());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let lease = leases.get("wasp-operator").await?;
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some(leader.handle.identity.as_str())
+    );
+
+    leader.stop().await?;
+    eventually(WAIT, || async { follower.handle.is_leader().then_some(()) }).await?;
+    let second = create_session(&sessions, &unique_user("follower"))
+        .await?
+        .name_any();
+    wait_pod(&pods, &second).await?;
+    eventually(WAIT, || async {
+        (follower.handle.metrics.reconciles.get() > 0).then_some(())
+    })
+    .await?;
+    follower.stop().await
+}
+
+#[tokio::test]
+async fn a_malformed_session_gets_a_warning_and_others_keep_reconciling() -> Result<()> {
+    let (client, ns) = setup("op-malformed").await?;
+    let op = Operator::start(&client, &ns, &[]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
+    let mut bad = WhatsAppSession::for_user(&unique_user("malformed"));
+    bad.spec.pairing.method = PairingMethod::PairingCode; // without a phone number
+    let bad = sessions
+        .create(&PostParams::default(), &bad)
+        .await?
+        .name_any();
+    let good = create_session(&sessions, &unique_user("wellformed"))
+        .await?
+        .name_any();
+
+    wait_pod(&pods, &good).await?;
+    let s = wait_status(&sessions, &bad, |s| phase(s) == Some(Phase::Failed)).await?;
+    assert!(
+        s.status
+            .unwrap()
+            .last_error
+            .unwrap()
+            .contains("phoneNumber")
+    );
+    eventually(WAIT, || async {
+        has_event(&client, &ns, &bad, "SessionFailed", "Warning")
+            .await
+            .then_some(())
+    })
+    .await?;
+    assert!(
+        pods.get_opt(&bad).await?.is_none(),
+        "no pod for a malformed session"
+    );
+
+    // Fixing it lets it proceed.
+    let fix = json!({ "spec": { "pairing": { "phoneNumber": "+41 79 123 45 67" } } });
+    sessions
+        .patch(&bad, &PatchParams::default(), &Patch::Merge(&fix))
+        .await?;
+    wait_pod(&pods, &bad).await?;
+    op.stop().await
+}
+
+#[tokio::test]
+async fn stale_sessions_are_switched_to_disconnected_and_reported() -> Result<()> {
+    let (client, ns) = setup("op-stale").await?;
+    let op = Operator::start(
+        &client,
+        &ns,
+        &[
+            "--session-cleanup-interval-ms",
+            "200",
+            "--stale-connection-timeout-ms",
+            "1000",
+        ],
+    )
+    .await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let waiting = create_session(&sessions, &unique_user("stale")).await?;
+    let connected = create_session(&sessions, &unique_user("busy")).await?;
+    for s in [&waiting, &connected] {
+        wait_pod(&pods, &s.name_any()).await?;
+        mark_pod_running(&client, &ns, &s.name_any(), "127.0.0.43").await?;
+    }
+    publish_state(
+        &ns,
+        &waiting,
+        SessionState::new(SessionPhase::AwaitingScan, Timestamp::now()),
+    )
+    .await?;
+    publish_state(
+        &ns,
+        &connected,
+        SessionState::new(SessionPhase::Connected, Timestamp::now()),
+    )
+    .await?;
+
+    let name = waiting.name_any();
+    let s = wait_status(&sessions, &name, |s| {
+        s.spec.desired_state == DesiredState::Disconnected
+    })
+    .await?;
+    assert_eq!(phase(&s).map(|p| p != Phase::Connected), Some(true));
+    eventually(WAIT, || async {
+        pods.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await?;
+    eventually(WAIT, || async {
+        has_event(&client, &ns, &name, "StaleSessionStopped", "Normal")
+            .await
+            .then_some(())
+    })
+    .await?;
+    let mut conn = redis().await?;
+    let stats: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(CLEANUP_STATS)
+        .query_async(&mut conn)
+        .await?;
+    assert!(stats["totalStopped"].parse::<u64>()? >= 1, "{stats:?}");
+    assert!(op.handle.metrics.stale_cleanups.get() >= 1);
+
+    // The connected session is left alone.
+    let busy = sessions.get(&connected.name_any()).await?;
+    assert_eq!(busy.spec.desired_state, DesiredState::Connected);
+    assert!(pods.get_opt(&connected.name_any()).await?.is_some());
+    op.stop().await
+}
