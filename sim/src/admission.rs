@@ -6,7 +6,7 @@ use wacore_binary::builder::NodeBuilder;
 use waproto::whatsapp as wa;
 
 use crate::crypto::to_32;
-use crate::pairing::{self};
+use crate::pairing;
 use crate::sim::{Sim, now_secs};
 use crate::stanza::{SERVER_JID, failure, stream_conflict};
 use crate::world::{ConnId, DeviceAddr, Outbound, PendingPairing, SignedPreKey};

@@ -28,6 +28,7 @@ async fn pairs_by_qr_then_reconnects_with_ik_after_restart() {
     );
     client.wait(Ev::Connected).await;
     let pairing_to_connected = scanned.elapsed();
+    eprintln!("scan → connected: {pairing_to_connected:?}");
     assert!(
         pairing_to_connected < Duration::from_secs(3),
         "pairing → connected took {pairing_to_connected:?} (the key share must spare the 10 s grace)"
