@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use crate::control_api::{
     ApiError, CreateContact, CreatePhone, Info, InjectSocketFault, Millis, PairCode, Scan,
-    SendText, Sent,
+    SendText, Sent, Toggle,
 };
 use crate::faults::SocketFault;
 use crate::sim::{ContactInfo, DeviceInfo, PhoneInfo, SocketInfo};
@@ -204,6 +204,11 @@ impl SimClient {
     /// Rotates the server's static Noise key (clients resume through XXfallback).
     pub async fn rotate_server_key(&self) -> Result<(), ClientError> {
         self.post("/v1/faults/rotate-server-key", &()).await
+    }
+
+    /// While on, devices' receipts and acks are lost: what they got stays queued.
+    pub async fn ignore_acks(&self, on: bool) -> Result<(), ClientError> {
+        self.post("/v1/faults/ignore-acks", &Toggle { on }).await
     }
 
     pub async fn delay_frames(&self, d: Duration) -> Result<(), ClientError> {

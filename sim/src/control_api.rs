@@ -33,6 +33,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/faults/socket", post(socket_fault))
         .route("/v1/faults/refuse", post(refuse))
         .route("/v1/faults/delay", post(delay))
+        .route("/v1/faults/ignore-acks", post(ignore_acks))
         .route("/v1/faults/rotate-server-key", post(rotate_server_key))
         .with_state(sim)
 }
@@ -249,6 +250,16 @@ async fn refuse(State(sim): State<Arc<Sim>>, Json(req): Json<Millis>) -> Json<()
 async fn rotate_server_key(State(sim): State<Arc<Sim>>) -> ApiResult<()> {
     sim.rotate_server_key()?;
     Ok(Json(()))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Toggle {
+    pub on: bool,
+}
+
+async fn ignore_acks(State(sim): State<Arc<Sim>>, Json(req): Json<Toggle>) -> Json<()> {
+    sim.set_ignore_acks(req.on);
+    Json(())
 }
 
 async fn delay(State(sim): State<Arc<Sim>>, Json(req): Json<Millis>) -> Json<()> {

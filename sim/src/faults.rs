@@ -24,6 +24,7 @@ pub enum SocketFault {
 pub struct GlobalFaults {
     refuse_until: Option<Instant>,
     frame_delay: Duration,
+    ignore_acks: bool,
 }
 
 impl GlobalFaults {
@@ -41,6 +42,15 @@ impl GlobalFaults {
 
     pub fn frame_delay(&self) -> Duration {
         self.frame_delay
+    }
+
+    /// Receipts and acks from devices are lost on the way (the stanzas stay queued).
+    pub fn set_ignore_acks(&mut self, on: bool) {
+        self.ignore_acks = on;
+    }
+
+    pub fn ignoring_acks(&self) -> bool {
+        self.ignore_acks
     }
 }
 

@@ -227,6 +227,10 @@ pub fn receipt_from_device(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
 impl Sim {
     /// The device acknowledged stanza `id`.
     pub(crate) fn acked(&self, conn: ConnId, id: &str) {
+        if self.ignoring_acks() {
+            debug!(conn, id, "acknowledgement lost (fault)");
+            return;
+        }
         let mut w = self.world();
         let Some(addr) = w.conns.get(&conn).and_then(|c| c.device.clone()) else {
             return;

@@ -208,6 +208,16 @@ impl Sim {
         lock(&self.faults).set_frame_delay(d);
     }
 
+    /// While on, devices' receipts and acks are dropped, so what they received stays queued
+    /// and is redelivered on their next connection.
+    pub fn set_ignore_acks(&self, on: bool) {
+        lock(&self.faults).set_ignore_acks(on);
+    }
+
+    pub(crate) fn ignoring_acks(&self) -> bool {
+        lock(&self.faults).ignoring_acks()
+    }
+
     pub(crate) fn frame_delay(&self) -> Duration {
         lock(&self.faults).frame_delay()
     }

@@ -185,3 +185,48 @@ async fn two_paired_clients_message_each_other_through_the_relay() {
     bob.stop().await;
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_message_is_redelivered_on_reconnect_and_shown_once() {
+    let (running, sim) = start_sim().await;
+    let (phone, device, mut client) = paired_client(&running, &sim).await;
+    let contact = sim.create_contact(None, None).await.unwrap();
+
+    // The device's receipt is lost: the message stays queued.
+    sim.ignore_acks(true).await.unwrap();
+    let id = sim
+        .contact_send(&contact.phone, &phone, "lost receipt")
+        .await
+        .unwrap();
+    let (got, _, text) = client.next_message().await;
+    assert_eq!((got.as_str(), text.as_str()), (id.as_str(), "lost receipt"));
+    assert_eq!(sim.devices().await.unwrap()[0].queued, 1);
+    sim.ignore_acks(false).await.unwrap();
+
+    // The connection drops; the server redelivers on the next one, the client acknowledges
+    // it this time, and the application does not see the message twice.
+    sim.inject(&phone, device, wasp_sim::faults::SocketFault::Drop)
+        .await
+        .unwrap();
+    client.wait(Ev::Disconnected).await;
+    let drained = running
+        .sim
+        .wait_for(WAIT, |w| {
+            let d = &w.accounts[&phone].devices[&device];
+            (d.conn.is_some() && d.offline.is_empty()).then_some(())
+        })
+        .await;
+    assert!(
+        drained.is_some(),
+        "the redelivered message was acknowledged"
+    );
+    client
+        .wait_for("connected without a second copy", |e| match e {
+            Ev::Message { text, .. } => panic!("shown twice: {text}"),
+            Ev::Connected => Some(()),
+            _ => None,
+        })
+        .await;
+    client.stop().await;
+    running.shutdown().await;
+}
