@@ -368,10 +368,39 @@ async fn desired_disconnected_removes_the_pod_and_connected_brings_it_back() -> 
     op.stop().await
 }
 
+/// Stands in for the session pod's control API (until the session pod exists): records the
+/// method, path and bearer token of every request.
+async fn control_api_recorder() -> Result<(
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String, String)>,
+)> {
+    use axum::extract::Request;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let tx = tx.clone();
+        async move {
+            let token = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let _ = tx.send((req.method().to_string(), req.uri().path().to_owned(), token));
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((port, rx))
+}
+
 #[tokio::test]
-async fn deleting_the_session_purges_the_users_redis_keys_and_releases_it() -> Result<()> {
+async fn deleting_the_session_logs_out_purges_the_users_redis_keys_and_releases_it() -> Result<()> {
     let (client, ns) = setup("op-delete").await?;
-    let op = Operator::start(&client, &ns, &[]).await?;
+    let (control_port, mut calls) = control_api_recorder().await?;
+    let port_arg = control_port.to_string();
+    let op = Operator::start(&client, &ns, &["--session-control-port", &port_arg]).await?;
     let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
     let user = unique_user("delete");
     let other = unique_user("bystander");
@@ -379,10 +408,18 @@ async fn deleting_the_session_purges_the_users_redis_keys_and_releases_it() -> R
     let name = session.name_any();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     wait_pod(&pods, &name).await?;
+    mark_pod_running(&client, &ns, &name, "127.0.0.1").await?;
+    let expected_endpoint = format!("127.0.0.1:{control_port}");
     wait_status(&sessions, &name, |s| {
         s.finalizers().contains(&labels::FINALIZER.to_owned())
+            && s.status.as_ref().and_then(|st| st.endpoint.as_deref())
+                == Some(expected_endpoint.as_str())
     })
     .await?;
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let control = secrets.get(&format!("{name}-control")).await?;
+    let control_token = String::from_utf8(control.data.unwrap()["token"].0.clone())?;
 
     let mut conn = redis().await?;
     let (mine, theirs) = (UserKeys::for_user(&user), UserKeys::for_user(&other));
@@ -403,6 +440,17 @@ async fn deleting_the_session_purges_the_users_redis_keys_and_releases_it() -> R
         sessions.get_opt(&name).await.ok()?.is_none().then_some(())
     })
     .await?;
+
+    // The session pod was told to log out, with this session's own control token.
+    let (method, path, auth) = tokio::time::timeout(WAIT, calls.recv())
+        .await?
+        .context("no logout call")?;
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("POST", wasp_common::control::LOGOUT_PATH)
+    );
+    assert_eq!(auth, format!("Bearer {control_token}"));
+
     let left: Vec<String> = redis::cmd("KEYS")
         .arg(mine.scan_pattern())
         .query_async(&mut conn)
