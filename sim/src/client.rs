@@ -86,6 +86,14 @@ impl SimClient {
         self.post("/v1/phones", &body).await
     }
 
+    pub async fn phones(&self) -> Result<Vec<PhoneInfo>, ClientError> {
+        self.get("/v1/phones").await
+    }
+
+    pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
+        self.get("/v1/contacts").await
+    }
+
     pub async fn scan_qr(&self, phone: &str, qr: &str) -> Result<DeviceAddr, ClientError> {
         self.post(
             &format!("/v1/phones/{phone}/scan"),
