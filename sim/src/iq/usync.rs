@@ -169,3 +169,75 @@ pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, iq: &Node) -> Node {
             .build()])
         .build()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sim::SimKeys;
+    use crate::world::{Device, SignedPreKey};
+
+    fn device(id: u16, key_index: u32) -> Device {
+        Device {
+            id,
+            noise_pub: [1; 32],
+            identity_pub: [2; 32],
+            registration_id: 7,
+            signed_prekey: SignedPreKey {
+                id: 1,
+                public: [3; 32],
+                signature: vec![0; 64],
+            },
+            prekeys: Default::default(),
+            key_index,
+            device_identity: None,
+            conn: None,
+            offline: Default::default(),
+            removed: false,
+            logins: 0,
+            synced_collections: Default::default(),
+        }
+    }
+
+    #[test]
+    fn device_list_carries_a_key_index_list_the_library_accepts() {
+        let sim = Sim::new(SimKeys::generate()).unwrap();
+        let phone = sim.create_phone(None, None).unwrap().phone;
+        let mut w = sim.world();
+        let account = w.accounts.get_mut(&phone).unwrap();
+        account.devices.insert(2, device(2, 5));
+        let mut removed = device(3, 6);
+        removed.removed = true;
+        account.devices.insert(3, removed);
+
+        let u = view(&w, &phone).unwrap();
+        assert_eq!(u.devices, vec![(0, None), (2, Some(5))]);
+        let bytes = u.key_index_list.unwrap();
+        let decoded = wacore::adv::decode_key_index_list(&bytes).unwrap();
+        assert!(wacore::adv::is_key_index_valid(Some(5), &decoded));
+        assert_eq!(decoded.valid_indexes, vec![5]);
+        // Signed by the account's identity key.
+        let signed = wa::ADVSignedKeyIndexList::decode_from_slice(&bytes).unwrap();
+        let mut msg = ADV_PREFIX_KEY_INDEX_LIST.to_vec();
+        msg.extend_from_slice(signed.details.as_deref().unwrap());
+        let account = &w.accounts[&phone];
+        assert!(
+            account
+                .identity
+                .public_key
+                .verify_signature(&msg, signed.account_signature.as_deref().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_contact_has_only_its_phone() {
+        let sim = Sim::new(SimKeys::generate()).unwrap();
+        let contact = sim.create_contact(None, None).unwrap();
+        let w = sim.world();
+        let u = view(&w, &contact.lid).unwrap();
+        assert_eq!(u.phone, contact.phone);
+        assert_eq!(u.devices, vec![(0, None)]);
+        assert!(u.key_index_list.is_none());
+        assert_eq!(user_part("123.1:4@lid"), "123");
+    }
+}
