@@ -34,6 +34,9 @@ async fn pairs_by_qr_then_reconnects_with_ik_after_restart() {
         "pairing → connected took {pairing_to_connected:?} (the key share must spare the 10 s grace)"
     );
 
+    // Stopping the client while its first app-state sync is still being processed makes it
+    // warn (correctly); wait until it reports the sync done.
+    wait_client_log("Initial App State Sync completed").await;
     settle(&running, &phone.phone, addr.device).await;
     // The sync answer is processed on the client's side right after; one more round trip
     // through its stanza pipeline makes sure it was.

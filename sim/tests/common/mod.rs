@@ -232,6 +232,9 @@ pub async fn settle(running: &Running, phone: &str, device: u16) {
 // ---- log capture: the client logs through `log`; tests assert it stayed quiet -----------
 
 static WARNINGS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+/// Every client log line (debug and up), and a wake-up for those waiting on one.
+static LINES: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+static LOGGED: OnceLock<tokio::sync::Notify> = OnceLock::new();
 
 struct Capture {
     echo: bool,
@@ -244,6 +247,9 @@ impl log::Log for Capture {
 
     fn log(&self, r: &log::Record) {
         let line = format!("[{}] {}: {}", r.level(), r.target(), r.args());
+        if std::env::var_os("SIM_TEST_DEBUG").is_some() {
+            eprintln!("{line}");
+        }
         if r.level() <= log::Level::Warn {
             WARNINGS
                 .get_or_init(Default::default)
@@ -254,6 +260,12 @@ impl log::Log for Capture {
         if self.echo && r.level() <= log::Level::Info {
             eprintln!("{line}");
         }
+        LINES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .push(line);
+        LOGGED.get_or_init(Default::default).notify_waiters();
     }
 
     fn flush(&self) {}
@@ -281,4 +293,28 @@ pub fn client_warnings() -> Vec<String> {
         .lock()
         .unwrap()
         .clone()
+}
+
+/// Waits until the client logged a line containing `needle` (its own progress report, for
+/// states with no event). Meaningful only in a test binary with one client at a time.
+pub async fn wait_client_log(needle: &str) {
+    let notify = LOGGED.get_or_init(Default::default);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if LINES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            panic!("the client never logged {needle:?}");
+        }
+    }
 }
