@@ -1,0 +1,204 @@
+//! Command line and environment of `wasp-api`. Every field is `--flag` and an env variable; the
+//! seeds' names are kept (`PORT`, `JWT_SECRET`, `SUPABASE_JWT_SECRET`, `ALLOWED_ORIGINS`,
+//! `MAX_FILE_SIZE`, `LOG_LEVEL`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser, Clone)]
+#[command(name = "wasp-api", about = "wasp's authenticated gateway", version)]
+pub struct Config {
+    /// Port of the public API (seed `PORT`).
+    #[arg(long, env = "PORT", default_value_t = 3001)]
+    pub port: u16,
+
+    /// Address of the admin port: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+
+    /// Namespace holding the WhatsAppSession resources (the release's namespace).
+    #[arg(long, env = "WASP_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// Redis, for the operator's cleanup statistics.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// HS256 secret shared with the CRM (seed `JWT_SECRET`).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// HS256 secret of a Supabase project (seed `SUPABASE_JWT_SECRET`); used when `JWT_SECRET`
+    /// is unset.
+    #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
+    pub supabase_jwt_secret: Option<String>,
+
+    /// JWKS URL of an identity provider publishing RS256/ES256 keys.
+    #[arg(long, env = "JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Accepted `aud` values (comma-separated), when set.
+    #[arg(long, env = "JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+
+    /// Clock skew allowed on `exp`/`nbf`, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECONDS", default_value_t = 30)]
+    pub jwt_leeway_seconds: u64,
+
+    /// Claim holding the caller's role(s): a dotted path such as `role` or `app_metadata.role`;
+    /// its value may be a string or an array of strings.
+    #[arg(long, env = "JWT_ROLE_CLAIM", default_value = "role")]
+    pub jwt_role_claim: String,
+
+    /// Role values that make a caller an admin (comma-separated).
+    #[arg(
+        long,
+        env = "JWT_ADMIN_ROLES",
+        value_delimiter = ',',
+        default_value = "admin"
+    )]
+    pub jwt_admin_roles: Vec<String>,
+
+    /// Shortest time between two JWKS refreshes triggered by an unknown `kid`, in seconds.
+    #[arg(long, env = "JWKS_MIN_REFRESH_SECONDS", default_value_t = 30)]
+    pub jwks_min_refresh_seconds: u64,
+
+    /// The JWKS is refetched when older than this, in seconds.
+    #[arg(long, env = "JWKS_MAX_AGE_SECONDS", default_value_t = 600)]
+    pub jwks_max_age_seconds: u64,
+
+    /// DEVELOPMENT ONLY: accept seed 003's insecure identities (`Authorization: UserId <id>`, and a
+    /// non-JWT bearer token taken as the user id). Anyone can then act as any user.
+    #[arg(long, env = "WASP_DEV_INSECURE_AUTH", default_value_t = false)]
+    pub dev_insecure_auth: bool,
+
+    /// Origins allowed by CORS (seed `ALLOWED_ORIGINS`, comma-separated; `*` for any, without
+    /// credentials). Empty: no cross-origin access.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Largest request body (seed `MAX_FILE_SIZE`, e.g. `10mb`, `512kb`, `1048576`).
+    #[arg(long, env = "MAX_FILE_SIZE", default_value = "10mb", value_parser = parse_size)]
+    pub max_file_size: usize,
+
+    /// Requests per second each user may make (sustained).
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 20)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests a user may make in a burst above the sustained rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 60)]
+    pub rate_limit_burst: u32,
+
+    /// Timeout of calls to Kubernetes, Redis and session pods, in milliseconds.
+    #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
+    pub upstream_timeout_ms: u64,
+
+    /// `json` (default) or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+impl Config {
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms.max(1))
+    }
+
+    /// The HS256 secret: `JWT_SECRET`, else `SUPABASE_JWT_SECRET`; empty values count as unset.
+    pub fn hs256_secret(&self) -> Option<&str> {
+        [&self.jwt_secret, &self.supabase_jwt_secret]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .find(|s| !s.is_empty())
+    }
+}
+
+impl std::fmt::Debug for Config {
+    // Secrets are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("port", &self.port)
+            .field("admin_addr", &self.admin_addr)
+            .field("namespace", &self.namespace)
+            .field("hs256_secret_set", &self.hs256_secret().is_some())
+            .field("jwks_url", &self.jwks_url)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_role_claim", &self.jwt_role_claim)
+            .field("dev_insecure_auth", &self.dev_insecure_auth)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_file_size", &self.max_file_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses sizes as the seed's Express `bytes` package does: `10mb`, `512kb`, `1gb`, `100b` or a
+/// plain number of bytes; units are powers of 1024, case-insensitive.
+pub fn parse_size(input: &str) -> Result<usize, String> {
+    let s = input.trim().to_ascii_lowercase();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {input:?}: expected e.g. 10mb"))?;
+    let factor: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1024.0,
+        "mb" | "m" => 1024.0 * 1024.0,
+        "gb" | "g" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("invalid size unit {other:?} in {input:?}")),
+    };
+    let bytes = (number * factor).floor();
+    if !bytes.is_finite() || bytes < 1.0 || bytes > (4u64 << 30) as f64 {
+        return Err(format!("size {input:?} out of range (1 byte to 4gb)"));
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_the_seed() {
+        assert_eq!(parse_size("10mb"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size("10MB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size("512kb"), Ok(512 * 1024));
+        assert_eq!(parse_size("1.5kb"), Ok(1536));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size(" 2 gb "), Ok(2 << 30));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("10tb").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn defaults_and_seed_env_names() {
+        let c = Config::try_parse_from(["wasp-api"]).unwrap();
+        assert_eq!(c.port, 3001);
+        assert_eq!(c.max_file_size, 10 << 20);
+        assert!(!c.dev_insecure_auth);
+        assert_eq!(c.jwt_admin_roles, vec!["admin".to_owned()]);
+        let c = Config::try_parse_from([
+            "wasp-api",
+            "--supabase-jwt-secret",
+            "s",
+            "--allowed-origins",
+            "http://a,http://b",
+        ])
+        .unwrap();
+        assert_eq!(c.hs256_secret(), Some("s"));
+        assert_eq!(c.allowed_origins.len(), 2);
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("\"s\""), "{debug}");
+    }
+}

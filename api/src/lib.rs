@@ -1,0 +1,131 @@
+//! wasp-api: the authenticated gateway between CRM/ERP clients and their users' WhatsApp session
+//! pods. See `docs/api.md`.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod pods;
+pub mod ratelimit;
+pub mod routes;
+pub mod routing;
+pub mod sessions;
+pub mod stats;
+pub mod validate;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use app::{AppState, HttpSettings};
+use auth::Authenticator;
+use auth::extract::AuthContext;
+use metrics::Metrics;
+use pods::{NotWired, PodApi};
+use ratelimit::UserRateLimiter;
+use sessions::Sessions;
+use stats::Redis;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid REDIS_URL: {0}")]
+    RedisUrl(#[from] redis::RedisError),
+    #[error("serving HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves the API on `listener` and the admin port on `admin` until `shutdown`.
+pub async fn run(
+    config: Config,
+    client: kube::Client,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    run_with_pods(
+        config,
+        client,
+        listener,
+        admin,
+        Arc::new(NotWired),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with a given way of calling session pods (tests, and the pod API once wired).
+pub async fn run_with_pods(
+    config: Config,
+    client: kube::Client,
+    listener: TcpListener,
+    admin: TcpListener,
+    pods: Arc<dyn PodApi>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let timeout = config.upstream_timeout();
+    let metrics = Arc::new(Metrics::new());
+    let limiter = Arc::new(UserRateLimiter::new(
+        config.rate_limit_per_second,
+        config.rate_limit_burst,
+    ));
+    let sessions = Sessions::start(client, &config.namespace, timeout, shutdown.clone());
+    let state = AppState {
+        auth: AuthContext {
+            authenticator: Authenticator::from_config(&config),
+            limiter: limiter.clone(),
+            metrics: metrics.clone(),
+        },
+        sessions: sessions.clone(),
+        redis: Arc::new(Redis::new(&config.redis_url, timeout)?),
+        pods,
+        started: Instant::now(),
+    };
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => limiter.housekeeping(),
+                }
+            }
+        }
+    });
+    let settings = HttpSettings {
+        allowed_origins: config.allowed_origins.clone(),
+        max_body: config.max_file_size,
+    };
+    let router = app::router(state, &settings);
+    let admin_router = admin::router(admin::AdminState {
+        metrics,
+        ready: sessions.ready_flag(),
+    });
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        admin = ?admin.local_addr().ok(),
+        namespace = %config.namespace,
+        "wasp-api serving"
+    );
+    let public = axum::serve(listener, router).with_graceful_shutdown({
+        let s = shutdown.clone();
+        async move { s.cancelled().await }
+    });
+    let admin = axum::serve(admin, admin_router).with_graceful_shutdown({
+        let s = shutdown.clone();
+        async move { s.cancelled().await }
+    });
+    let (a, b) = tokio::join!(public, admin);
+    a?;
+    b?;
+    Ok(())
+}

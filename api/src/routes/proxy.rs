@@ -1,0 +1,156 @@
+//! Routes served by the caller's session pod. Each validates its input (400 on bad input whatever
+//! the session's state), then routes by the caller's session (never anyone else's: the session is
+//! looked up by the authenticated user id), then calls the pod through [`crate::pods::PodApi`].
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::auth::extract::AuthUser;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::pods::PodCall;
+use crate::routing::{self, Need, Route};
+use crate::validate;
+use crate::view::{ContactAddRequest, LimitQuery, PhoneQuery, SendRequest};
+
+async fn forward(
+    state: &AppState,
+    user_id: &str,
+    need: Need,
+    call: PodCall,
+) -> Result<Json<Value>, ApiError> {
+    let session = state.sessions.get(user_id).await?;
+    match routing::decide(session.as_deref(), need) {
+        Route::Forward { endpoint } => Ok(Json(state.pods.call(user_id, &endpoint, call).await?)),
+        Route::Refuse(r) => Err(r.into()),
+    }
+}
+
+/// The caller's chats.
+#[utoipa::path(get, path = "/chats", tag = "messaging", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Chats, from the session pod", body = Value),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+pub async fn chats(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> Result<Json<Value>, ApiError> {
+    forward(&state, &me.user_id, Need::Pod, PodCall::Chats).await
+}
+
+/// Messages of one chat, newest last.
+#[utoipa::path(get, path = "/messages/{chatId}", tag = "messaging", security(("bearer" = [])),
+    params(("chatId" = String, Path, description = "e.g. 41791234567@c.us"), LimitQuery),
+    responses(
+        (status = 200, description = "Messages, from the session pod", body = Value),
+        (status = 400, description = "Bad chat id or limit", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+pub async fn messages(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(chat_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let jid = validate::chat_id(&chat_id)?;
+    let limit = validate::limit(q.limit)?;
+    forward(
+        &state,
+        &me.user_id,
+        Need::Pod,
+        PodCall::Messages { jid, limit },
+    )
+    .await
+}
+
+/// Sends a text message.
+#[utoipa::path(post, path = "/send", tag = "messaging", security(("bearer" = [])),
+    request_body = SendRequest,
+    responses(
+        (status = 200, description = "Sent, from the session pod", body = Value),
+        (status = 400, description = "Bad chat id or message", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_FILE_SIZE", body = ErrorBody),
+        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+pub async fn send(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(body): ApiJson<SendRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let jid = validate::chat_id(&body.chat_id)?;
+    validate::message(&body.message)?;
+    let call = PodCall::Send {
+        jid,
+        message: body.message,
+    };
+    forward(&state, &me.user_id, Need::Connected, call).await
+}
+
+/// The chat with a phone number.
+#[utoipa::path(get, path = "/chat-by-phone", tag = "messaging", security(("bearer" = [])),
+    params(PhoneQuery),
+    responses(
+        (status = 200, description = "The chat, from the session pod", body = Value),
+        (status = 400, description = "Bad phone number", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+pub async fn chat_by_phone(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(q): ApiQuery<PhoneQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let digits = validate::phone(&q.phone)?;
+    let call = PodCall::ChatByPhone {
+        jid: format!("{digits}@s.whatsapp.net"),
+    };
+    forward(&state, &me.user_id, Need::Connected, call).await
+}
+
+/// The caller's session log.
+#[utoipa::path(get, path = "/logs", tag = "monitoring", security(("bearer" = [])),
+    params(LimitQuery),
+    responses(
+        (status = 200, description = "Log entries, from the session pod", body = Value),
+        (status = 400, description = "Bad limit", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+pub async fn logs(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = validate::limit(q.limit)?;
+    forward(&state, &me.user_id, Need::Pod, PodCall::Logs { limit }).await
+}
+
+/// Adds a contact (seed 000: messages from known contacts are stored under `contactsOnly`).
+#[utoipa::path(post, path = "/api/whatsapp/contact/add", tag = "seed-000",
+    security(("bearer" = [])), request_body = ContactAddRequest,
+    responses(
+        (status = 200, description = "Added, from the session pod", body = Value),
+        (status = 400, description = "Bad phone number or name", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+pub async fn contact_add(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(body): ApiJson<ContactAddRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let phone = validate::phone(&body.mobile_no)?;
+    let name = validate::contact_name(body.name.as_deref())?;
+    forward(
+        &state,
+        &me.user_id,
+        Need::Pod,
+        PodCall::AddContact { phone, name },
+    )
+    .await
+}

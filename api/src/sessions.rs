@@ -1,0 +1,186 @@
+//! The WhatsAppSession resources as the API sees them: a watched cache (kube-runtime reflector) of
+//! the release namespace, so routes read a user's session without a call to the apiserver, and
+//! the server-side-applied writes of connect/disconnect.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wasp_crds::{DesiredState, WhatsAppSession, labels, names};
+
+use crate::error::ApiError;
+
+/// Field manager of every write the API makes.
+pub const FIELD_MANAGER: &str = "wasp-api";
+
+#[derive(Clone)]
+pub struct Sessions {
+    api: Api<WhatsAppSession>,
+    namespace: String,
+    store: Store<WhatsAppSession>,
+    ready: Arc<AtomicBool>,
+    timeout: Duration,
+}
+
+impl Sessions {
+    /// Starts the watch; it runs until `stop`.
+    pub fn start(
+        client: Client,
+        namespace: &str,
+        timeout: Duration,
+        stop: CancellationToken,
+    ) -> Self {
+        let api: Api<WhatsAppSession> = Api::namespaced(client, namespace);
+        let (store, writer) = reflector::store();
+        let ready = Arc::new(AtomicBool::new(false));
+        let stream = watcher(api.clone(), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    item = stream.next() => match item {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => tracing::warn!(error = %e, "WhatsAppSession watch error"),
+                        None => break,
+                    },
+                }
+            }
+        });
+        tokio::spawn({
+            let (store, ready) = (store.clone(), ready.clone());
+            async move {
+                if store.wait_until_ready().await.is_ok() {
+                    ready.store(true, Ordering::Relaxed);
+                    tracing::info!("WhatsAppSession cache synced");
+                }
+            }
+        });
+        Self {
+            api,
+            namespace: namespace.to_owned(),
+            store,
+            ready,
+            timeout,
+        }
+    }
+
+    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+        self.ready.clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    async fn wait_ready(&self) -> Result<(), ApiError> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        tokio::time::timeout(self.timeout, self.store.wait_until_ready())
+            .await
+            .map_err(|_| ApiError::unavailable("the session cache", "not synced yet"))?
+            .map_err(|e| ApiError::unavailable("the session cache", e))
+    }
+
+    /// The caller's session from the cache, if it exists and really is theirs.
+    pub async fn get(&self, user_id: &str) -> Result<Option<Arc<WhatsAppSession>>, ApiError> {
+        self.wait_ready().await?;
+        let key = ObjectRef::new(&names::session_name(user_id)).within(&self.namespace);
+        Ok(self.store.get(&key).filter(|s| s.spec.user_id == user_id))
+    }
+
+    /// Every session in the cache.
+    pub async fn all(&self) -> Result<Vec<Arc<WhatsAppSession>>, ApiError> {
+        self.wait_ready().await?;
+        Ok(self.store.state())
+    }
+
+    /// Creates or updates the caller's session with `desired` (server-side apply, forced: the
+    /// user's latest wish wins over a stale-cleanup write). Only `userId` and `desiredState` are
+    /// owned by the API; other spec fields keep whatever an admin set.
+    pub async fn apply_desired(
+        &self,
+        user_id: &str,
+        desired: DesiredState,
+    ) -> Result<WhatsAppSession, ApiError> {
+        let body = apply_body(user_id, desired)?;
+        let name = names::session_name(user_id);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let result = tokio::time::timeout(
+            self.timeout,
+            self.api.patch(&name, &params, &Patch::Apply(&body)),
+        )
+        .await
+        .map_err(|_| ApiError::unavailable("kubernetes", "apply timed out"))?;
+        match result {
+            Ok(session) => Ok(session),
+            Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => Err(ApiError::Internal(
+                format!("apply of {name} refused: {}", e.message),
+            )),
+            Err(e) => Err(ApiError::unavailable("kubernetes", e)),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+/// The apply body: `WhatsAppSession::for_user` reduced to the fields the API owns.
+pub fn apply_body(user_id: &str, desired: DesiredState) -> Result<Value, ApiError> {
+    let mut session = WhatsAppSession::for_user(user_id);
+    session.spec.desired_state = desired;
+    session.labels_mut().insert(
+        labels::USER_HASH.to_owned(),
+        wasp_common::user_hash(user_id),
+    );
+    let full = serde_json::to_value(&session).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json!({
+        "apiVersion": full["apiVersion"],
+        "kind": full["kind"],
+        "metadata": {
+            "name": full["metadata"]["name"],
+            "labels": full["metadata"]["labels"],
+        },
+        "spec": {
+            "userId": full["spec"]["userId"],
+            "desiredState": full["spec"]["desiredState"],
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_body_owns_only_user_id_and_desired_state() {
+        let body = apply_body("doctor@clinic.com", DesiredState::Disconnected).unwrap();
+        assert_eq!(body["apiVersion"], "wasp.dev/v1alpha1");
+        assert_eq!(body["kind"], "WhatsAppSession");
+        assert_eq!(
+            body["metadata"]["name"],
+            names::session_name("doctor@clinic.com")
+        );
+        assert_eq!(
+            body["metadata"]["labels"][labels::USER_HASH],
+            wasp_common::user_hash("doctor@clinic.com")
+        );
+        assert_eq!(
+            body["spec"],
+            json!({"userId": "doctor@clinic.com", "desiredState": "disconnected"})
+        );
+        assert!(body.get("status").is_none());
+    }
+}

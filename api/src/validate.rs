@@ -1,0 +1,186 @@
+//! Input checks of the routes that reach a session pod, done before any routing so bad input is a
+//! clear 400 whatever the session's state. Chat ids are normalised to WhatsApp JIDs: seed 003's
+//! `41791234567@c.us` (whatsapp-web.js style) becomes `41791234567@s.whatsapp.net`, and a phone
+//! number is accepted where a chat id is expected.
+
+use wasp_common::phone::{normalize_phone, phone_to_jid};
+
+use crate::error::ApiError;
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+/// WhatsApp's own limit on a text message.
+pub const MAX_MESSAGE_CHARS: usize = 65_536;
+pub const MAX_NAME_CHARS: usize = 256;
+const MAX_CHAT_ID_LEN: usize = 128;
+
+/// `limit` of list routes: absent → 50; 1..=500.
+pub fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        )),
+    }
+}
+
+fn bad_chat_id() -> ApiError {
+    ApiError::bad_request(
+        "invalid_chat_id",
+        "chatId must be a WhatsApp chat id such as 41791234567@c.us, \
+         41791234567@s.whatsapp.net or 1203630xxxx@g.us, or a phone number in E.164",
+    )
+}
+
+/// A chat id as the seed's clients send it, normalised to a JID.
+pub fn chat_id(input: &str) -> Result<String, ApiError> {
+    let input = input.trim();
+    if input.is_empty() || input.len() > MAX_CHAT_ID_LEN {
+        return Err(bad_chat_id());
+    }
+    let Some((user, server)) = input.split_once('@') else {
+        // A bare phone number.
+        return phone_to_jid(input).map_err(|_| bad_chat_id());
+    };
+    let digits = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    // `user:device` suffixes are not chats.
+    let ok = match server {
+        "c.us" | "s.whatsapp.net" => {
+            return normalize_phone(user)
+                .ok()
+                .filter(|d| d == user)
+                .map(|d| format!("{d}@s.whatsapp.net"))
+                .ok_or_else(bad_chat_id);
+        }
+        "g.us" => {
+            // New groups: digits; old groups: `creator-timestamp`.
+            let mut parts = user.split('-');
+            let first = parts.next().is_some_and(|p| digits(p, 24));
+            let rest: Vec<&str> = parts.collect();
+            first && rest.len() <= 1 && rest.iter().all(|p| digits(p, 24))
+        }
+        "lid" | "newsletter" => digits(user, 24),
+        "broadcast" => user == "status",
+        _ => false,
+    };
+    if ok {
+        Ok(input.to_owned())
+    } else {
+        Err(bad_chat_id())
+    }
+}
+
+/// A phone number to E.164 digits, with `wasp_common::phone`'s explanation on failure.
+pub fn phone(input: &str) -> Result<String, ApiError> {
+    normalize_phone(input).map_err(|e| ApiError::bad_request("invalid_phone", e.to_string()))
+}
+
+/// The text of `/send`.
+pub fn message(text: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_message",
+            "message must not be empty",
+        ));
+    }
+    if text.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_message",
+            format!("message must be at most {MAX_MESSAGE_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A contact's display name (seed 000's `/contact/add`): optional, trimmed, bounded.
+pub fn contact_name(name: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("name must be at most {MAX_NAME_CHARS} printable characters"),
+        ));
+    }
+    Ok(Some(name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_default_to_50_and_are_bounded() {
+        assert_eq!(limit(None).unwrap(), 50);
+        assert_eq!(limit(Some(1)).unwrap(), 1);
+        assert_eq!(limit(Some(500)).unwrap(), 500);
+        assert_eq!(limit(Some(0)).unwrap_err().code(), "invalid_limit");
+        assert_eq!(limit(Some(501)).unwrap_err().code(), "invalid_limit");
+    }
+
+    #[test]
+    fn seed_chat_ids_normalise_to_jids() {
+        let ok = [
+            ("41791234567@c.us", "41791234567@s.whatsapp.net"),
+            ("41791234567@s.whatsapp.net", "41791234567@s.whatsapp.net"),
+            ("+41 79 123 45 67", "41791234567@s.whatsapp.net"),
+            ("120363012345678901@g.us", "120363012345678901@g.us"),
+            ("41791234567-1600000000@g.us", "41791234567-1600000000@g.us"),
+            ("123456789012345@lid", "123456789012345@lid"),
+            ("status@broadcast", "status@broadcast"),
+        ];
+        for (input, jid) in ok {
+            assert_eq!(chat_id(input).unwrap(), jid, "{input}");
+        }
+    }
+
+    #[test]
+    fn bad_chat_ids_are_400() {
+        let long = format!("{}@c.us", "1".repeat(200));
+        for input in [
+            "",
+            " ",
+            "@c.us",
+            "abc@c.us",
+            "0791234567@c.us",
+            "+41791234567@c.us",
+            "4179@c.us",
+            "41791234567@example.com",
+            "41791234567:3@s.whatsapp.net",
+            "a-b@g.us",
+            "1-2-3@g.us",
+            "x@broadcast",
+            "hello",
+            "../../etc@c.us",
+            long.as_str(),
+        ] {
+            let e = chat_id(input).unwrap_err();
+            assert_eq!(e.code(), "invalid_chat_id", "{input:?}");
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn phones_messages_and_names() {
+        assert_eq!(phone("+41 79 123 45 67").unwrap(), "41791234567");
+        let e = phone("079 123 45 67").unwrap_err();
+        assert_eq!(e.code(), "invalid_phone");
+        assert!(
+            e.body().message.contains("country code"),
+            "{}",
+            e.body().message
+        );
+        assert!(message("hi").is_ok());
+        assert!(message("  ").is_err());
+        assert!(message(&"x".repeat(MAX_MESSAGE_CHARS + 1)).is_err());
+        assert_eq!(contact_name(Some("  Ann ")).unwrap(), Some("Ann".into()));
+        assert_eq!(contact_name(Some("")).unwrap(), None);
+        assert_eq!(contact_name(None).unwrap(), None);
+        assert!(contact_name(Some("a\u{7}b")).is_err());
+    }
+}

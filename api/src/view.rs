@@ -1,0 +1,250 @@
+//! JSON shapes of the answers, and the pure mapping from a `WhatsAppSession` to what a client
+//! sees. Field names are camelCase like the seeds' JSON.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use wasp_crds::{DesiredState, Phase, WhatsAppSession};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResponse {
+    /// Always `ok`.
+    pub status: String,
+    pub version: String,
+    /// RFC 3339.
+    pub timestamp: String,
+}
+
+/// One user's session as the seeds' clients read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStatus {
+    pub user_id: String,
+    /// Name of the `WhatsAppSession` resource.
+    pub session_name: String,
+    /// Seed-style status: `disconnected`, `initializing`, `qr`, `connected`, `reconnecting`,
+    /// `logged_out` or `failed`.
+    pub status: String,
+    /// The resource's phase (`Pending`, `Starting`, `AwaitingScan`, `Connected`, `Reconnecting`,
+    /// `Disconnected`, `LoggedOut`, `Failed`), or `NotFound` when the user has no session.
+    pub phase: String,
+    pub is_connected: bool,
+    /// `connected` or `disconnected`: what the user last asked for.
+    pub desired_state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    /// The WhatsApp push name of the connected account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<String>,
+    pub reconnect_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectResponse {
+    pub success: bool,
+    pub message: String,
+    pub session: SessionStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionList {
+    pub total: usize,
+    pub sessions: Vec<SessionStatus>,
+}
+
+/// Seed 000's cleanup statistics, as the operator's stale-session sweeper records them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupStats {
+    /// Sessions switched to disconnected since records began.
+    pub total_stopped: u64,
+    /// Sessions switched off by the last run.
+    pub last_stopped: u64,
+    /// When the sweeper last ran (RFC 3339), if ever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<String>,
+    pub runs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostics {
+    pub version: String,
+    pub uptime_seconds: u64,
+    /// Whether this replica's watched cache of sessions is synced.
+    pub session_cache_ready: bool,
+    /// The caller's own session.
+    pub session: SessionStatus,
+    /// Whether the caller's session pod has an endpoint the API can route to.
+    pub pod_reachable: bool,
+    /// Sessions per phase (admins only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_by_phase: Option<std::collections::BTreeMap<String, usize>>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendRequest {
+    /// e.g. `41791234567@c.us`, `41791234567@s.whatsapp.net`, a group `…@g.us`, or a phone number.
+    pub chat_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactAddRequest {
+    /// Phone number, E.164 preferred (`+41791234567`).
+    pub mobile_no: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    /// 1 to 500; default 50.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PhoneQuery {
+    /// Phone number, e.g. `+41791234567`.
+    pub phone: String,
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionsQuery {
+    /// Include sessions that are switched off (default: only active ones).
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Seed-style status word of a phase.
+pub fn status_word(phase: Option<Phase>) -> &'static str {
+    match phase {
+        None | Some(Phase::Disconnected) => "disconnected",
+        Some(Phase::Pending | Phase::Starting) => "initializing",
+        Some(Phase::AwaitingScan) => "qr",
+        Some(Phase::Connected) => "connected",
+        Some(Phase::Reconnecting) => "reconnecting",
+        Some(Phase::LoggedOut) => "logged_out",
+        Some(Phase::Failed) => "failed",
+    }
+}
+
+fn desired_word(d: DesiredState) -> &'static str {
+    match d {
+        DesiredState::Connected => "connected",
+        DesiredState::Disconnected => "disconnected",
+    }
+}
+
+/// What a user sees of their session; `None` (no resource) reads as disconnected.
+pub fn session_status(user_id: &str, session: Option<&WhatsAppSession>) -> SessionStatus {
+    let name = wasp_crds::names::session_name(user_id);
+    let Some(session) = session else {
+        return SessionStatus {
+            user_id: user_id.to_owned(),
+            session_name: name,
+            status: "disconnected".into(),
+            phase: "NotFound".into(),
+            is_connected: false,
+            desired_state: "disconnected".into(),
+            phone_number: None,
+            display_name: None,
+            connected_at: None,
+            last_activity: None,
+            reconnect_count: 0,
+            last_error: None,
+        };
+    };
+    let status = session.status.clone().unwrap_or_default();
+    // A resource just created has no phase yet: it is pending.
+    let phase = match (status.phase, session.spec.desired_state) {
+        (None, DesiredState::Connected) => Some(Phase::Pending),
+        (p, _) => p,
+    };
+    SessionStatus {
+        user_id: session.spec.user_id.clone(),
+        session_name: name,
+        status: status_word(phase).into(),
+        phase: phase.map_or("Disconnected", Phase::as_str).into(),
+        is_connected: phase == Some(Phase::Connected),
+        desired_state: desired_word(session.spec.desired_state).into(),
+        phone_number: status.phone_number,
+        display_name: status.push_name,
+        connected_at: status.connected_at.map(|t| t.0.to_string()),
+        last_activity: status.last_activity.map(|t| t.0.to_string()),
+        reconnect_count: status.reconnect_count,
+        last_error: status.last_error,
+    }
+}
+
+/// Active: wanted connected, or still running down.
+pub fn is_active(session: &WhatsAppSession) -> bool {
+    session.spec.desired_state == DesiredState::Connected
+        || matches!(
+            session.status.as_ref().and_then(|s| s.phase),
+            Some(Phase::Starting | Phase::AwaitingScan | Phase::Connected | Phase::Reconnecting)
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasp_crds::WhatsAppSessionStatus;
+
+    #[test]
+    fn no_session_reads_as_disconnected() {
+        let s = session_status("u1", None);
+        assert_eq!(s.status, "disconnected");
+        assert_eq!(s.phase, "NotFound");
+        assert!(!s.is_connected);
+        assert_eq!(s.session_name, wasp_crds::names::session_name("u1"));
+    }
+
+    #[test]
+    fn status_reflects_the_resource() {
+        let mut cr = WhatsAppSession::for_user("u1");
+        assert_eq!(session_status("u1", Some(&cr)).phase, "Pending");
+        assert_eq!(session_status("u1", Some(&cr)).status, "initializing");
+        cr.status = Some(WhatsAppSessionStatus {
+            phase: Some(Phase::Connected),
+            phone_number: Some("41791234567".into()),
+            push_name: Some("Dr Ann".into()),
+            reconnect_count: 2,
+            ..Default::default()
+        });
+        let s = session_status("u1", Some(&cr));
+        assert!(s.is_connected);
+        assert_eq!(s.status, "connected");
+        assert_eq!(s.display_name.as_deref(), Some("Dr Ann"));
+        assert_eq!(s.reconnect_count, 2);
+        assert!(is_active(&cr));
+        cr.spec.desired_state = DesiredState::Disconnected;
+        cr.status.as_mut().unwrap().phase = Some(Phase::Disconnected);
+        assert!(!is_active(&cr));
+        assert_eq!(
+            session_status("u1", Some(&cr)).desired_state,
+            "disconnected"
+        );
+    }
+
+    #[test]
+    fn every_phase_has_a_status_word() {
+        for p in Phase::ALL {
+            assert!(!status_word(Some(p)).is_empty());
+        }
+    }
+}
