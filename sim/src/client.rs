@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
+use crate::contacts::Addressing;
 use crate::control_api::{
     ApiError, CreateContact, CreatePhone, Info, InjectSocketFault, Millis, PairCode, Scan,
     SendText, Sent, Toggle,
@@ -151,9 +152,22 @@ impl SimClient {
         to: &str,
         text: &str,
     ) -> Result<String, ClientError> {
+        self.contact_send_as(contact, to, text, Addressing::Pn)
+            .await
+    }
+
+    /// [`SimClient::contact_send`] with the contact addressed by phone number or by LID.
+    pub async fn contact_send_as(
+        &self,
+        contact: &str,
+        to: &str,
+        text: &str,
+        addressing: Addressing,
+    ) -> Result<String, ClientError> {
         let body = SendText {
             to: to.to_owned(),
             text: text.to_owned(),
+            addressing,
         };
         let sent: Sent = self
             .post(&format!("/v1/contacts/{contact}/send"), &body)

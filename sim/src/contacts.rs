@@ -84,6 +84,17 @@ pub(crate) fn relay_receipt(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
     sim.notify_changed();
 }
 
+/// How a contact's messages name their sender.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Addressing {
+    /// `from` is the contact's phone-number JID.
+    #[default]
+    Pn,
+    /// `from` is the contact's LID, with its phone number in `sender_pn`.
+    Lid,
+}
+
 impl Sim {
     /// A contact sends a text to every linked device of `to_phone`'s account. Devices that
     /// are offline get it when they reconnect; it is redelivered until each device acks it.
@@ -93,13 +104,32 @@ impl Sim {
         to_phone: &str,
         text: &str,
     ) -> Result<String, SimError> {
-        let (participant, contact_phone, name) = {
+        self.contact_send_text_as(contact, to_phone, text, Addressing::Pn)
+            .await
+    }
+
+    /// [`Sim::contact_send_text`], choosing how the contact is addressed: by phone number
+    /// (`from=…@s.whatsapp.net`) or by LID (`from=…@lid` with `sender_pn`), as WhatsApp does
+    /// for accounts it has moved to LIDs.
+    pub async fn contact_send_text_as(
+        &self,
+        contact: &str,
+        to_phone: &str,
+        text: &str,
+        addressing: Addressing,
+    ) -> Result<String, SimError> {
+        let (participant, contact_phone, contact_lid, name) = {
             let w = self.world();
             let c = w
                 .contacts
                 .get(contact)
                 .ok_or_else(|| SimError::NotFound(format!("contact {contact}")))?;
-            (c.participant.clone(), c.phone.clone(), c.name.clone())
+            (
+                c.participant.clone(),
+                c.phone.clone(),
+                c.lid.clone(),
+                c.name.clone(),
+            )
         };
         let targets: Vec<u16> = {
             let w = self.world();
@@ -130,13 +160,17 @@ impl Sim {
             let env = participant
                 .encrypt(&peer, bundle.as_ref(), &plaintext)
                 .await?;
-            let stanza = message_stanza(
-                &id,
-                &format!("{contact_phone}@s.whatsapp.net"),
-                None,
-                "text",
-                &env,
-            );
+            let pn = format!("{contact_phone}@s.whatsapp.net");
+            let stanza = match addressing {
+                Addressing::Pn => message_stanza(&id, &pn, None, "text", &env),
+                Addressing::Lid => {
+                    let mut m =
+                        message_stanza(&id, &format!("{contact_lid}@lid"), None, "text", &env);
+                    m.attrs.insert("sender_pn", pn);
+                    m.attrs.insert("addressing_mode", "lid".to_owned());
+                    m
+                }
+            };
             let stanza = with_notify(stanza, &name);
             self.deliver(
                 &DeviceAddr {

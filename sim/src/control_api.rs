@@ -70,6 +70,9 @@ pub struct PairCode {
 pub struct SendText {
     pub to: String,
     pub text: String,
+    /// `pn` (default) or `lid`: how the contact is named as the sender.
+    #[serde(default)]
+    pub addressing: crate::contacts::Addressing,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -194,7 +197,9 @@ async fn contact_send(
     Path(phone): Path<String>,
     Json(req): Json<SendText>,
 ) -> ApiResult<Sent> {
-    let id = sim.contact_send_text(&phone, &req.to, &req.text).await?;
+    let id = sim
+        .contact_send_text_as(&phone, &req.to, &req.text, req.addressing)
+        .await?;
     Ok(Json(Sent { id }))
 }
 

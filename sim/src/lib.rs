@@ -8,7 +8,7 @@ pub mod certs;
 pub mod client;
 pub mod config;
 mod connection;
-mod contacts;
+pub mod contacts;
 pub mod control_api;
 pub mod crypto;
 mod directory;

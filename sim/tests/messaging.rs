@@ -230,3 +230,45 @@ async fn an_unacknowledged_message_is_redelivered_on_reconnect_and_shown_once() 
     client.stop().await;
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lid_addressed_contact_is_understood_and_answered() {
+    let (running, sim) = start_sim().await;
+    let (phone, _device, mut client) = paired_client(&running, &sim).await;
+    let contact = sim.create_contact(None, Some("Lidia")).await.unwrap();
+
+    sim.contact_send_as(
+        &contact.phone,
+        &phone,
+        "from my lid",
+        wasp_sim::contacts::Addressing::Lid,
+    )
+    .await
+    .unwrap();
+    let (_, from, text) = client.next_message().await;
+    assert_eq!(text, "from my lid");
+    assert!(from.starts_with(&contact.lid), "sender {from}");
+
+    // The client answers the chat it saw (the LID); the contact decrypts it.
+    client
+        .client()
+        .send_message(
+            from.parse::<Jid>().unwrap().to_non_ad(),
+            wa::Message {
+                conversation: Some("answer to your lid".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let received = sim.contact_received(&contact.phone, 1, WAIT).await.unwrap();
+    assert_eq!(received[0].text, "answer to your lid");
+
+    // Later messages by phone number keep working.
+    sim.contact_send(&contact.phone, &phone, "now by number")
+        .await
+        .unwrap();
+    assert_eq!(client.next_message().await.2, "now by number");
+    client.stop().await;
+    running.shutdown().await;
+}
