@@ -1,0 +1,876 @@
+//! wasp-api against a real kube-apiserver and Redis (the wasp-e2e harness): authentication on
+//! every route, admin refusals, bad input, connect/status/disconnect through real
+//! WhatsAppSession resources, user isolation, and the cross-cutting layers. No operator runs here:
+//! the test writes the session status the operator would. Session-pod calls go to a recording fake.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Parser as _;
+use data_encoding::BASE64URL_NOPAD;
+use futures::future::BoxFuture;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wasp_api::error::ApiError;
+use wasp_api::pods::{PodApi, PodCall};
+use wasp_api::{Config, run_with_pods};
+use wasp_crds::{DesiredState, WhatsAppSession, names::session_name};
+use wasp_e2e::{TestEnv, eventually};
+
+const SECRET: &str = "integration-secret-integration-secret";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Records what reached "the pod" and answers with it.
+#[derive(Default)]
+struct FakePods {
+    calls: Mutex<Vec<(String, String, PodCall)>>,
+}
+
+impl PodApi for FakePods {
+    fn call<'a>(
+        &'a self,
+        user_id: &'a str,
+        endpoint: &'a str,
+        call: PodCall,
+    ) -> BoxFuture<'a, Result<Value, ApiError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((user_id.to_owned(), endpoint.to_owned(), call));
+        Box::pin(async move { Ok(json!({"fake": true, "user": user_id, "endpoint": endpoint})) })
+    }
+}
+
+struct TestApi {
+    base: String,
+    admin_base: String,
+    ns: String,
+    client: Client,
+    http: reqwest::Client,
+    pods: Arc<FakePods>,
+    stop: CancellationToken,
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn token(sub: &str) -> String {
+    sign(&json!({"sub": sub, "exp": now() + 600}), SECRET)
+}
+
+fn admin_token(sub: &str) -> String {
+    sign(
+        &json!({"sub": sub, "exp": now() + 600, "role": "admin"}),
+        SECRET,
+    )
+}
+
+fn sign(claims: &Value, secret: &str) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn alg_none(sub: &str) -> String {
+    let b64 = |v: Value| BASE64URL_NOPAD.encode(v.to_string().as_bytes());
+    format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(json!({"sub": sub, "exp": now() + 600, "role": "admin"}))
+    )
+}
+
+impl TestApi {
+    async fn start(extra: &[&str]) -> Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "wasp_api=info".into()))
+            .try_init();
+        let env = TestEnv::get();
+        let client = env.kube_client().await?;
+        env.install_crds(&client).await?;
+        let ns = env.namespace("api").await?;
+        let redis = env.redis_url();
+        let mut args = vec![
+            "wasp-api",
+            "--namespace",
+            &ns,
+            "--redis-url",
+            &redis,
+            "--jwt-secret",
+            SECRET,
+            "--allowed-origins",
+            "http://crm.example",
+        ];
+        if !extra.contains(&"--rate-limit-burst") {
+            args.extend_from_slice(&[
+                "--rate-limit-per-second",
+                "1000",
+                "--rate-limit-burst",
+                "1000",
+            ]);
+        }
+        args.extend_from_slice(extra);
+        let config = Config::try_parse_from(args)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let admin_base = format!("http://{}", admin.local_addr()?);
+        let pods = Arc::new(FakePods::default());
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let (client, pods, stop) = (client.clone(), pods.clone(), stop.clone());
+            async move {
+                if let Err(e) = run_with_pods(config, client, listener, admin, pods, stop).await {
+                    panic!("wasp-api failed: {e}");
+                }
+            }
+        });
+        let api = Self {
+            base,
+            admin_base,
+            ns,
+            client,
+            http: reqwest::Client::new(),
+            pods,
+            stop,
+        };
+        let http = api.http.clone();
+        let ready = format!("{}/readyz", api.admin_base);
+        eventually(WAIT, || async {
+            let r = http.get(&ready).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await
+        .context("API never became ready")?;
+        Ok(api)
+    }
+
+    fn sessions(&self) -> Api<WhatsAppSession> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let json = serde_json::from_str(&text)
+            .with_context(|| format!("{path}: {status} body is not JSON: {text:?}"))?;
+        Ok((status, json))
+    }
+
+    async fn get(&self, path: &str, user: &str) -> Result<(StatusCode, Value)> {
+        self.call(
+            Method::GET,
+            path,
+            Some(&format!("Bearer {}", token(user))),
+            None,
+        )
+        .await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        user: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
+        self.call(
+            Method::POST,
+            path,
+            Some(&format!("Bearer {}", token(user))),
+            body,
+        )
+        .await
+    }
+
+    /// Writes the status the operator would, and waits until the API's cache shows the phase.
+    async fn set_status(&self, user: &str, status: Value) -> Result<()> {
+        let phase = status["phase"].as_str().unwrap_or_default().to_owned();
+        self.sessions()
+            .patch_status(
+                &session_name(user),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": status })),
+            )
+            .await?;
+        eventually(WAIT, || async {
+            let (_, s) = self.get("/status", user).await.ok()?;
+            (s["phase"] == phase.as_str()).then_some(())
+        })
+        .await
+        .with_context(|| format!("status of {user} never showed {phase}"))?;
+        Ok(())
+    }
+
+    /// `POST /connect` and wait until the cache has the resource.
+    async fn connect(&self, user: &str) -> Result<()> {
+        let (code, body) = self.post("/connect", user, None).await?;
+        anyhow::ensure!(code == StatusCode::OK, "connect: {code} {body}");
+        eventually(WAIT, || async {
+            let (_, s) = self.get("/status", user).await.ok()?;
+            (s["phase"] != "NotFound").then_some(())
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Every route but `/health`, with a body where it needs one.
+fn protected_routes() -> Vec<(Method, &'static str, Option<Value>)> {
+    let send = json!({"chatId": "41791234567@c.us", "message": "hi"});
+    let contact = json!({"mobileNo": "+41791234567", "name": "Ann"});
+    vec![
+        (Method::GET, "/status", None),
+        (Method::POST, "/connect", None),
+        (Method::POST, "/disconnect", None),
+        (Method::GET, "/chats", None),
+        (Method::GET, "/messages/41791234567@c.us?limit=50", None),
+        (Method::POST, "/send", Some(send)),
+        (Method::GET, "/chat-by-phone?phone=%2B41791234567", None),
+        (Method::GET, "/logs?limit=10", None),
+        (Method::GET, "/diagnostics", None),
+        (Method::GET, "/admin/sessions", None),
+        (Method::GET, "/api/whatsapp/status", None),
+        (Method::POST, "/api/whatsapp/connect", None),
+        (Method::POST, "/api/whatsapp/contact/add", Some(contact)),
+        (Method::GET, "/api/whatsapp/sessions/active", None),
+        (Method::GET, "/api/admin/cleanup-stats", None),
+    ]
+}
+
+const ADMIN_ROUTES: [&str; 3] = [
+    "/admin/sessions",
+    "/api/whatsapp/sessions/active",
+    "/api/admin/cleanup-stats",
+];
+
+#[tokio::test]
+async fn every_route_but_health_refuses_missing_and_bad_tokens() -> Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let (code, body) = api.call(Method::GET, "/health", None, None).await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+
+    let expired = sign(
+        &json!({"sub": "u", "exp": now() - 3600, "role": "admin"}),
+        SECRET,
+    );
+    let wrong_key = sign(
+        &json!({"sub": "u", "exp": now() + 600, "role": "admin"}),
+        "not-the-secret-not-the-secret!!",
+    );
+    let no_exp = sign(&json!({"sub": "u", "role": "admin"}), SECRET);
+    let bad: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("empty bearer", Some("Bearer ".into())),
+        ("expired", Some(format!("Bearer {expired}"))),
+        ("wrong key", Some(format!("Bearer {wrong_key}"))),
+        ("no exp", Some(format!("Bearer {no_exp}"))),
+        ("alg none", Some(format!("Bearer {}", alg_none("u")))),
+        ("seed UserId header", Some("UserId u".into())),
+        ("raw token as user id", Some("Bearer u".into())),
+        ("basic auth", Some("Basic dTpw".into())),
+    ];
+    for (method, path, body) in protected_routes() {
+        for (what, auth) in &bad {
+            let (code, json) = api
+                .call(method.clone(), path, auth.as_deref(), body.clone())
+                .await?;
+            assert_eq!(
+                code,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {what}: {json}"
+            );
+            assert_eq!(json["error"], "unauthorized", "{method} {path} with {what}");
+            assert!(json["message"].is_string());
+        }
+    }
+    // Nothing was created by refused requests.
+    let list = api.sessions().list(&Default::default()).await?;
+    assert!(list.items.is_empty(), "{:?}", list.items);
+    Ok(())
+}
+
+#[tokio::test]
+async fn admin_routes_refuse_non_admins() -> Result<()> {
+    let api = TestApi::start(&[]).await?;
+    for path in ADMIN_ROUTES {
+        let (code, body) = api.get(path, "plain-user").await?;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["error"], "forbidden");
+        let (code, body) = api
+            .call(
+                Method::GET,
+                path,
+                Some(&format!("Bearer {}", admin_token("boss"))),
+                None,
+            )
+            .await?;
+        assert_eq!(code, StatusCode::OK, "{path}: {body}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_creates_the_session_and_status_follows_the_resource() -> Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let user = "doctor@clinic.com";
+    let (code, before) = api.get("/status", user).await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(before["phase"], "NotFound");
+    assert_eq!(before["status"], "disconnected");
+
+    let (code, body) = api.post("/connect", user, None).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["success"], true);
+    let cr = api.sessions().get(&session_name(user)).await?;
+    assert_eq!(cr.spec.user_id, user);
+    assert_eq!(cr.spec.desired_state, DesiredState::Connected);
+    let managers: Vec<_> = cr
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.contains(&"wasp-api".to_owned()), "{managers:?}");
+
+    eventually(WAIT, || async {
+        let (_, s) = api.get("/status", user).await.ok()?;
+        (s["phase"] == "Pending").then_some(())
+    })
+    .await?;
+    api.set_status(
+        user,
+        json!({"phase": "Connected", "phoneNumber": "41791234567", "pushName": "Dr Ann", "endpoint": "127.0.0.9:8080"}),
+    )
+    .await?;
+    for path in ["/status", "/api/whatsapp/status"] {
+        let (code, s) = api.get(path, user).await?;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(s["status"], "connected", "{path}");
+        assert_eq!(s["isConnected"], true);
+        assert_eq!(s["phoneNumber"], "41791234567");
+        assert_eq!(s["displayName"], "Dr Ann");
+        assert_eq!(s["userId"], user);
+    }
+    let (code, d) = api.get("/diagnostics", user).await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(d["podReachable"], true);
+    assert!(d.get("sessionsByPhase").is_none());
+
+    let (code, body) = api.post("/disconnect", user, None).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let cr = api.sessions().get(&session_name(user)).await?;
+    assert_eq!(cr.spec.desired_state, DesiredState::Disconnected);
+    // The seed-000 alias connects again.
+    let (code, _) = api.post("/api/whatsapp/connect", user, None).await?;
+    assert_eq!(code, StatusCode::OK);
+    let cr = api.sessions().get(&session_name(user)).await?;
+    assert_eq!(cr.spec.desired_state, DesiredState::Connected);
+
+    // Disconnect without a session creates nothing.
+    let (code, body) = api.post("/disconnect", "nobody", None).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        api.sessions()
+            .get_opt(&session_name("nobody"))
+            .await?
+            .is_none()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn users_never_reach_each_others_sessions() -> Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let (alice, bob) = ("alice", "bob");
+    api.connect(alice).await?;
+    api.set_status(
+        alice,
+        json!({"phase": "Connected", "endpoint": "127.0.0.7:8080"}),
+    )
+    .await?;
+
+    let (_, s) = api.get("/status", bob).await?;
+    assert_eq!(s["phase"], "NotFound");
+    assert_eq!(s["userId"], bob);
+    for path in ["/chats", "/logs", "/messages/41791234567@c.us"] {
+        let (code, body) = api.get(path, bob).await?;
+        assert_eq!(code, StatusCode::CONFLICT, "{path}: {body}");
+        assert_eq!(body["error"], "session_not_found");
+        assert_eq!(body["phase"], "NotFound");
+    }
+    let (code, body) = api
+        .post(
+            "/send",
+            bob,
+            Some(json!({"chatId": "41791234567@c.us", "message": "x"})),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert!(api.pods.calls.lock().unwrap().is_empty());
+
+    // Alice reaches her own pod, with her normalised input.
+    let (code, body) = api
+        .post(
+            "/send",
+            alice,
+            Some(json!({"chatId": "41791234567@c.us", "message": "hello"})),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let calls = api.pods.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        vec![(
+            alice.to_owned(),
+            "127.0.0.7:8080".to_owned(),
+            PodCall::Send {
+                jid: "41791234567@s.whatsapp.net".into(),
+                message: "hello".into()
+            }
+        )]
+    );
+
+    // A resource named after Bob but holding another user id is not Bob's.
+    let mut forged = WhatsAppSession::for_user(bob);
+    forged.spec.user_id = alice.into();
+    api.sessions().create(&Default::default(), &forged).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, s) = api.get("/status", bob).await?;
+    assert_eq!(s["phase"], "NotFound", "{s}");
+
+    // Admins see sessions by user; users do not see the list.
+    let (code, list) = api
+        .call(
+            Method::GET,
+            "/admin/sessions?all=true",
+            Some(&format!("Bearer {}", admin_token("root"))),
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK);
+    let users: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["userId"].as_str())
+        .collect();
+    assert!(users.contains(&alice), "{list}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sessions_that_are_not_ready_get_json_naming_the_phase() -> Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let user = "carol";
+    api.connect(user).await?;
+    let (code, body) = api.get("/chats", user).await?;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "session_not_ready");
+    assert_eq!(body["phase"], "Pending");
+
+    api.set_status(
+        user,
+        json!({"phase": "AwaitingScan", "endpoint": "127.0.0.8:8080"}),
+    )
+    .await?;
+    let (code, body) = api.get("/chat-by-phone?phone=%2B41791234567", user).await?;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "session_awaiting_scan");
+    assert_eq!(body["phase"], "AwaitingScan");
+    let (code, _) = api.get("/chats", user).await?;
+    assert_eq!(code, StatusCode::OK, "reads reach a running pod");
+
+    api.set_status(user, json!({"phase": "Starting", "endpoint": null}))
+        .await?;
+    let resp = api
+        .http
+        .get(format!("{}/chats", api.base))
+        .bearer_auth(token(user))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await?;
+    assert_eq!(body["phase"], "Starting");
+
+    let (code, _) = api.post("/disconnect", user, None).await?;
+    assert_eq!(code, StatusCode::OK);
+    eventually(WAIT, || async {
+        let (code, body) = api.get("/chats", user).await.ok()?;
+        (code == StatusCode::CONFLICT && body["error"] == "session_disconnected").then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_json_answer_never_5xx() -> Result<()> {
+    let api = TestApi::start(&["--max-file-size", "1kb"]).await?;
+    let user = "dave";
+    api.connect(user).await?;
+    api.set_status(
+        user,
+        json!({"phase": "Connected", "endpoint": "127.0.0.6:8080"}),
+    )
+    .await?;
+    let bearer = format!("Bearer {}", token(user));
+    let admin = format!("Bearer {}", admin_token("root"));
+    let big = "x".repeat(4096);
+    // method, path, body, content type, expected error code and status
+    type Case<'a> = (
+        Method,
+        String,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+        StatusCode,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/messages/not-a-chat".into(),
+            None,
+            None,
+            "invalid_chat_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/messages/abc@c.us".into(),
+            None,
+            None,
+            "invalid_chat_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/messages/41791234567@c.us?limit=0".into(),
+            None,
+            None,
+            "invalid_limit",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/messages/41791234567@c.us?limit=abc".into(),
+            None,
+            None,
+            "invalid_query",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/messages/41791234567@c.us?limit=-1".into(),
+            None,
+            None,
+            "invalid_query",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/logs?limit=100000".into(),
+            None,
+            None,
+            "invalid_limit",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/chat-by-phone?phone=abc".into(),
+            None,
+            None,
+            "invalid_phone",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/chat-by-phone?phone=0791234567".into(),
+            None,
+            None,
+            "invalid_phone",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/chat-by-phone".into(),
+            None,
+            None,
+            "invalid_query",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some("{not json"),
+            Some("application/json"),
+            "invalid_json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some("{\"chatId\": 5}"),
+            Some("application/json"),
+            "invalid_json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some("{\"chatId\": \"41791234567@c.us\", \"message\": \" \"}"),
+            Some("application/json"),
+            "invalid_message",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some("{\"chatId\": \"nope\", \"message\": \"hi\"}"),
+            Some("application/json"),
+            "invalid_chat_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some("chatId=1"),
+            Some("text/plain"),
+            "unsupported_media_type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some(big.as_str()),
+            Some("application/json"),
+            "payload_too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::POST,
+            "/api/whatsapp/contact/add".into(),
+            Some("{\"mobileNo\": \"12\"}"),
+            Some("application/json"),
+            "invalid_phone",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/whatsapp/contact/add".into(),
+            Some("{\"name\": \"x\"}"),
+            Some("application/json"),
+            "invalid_json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/no/such/route".into(),
+            None,
+            None,
+            "not_found",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::DELETE,
+            "/status".into(),
+            None,
+            None,
+            "method_not_allowed",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ];
+    for (method, path, body, ctype, code, status) in cases {
+        let mut req = api
+            .http
+            .request(method.clone(), format!("{}{path}", api.base))
+            .header("authorization", &bearer);
+        if let Some(body) = body {
+            req = req.body(body.to_owned());
+        }
+        if let Some(ctype) = ctype {
+            req = req.header("content-type", ctype);
+        }
+        let resp = req.send().await?;
+        let got = resp.status();
+        let text = resp.text().await?;
+        let json: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{method} {path}: {got} not JSON: {text}"))?;
+        assert_eq!(
+            (got, json["error"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {json}"
+        );
+    }
+    let (code, body) = api
+        .call(Method::GET, "/admin/sessions?all=maybe", Some(&admin), None)
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        api.pods.calls.lock().unwrap().is_empty(),
+        "bad input reached the pod"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cleanup_stats_come_from_the_operators_redis_hash() -> Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let redis = redis::Client::open(TestEnv::get().redis_url())?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let _: () = redis::cmd("HSET")
+        .arg(wasp_common::keys::CLEANUP_STATS)
+        .arg(&[
+            "totalStopped",
+            "5",
+            "lastStopped",
+            "1",
+            "lastRunAt",
+            "2026-01-02T03:04:05Z",
+            "runs",
+            "9",
+        ])
+        .query_async(&mut conn)
+        .await?;
+    let (code, body) = api
+        .call(
+            Method::GET,
+            "/api/admin/cleanup-stats",
+            Some(&format!("Bearer {}", admin_token("root"))),
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"totalStopped": 5, "lastStopped": 1, "lastRunAt": "2026-01-02T03:04:05Z", "runs": 9})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cors_request_ids_rate_limits_metrics_and_docs() -> Result<()> {
+    let api = TestApi::start(&["--rate-limit-per-second", "1", "--rate-limit-burst", "3"]).await?;
+    // CORS: the allowed origin gets headers, another does not.
+    let pre = api
+        .http
+        .request(Method::OPTIONS, format!("{}/status", api.base))
+        .header("origin", "http://crm.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await?;
+    assert_eq!(
+        pre.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
+        Some("http://crm.example")
+    );
+    let other = api
+        .http
+        .get(format!("{}/health", api.base))
+        .header("origin", "http://evil.example")
+        .send()
+        .await?;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // Request ids: generated, or the caller's kept.
+    let r = api.http.get(format!("{}/health", api.base)).send().await?;
+    assert!(r.headers().get("x-request-id").is_some());
+    let r = api
+        .http
+        .get(format!("{}/health", api.base))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await?;
+    assert_eq!(r.headers().get("x-request-id").unwrap(), "abc-123");
+
+    // Rate limit per user: eve's burst is used up, frank is unaffected.
+    let mut limited = None;
+    for _ in 0..10 {
+        let resp = api
+            .http
+            .get(format!("{}/status", api.base))
+            .bearer_auth(token("eve"))
+            .send()
+            .await?;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.headers().contains_key("retry-after"));
+            limited = Some(resp.json::<Value>().await?);
+            break;
+        }
+    }
+    assert_eq!(
+        limited.context("never rate limited")?["error"],
+        "rate_limited"
+    );
+    let (code, _) = api.get("/status", "frank").await?;
+    assert_eq!(code, StatusCode::OK);
+
+    // Metrics on the admin port, by route template.
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.admin_base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("wasp_api_http_requests_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("route=\"/status\""), "{metrics}");
+    assert!(metrics.contains("wasp_api_rate_limited_total"), "{metrics}");
+    assert!(!metrics.contains("eve"), "no user ids in metrics");
+    let healthz = api
+        .http
+        .get(format!("{}/healthz", api.admin_base))
+        .send()
+        .await?;
+    assert_eq!(healthz.status(), StatusCode::OK);
+
+    // OpenAPI and its UI.
+    let doc: Value = api
+        .http
+        .get(format!("{}/openapi.json", api.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(doc["paths"]["/messages/{chatId}"].is_object());
+    let docs = api.http.get(format!("{}/docs", api.base)).send().await?;
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await?.to_lowercase().contains("<html"));
+    Ok(())
+}
