@@ -100,6 +100,20 @@ impl Sessions {
         Ok(self.store.get(&key).filter(|s| s.spec.user_id == user_id))
     }
 
+    /// Whether the caller's session exists, asking the apiserver when the cache does not have it
+    /// (a write may not have reached this replica's watch yet).
+    pub async fn exists(&self, user_id: &str) -> Result<bool, ApiError> {
+        if self.get(user_id).await?.is_some() {
+            return Ok(true);
+        }
+        let name = names::session_name(user_id);
+        let found = tokio::time::timeout(self.timeout, self.api.get_opt(&name))
+            .await
+            .map_err(|_| ApiError::unavailable("kubernetes", "get timed out"))?
+            .map_err(|e| ApiError::unavailable("kubernetes", e))?;
+        Ok(found.is_some_and(|s| s.spec.user_id == user_id))
+    }
+
     /// Every session in the cache.
     pub async fn all(&self) -> Result<Vec<Arc<WhatsAppSession>>, ApiError> {
         self.wait_ready().await?;

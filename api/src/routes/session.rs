@@ -103,7 +103,7 @@ pub async fn disconnect(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> Result<Json<ConnectResponse>, ApiError> {
-    if state.sessions.get(&me.user_id).await?.is_none() {
+    if !state.sessions.exists(&me.user_id).await? {
         // Nothing to stop; do not create a resource just to say "disconnected".
         return Ok(Json(ConnectResponse {
             success: true,
