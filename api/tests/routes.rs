@@ -268,6 +268,41 @@ fn protected_routes() -> Vec<(Method, &'static str, Option<Value>)> {
     ]
 }
 
+/// The list above covers every route of the OpenAPI document but `/health`, so a new route
+/// cannot escape the authentication test.
+#[test]
+fn protected_routes_cover_the_openapi_document() {
+    use utoipa::OpenApi as _;
+    let doc = wasp_api::openapi::ApiDoc::openapi();
+    let mut documented: Vec<String> = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        for (method, op) in [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+        ] {
+            if op.is_some() && path != "/health" {
+                documented.push(format!("{method} {path}"));
+            }
+        }
+    }
+    let mut tested: Vec<String> = protected_routes()
+        .iter()
+        .map(|(m, p, _)| {
+            let path = p.split('?').next().unwrap_or(p);
+            let path = if path.starts_with("/messages/") {
+                "/messages/{chatId}"
+            } else {
+                path
+            };
+            format!("{m} {path}")
+        })
+        .collect();
+    documented.sort();
+    tested.sort();
+    assert_eq!(documented, tested);
+}
+
 const ADMIN_ROUTES: [&str; 3] = [
     "/admin/sessions",
     "/api/whatsapp/sessions/active",
@@ -694,6 +729,30 @@ async fn bad_input_is_a_4xx_json_answer_never_5xx() -> Result<()> {
             Some("application/json"),
             "invalid_json",
             StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/messages/%FF%FE".into(),
+            None,
+            None,
+            "invalid_path",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some("{\"chatId\": \"41791234567@c.us\", \"message\": 5}"),
+            Some("application/json"),
+            "invalid_json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some("{\"chatId\": \"41791234567@c.us\", \"message\": \"hi\"}"),
+            None,
+            "unsupported_media_type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ),
         (
             Method::GET,
