@@ -39,6 +39,8 @@ pub struct Context {
     pub namespace: Option<String>,
     pub redis: ConnectionManager,
     pub pods: Store<Pod>,
+    /// Turns true once `pods` holds the first list.
+    pub pods_ready: tokio::sync::watch::Receiver<bool>,
     pub settings: PodSettings,
     pub resync: Duration,
     pub recorder: Recorder,
@@ -127,11 +129,24 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
         }
     });
 
+    // Reconciles wait for the pod cache's first list through this gate, not through
+    // `Store::wait_until_ready` directly: in kube-runtime 5 that parks concurrent waiters on one
+    // oneshot receiver, which keeps only the last waker, so some reconciles never woke (seen as a
+    // flaky restart test). One task waits on the store; a watch channel wakes every reconcile.
+    let (ready_tx, pods_ready) = tokio::sync::watch::channel(false);
+    let gate = pods.clone();
+    tokio::spawn(async move {
+        if gate.wait_until_ready().await.is_ok() {
+            let _ = ready_tx.send(true);
+        }
+    });
+
     let ctx = Arc::new(Context {
         client: term.client.clone(),
         namespace: term.namespace.clone(),
         redis: term.redis,
         pods,
+        pods_ready,
         settings: term.settings,
         resync: term.resync,
         recorder: term.recorder,
@@ -227,7 +242,9 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
         add_finalizer(&sessions, session).await?
     };
 
-    ctx.pods.wait_until_ready().await.ok();
+    // An error means the cache's writer is gone (shutdown); the lookup below then just misses.
+    let _ = ctx.pods_ready.clone().wait_for(|ready| *ready).await;
+    debug!(session = %name, generation = ?session.metadata.generation, "reconciling");
     let problems = validate_spec(&session.spec);
     let cached = ctx
         .pods
@@ -301,6 +318,7 @@ async fn apply_pod(
         Some(pod) => {
             let desired = resources::session_pod(session, &ctx.settings)?;
             if resources::pod_spec_hash(pod) == resources::pod_spec_hash(&desired) {
+                debug!(pod = %pod.name_any(), "pod up to date");
                 return Ok(Some(pod.clone()));
             }
             // Replace: the new pod has the same name, so it cannot exist before the old is gone.
