@@ -70,6 +70,11 @@ where
                 ctx.metrics.auth_failure(e.reason());
                 tracing::debug!(reason = e.reason(), "request not authenticated");
             })?;
+        // The user's hash, not the id (often an email), goes on the request's log lines.
+        tracing::Span::current().record(
+            "user",
+            tracing::field::display(wasp_common::user_hash(&identity.user_id)),
+        );
         if let Err(wait) = ctx.limiter.check(&identity.user_id) {
             ctx.metrics.rate_limited();
             return Err(ApiError::RateLimited {

@@ -116,6 +116,15 @@ impl Authenticator {
                     Duration::from_secs(config.jwks_max_age_seconds.max(1)),
                 )
             });
+        if let Some(url) = config.jwks_url.as_deref()
+            && url.starts_with("http://")
+            && !(url.starts_with("http://127.") || url.starts_with("http://localhost"))
+        {
+            tracing::warn!(
+                url,
+                "JWKS_URL is plain http: keys can be tampered with in transit"
+            );
+        }
         if config.dev_insecure_auth {
             tracing::error!(
                 "WASP_DEV_INSECURE_AUTH is on: `UserId <id>` headers and raw bearer tokens are \
