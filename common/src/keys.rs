@@ -67,6 +67,54 @@ impl UserKeys {
     pub fn lease(&self) -> String {
         self.key("lease")
     }
+
+    /// `SCAN MATCH` pattern for the auth-state entries only (purged on logout).
+    pub fn auth_scan_pattern(&self) -> String {
+        format!(
+            "{}*",
+            self.auth_prefix().replace('{', "\\{").replace('}', "\\}")
+        )
+    }
+
+    /// Counter issuing the lease's fencing tokens (never deleted with the lease).
+    pub fn lease_fence(&self) -> String {
+        self.key("lease:fence")
+    }
+
+    /// Sorted set of chat JIDs scored by last activity (unix ms).
+    pub fn chats(&self) -> String {
+        self.key("chats")
+    }
+
+    /// Hash chat JID → JSON chat summary (name, last message preview, unread count).
+    pub fn chat_meta(&self) -> String {
+        self.key("chats:meta")
+    }
+
+    /// Sorted set of one chat's messages (JSON), scored by timestamp (unix ms).
+    pub fn messages(&self, chat: &str) -> String {
+        self.key(&format!("msgs:{chat}"))
+    }
+
+    /// Set of stored message ids (`chat|sender|id`) for deduplication.
+    pub fn dedup(&self) -> String {
+        self.key("dedup")
+    }
+
+    /// Hash phone (digits) → JSON contact: the seed-000 whitelist.
+    pub fn contacts(&self) -> String {
+        self.key("contacts")
+    }
+
+    /// Capped list of session log lines (JSON), newest first.
+    pub fn logs(&self) -> String {
+        self.key("logs")
+    }
+
+    /// Hash of counters (e.g. messages dropped by the contacts-only policy).
+    pub fn stats(&self) -> String {
+        self.key("stats")
+    }
 }
 
 #[cfg(test)]
@@ -84,10 +132,19 @@ mod tests {
             k.events_channel(),
             k.auth_prefix(),
             k.lease(),
+            k.lease_fence(),
+            k.chats(),
+            k.chat_meta(),
+            k.messages("x@s.whatsapp.net"),
+            k.dedup(),
+            k.contacts(),
+            k.logs(),
+            k.stats(),
         ] {
             assert!(key.starts_with(k.prefix()));
         }
         assert_eq!(k.scan_pattern(), format!("wasp:\\{{{h}\\}}:*"));
+        assert_eq!(k.auth_scan_pattern(), format!("wasp:\\{{{h}\\}}:auth:*"));
     }
 
     #[test]

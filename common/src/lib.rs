@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod crypto;
+pub mod events;
 pub mod ids;
 pub mod keys;
 pub mod phone;

@@ -43,3 +43,11 @@ pub async fn purge_user<C: ConnectionLike + Send>(
 ) -> redis::RedisResult<usize> {
     delete_matching(conn, &UserKeys::for_user(user_id).scan_pattern()).await
 }
+
+/// Deletes only the user's auth state (the device was logged out; a new scan is needed).
+pub async fn purge_auth<C: ConnectionLike + Send>(
+    conn: &mut C,
+    user_id: &str,
+) -> redis::RedisResult<usize> {
+    delete_matching(conn, &UserKeys::for_user(user_id).auth_scan_pattern()).await
+}

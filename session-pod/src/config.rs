@@ -1,0 +1,196 @@
+//! The pod's configuration: exactly the environment the operator sets (`session_env`), plus a
+//! master-key file path for a Secret mounted as a file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PairingMethod {
+    #[value(name = "qr")]
+    Qr,
+    #[value(name = "pairingCode")]
+    PairingCode,
+}
+
+/// Which inbound messages are stored (seed 000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum StoragePolicy {
+    #[value(name = "all")]
+    All,
+    /// Only messages from contacts on the whitelist; others are counted and logged.
+    #[value(name = "contactsOnly")]
+    ContactsOnly,
+    #[value(name = "none")]
+    None,
+}
+
+pub const DEFAULT_WHATSAPP_URL: &str = "wss://web.whatsapp.com/ws/chat";
+
+#[derive(Clone, Parser)]
+#[command(name = "wasp-session-pod", version, about)]
+pub struct Config {
+    /// The CRM user this pod serves.
+    #[arg(long, env = "WASP_USER_ID")]
+    pub user_id: String,
+    /// The WhatsAppSession this pod belongs to (named in state-change announcements).
+    #[arg(long, env = "WASP_SESSION_NAME")]
+    pub session_name: String,
+    #[arg(long, env = "WASP_SESSION_NAMESPACE")]
+    pub session_namespace: String,
+    #[arg(long, env = "WASP_CONTROL_ADDR", default_value = "0.0.0.0:8080")]
+    pub control_addr: SocketAddr,
+    #[arg(long, env = "WASP_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: String,
+    /// 32-byte master key (64 hex chars or base64). Prefer `--master-key-file`.
+    #[arg(long, env = "WASP_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// File holding the master key (a mounted Secret); wins over `WASP_MASTER_KEY`.
+    #[arg(long, env = "WASP_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Bearer token wasp-api (and the operator's finalizer) presents to the control API.
+    #[arg(long, env = "WASP_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: String,
+    #[arg(long, env = "WASP_PAIRING_METHOD", value_enum, default_value = "qr")]
+    pub pairing_method: PairingMethod,
+    /// Phone number for the pairing-code method.
+    #[arg(long, env = "WASP_PAIRING_PHONE")]
+    pub pairing_phone: Option<String>,
+    #[arg(long, env = "WASP_STORAGE_POLICY", value_enum, default_value = "all")]
+    pub storage_policy: StoragePolicy,
+    /// Stored messages older than this are deleted (0 = keep forever).
+    #[arg(long, env = "WASP_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+    #[arg(long, env = "MAX_RECONNECT_ATTEMPTS", default_value_t = 5)]
+    pub max_reconnect_attempts: u32,
+    /// Base reconnect interval in milliseconds (exponential with jitter from here).
+    #[arg(long, env = "RECONNECT_INTERVAL", default_value_t = 5000)]
+    pub reconnect_interval: u64,
+    #[arg(long, env = "WASP_WHATSAPP_URL", default_value = DEFAULT_WHATSAPP_URL)]
+    pub whatsapp_url: String,
+    /// Lease time-to-live in milliseconds (renewed at a third of it).
+    #[arg(long, env = "WASP_LEASE_TTL_MS", default_value_t = 15_000)]
+    pub lease_ttl_ms: u64,
+    /// Approximate cap of the durable event stream (XADD MAXLEN ~).
+    #[arg(long, env = "WASP_EVENTS_MAXLEN", default_value_t = 10_000)]
+    pub events_maxlen: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field(
+                "session",
+                &format!("{}/{}", self.session_namespace, self.session_name),
+            )
+            .field("control_addr", &self.control_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("pairing_method", &self.pairing_method)
+            .field("storage_policy", &self.storage_policy)
+            .field("whatsapp_url", &self.whatsapp_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no master key: set WASP_MASTER_KEY or WASP_MASTER_KEY_FILE")]
+    NoMasterKey,
+    #[error("reading the master key file: {0}")]
+    MasterKeyFile(std::io::Error),
+    #[error(transparent)]
+    MasterKey(#[from] wasp_common::crypto::CryptoError),
+    #[error("the pairingCode method needs WASP_PAIRING_PHONE")]
+    NoPairingPhone,
+    #[error("invalid pairing phone: {0}")]
+    PairingPhone(String),
+    #[error(
+        "built with the insecure-sim feature (certificate chain not verified): refusing the \
+         non-loopback WhatsApp URL {0}"
+    )]
+    InsecureNonLoopback(String),
+    #[error("the control token must not be empty")]
+    EmptyToken,
+}
+
+impl Config {
+    pub fn master_key(&self) -> Result<wasp_common::crypto::MasterKey, ConfigError> {
+        let text = match (&self.master_key_file, &self.master_key) {
+            (Some(path), _) => std::fs::read_to_string(path).map_err(ConfigError::MasterKeyFile)?,
+            (None, Some(k)) => k.clone(),
+            (None, None) => return Err(ConfigError::NoMasterKey),
+        };
+        Ok(wasp_common::crypto::MasterKey::parse(&text)?)
+    }
+
+    /// Checks what clap cannot: pairing phone, token, and the simulator-trust rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.control_token.is_empty() {
+            return Err(ConfigError::EmptyToken);
+        }
+        if self.pairing_method == PairingMethod::PairingCode {
+            let phone = self
+                .pairing_phone
+                .as_deref()
+                .ok_or(ConfigError::NoPairingPhone)?;
+            wasp_common::phone::normalize_phone(phone)
+                .map_err(|e| ConfigError::PairingPhone(e.to_string()))?;
+        }
+        if cfg!(feature = "insecure-sim") && !is_loopback_url(&self.whatsapp_url) {
+            return Err(ConfigError::InsecureNonLoopback(self.whatsapp_url.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a ws(s) URL's host is a loopback address (`localhost`, 127.0.0.0/8, `::1`).
+pub fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls() {
+        for ok in [
+            "ws://127.0.0.1:8480/ws/chat",
+            "ws://localhost/ws/chat",
+            "wss://[::1]:443/x",
+            "ws://127.1.2.3:1",
+        ] {
+            assert!(is_loopback_url(ok), "{ok}");
+        }
+        for bad in [
+            "wss://web.whatsapp.com/ws/chat",
+            "ws://127.0.0.1.evil.com/",
+            "ws://user@127.0.0.1/",
+            "http://127.0.0.1/",
+            "ws://10.0.0.1/",
+        ] {
+            assert!(!is_loopback_url(bad), "{bad}");
+        }
+    }
+}

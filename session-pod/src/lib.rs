@@ -1,0 +1,142 @@
+//! wasp-session-pod: one user's WhatsApp Web session. See `docs/session-pod.md`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth_store;
+pub mod backoff;
+pub mod config;
+pub mod http;
+pub mod lease;
+pub mod metrics;
+pub mod qr;
+pub mod session;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wasp_common::crypto::AuthCipher;
+use wasp_common::session_state::SessionRef;
+
+pub use config::Config;
+
+/// The bound sockets (port 0 in tests).
+pub struct Listeners {
+    pub control: TcpListener,
+    pub admin: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Runs the pod until `shutdown` fires: then closes the socket cleanly (flushing pending
+/// commits), releases the lease, records the state and stops the servers.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    config.validate()?;
+    let master = config.master_key()?;
+    if cfg!(feature = "insecure-sim") {
+        tracing::warn!(
+            url = %config.whatsapp_url,
+            "built with insecure-sim: the WhatsApp certificate chain is NOT verified; only loopback URLs are allowed"
+        );
+    }
+    let client = redis::Client::open(config.redis_url.as_str())?;
+    let conn = redis::aio::ConnectionManager::new(client).await?;
+    let cipher = AuthCipher::new(&master, &config.user_id);
+    let auth = auth_store::RedisAuthStore::new(conn.clone(), cipher, &config.user_id);
+    let store = store::Store::new(conn.clone(), &config.user_id, config.events_maxlen);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let registry = Arc::new(metrics.registry());
+    let settings = session::SessionSettings {
+        user_id: config.user_id.clone(),
+        session: SessionRef {
+            namespace: config.session_namespace.clone(),
+            name: config.session_name.clone(),
+        },
+        whatsapp_url: config.whatsapp_url.clone(),
+        pairing_method: config.pairing_method,
+        pairing_phone: config.pairing_phone.clone(),
+        storage_policy: config.storage_policy,
+        policy: backoff::ReconnectPolicy {
+            max_attempts: config.max_reconnect_attempts,
+            base: Duration::from_millis(config.reconnect_interval.max(1)),
+        },
+        lease_ttl: Duration::from_millis(config.lease_ttl_ms.max(1000)),
+        holder: format!("{}-{:016x}", config.session_name, rand::random::<u64>()),
+    };
+    let session = session::Session::new(settings, conn, store.clone(), auth, metrics);
+    session
+        .redis_ok
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let servers_stop = CancellationToken::new();
+    let control = api::control_router(api::AppState {
+        session: session.clone(),
+        token: api::ControlToken(Arc::from(config.control_token.as_str())),
+    });
+    let admin = api::admin_router(api::AdminState {
+        session: session.clone(),
+        registry,
+    });
+    let control_task = tokio::spawn({
+        let stop = servers_stop.clone();
+        async move {
+            axum::serve(listeners.control, control)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+    let admin_task = tokio::spawn({
+        let stop = servers_stop.clone();
+        async move {
+            axum::serve(listeners.admin, admin)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+    let retention_task = (config.retention_days > 0).then(|| {
+        let store = store.clone();
+        let days = i64::from(config.retention_days);
+        tokio::spawn(async move {
+            loop {
+                let cutoff = jiff::Timestamp::now().as_millisecond() - days * 86_400_000;
+                match store.apply_retention(cutoff).await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention"),
+                }
+                tokio::time::sleep(RETENTION_EVERY).await;
+            }
+        })
+    });
+
+    session::supervise(session, shutdown).await;
+
+    if let Some(t) = retention_task {
+        t.abort();
+    }
+    servers_stop.cancel();
+    for task in [control_task, admin_task] {
+        match task.await {
+            Ok(r) => r?,
+            Err(e) => tracing::warn!(error = %e, "server task"),
+        }
+    }
+    Ok(())
+}

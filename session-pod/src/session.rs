@@ -1,0 +1,825 @@
+//! The connection supervisor: one `whatsapp-rust` client at a time, under the user's lease, with
+//! our reconnect policy (the client's own auto-reconnect is off), the session-state record kept
+//! current, and inbound messages committed to Redis before the client acks them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use wacore::types::events::{Event, InboundMessage};
+use wasp_common::events::{self as ev, Kind};
+use wasp_common::session_state::{SessionPhase, SessionRef, SessionState, write_state};
+use whatsapp_rust::TokioRuntime;
+use whatsapp_rust::bot::Bot;
+use whatsapp_rust::client::Client;
+use whatsapp_rust::proto_helpers::MessageExt as _;
+use whatsapp_rust::store::traits::Backend;
+use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
+
+use crate::auth_store::RedisAuthStore;
+use crate::backoff::{Decision, ReconnectPolicy};
+use crate::config::{PairingMethod, StoragePolicy};
+use crate::lease::{self, Lease};
+use crate::metrics::Metrics;
+use crate::qr::RenderedQr;
+use crate::store::{Store, StoreOutcome, StoredMessage};
+
+/// The client version announced when not talking to the real WhatsApp (no sw.js fetch).
+pub const FIXED_CLIENT_VERSION: (u32, u32, u32) = (2, 3000, 1_023_868_855);
+
+/// What the control API asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    Run,
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub user_id: String,
+    pub session: SessionRef,
+    pub whatsapp_url: String,
+    pub pairing_method: PairingMethod,
+    pub pairing_phone: Option<String>,
+    pub storage_policy: StoragePolicy,
+    pub policy: ReconnectPolicy,
+    pub lease_ttl: Duration,
+    pub holder: String,
+}
+
+/// State shared by the supervisor, the client callbacks and the control API.
+pub struct Session {
+    pub settings: SessionSettings,
+    pub conn: ConnectionManager,
+    pub store: Store,
+    pub auth: RedisAuthStore,
+    pub metrics: Arc<Metrics>,
+    state: Mutex<SessionState>,
+    qr: Mutex<Option<RenderedQr>>,
+    pair_code: Mutex<Option<String>>,
+    client: Mutex<Option<Arc<Client>>>,
+    desired: watch::Sender<Desired>,
+    lease_token: Mutex<Option<u64>>,
+    pub redis_ok: AtomicBool,
+}
+
+/// Signals from the client's callbacks to the supervisor of the current attempt.
+#[derive(Debug)]
+enum Signal {
+    Connected,
+    PairSuccess,
+    LoggedOut(String),
+    Replaced,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("not connected to WhatsApp")]
+    NotConnected,
+    #[error("send failed: {0}")]
+    Send(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("state: {0}")]
+    State(#[from] wasp_common::session_state::StateError),
+    #[error("building the client: {0}")]
+    Build(String),
+}
+
+impl SessionError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::NotConnected => "not_connected",
+            Self::Send(_) => "send",
+            Self::Store(_) | Self::Redis(_) | Self::State(_) => "redis",
+            Self::Build(_) => "build",
+        }
+    }
+}
+
+impl Session {
+    pub fn new(
+        settings: SessionSettings,
+        conn: ConnectionManager,
+        store: Store,
+        auth: RedisAuthStore,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            conn,
+            store,
+            auth,
+            metrics,
+            state: Mutex::new(SessionState::new(
+                SessionPhase::Starting,
+                jiff::Timestamp::now(),
+            )),
+            qr: Mutex::new(None),
+            pair_code: Mutex::new(None),
+            client: Mutex::new(None),
+            desired: watch::Sender::new(Desired::Run),
+            lease_token: Mutex::new(None),
+            redis_ok: AtomicBool::new(false),
+        })
+    }
+
+    #[allow(clippy::unwrap_used)] // poisoned only if a holder panicked
+    pub fn state(&self) -> SessionState {
+        self.state.lock().unwrap().clone()
+    }
+
+    #[allow(clippy::unwrap_used)]
+    pub fn qr(&self) -> Option<RenderedQr> {
+        self.qr.lock().unwrap().clone()
+    }
+
+    #[allow(clippy::unwrap_used)]
+    pub fn pair_code(&self) -> Option<String> {
+        self.pair_code.lock().unwrap().clone()
+    }
+
+    #[allow(clippy::unwrap_used)]
+    pub fn client(&self) -> Option<Arc<Client>> {
+        self.client.lock().unwrap().clone()
+    }
+
+    #[allow(clippy::unwrap_used)]
+    pub fn lease_token(&self) -> Option<u64> {
+        *self.lease_token.lock().unwrap()
+    }
+
+    pub fn desire(&self, d: Desired) {
+        self.desired.send_replace(d);
+    }
+
+    /// Updates the record, writes it for the operator and emits a `status` event.
+    #[allow(clippy::unwrap_used)]
+    pub async fn update(&self, f: impl FnOnce(&mut SessionState)) {
+        let (snapshot, changed_phase) = {
+            let mut s = self.state.lock().unwrap();
+            let before = s.phase;
+            f(&mut s);
+            s.updated_at = jiff::Timestamp::now();
+            (s.clone(), before != s.phase)
+        };
+        let mut conn = self.conn.clone();
+        if let Err(e) = write_state(
+            &mut conn,
+            &self.settings.session,
+            &self.settings.user_id,
+            &snapshot,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "writing the session state record");
+        }
+        if changed_phase {
+            tracing::info!(phase = ?snapshot.phase, "session phase");
+            let _ = self
+                .store
+                .emit(Kind::Status(ev::Status {
+                    phase: format!("{:?}", snapshot.phase),
+                    detail: snapshot.last_error.clone().unwrap_or_default(),
+                    reconnect_count: snapshot.reconnect_count,
+                }))
+                .await;
+        }
+    }
+
+    async fn set_phase(&self, phase: SessionPhase, error: Option<String>) {
+        self.update(|s| {
+            s.phase = phase;
+            if error.is_some() {
+                s.last_error = error;
+            }
+            if phase != SessionPhase::Connected {
+                s.connected_at = None;
+            }
+        })
+        .await;
+    }
+
+    async fn log(&self, level: &str, message: &str) {
+        if let Err(e) = self.store.log(level, message).await {
+            tracing::warn!(error = %e, "writing a session log line");
+        }
+    }
+
+    /// Sends a text message and records it (store + `message` event, `fromMe`).
+    pub async fn send_text(&self, to: &str, text: &str) -> Result<StoredMessage, SessionError> {
+        let client = self.client().ok_or(SessionError::NotConnected)?;
+        if !client.is_connected() {
+            return Err(SessionError::NotConnected);
+        }
+        let jid: whatsapp_rust::Jid = to
+            .parse()
+            .map_err(|_| SessionError::Send(format!("bad jid {to}")))?;
+        let res = client
+            .send_message(
+                jid.clone(),
+                waproto::whatsapp::Message {
+                    conversation: Some(text.to_owned()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| SessionError::Send(e.to_string()))?;
+        self.metrics.messages_out.inc();
+        let own = client
+            .pn()
+            .map(|j| j.to_non_ad_string())
+            .unwrap_or_default();
+        let m = StoredMessage {
+            id: res.message_id,
+            chat: jid.to_non_ad_string(),
+            sender: own,
+            from_me: true,
+            text: text.to_owned(),
+            timestamp: jiff::Timestamp::now().as_millisecond(),
+            push_name: String::new(),
+            kind: "text".into(),
+        };
+        let store = self.settings.storage_policy != StoragePolicy::None;
+        self.store.put_message(&m, store, true).await?;
+        self.touch_activity().await;
+        Ok(m)
+    }
+
+    async fn touch_activity(&self) {
+        self.update(|s| s.last_activity = Some(jiff::Timestamp::now()))
+            .await;
+    }
+
+    /// Commits one batch of inbound messages (the durability hook): on `Err` nothing is acked.
+    async fn commit_inbound(&self, batch: &[InboundMessage]) -> Result<(), SessionError> {
+        for m in batch {
+            let info = &m.info;
+            let chat = info.source.chat.to_non_ad_string();
+            let sender = info.source.sender.to_non_ad_string();
+            let text = m.message.text_content().map(str::to_owned);
+            let stored = StoredMessage {
+                id: info.id.to_string(),
+                chat: chat.clone(),
+                sender: sender.clone(),
+                from_me: info.source.is_from_me,
+                kind: if text.is_some() {
+                    "text".into()
+                } else if info.media_type.is_empty() {
+                    info.r#type.clone()
+                } else {
+                    info.media_type.clone()
+                },
+                text: text.unwrap_or_default(),
+                timestamp: info.timestamp.timestamp_millis(),
+                push_name: info.push_name.clone(),
+            };
+            let (store, emit) = match self.settings.storage_policy {
+                StoragePolicy::All => (true, true),
+                StoragePolicy::None => (false, true),
+                StoragePolicy::ContactsOnly => {
+                    let known = info.source.is_from_me || {
+                        let phone_jid = if info.source.sender.is_lid() {
+                            info.source.sender_alt.as_ref()
+                        } else {
+                            Some(&info.source.sender)
+                        };
+                        match phone_jid {
+                            Some(j) => self.store.is_contact(j.user.as_str()).await?,
+                            None => false,
+                        }
+                    };
+                    (known, known)
+                }
+            };
+            let outcome = self.store.put_message(&stored, store, emit).await?;
+            match outcome {
+                StoreOutcome::Duplicate => {
+                    self.metrics.messages_in_duplicate.inc();
+                }
+                StoreOutcome::New if !store => {
+                    self.metrics.messages_not_stored.inc();
+                    if self.settings.storage_policy == StoragePolicy::ContactsOnly {
+                        self.log(
+                            "info",
+                            &format!(
+                                "message {} from a sender not in contacts: not stored",
+                                stored.id
+                            ),
+                        )
+                        .await;
+                    }
+                }
+                StoreOutcome::New => {
+                    self.metrics.messages_in.inc();
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.touch_activity().await;
+        }
+        Ok(())
+    }
+}
+
+struct Hook(Arc<Session>);
+
+#[async_trait::async_trait]
+impl whatsapp_rust::InboundDurabilityHook for Hook {
+    async fn on_messages(
+        &self,
+        _client: Arc<Client>,
+        batch: &[InboundMessage],
+    ) -> anyhow::Result<()> {
+        self.0.commit_inbound(batch).await.map_err(|e| {
+            self.0.metrics.store_errors.inc();
+            tracing::warn!(error = %e, "inbound commit failed; messages stay unacked");
+            anyhow::anyhow!("inbound commit failed: {}", e.category())
+        })
+    }
+}
+
+/// Handles one client event (runs on the client's event tasks).
+async fn on_event(
+    session: Arc<Session>,
+    event: Arc<Event>,
+    signals: mpsc::UnboundedSender<Signal>,
+) {
+    match &*event {
+        Event::PairingQrCode(q) => match crate::qr::render(&q.code) {
+            Ok(r) => {
+                #[allow(clippy::unwrap_used)]
+                {
+                    *session.qr.lock().unwrap() = Some(r.clone());
+                }
+                session.set_phase(SessionPhase::AwaitingScan, None).await;
+                let _ = session
+                    .store
+                    .publish_only(Kind::Qr(ev::Qr {
+                        code: r.qr,
+                        svg: r.qr_svg,
+                        data_url: r.qr_data_url,
+                    }))
+                    .await;
+            }
+            Err(e) => tracing::warn!(error = %e, "rendering the QR code"),
+        },
+        Event::PairingCode(p) => {
+            #[allow(clippy::unwrap_used)]
+            {
+                *session.pair_code.lock().unwrap() = Some(p.code.clone());
+            }
+            session.set_phase(SessionPhase::AwaitingScan, None).await;
+            let _ = session
+                .store
+                .publish_only(Kind::PairingCode(ev::PairingCode {
+                    code: p.code.clone(),
+                    phone: session.settings.pairing_phone.clone().unwrap_or_default(),
+                }))
+                .await;
+        }
+        Event::PairSuccess(_) => {
+            let _ = signals.send(Signal::PairSuccess);
+            session.log("info", "paired").await;
+        }
+        Event::Connected(_) => {
+            let client = session.client();
+            let phone = client
+                .as_ref()
+                .and_then(|c| c.pn())
+                .map(|j| j.user.to_string());
+            let push_name = client.as_ref().map(|c| c.push_name()).unwrap_or_default();
+            #[allow(clippy::unwrap_used)]
+            {
+                *session.qr.lock().unwrap() = None;
+                *session.pair_code.lock().unwrap() = None;
+            }
+            session.metrics.connected.set(1);
+            let now = jiff::Timestamp::now();
+            session
+                .update(|s| {
+                    s.phase = SessionPhase::Connected;
+                    s.phone_number = phone.clone();
+                    s.push_name = (!push_name.is_empty()).then(|| push_name.clone());
+                    s.connected_at = Some(now);
+                    s.last_error = None;
+                })
+                .await;
+            let _ = session
+                .store
+                .emit(Kind::Ready(ev::Ready {
+                    phone: phone.clone().unwrap_or_default(),
+                    push_name,
+                    jid: client
+                        .and_then(|c| c.pn())
+                        .map(|j| j.to_string())
+                        .unwrap_or_default(),
+                }))
+                .await;
+            let _ = signals.send(Signal::Connected);
+        }
+        Event::Disconnected(d) => {
+            session.metrics.connected.set(0);
+            let _ = session
+                .store
+                .emit(Kind::Disconnected(ev::Disconnected {
+                    reason: format!("{:?}", d.reason),
+                }))
+                .await;
+        }
+        Event::LoggedOut(l) => {
+            let _ = signals.send(Signal::LoggedOut(format!("{:?}", l.reason)));
+        }
+        Event::StreamReplaced(_) => {
+            let _ = signals.send(Signal::Replaced);
+        }
+        Event::Receipt(r) => {
+            let _ = session
+                .store
+                .emit(Kind::Receipt(ev::Receipt {
+                    ids: r.message_ids.iter().map(|i| i.to_string()).collect(),
+                    chat: r.source.chat.to_non_ad_string(),
+                    kind: format!("{:?}", r.r#type),
+                }))
+                .await;
+        }
+        _ => {}
+    }
+}
+
+/// How one client run ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Stopped by us (shutdown, disconnect, lease lost).
+    Cancelled,
+    LoggedOut(String),
+    /// Ended on its own; `connected` if it got as far as Connected, `restart` after pairing.
+    Ended {
+        connected: bool,
+        restart: bool,
+    },
+}
+
+/// Holds the lease and renews it; `lost` fires when it is no longer ours.
+struct LeaseGuard {
+    lease: Lease,
+    lost: CancellationToken,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseGuard {
+    async fn release(self, session: &Session) {
+        self.renew.abort();
+        #[allow(clippy::unwrap_used)]
+        {
+            *session.lease_token.lock().unwrap() = None;
+        }
+        if let Err(e) = lease::release(&mut session.conn.clone(), &self.lease).await {
+            tracing::warn!(error = %e, "releasing the lease");
+        }
+    }
+}
+
+async fn acquire_lease(session: &Arc<Session>, stop: &CancellationToken) -> Option<LeaseGuard> {
+    let ttl = session.settings.lease_ttl;
+    let mut logged_wait = false;
+    loop {
+        match lease::try_acquire(
+            &mut session.conn.clone(),
+            &session.settings.user_id,
+            &session.settings.holder,
+            ttl,
+        )
+        .await
+        {
+            Ok(Some(lease)) => {
+                session.redis_ok.store(true, Ordering::Relaxed);
+                tracing::info!(token = lease.token, "lease acquired");
+                #[allow(clippy::unwrap_used)]
+                {
+                    *session.lease_token.lock().unwrap() = Some(lease.token);
+                }
+                let lost = CancellationToken::new();
+                let renew = tokio::spawn(renew_loop(session.clone(), lease.clone(), lost.clone()));
+                return Some(LeaseGuard { lease, lost, renew });
+            }
+            Ok(None) => {
+                session.redis_ok.store(true, Ordering::Relaxed);
+                if !logged_wait {
+                    tracing::info!("another process holds this user's lease; waiting");
+                    logged_wait = true;
+                }
+            }
+            Err(e) => {
+                session.redis_ok.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "acquiring the lease");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(ttl / 5) => {}
+        }
+    }
+}
+
+async fn renew_loop(session: Arc<Session>, lease: Lease, lost: CancellationToken) {
+    let ttl = session.settings.lease_ttl;
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        match lease::renew(&mut session.conn.clone(), &lease, ttl).await {
+            Ok(true) => {
+                session.redis_ok.store(true, Ordering::Relaxed);
+                last_ok = tokio::time::Instant::now();
+            }
+            Ok(false) => {
+                tracing::warn!("lease lost to another holder; dropping the socket");
+                lost.cancel();
+                return;
+            }
+            Err(e) => {
+                session.redis_ok.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "renewing the lease");
+                // Fence ourselves before the lease can have expired for others.
+                if last_ok.elapsed() >= ttl * 2 / 3 {
+                    lost.cancel();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn build_bot(
+    session: &Arc<Session>,
+    signals: mpsc::UnboundedSender<Signal>,
+) -> Result<Bot, SessionError> {
+    let backend: Arc<dyn Backend> = Arc::new(session.auth.clone());
+    let handler_session = session.clone();
+    let mut builder = Bot::builder()
+        .with_backend_arc(backend)
+        .with_transport_factory(
+            TokioWebSocketTransportFactory::new().with_url(session.settings.whatsapp_url.clone()),
+        )
+        .with_http_client(crate::http::ReqwestHttp::default())
+        .with_runtime(TokioRuntime)
+        .skip_history_sync()
+        .with_inbound_durability_hook(Hook(session.clone()))
+        .on_event(move |event, _client: Arc<Client>| {
+            let session = handler_session.clone();
+            let signals = signals.clone();
+            async move { on_event(session, event, signals).await }
+        });
+    if session.settings.whatsapp_url != crate::config::DEFAULT_WHATSAPP_URL {
+        builder = builder.with_version(FIXED_CLIENT_VERSION);
+    }
+    if session.settings.pairing_method == PairingMethod::PairingCode
+        && let Some(phone) = &session.settings.pairing_phone
+    {
+        let digits = wasp_common::phone::normalize_phone(phone)
+            .map_err(|e| SessionError::Build(e.to_string()))?;
+        builder = builder.with_pair_code(whatsapp_rust::pair_code::PairCodeOptions {
+            phone_number: digits,
+            ..Default::default()
+        });
+    }
+    builder
+        .build()
+        .await
+        .map_err(|e| SessionError::Build(e.to_string()))
+}
+
+/// One client run: until it ends by itself or `cancel` fires.
+async fn run_attempt(
+    session: &Arc<Session>,
+    cancel: &CancellationToken,
+    signals_tx: mpsc::UnboundedSender<Signal>,
+    signals: &mut mpsc::UnboundedReceiver<Signal>,
+) -> Result<Outcome, SessionError> {
+    let bot = build_bot(session, signals_tx).await?;
+    let mut handle = bot.spawn();
+    let client = handle.client();
+    client.enable_auto_reconnect.store(false, Ordering::Relaxed);
+    #[allow(clippy::unwrap_used)]
+    {
+        *session.client.lock().unwrap() = Some(client.clone());
+    }
+    let mut connected = false;
+    let mut restart = false;
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut handle => break None,
+            _ = cancel.cancelled() => {
+                // Graceful: flushes pending commits and device state, closes the socket.
+                client.disconnect().await;
+                let _ = (&mut handle).await;
+                break Some(Outcome::Cancelled);
+            }
+            Some(sig) = signals.recv() => match sig {
+                Signal::Connected => connected = true,
+                Signal::PairSuccess => restart = true,
+                Signal::LoggedOut(reason) => {
+                    client.disconnect().await;
+                    let _ = (&mut handle).await;
+                    break Some(Outcome::LoggedOut(reason));
+                }
+                Signal::Replaced => {
+                    session.log("warn", "stream replaced by another connection").await;
+                }
+            },
+        }
+    };
+    #[allow(clippy::unwrap_used)]
+    {
+        *session.client.lock().unwrap() = None;
+    }
+    session.metrics.connected.set(0);
+    if let Some(o) = outcome {
+        return Ok(o);
+    }
+    // Signals already dispatched when the run loop ended.
+    while let Ok(sig) = signals.try_recv() {
+        match sig {
+            Signal::Connected => connected = true,
+            Signal::PairSuccess => restart = true,
+            Signal::LoggedOut(reason) => return Ok(Outcome::LoggedOut(reason)),
+            Signal::Replaced => {}
+        }
+    }
+    Ok(Outcome::Ended { connected, restart })
+}
+
+async fn on_logged_out(session: &Arc<Session>, reason: &str) {
+    let mut conn = session.conn.clone();
+    match wasp_common::purge::purge_auth(&mut conn, &session.settings.user_id).await {
+        Ok(n) => tracing::info!(keys = n, "logged out: auth state purged"),
+        Err(e) => tracing::warn!(error = %e, "purging auth state after logout"),
+    }
+    let _ = session
+        .store
+        .emit(Kind::LoggedOut(ev::LoggedOut {
+            reason: reason.to_owned(),
+        }))
+        .await;
+    session.log("warn", &format!("logged out: {reason}")).await;
+    session
+        .update(|s| {
+            s.phase = SessionPhase::LoggedOut;
+            s.connected_at = None;
+            s.phone_number = None;
+            s.push_name = None;
+            s.last_error = Some(format!("logged out: {reason}"));
+        })
+        .await;
+}
+
+/// Logs out from WhatsApp (control API / operator finalizer) and purges the auth state.
+pub async fn logout(session: &Arc<Session>) {
+    session.desire(Desired::Stop);
+    if let Some(client) = session.client() {
+        client.logout().await;
+    }
+    on_logged_out(session, "requested").await;
+}
+
+/// The supervisor. Returns when `shutdown` fires.
+pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
+    let mut desired = session.desired.subscribe();
+    let mut failures: u32 = 0;
+    let mut lease: Option<LeaseGuard> = None;
+    session.set_phase(SessionPhase::Starting, None).await;
+    'outer: loop {
+        // Wait until asked to run.
+        while *desired.borrow_and_update() != Desired::Run {
+            if let Some(l) = lease.take() {
+                l.release(&session).await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                r = desired.changed() => if r.is_err() { break 'outer },
+            }
+            failures = 0;
+        }
+        if lease.is_none() {
+            lease = acquire_lease(&session, &shutdown).await;
+            if lease.is_none() {
+                break;
+            }
+        }
+        let Some(guard) = lease.as_ref() else { break };
+        let cancel = CancellationToken::new();
+        let watcher = {
+            let cancel = cancel.clone();
+            let shutdown = shutdown.clone();
+            let lost = guard.lost.clone();
+            let mut desired = session.desired.subscribe();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = lost.cancelled() => {}
+                    _ = desired.wait_for(|d| *d != Desired::Run) => {}
+                }
+                cancel.cancel();
+            })
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let result = run_attempt(&session, &cancel, tx, &mut rx).await;
+        watcher.abort();
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "client run failed");
+                Outcome::Ended {
+                    connected: false,
+                    restart: false,
+                }
+            }
+        };
+        tracing::info!(?outcome, "client run ended");
+        match outcome {
+            Outcome::LoggedOut(reason) => {
+                on_logged_out(&session, &reason).await;
+                session.desire(Desired::Stop);
+                continue;
+            }
+            Outcome::Cancelled => {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                if guard.lost.is_cancelled() {
+                    if let Some(l) = lease.take() {
+                        l.renew.abort();
+                    }
+                    session
+                        .set_phase(SessionPhase::Reconnecting, Some("lease lost".into()))
+                        .await;
+                    continue;
+                }
+                if *session.desired.borrow() == Desired::Stop
+                    && session.state().phase != SessionPhase::LoggedOut
+                {
+                    session.set_phase(SessionPhase::Disconnected, None).await;
+                }
+                continue;
+            }
+            Outcome::Ended { connected, restart } => {
+                if restart {
+                    continue;
+                }
+                if connected {
+                    failures = 0;
+                }
+                failures += 1;
+                match session
+                    .settings
+                    .policy
+                    .decide(failures, rand::random::<f64>())
+                {
+                    Decision::GiveUp => {
+                        session
+                            .set_phase(
+                                SessionPhase::Failed,
+                                Some(format!("gave up after {} reconnect attempts", failures - 1)),
+                            )
+                            .await;
+                        session.desire(Desired::Stop);
+                        continue;
+                    }
+                    Decision::Retry { attempt, delay } => {
+                        session.metrics.reconnects.inc();
+                        session
+                            .update(|s| {
+                                s.phase = SessionPhase::Reconnecting;
+                                s.reconnect_count += 1;
+                                s.connected_at = None;
+                            })
+                            .await;
+                        tracing::info!(attempt, ?delay, "reconnecting");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = desired.wait_for(|d| *d != Desired::Run) => {}
+                            Some(Signal::LoggedOut(reason)) = rx.recv() => {
+                                on_logged_out(&session, &reason).await;
+                                session.desire(Desired::Stop);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(l) = lease.take() {
+        l.release(&session).await;
+    }
+    if session.state().phase == SessionPhase::Connected
+        || session.state().phase == SessionPhase::AwaitingScan
+    {
+        session.set_phase(SessionPhase::Disconnected, None).await;
+    }
+}

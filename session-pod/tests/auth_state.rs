@@ -1,0 +1,232 @@
+//! Auth state in Redis: encrypted at rest, and a kill -9 → restart resumes without a new scan.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use wasp_common::crypto::{AuthCipher, MasterKey};
+use wasp_common::keys::UserKeys;
+
+/// Every value of every key of the user, as bytes (strings, hashes, lists, sets, zsets, streams).
+async fn all_bytes(user: &str) -> Vec<(String, Vec<u8>)> {
+    let mut conn = redis().await;
+    let pattern = UserKeys::for_user(user).scan_pattern();
+    let mut cursor = 0u64;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut out = Vec::new();
+    for key in keys {
+        let t: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let vals: Vec<Vec<u8>> = match t.as_str() {
+            "string" => vec![
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap(),
+            ],
+            "hash" => redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "list" => redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "set" => redis::cmd("SMEMBERS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "stream" => {
+                let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                entries.into_iter().flat_map(|(_, f)| f).collect()
+            }
+            other => panic!("unexpected type {other} of {key}"),
+        };
+        out.push((key.clone(), key.clone().into_bytes()));
+        for v in vals {
+            out.push((key.clone(), v));
+        }
+    }
+    out
+}
+
+/// The forms a 32-byte key could take in a value: raw, hex, base64, a JSON byte array.
+fn encodings(key: &[u8]) -> Vec<Vec<u8>> {
+    let json = format!(
+        "[{}]",
+        key.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+    );
+    vec![
+        key.to_vec(),
+        data_encoding::HEXLOWER.encode(key).into_bytes(),
+        data_encoding::HEXUPPER.encode(key).into_bytes(),
+        data_encoding::BASE64.encode(key).into_bytes(),
+        data_encoding::BASE64_NOPAD.encode(key).into_bytes(),
+        json.clone().into_bytes(),
+        json.replace(',', ", ").into_bytes(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paired_state_is_encrypted_and_survives_kill_9() {
+    let (running, sim) = start_sim().await;
+    let user = unique_user("auth");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (pod, phone, device) = paired_pod(&running, &sim, opts.clone()).await;
+
+    // The keys the client generated: its Noise and identity key pairs, from the decrypted device
+    // record (proving the record is there and opens with the right key), and the public halves
+    // the simulator registered.
+    let mut conn = redis().await;
+    let dev_key = format!("{}device", UserKeys::for_user(&user).auth_prefix());
+    let sealed: Vec<u8> = redis::cmd("HGET")
+        .arg(&dev_key)
+        .arg("device")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let cipher = AuthCipher::new(&MasterKey::parse(MASTER_KEY).unwrap(), &user);
+    let mut aad = dev_key.clone().into_bytes();
+    aad.push(0);
+    aad.extend_from_slice(b"device");
+    let plain = cipher.open(&aad, &sealed).expect("device record opens");
+    let device_rec: wacore::store::Device = serde_json::from_slice(&plain).unwrap();
+    assert!(device_rec.pn.is_some(), "the stored device is paired");
+    // A different user's key does not open it.
+    assert!(
+        AuthCipher::new(&MasterKey::parse(MASTER_KEY).unwrap(), "someone-else")
+            .open(&aad, &sealed)
+            .is_err()
+    );
+
+    let (noise_pub, identity_pub) = running
+        .sim
+        .wait_for(WAIT, |w| {
+            let d = &w.accounts[&phone].devices[&device];
+            Some((d.noise_pub, d.identity_pub))
+        })
+        .await
+        .unwrap();
+    let mut secrets: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "noise private",
+            device_rec.noise_key.private_key.serialize().to_vec(),
+        ),
+        (
+            "identity private",
+            device_rec.identity_key.private_key.serialize().to_vec(),
+        ),
+        (
+            "signed prekey private",
+            device_rec.signed_pre_key.private_key.serialize().to_vec(),
+        ),
+        ("adv secret", device_rec.adv_secret_key.to_vec()),
+        ("noise public", noise_pub.to_vec()),
+        ("identity public", identity_pub.to_vec()),
+    ];
+    secrets.retain(|(_, k)| k.len() >= 16);
+    assert_eq!(secrets.len(), 6);
+    let dump = all_bytes(&user).await;
+    assert!(
+        dump.len() > 10,
+        "auth state is in Redis: {} values",
+        dump.len()
+    );
+    for (what, key) in &secrets {
+        for form in encodings(key) {
+            for (redis_key, v) in &dump {
+                assert!(
+                    !v.windows(form.len()).any(|w| w == form.as_slice()),
+                    "{what} found in plaintext under {redis_key}"
+                );
+            }
+        }
+    }
+
+    // kill -9 and restart: connected again with the same device, no QR.
+    let logins_before = sim
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.phone == phone && d.device == device)
+        .unwrap()
+        .logins;
+    let mut events = Events::tail(&user).await;
+    pod.kill9();
+    let pod2 = Pod::start(&opts);
+    let ready = events
+        .wait_for("ready after restart", |k| match k {
+            wasp_common::events::Kind::Qr(_) => panic!("a new QR after restart"),
+            wasp_common::events::Kind::Ready(r) => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(ready.phone, phone);
+    let d = sim
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.phone == phone && d.device == device)
+        .unwrap();
+    assert!(d.connected && d.logins > logins_before, "{d:?}");
+    // No second pairing: the phone still has exactly the one linked companion.
+    let companions: Vec<_> = sim
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.phone == phone && d.device != 0)
+        .collect();
+    assert_eq!(companions.len(), 1, "{companions:?}");
+    let (status, body) = pod2.api(reqwest::Method::GET, "/v1/status", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["phase"], "Connected", "{body}");
+    assert_eq!(body["phoneNumber"], phone.as_str());
+    let mut conn = redis().await;
+    let state = wasp_common::session_state::read_state(&mut conn, &user)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.phase, wasp_common::SessionPhase::Connected);
+    drop(running);
+}
