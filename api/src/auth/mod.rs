@@ -125,6 +125,9 @@ impl Authenticator {
                 "JWKS_URL is plain http: keys can be tampered with in transit"
             );
         }
+        if config.hs256_secret().is_some_and(|s| s.len() < 32) {
+            tracing::warn!("the HS256 secret is shorter than 32 bytes: tokens can be brute-forced");
+        }
         if config.dev_insecure_auth {
             tracing::error!(
                 "WASP_DEV_INSECURE_AUTH is on: `UserId <id>` headers and raw bearer tokens are \
