@@ -12,6 +12,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasp_crds::{DesiredState, WhatsAppSession, labels, names};
 
@@ -26,6 +27,10 @@ pub struct Sessions {
     namespace: String,
     store: Store<WhatsAppSession>,
     ready: Arc<AtomicBool>,
+    /// Turns true once the cache holds the first list. Requests wait on this, not on
+    /// `Store::wait_until_ready`: in kube-runtime 5 that parks concurrent waiters on one oneshot
+    /// receiver which keeps only the last waker, so some waiters would never wake.
+    ready_rx: watch::Receiver<bool>,
     timeout: Duration,
 }
 
@@ -57,11 +62,13 @@ impl Sessions {
                 }
             }
         });
+        let (ready_tx, ready_rx) = watch::channel(false);
         tokio::spawn({
             let (store, ready) = (store.clone(), ready.clone());
             async move {
                 if store.wait_until_ready().await.is_ok() {
                     ready.store(true, Ordering::Relaxed);
+                    let _ = ready_tx.send(true);
                     tracing::info!("WhatsAppSession cache synced");
                 }
             }
@@ -71,6 +78,7 @@ impl Sessions {
             namespace: namespace.to_owned(),
             store,
             ready,
+            ready_rx,
             timeout,
         }
     }
@@ -87,9 +95,11 @@ impl Sessions {
         if self.is_ready() {
             return Ok(());
         }
-        tokio::time::timeout(self.timeout, self.store.wait_until_ready())
+        let mut ready = self.ready_rx.clone();
+        tokio::time::timeout(self.timeout, ready.wait_for(|r| *r))
             .await
             .map_err(|_| ApiError::unavailable("the session cache", "not synced yet"))?
+            .map(|_| ())
             .map_err(|e| ApiError::unavailable("the session cache", e))
     }
 

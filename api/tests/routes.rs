@@ -98,6 +98,20 @@ fn alg_none(sub: &str) -> String {
 
 impl TestApi {
     async fn start(extra: &[&str]) -> Result<Self> {
+        let api = Self::start_unready(extra).await?;
+        let http = api.http.clone();
+        let ready = format!("{}/readyz", api.admin_base);
+        eventually(WAIT, || async {
+            let r = http.get(&ready).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await
+        .context("API never became ready")?;
+        Ok(api)
+    }
+
+    /// Starts the API without waiting for its session cache to sync.
+    async fn start_unready(extra: &[&str]) -> Result<Self> {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "wasp_api=info".into()))
@@ -142,7 +156,7 @@ impl TestApi {
                 }
             }
         });
-        let api = Self {
+        Ok(Self {
             base,
             admin_base,
             ns,
@@ -150,16 +164,7 @@ impl TestApi {
             http: reqwest::Client::new(),
             pods,
             stop,
-        };
-        let http = api.http.clone();
-        let ready = format!("{}/readyz", api.admin_base);
-        eventually(WAIT, || async {
-            let r = http.get(&ready).send().await.ok()?;
-            r.status().is_success().then_some(())
         })
-        .await
-        .context("API never became ready")?;
-        Ok(api)
     }
 
     fn sessions(&self) -> Api<WhatsAppSession> {
@@ -931,5 +936,31 @@ async fn cors_request_ids_rate_limits_metrics_and_docs() -> Result<()> {
     let docs = api.http.get(format!("{}/docs", api.base)).send().await?;
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await?.to_lowercase().contains("<html"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn requests_racing_the_first_cache_sync_all_get_answers() -> Result<()> {
+    let api = TestApi::start_unready(&[]).await?;
+    let started = std::time::Instant::now();
+    let calls = (0..16).map(|i| {
+        let (http, base) = (api.http.clone(), api.base.clone());
+        async move {
+            http.get(format!("{base}/status"))
+                .bearer_auth(token(&format!("racer-{i}")))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    for status in futures::future::join_all(calls).await {
+        assert_eq!(status?, StatusCode::OK);
+    }
+    // All woke on the sync, none waited for the 10 s upstream timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     Ok(())
 }
