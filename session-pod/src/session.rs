@@ -63,6 +63,9 @@ pub struct Session {
     client: Mutex<Option<Arc<Client>>>,
     desired: watch::Sender<Desired>,
     lease_token: Mutex<Option<u64>>,
+    /// Only the lease holder writes the state record and status events: a process waiting
+    /// for the lease must not overwrite the holder's record.
+    holds_lease: AtomicBool,
     pub redis_ok: AtomicBool,
 }
 
@@ -125,6 +128,7 @@ impl Session {
             client: Mutex::new(None),
             desired: watch::Sender::new(Desired::Run),
             lease_token: Mutex::new(None),
+            holds_lease: AtomicBool::new(false),
             redis_ok: AtomicBool::new(false),
         })
     }
@@ -168,6 +172,9 @@ impl Session {
             s.updated_at = jiff::Timestamp::now();
             (s.clone(), before != s.phase)
         };
+        if !self.holds_lease.load(Ordering::Relaxed) {
+            return;
+        }
         let mut conn = self.conn.clone();
         if let Err(e) = write_state(
             &mut conn,
@@ -214,7 +221,7 @@ impl Session {
     /// Sends a text message and records it (store + `message` event, `fromMe`).
     pub async fn send_text(&self, to: &str, text: &str) -> Result<StoredMessage, SessionError> {
         let client = self.client().ok_or(SessionError::NotConnected)?;
-        if !client.is_connected() {
+        if !client.is_connected() || !client.is_logged_in() {
             return Err(SessionError::NotConnected);
         }
         let jid: whatsapp_rust::Jid = to
@@ -263,6 +270,10 @@ impl Session {
             let chat = info.source.chat.to_non_ad_string();
             let sender = info.source.sender.to_non_ad_string();
             let text = m.message.text_content().map(str::to_owned);
+            // Protocol traffic (key shares, sender-key distribution, …) is no chat message.
+            if text.is_none() && info.media_type.is_empty() {
+                continue;
+            }
             let stored = StoredMessage {
                 id: info.id.to_string(),
                 chat: chat.clone(),
@@ -475,6 +486,7 @@ struct LeaseGuard {
 impl LeaseGuard {
     async fn release(self, session: &Session) {
         self.renew.abort();
+        session.holds_lease.store(false, Ordering::Relaxed);
         #[allow(clippy::unwrap_used)]
         {
             *session.lease_token.lock().unwrap() = None;
@@ -504,6 +516,9 @@ async fn acquire_lease(session: &Arc<Session>, stop: &CancellationToken) -> Opti
                 {
                     *session.lease_token.lock().unwrap() = Some(lease.token);
                 }
+                session.holds_lease.store(true, Ordering::Relaxed);
+                let state = session.state();
+                session.update(|s| *s = state).await;
                 let lost = CancellationToken::new();
                 let renew = tokio::spawn(renew_loop(session.clone(), lease.clone(), lost.clone()));
                 return Some(LeaseGuard { lease, lost, renew });
@@ -538,6 +553,7 @@ async fn renew_loop(session: Arc<Session>, lease: Lease, lost: CancellationToken
                 last_ok = tokio::time::Instant::now();
             }
             Ok(false) => {
+                session.holds_lease.store(false, Ordering::Relaxed);
                 tracing::warn!("lease lost to another holder; dropping the socket");
                 lost.cancel();
                 return;
@@ -547,6 +563,7 @@ async fn renew_loop(session: Arc<Session>, lease: Lease, lost: CancellationToken
                 tracing::warn!(error = %e, "renewing the lease");
                 // Fence ourselves before the lease can have expired for others.
                 if last_ok.elapsed() >= ttl * 2 / 3 {
+                    session.holds_lease.store(false, Ordering::Relaxed);
                     lost.cancel();
                     return;
                 }
@@ -755,6 +772,7 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
                     if let Some(l) = lease.take() {
                         l.renew.abort();
                     }
+                    session.holds_lease.store(false, Ordering::Relaxed);
                     session
                         .set_phase(SessionPhase::Reconnecting, Some("lease lost".into()))
                         .await;
@@ -814,12 +832,14 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
             }
         }
     }
+    let phase = session.state().phase;
+    if matches!(
+        phase,
+        SessionPhase::Connected | SessionPhase::AwaitingScan | SessionPhase::Reconnecting
+    ) {
+        session.set_phase(SessionPhase::Disconnected, None).await;
+    }
     if let Some(l) = lease.take() {
         l.release(&session).await;
-    }
-    if session.state().phase == SessionPhase::Connected
-        || session.state().phase == SessionPhase::AwaitingScan
-    {
-        session.set_phase(SessionPhase::Disconnected, None).await;
     }
 }

@@ -1,0 +1,406 @@
+//! The issue's acceptance tests: real Redis, the simulator, the pod as a process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use reqwest::Method;
+use wasp_common::events::Kind;
+use wasp_common::keys::UserKeys;
+
+fn chat_of(phone: &str) -> String {
+    format!("{phone}@s.whatsapp.net")
+}
+
+async fn stored_count(user: &str, chat: &str) -> usize {
+    let mut conn = redis().await;
+    redis::cmd("ZCARD")
+        .arg(UserKeys::for_user(user).messages(chat))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_messages_across_two_kill_9_restarts_exactly_once() {
+    const N: usize = 1000;
+    let (running, sim) = start_sim().await;
+    let user = unique_user("bulk");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (pod, phone, _) = paired_pod(&running, &sim, opts.clone()).await;
+    let alice = sim.create_contact(None, Some("Alice")).await.unwrap();
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let sender = tokio::spawn({
+        let sim = sim.clone();
+        let (alice, phone, sent) = (alice.phone.clone(), phone.clone(), sent.clone());
+        async move {
+            let mut ids = Vec::with_capacity(N);
+            for i in 0..N {
+                ids.push(
+                    sim.contact_send(&alice, &phone, &format!("msg {i}"))
+                        .await
+                        .unwrap(),
+                );
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            ids
+        }
+    });
+
+    let mut events = Events::new(&user).await;
+    let mut seen: Vec<String> = Vec::new();
+    let mut pods = vec![pod];
+    let mut kills = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(240);
+    while seen.len() < N {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {N} message events; pod log:\n{}",
+            seen.len(),
+            pods.last().unwrap().log_tail()
+        );
+        for (_, e) in events.read(std::time::Duration::from_secs(5)).await {
+            if let Some(Kind::Message(m)) = e.kind
+                && !m.from_me
+            {
+                seen.push(m.id);
+            }
+        }
+        // Kill -9 at a third and at two thirds of the way, while messages are in flight.
+        if kills < 2 && seen.len() >= (kills + 1) * N / 3 {
+            pods.last().unwrap().kill9();
+            pods.push(Pod::start(&opts));
+            kills += 1;
+        }
+    }
+    let ids = sender.await.unwrap();
+    // Drain whatever is still on the stream: it must hold no duplicate.
+    for (_, e) in events.read(std::time::Duration::from_millis(500)).await {
+        if let Some(Kind::Message(m)) = e.kind
+            && !m.from_me
+        {
+            seen.push(m.id);
+        }
+    }
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a message was published twice");
+    assert_eq!(unique, ids.iter().collect::<HashSet<_>>(), "stream = sent");
+    assert_eq!(stored_count(&user, &chat_of(&alice.phone)).await, N);
+    assert_eq!(kills, 2);
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_only_stores_known_senders_only() {
+    let (running, sim) = start_sim().await;
+    let user = unique_user("whitelist");
+    let mut opts = PodOpts::new(&user, &running.ws_url);
+    opts.storage_policy = "contactsOnly";
+    let (pod, phone, _) = paired_pod(&running, &sim, opts).await;
+    let alice = sim.create_contact(None, Some("Alice")).await.unwrap();
+    let mallory = sim.create_contact(None, Some("Mallory")).await.unwrap();
+    let (st, body) = pod
+        .api(
+            Method::POST,
+            "/v1/contacts",
+            Some(serde_json::json!({"phone": format!("+{}", alice.phone), "name": "Alice"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let mut events = Events::tail(&user).await;
+    let stranger_id = sim
+        .contact_send(&mallory.phone, &phone, "spam")
+        .await
+        .unwrap();
+    // The stranger's message is counted and logged, not stored, not published as a message.
+    events
+        .wait_for("the not-stored log line", |k| match k {
+            Kind::Log(l) if l.message.contains(&stranger_id) => Some(()),
+            Kind::Message(m) if m.id == stranger_id => panic!("stranger's message published"),
+            _ => None,
+        })
+        .await;
+    let known_id = sim
+        .contact_send(&alice.phone, &phone, "hello doctor")
+        .await
+        .unwrap();
+    events
+        .wait_for("the contact's message", |k| match k {
+            Kind::Message(m) if m.id == known_id => Some(()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(stored_count(&user, &chat_of(&mallory.phone)).await, 0);
+    assert_eq!(stored_count(&user, &chat_of(&alice.phone)).await, 1);
+    let (st, msgs) = pod
+        .api(
+            Method::GET,
+            &format!("/v1/messages/{}", chat_of(&alice.phone)),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(msgs[0]["text"], "hello doctor");
+    let (_, chats) = pod.api(Method::GET, "/v1/chats", None).await;
+    assert_eq!(chats.as_array().unwrap().len(), 1, "{chats}");
+    let (_, byphone) = pod
+        .api(
+            Method::GET,
+            &format!("/v1/chat-by-phone?phone=%2B{}", alice.phone),
+            None,
+        )
+        .await;
+    assert_eq!(byphone["exists"], true, "{byphone}");
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_out_by_the_phone_purges_auth_state() {
+    let (running, sim) = start_sim().await;
+    let user = unique_user("logout");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (_pod, phone, device) = paired_pod(&running, &sim, opts).await;
+    let mut events = Events::tail(&user).await;
+    sim.remove_device(&phone, device).await.unwrap();
+    events
+        .wait_for("logged_out", |k| {
+            matches!(k, Kind::LoggedOut(_)).then_some(())
+        })
+        .await;
+    events
+        .wait_for("status LoggedOut", |k| match k {
+            Kind::Status(s) if s.phase == "LoggedOut" => Some(()),
+            _ => None,
+        })
+        .await;
+    let mut conn = redis().await;
+    let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg(UserKeys::for_user(&user).auth_scan_pattern())
+        .arg("COUNT")
+        .arg(10_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "auth keys left: {keys:?}");
+    let state = wasp_common::session_state::read_state(&mut conn, &user)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.phase, wasp_common::SessionPhase::LoggedOut);
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_one_socket() {
+    let (running, sim) = start_sim().await;
+    let user = unique_user("twice");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (a, phone, device) = paired_pod(&running, &sim, opts.clone()).await;
+
+    // Watch every change of the simulator's world: never two sockets of this phone at once.
+    let max_sockets = Arc::new(AtomicUsize::new(0));
+    let monitor = tokio::spawn({
+        let sim = running.sim.clone();
+        let (phone, max) = (phone.clone(), max_sockets.clone());
+        async move {
+            sim.wait_for(std::time::Duration::from_secs(600), |w| {
+                let n = w
+                    .conns
+                    .values()
+                    .filter(|c| c.device.as_ref().is_some_and(|d| d.phone == phone))
+                    .count();
+                max.fetch_max(n, Ordering::Relaxed);
+                None::<()>
+            })
+            .await
+        }
+    });
+    let b = Pod::start(&opts);
+    b.wait_up().await;
+    let (st, status) = b.api(Method::GET, "/v1/status", None).await;
+    assert_eq!(st, 200);
+    assert!(status.get("leaseToken").is_none(), "{status}");
+    let (_, status_a) = a.api(Method::GET, "/v1/status", None).await;
+    let token_a = status_a["leaseToken"].as_u64().unwrap();
+    // The record in Redis is still A's.
+    let mut conn = redis().await;
+    let state = wasp_common::session_state::read_state(&mut conn, &user)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.phase, wasp_common::SessionPhase::Connected);
+
+    // A dies without releasing; B takes over once the lease expires, with a newer token.
+    let mut events = Events::tail(&user).await;
+    a.kill9();
+    events.ready().await;
+    let (_, status_b) = b.api(Method::GET, "/v1/status", None).await;
+    assert!(
+        status_b["leaseToken"].as_u64().unwrap() > token_a,
+        "{status_b}"
+    );
+    let d = sim
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.phone == phone && d.device == device)
+        .unwrap();
+    assert!(d.connected);
+    monitor.abort();
+    assert_eq!(max_sockets.load(Ordering::Relaxed), 1);
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_api_rejects_bad_input_and_bad_tokens() {
+    let (running, _sim) = start_sim().await;
+    let user = unique_user("api");
+    let pod = Pod::start(&PodOpts::new(&user, &running.ws_url));
+    pod.wait_up().await;
+    let http = reqwest::Client::new();
+    let routes: &[(Method, &str)] = &[
+        (Method::GET, "/v1/status"),
+        (Method::POST, "/v1/connect"),
+        (Method::POST, "/v1/disconnect"),
+        (Method::POST, "/v1/logout"),
+        (Method::POST, "/v1/send"),
+        (Method::GET, "/v1/chats"),
+        (Method::GET, "/v1/messages/41791234567@s.whatsapp.net"),
+        (Method::GET, "/v1/chat-by-phone?phone=41791234567"),
+        (Method::GET, "/v1/contacts"),
+        (Method::POST, "/v1/contacts"),
+        (Method::DELETE, "/v1/contacts/41791234567"),
+        (Method::GET, "/v1/logs"),
+        (Method::GET, "/v1/nope"),
+    ];
+    for (m, path) in routes {
+        for auth in [None, Some("wrong"), Some("")] {
+            let mut req = http.request(m.clone(), format!("{}{path}", pod.control));
+            if let Some(t) = auth {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 401, "{m} {path} {auth:?}");
+            let body: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+    }
+    let bad: &[(Method, &str, Option<&str>, u16)] = &[
+        (Method::POST, "/v1/send", Some("{"), 400),
+        (
+            Method::POST,
+            "/v1/send",
+            Some(r#"{"to":"41791234567"}"#),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/send",
+            Some(r#"{"to":"abc","text":"hi"}"#),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/send",
+            Some(r#"{"to":"41791234567","text":""}"#),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/send",
+            Some(r#"{"to":"x@evil.com","text":"hi"}"#),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/send",
+            Some(r#"{"to":"41791234567","text":"hi","x":1}"#),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/send",
+            Some(r#"{"to":"41791234567","text":"hi"}"#),
+            409,
+        ),
+        (Method::GET, "/v1/chats?limit=0", None, 400),
+        (Method::GET, "/v1/chats?limit=abc", None, 400),
+        (Method::GET, "/v1/chats?limit=100000", None, 400),
+        (Method::GET, "/v1/messages/not-a-chat", None, 400),
+        (
+            Method::GET,
+            "/v1/messages/41791234567@s.whatsapp.net?before=x",
+            None,
+            400,
+        ),
+        (Method::GET, "/v1/chat-by-phone", None, 400),
+        (Method::GET, "/v1/chat-by-phone?phone=12", None, 400),
+        (
+            Method::POST,
+            "/v1/contacts",
+            Some(r#"{"phone":"nope"}"#),
+            400,
+        ),
+        (Method::POST, "/v1/contacts", Some(r#"[]"#), 422),
+        (Method::DELETE, "/v1/contacts/abc", None, 400),
+        (Method::DELETE, "/v1/contacts/41791234567", None, 404),
+        (Method::GET, "/v1/logs?limit=-1", None, 400),
+        (Method::PUT, "/v1/status", None, 405),
+        (Method::GET, "/v1/nope", None, 404),
+    ];
+    for (m, path, body, want) in bad {
+        let mut req = http
+            .request(m.clone(), format!("{}{path}", pod.control))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, *want, "{m} {path} {body:?}: {text}");
+        assert_eq!(ct.as_deref(), Some("application/json"), "{m} {path}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{text}"
+        );
+    }
+    // Without a content type the body is refused as JSON too.
+    let resp = http
+        .post(format!("{}/v1/send", pod.control))
+        .bearer_auth(TOKEN)
+        .body(r#"{"to":"41791234567","text":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    // Admin port.
+    let r = http
+        .get(format!("{}/readyz", pod.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let m = http
+        .get(format!("{}/metrics", pod.admin))
+        .send()
+        .await
+        .unwrap();
+    assert!(m.text().await.unwrap().contains("wasp_session_messages_in"));
+    drop(running);
+}
