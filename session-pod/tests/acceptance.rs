@@ -404,3 +404,81 @@ async fn control_api_rejects_bad_input_and_bad_tokens() {
     assert!(m.text().await.unwrap().contains("wasp_session_messages_in"));
     drop(running);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_connect_send_and_graceful_sigterm() {
+    let (running, sim) = start_sim().await;
+    let user = unique_user("lifecycle");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (pod, phone, device) = paired_pod(&running, &sim, opts).await;
+    let alice = sim.create_contact(None, Some("Alice")).await.unwrap();
+    let mut events = Events::tail(&user).await;
+
+    let (st, _) = pod.api(Method::POST, "/v1/disconnect", None).await;
+    assert_eq!(st, 202);
+    events
+        .wait_for("Disconnected", |k| match k {
+            Kind::Status(s) if s.phase == "Disconnected" => Some(()),
+            _ => None,
+        })
+        .await;
+    let (st, _) = pod.api(Method::POST, "/v1/connect", None).await;
+    assert_eq!(st, 202);
+    events.ready().await;
+
+    let (st, sent) = pod
+        .api(
+            Method::POST,
+            "/v1/send",
+            Some(
+                serde_json::json!({"to": format!("+{}", alice.phone), "text": "your appointment"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 200, "{sent}");
+    let got = sim.contact_received(&alice.phone, 1, WAIT).await.unwrap();
+    assert_eq!(got[0].text, "your appointment");
+    events
+        .wait_for("the outbound message event", |k| match k {
+            Kind::Message(m) if m.from_me && m.id == sent["id"].as_str().unwrap() => Some(()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(stored_count(&user, &chat_of(&alice.phone)).await, 1);
+
+    // SIGTERM: clean close, state Disconnected, lease released, exit 0.
+    pod.term();
+    events
+        .wait_for("Disconnected on SIGTERM", |k| match k {
+            Kind::Status(s) if s.phase == "Disconnected" => Some(()),
+            _ => None,
+        })
+        .await;
+    let status = running
+        .sim
+        .wait_for(WAIT, |w| {
+            w.accounts[&phone].devices[&device]
+                .conn
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    assert!(status.is_some(), "the socket was closed");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let exit = loop {
+        if let Some(s) = pod.proc.exited() {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pod did not exit");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}\n{}", pod.log_tail());
+    let mut conn = redis().await;
+    let lease: Option<String> = redis::cmd("GET")
+        .arg(UserKeys::for_user(&user).lease())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(lease, None);
+    drop(running);
+}

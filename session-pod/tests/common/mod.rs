@@ -89,12 +89,24 @@ fn free_port() -> u16 {
     wasp_e2e::redis_server::free_port().unwrap()
 }
 
+/// The binary under test: cargo's for tests; next to the running executable for examples.
+fn pod_binary() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_wasp-session-pod") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("wasp-session-pod")
+}
+
 impl Pod {
     pub fn start(o: &PodOpts) -> Pod {
         let (cp, ap) = (free_port(), free_port());
         let dir = wasp_e2e::procs::scratch_dir("wasp-pod-test").unwrap();
         let log = dir.join("pod.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasp-session-pod"));
+        let mut cmd = Command::new(pod_binary());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info,wasp_session_pod=debug")
