@@ -482,3 +482,65 @@ async fn disconnect_connect_send_and_graceful_sigterm() {
     assert_eq!(lease, None);
     drop(running);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_code_links_the_device() {
+    let (running, sim) = start_sim().await;
+    let user = unique_user("paircode");
+    let phone = sim.create_phone(None, Some("Dr Code")).await.unwrap();
+    let mut opts = PodOpts::new(&user, &running.ws_url);
+    opts.pairing = Some(format!("+{}", phone.phone));
+    let mut events = Events::new(&user).await;
+    let mut live = Live::subscribe(&user).await;
+    let pod = Pod::start(&opts);
+    let code = live
+        .wait_for("a pairing code", |k| match k {
+            Kind::PairingCode(p) => Some(p.code.clone()),
+            _ => None,
+        })
+        .await;
+    let (_, status) = pod.api(Method::GET, "/v1/status", None).await;
+    assert_eq!(status["pairingCode"], code.as_str(), "{status}");
+    assert_eq!(status["phase"], "AwaitingScan");
+    sim.enter_pair_code(&phone.phone, &code).await.unwrap();
+    let ready = events.ready().await;
+    assert_eq!(ready.phone, phone.phone);
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_then_fails_past_the_maximum() {
+    let (running, sim) = start_sim().await;
+    let user = unique_user("failing");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (_pod, phone, device) = paired_pod(&running, &sim, opts).await;
+    let mut events = Events::tail(&user).await;
+    // WhatsApp unreachable for longer than 5 attempts at 200 ms base take (≤ 6.2 s).
+    sim.refuse_connections(std::time::Duration::from_secs(120))
+        .await
+        .unwrap();
+    sim.inject(&phone, device, wasp_sim::faults::SocketFault::Drop)
+        .await
+        .unwrap();
+    let mut reconnecting = 0;
+    let failed = events
+        .wait_for("Failed", |k| match k {
+            Kind::Status(s) if s.phase == "Reconnecting" => {
+                reconnecting += 1;
+                None
+            }
+            Kind::Status(s) if s.phase == "Failed" => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(failed.reconnect_count, 5, "{failed:?}");
+    assert!(reconnecting >= 1);
+    let mut conn = redis().await;
+    let state = wasp_common::session_state::read_state(&mut conn, &user)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.phase, wasp_common::SessionPhase::Failed);
+    assert_eq!(state.reconnect_count, 5);
+    drop(running);
+}
