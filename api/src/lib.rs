@@ -30,7 +30,7 @@ use app::{AppState, HttpSettings};
 use auth::Authenticator;
 use auth::extract::AuthContext;
 use metrics::Metrics;
-use pods::{NotWired, PodApi};
+use pods::{HttpPods, PodApi};
 use ratelimit::UserRateLimiter;
 use sessions::Sessions;
 use stats::Redis;
@@ -43,7 +43,8 @@ pub enum RunError {
     Serve(#[from] std::io::Error),
 }
 
-/// Serves the API on `listener` and the admin port on `admin` until `shutdown`.
+/// Serves the API on `listener` and the admin port on `admin` until `shutdown`; session pods are
+/// called over HTTP with the control tokens of their Secrets.
 pub async fn run(
     config: Config,
     client: kube::Client,
@@ -51,18 +52,12 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    run_with_pods(
-        config,
-        client,
-        listener,
-        admin,
-        Arc::new(NotWired),
-        shutdown,
-    )
-    .await
+    let tokens = pods::Tokens::start(client.clone(), &config.namespace, shutdown.clone());
+    let pods = Arc::new(HttpPods::new(tokens, config.upstream_timeout()));
+    run_with_pods(config, client, listener, admin, pods, shutdown).await
 }
 
-/// [`run`] with a given way of calling session pods (tests, and the pod API once wired).
+/// [`run`] with a given way of calling session pods (tests use fakes).
 pub async fn run_with_pods(
     config: Config,
     client: kube::Client,

@@ -17,8 +17,7 @@ use kube::{Api, Client};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use wasp_api::error::ApiError;
-use wasp_api::pods::{PodApi, PodCall};
+use wasp_api::pods::{PodApi, PodCall, PodError};
 use wasp_api::{Config, run_with_pods};
 use wasp_crds::{DesiredState, WhatsAppSession, names::session_name};
 use wasp_e2e::{TestEnv, eventually};
@@ -38,7 +37,7 @@ impl PodApi for FakePods {
         user_id: &'a str,
         endpoint: &'a str,
         call: PodCall,
-    ) -> BoxFuture<'a, Result<Value, ApiError>> {
+    ) -> BoxFuture<'a, Result<Value, PodError>> {
         self.calls
             .lock()
             .unwrap()
@@ -98,7 +97,13 @@ fn alg_none(sub: &str) -> String {
 
 impl TestApi {
     async fn start(extra: &[&str]) -> Result<Self> {
-        let api = Self::start_unready(extra).await?;
+        Self::start_with(extra, false).await
+    }
+
+    /// With `real_pods`, session pods are called over HTTP as in production (`wasp_api::run`);
+    /// otherwise calls go to the recording fake.
+    async fn start_with(extra: &[&str], real_pods: bool) -> Result<Self> {
+        let api = Self::start_unready(extra, real_pods).await?;
         let http = api.http.clone();
         let ready = format!("{}/readyz", api.admin_base);
         eventually(WAIT, || async {
@@ -111,7 +116,7 @@ impl TestApi {
     }
 
     /// Starts the API without waiting for its session cache to sync.
-    async fn start_unready(extra: &[&str]) -> Result<Self> {
+    async fn start_unready(extra: &[&str], real_pods: bool) -> Result<Self> {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "wasp_api=info".into()))
@@ -151,7 +156,12 @@ impl TestApi {
         tokio::spawn({
             let (client, pods, stop) = (client.clone(), pods.clone(), stop.clone());
             async move {
-                if let Err(e) = run_with_pods(config, client, listener, admin, pods, stop).await {
+                let result = if real_pods {
+                    wasp_api::run(config, client, listener, admin, stop).await
+                } else {
+                    run_with_pods(config, client, listener, admin, pods, stop).await
+                };
+                if let Err(e) = result {
                     panic!("wasp-api failed: {e}");
                 }
             }
@@ -941,7 +951,7 @@ async fn cors_request_ids_rate_limits_metrics_and_docs() -> Result<()> {
 
 #[tokio::test]
 async fn requests_racing_the_first_cache_sync_all_get_answers() -> Result<()> {
-    let api = TestApi::start_unready(&[]).await?;
+    let api = TestApi::start_unready(&[], false).await?;
     let started = std::time::Instant::now();
     let calls = (0..16).map(|i| {
         let (http, base) = (api.http.clone(), api.base.clone());
@@ -962,5 +972,168 @@ async fn requests_racing_the_first_cache_sync_all_get_answers() -> Result<()> {
         "{:?}",
         started.elapsed()
     );
+    Ok(())
+}
+
+/// A stand-in session pod speaking the control API (`wasp_common::control`): checks the bearer
+/// token, records requests, answers like the pod (errors as `{"error": {"code", "message"}}`).
+async fn fake_pod(token: &'static str) -> Result<(String, Arc<Mutex<Vec<Value>>>)> {
+    use axum::http::HeaderMap;
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let authorized = move |h: &HeaderMap| {
+        h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {token}"))
+    };
+    let unauthorized = || {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"code": "unauthorized", "message": "wrong token"}})),
+        )
+    };
+    let app = axum::Router::new()
+        .route(
+            wasp_common::control::SEND_PATH,
+            axum::routing::post({
+                let seen = seen.clone();
+                move |h: HeaderMap, axum::Json(body): axum::Json<Value>| async move {
+                    if !authorized(&h) {
+                        return unauthorized();
+                    }
+                    seen.lock().unwrap().push(body.clone());
+                    (
+                        axum::http::StatusCode::OK,
+                        axum::Json(json!({"id": "m1", "to": body["to"], "text": body["text"]})),
+                    )
+                }
+            }),
+        )
+        .route(
+            wasp_common::control::CHATS_PATH,
+            axum::routing::get(move |h: HeaderMap| async move {
+                if !authorized(&h) {
+                    return unauthorized();
+                }
+                (
+                    axum::http::StatusCode::CONFLICT,
+                    axum::Json(json!({"error": {"code": "not_connected", "message": "not connected to WhatsApp"}})),
+                )
+            }),
+        )
+        .route(
+            wasp_common::control::MESSAGES_PATH,
+            axum::routing::get(
+                move |h: HeaderMap,
+                      axum::extract::Path(chat): axum::extract::Path<String>,
+                      axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    if !authorized(&h) {
+                        return unauthorized();
+                    }
+                    (
+                        axum::http::StatusCode::OK,
+                        axum::Json(json!([{"chatId": chat, "limit": q.get("limit")}])),
+                    )
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr.to_string(), seen))
+}
+
+async fn control_secret(api: &TestApi, user: &str, token: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let session = session_name(user);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("{session}-control"),
+            "labels": {
+                "wasp.dev/session": session,
+                "wasp.dev/user-hash": wasp_common::user_hash(user),
+            },
+        },
+        "stringData": {"token": token},
+    }))?;
+    Api::<Secret>::namespaced(api.client.clone(), &api.ns)
+        .create(&Default::default(), &secret)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_routes_reach_the_pod_with_its_control_token() -> Result<()> {
+    let api = TestApi::start_with(&[], true).await?;
+    let (endpoint, seen) = fake_pod("tok-grace").await?;
+    let grace = "grace@clinic.com";
+    api.connect(grace).await?;
+    control_secret(&api, grace, "tok-grace").await?;
+    api.set_status(grace, json!({"phase": "Connected", "endpoint": endpoint}))
+        .await?;
+
+    // The token arrives through the Secret watch: retry until the send goes through.
+    let body = eventually(WAIT, || async {
+        let (code, body) = api
+            .post(
+                "/send",
+                grace,
+                Some(json!({"chatId": "41791234567@c.us", "message": "hello"})),
+            )
+            .await
+            .ok()?;
+        (code == StatusCode::OK).then_some(body)
+    })
+    .await?;
+    assert_eq!(body["to"], "41791234567@s.whatsapp.net");
+    assert_eq!(
+        seen.lock().unwrap().last().cloned(),
+        Some(json!({"to": "41791234567@s.whatsapp.net", "text": "hello"}))
+    );
+    let (code, body) = api.get("/messages/41791234567@c.us?limit=7", grace).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!([{"chatId": "41791234567@s.whatsapp.net", "limit": "7"}])
+    );
+    // The pod's refusal passes through as the API's JSON, naming the phase.
+    let (code, body) = api.get("/chats", grace).await?;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "session_not_connected");
+    assert_eq!(body["phase"], "Connected");
+
+    // A session whose Secret holds a token the pod refuses: 502, no detail.
+    let henry = "henry";
+    api.connect(henry).await?;
+    control_secret(&api, henry, "tok-wrong").await?;
+    api.set_status(henry, json!({"phase": "Connected", "endpoint": endpoint}))
+        .await?;
+    let body = eventually(WAIT, || async {
+        let (code, body) = api.get("/messages/41791234567@c.us", henry).await.ok()?;
+        (code == StatusCode::BAD_GATEWAY).then_some(body)
+    })
+    .await?;
+    assert_eq!(body["error"], "session_error");
+    assert!(!body.to_string().contains("tok-"), "{body}");
+
+    // No Secret yet, or nobody listening: 503 session_not_ready.
+    let ivy = "ivy";
+    api.connect(ivy).await?;
+    api.set_status(ivy, json!({"phase": "Connected", "endpoint": endpoint}))
+        .await?;
+    let (code, body) = api.get("/chats", ivy).await?;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("session_not_ready"))
+    );
+    control_secret(&api, ivy, "tok-ivy").await?;
+    api.set_status(
+        ivy,
+        json!({"phase": "Connected", "endpoint": "127.0.0.1:9"}),
+    )
+    .await?;
+    let body = eventually(WAIT, || async {
+        let (code, body) = api.get("/chats", ivy).await.ok()?;
+        (code == StatusCode::SERVICE_UNAVAILABLE).then_some(body)
+    })
+    .await?;
+    assert_eq!(body["error"], "session_not_ready");
     Ok(())
 }

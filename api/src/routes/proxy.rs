@@ -4,12 +4,13 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde_json::Value;
 
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use crate::pods::PodCall;
+use crate::pods::{PodCall, PodError};
 use crate::routing::{self, Need, Route};
 use crate::validate;
 use crate::view::{ContactAddRequest, LimitQuery, PhoneQuery, SendRequest};
@@ -21,9 +22,67 @@ async fn forward(
     call: PodCall,
 ) -> Result<Json<Value>, ApiError> {
     let session = state.sessions.get(user_id).await?;
+    let phase = session
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.phase)
+        .map_or("Pending", |p| p.as_str());
     match routing::decide(session.as_deref(), need) {
-        Route::Forward { endpoint } => Ok(Json(state.pods.call(user_id, &endpoint, call).await?)),
+        Route::Forward { endpoint } => state
+            .pods
+            .call(user_id, &endpoint, call)
+            .await
+            .map(Json)
+            .map_err(|e| pod_error(e, phase)),
         Route::Refuse(r) => Err(r.into()),
+    }
+}
+
+/// A pod's refusal or failure as the API's error: the pod's 4xx pass through with its safe
+/// message; failures are 502/503 naming the phase, details logged only.
+pub fn pod_error(e: PodError, phase: &str) -> ApiError {
+    let session = |status: StatusCode, code: &'static str, message: &str| ApiError::Session {
+        status,
+        code,
+        phase: phase.to_owned(),
+        message: message.to_owned(),
+    };
+    match e {
+        PodError::Refused {
+            status,
+            code,
+            message,
+        } => match (status, code.as_str()) {
+            (409, _) => session(StatusCode::CONFLICT, "session_not_connected", &message),
+            (404, _) => ApiError::NotFound(message),
+            (413, _) => ApiError::Rejected {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "payload_too_large",
+                message,
+            },
+            _ => ApiError::bad_request("invalid_request", message),
+        },
+        PodError::Failed { status, detail } => {
+            tracing::warn!(status, detail = %detail, "session pod failed");
+            session(
+                StatusCode::BAD_GATEWAY,
+                "session_error",
+                "the WhatsApp session failed to handle the request",
+            )
+        }
+        PodError::Unreachable(detail) => {
+            tracing::warn!(detail = %detail, "session pod unreachable");
+            session(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_not_ready",
+                "the WhatsApp session is not reachable yet, retry shortly",
+            )
+        }
+        PodError::NoToken | PodError::NotWired => session(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "session_not_ready",
+            "the WhatsApp session is not reachable yet, retry shortly",
+        ),
     }
 }
 
@@ -33,6 +92,7 @@ async fn forward(
         (status = 200, description = "Chats, from the session pod", body = Value),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 502, description = "The session pod failed", body = ErrorBody),
         (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
 pub async fn chats(
     State(state): State<AppState>,
@@ -49,6 +109,7 @@ pub async fn chats(
         (status = 400, description = "Bad chat id or limit", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 502, description = "The session pod failed", body = ErrorBody),
         (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
 pub async fn messages(
     State(state): State<AppState>,
@@ -76,6 +137,7 @@ pub async fn messages(
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_FILE_SIZE", body = ErrorBody),
+        (status = 502, description = "The session pod failed", body = ErrorBody),
         (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
@@ -99,16 +161,15 @@ pub async fn send(
         (status = 400, description = "Bad phone number", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 502, description = "The session pod failed", body = ErrorBody),
         (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
 pub async fn chat_by_phone(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiQuery(q): ApiQuery<PhoneQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let digits = validate::phone(&q.phone)?;
-    let call = PodCall::ChatByPhone {
-        jid: format!("{digits}@s.whatsapp.net"),
-    };
+    let phone = validate::phone(&q.phone)?;
+    let call = PodCall::ChatByPhone { phone };
     forward(&state, &me.user_id, Need::Connected, call).await
 }
 
@@ -120,6 +181,7 @@ pub async fn chat_by_phone(
         (status = 400, description = "Bad limit", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 502, description = "The session pod failed", body = ErrorBody),
         (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
@@ -138,6 +200,7 @@ pub async fn logs(
         (status = 400, description = "Bad phone number or name", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
+        (status = 502, description = "The session pod failed", body = ErrorBody),
         (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
 pub async fn contact_add(
     State(state): State<AppState>,
