@@ -18,6 +18,8 @@ use wasp_crds::{labels, names};
 /// One call to a session pod, with inputs already validated and normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodCall {
+    /// (Re)start connecting: a new QR after a logout, a failure or a disconnect.
+    Connect,
     Chats,
     Messages {
         jid: String,
@@ -137,6 +139,7 @@ pub fn request(call: &PodCall) -> PodRequest {
             get(control::CHAT_BY_PHONE_PATH, vec![("phone", phone.clone())])
         }
         PodCall::Logs { limit } => get(control::LOGS_PATH, vec![("limit", limit.to_string())]),
+        PodCall::Connect => post(control::CONNECT_PATH, json!({})),
         PodCall::AddContact { phone, name } => post(
             control::CONTACTS_PATH,
             json!({"phone": phone, "name": name.clone().unwrap_or_default()}),
@@ -327,6 +330,7 @@ mod tests {
             vec![("phone", "41791234567".to_owned())]
         );
         assert_eq!(request(&PodCall::Chats).path, "/v1/chats");
+        assert_eq!(request(&PodCall::Connect).path, "/v1/connect");
         assert_eq!(request(&PodCall::Logs { limit: 5 }).path, "/v1/logs");
         assert_eq!(segment("a/b?c#d e"), "a%2Fb%3Fc%23d%20e");
     }

@@ -991,6 +991,19 @@ async fn fake_pod(token: &'static str) -> Result<(String, Arc<Mutex<Vec<Value>>>
     };
     let app = axum::Router::new()
         .route(
+            wasp_common::control::CONNECT_PATH,
+            axum::routing::post({
+                let seen = seen.clone();
+                move |h: HeaderMap| async move {
+                    if !authorized(&h) {
+                        return unauthorized();
+                    }
+                    seen.lock().unwrap().push(json!({"connect": true}));
+                    (axum::http::StatusCode::ACCEPTED, axum::Json(json!({"phase": "Starting"})))
+                }
+            }),
+        )
+        .route(
             wasp_common::control::SEND_PATH,
             axum::routing::post({
                 let seen = seen.clone();
@@ -1098,6 +1111,16 @@ async fn pod_routes_reach_the_pod_with_its_control_token() -> Result<()> {
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "session_not_connected");
     assert_eq!(body["phase"], "Connected");
+
+    // Connect on a logged-out session with a running pod asks the pod to start again (new QR).
+    api.set_status(grace, json!({"phase": "LoggedOut", "endpoint": endpoint}))
+        .await?;
+    let (code, body) = api.post("/connect", grace, None).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        seen.lock().unwrap().last().cloned(),
+        Some(json!({"connect": true}))
+    );
 
     // A session whose Secret holds a token the pod refuses: 502, no detail.
     let henry = "henry";

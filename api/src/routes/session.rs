@@ -2,7 +2,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use wasp_crds::DesiredState;
+use wasp_crds::{DesiredState, Phase, WhatsAppSession};
+
+use crate::pods::PodCall;
 
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
@@ -71,13 +73,38 @@ pub async fn connect(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> Result<Json<ConnectResponse>, ApiError> {
+    let before = state.sessions.get(&me.user_id).await?;
     let session = set_desired(&state, &me.user_id, DesiredState::Connected).await?;
     tracing::info!(session = %session.session_name, "connect requested");
+    // A running pod whose client stopped (logged out, failed, disconnected) starts again, so a
+    // new QR code comes; best effort, the desired state is already recorded.
+    if let Some(endpoint) = restart_endpoint(before.as_deref())
+        && let Err(e) = state
+            .pods
+            .call(&me.user_id, &endpoint, PodCall::Connect)
+            .await
+    {
+        tracing::warn!(error = %e, "asking the session pod to reconnect failed");
+    }
     Ok(Json(ConnectResponse {
         success: true,
         message: "connecting: scan the QR code when it arrives".into(),
         session,
     }))
+}
+
+/// The pod endpoint to ask for a fresh connect: a session wanted connected whose running pod
+/// reports LoggedOut, Failed or Disconnected.
+pub fn restart_endpoint(session: Option<&WhatsAppSession>) -> Option<String> {
+    let session = session?;
+    let status = session.status.as_ref()?;
+    let stopped = matches!(
+        status.phase,
+        Some(Phase::LoggedOut | Phase::Failed | Phase::Disconnected)
+    );
+    (session.spec.desired_state == DesiredState::Connected && stopped)
+        .then(|| status.endpoint.clone())
+        .flatten()
 }
 
 /// Seed 000 alias of `POST /connect`.
@@ -152,4 +179,38 @@ pub async fn diagnostics(
         pod_reachable,
         sessions_by_phase,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasp_crds::WhatsAppSessionStatus;
+
+    #[test]
+    fn only_stopped_running_pods_are_asked_to_connect_again() {
+        let with = |desired, phase, endpoint: Option<&str>| {
+            let mut s = WhatsAppSession::for_user("u");
+            s.spec.desired_state = desired;
+            s.status = Some(WhatsAppSessionStatus {
+                phase,
+                endpoint: endpoint.map(str::to_owned),
+                ..Default::default()
+            });
+            s
+        };
+        let ep = Some("127.0.0.5:8080");
+        for phase in [Phase::LoggedOut, Phase::Failed, Phase::Disconnected] {
+            let s = with(DesiredState::Connected, Some(phase), ep);
+            assert_eq!(restart_endpoint(Some(&s)).as_deref(), ep, "{phase:?}");
+        }
+        for phase in [Phase::Connected, Phase::AwaitingScan, Phase::Starting] {
+            let s = with(DesiredState::Connected, Some(phase), ep);
+            assert_eq!(restart_endpoint(Some(&s)), None, "{phase:?}");
+        }
+        let s = with(DesiredState::Disconnected, Some(Phase::LoggedOut), ep);
+        assert_eq!(restart_endpoint(Some(&s)), None);
+        let s = with(DesiredState::Connected, Some(Phase::LoggedOut), None);
+        assert_eq!(restart_endpoint(Some(&s)), None);
+        assert_eq!(restart_endpoint(None), None);
+    }
 }
