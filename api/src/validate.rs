@@ -9,8 +9,8 @@ use crate::error::ApiError;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
-/// WhatsApp's own limit on a text message.
-pub const MAX_MESSAGE_CHARS: usize = 65_536;
+/// Longest text message, in UTF-8 bytes (the session pod's limit).
+pub const MAX_MESSAGE_BYTES: usize = 65_536;
 pub const MAX_NAME_CHARS: usize = 256;
 const MAX_CHAT_ID_LEN: usize = 128;
 
@@ -87,10 +87,10 @@ pub fn message(text: &str) -> Result<(), ApiError> {
             "message must not be empty",
         ));
     }
-    if text.chars().count() > MAX_MESSAGE_CHARS {
+    if text.len() > MAX_MESSAGE_BYTES {
         return Err(ApiError::bad_request(
             "invalid_message",
-            format!("message must be at most {MAX_MESSAGE_CHARS} characters"),
+            format!("message must be at most {MAX_MESSAGE_BYTES} bytes of UTF-8"),
         ));
     }
     Ok(())
@@ -177,7 +177,9 @@ mod tests {
         );
         assert!(message("hi").is_ok());
         assert!(message("  ").is_err());
-        assert!(message(&"x".repeat(MAX_MESSAGE_CHARS + 1)).is_err());
+        assert!(message(&"x".repeat(MAX_MESSAGE_BYTES)).is_ok());
+        assert!(message(&"x".repeat(MAX_MESSAGE_BYTES + 1)).is_err());
+        assert!(message(&"é".repeat(MAX_MESSAGE_BYTES / 2 + 1)).is_err());
         assert_eq!(contact_name(Some("  Ann ")).unwrap(), Some("Ann".into()));
         assert_eq!(contact_name(Some("")).unwrap(), None);
         assert_eq!(contact_name(None).unwrap(), None);
