@@ -105,12 +105,17 @@ impl JwksCache {
         if !found.is_empty() && !stale {
             return found;
         }
-        // Unknown kid or an old set: refresh (rate-limited), then look again.
-        if let Err(e) = self.refresh(!found.is_empty()).await {
-            tracing::warn!(error = %e, "JWKS refresh failed");
-        }
+        // Unknown kid or an old set: refresh (rate-limited), then look again. Only when the
+        // provider cannot be reached do old keys stay usable; a key the provider dropped is gone.
+        let refreshed = self.refresh(!found.is_empty()).await;
         let (again, _) = self.lookup(kid, alg).await;
-        if again.is_empty() { found } else { again }
+        match refreshed {
+            Ok(()) => again,
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS refresh failed");
+                if again.is_empty() { found } else { again }
+            }
+        }
     }
 
     async fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> (Vec<JwksKey>, bool) {

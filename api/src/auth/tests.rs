@@ -514,3 +514,48 @@ async fn an_unreachable_jwks_refuses_tokens_without_panicking() {
         Err(AuthError::UnknownKey)
     );
 }
+
+#[tokio::test]
+async fn a_key_dropped_by_the_provider_stops_working_when_the_set_is_refreshed() {
+    let (ec, jwk) = ec_pair("e1");
+    let server = jwks_server(json!([jwk])).await;
+    let auth = jwks_auth(
+        &server.url,
+        &[
+            "--jwks-max-age-seconds",
+            "1",
+            "--jwks-min-refresh-seconds",
+            "0",
+        ],
+    );
+    let t = signed(Algorithm::ES256, Some("e1"), &valid_claims("u"), &ec);
+    assert!(auth.authenticate_token(&t).await.is_ok());
+    *server.keys.lock().await = json!({"keys": []});
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        auth.authenticate_token(&t).await,
+        Err(AuthError::UnknownKey)
+    );
+}
+
+#[tokio::test]
+async fn cached_keys_survive_an_unreachable_provider() {
+    let (ec, jwk) = ec_pair("e1");
+    let server = jwks_server(json!([jwk])).await;
+    let auth = jwks_auth(
+        &server.url,
+        &[
+            "--jwks-max-age-seconds",
+            "1",
+            "--jwks-min-refresh-seconds",
+            "0",
+        ],
+    );
+    let t = signed(Algorithm::ES256, Some("e1"), &valid_claims("u"), &ec);
+    assert!(auth.authenticate_token(&t).await.is_ok());
+    // The provider answers garbage now; the cached key keeps working.
+    *server.keys.lock().await = json!("not a jwks");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(auth.authenticate_token(&t).await.is_ok());
+    assert!(server.hits.load(Ordering::SeqCst) >= 2);
+}
