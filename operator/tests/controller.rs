@@ -203,15 +203,15 @@ async fn creates_owned_pod_and_secret_and_serves_metrics() -> Result<()> {
     assert_eq!(st.observed_generation, s.metadata.generation);
     assert!(!is_true(&st.conditions, conditions::READY));
 
-    let body = reqwest::get(format!("http://{}/metrics", op.admin))
-        .await?
-        .text()
-        .await?;
+    // Metrics are updated as the reconcile that wrote this status returns: wait for them.
+    let metrics_url = format!("http://{}/metrics", op.admin);
+    let body = eventually(WAIT, || async {
+        let body = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        body.contains("wasp_operator_sessions{phase=\"Starting\"} 1")
+            .then_some(body)
+    })
+    .await?;
     assert!(body.contains("wasp_operator_reconciles_total"), "{body}");
-    assert!(
-        body.contains("wasp_operator_sessions{phase=\"Starting\"} 1"),
-        "{body}"
-    );
     assert!(!body.contains(&user), "no per-user labels");
     assert_eq!(
         reqwest::get(format!("http://{}/readyz", op.admin))
