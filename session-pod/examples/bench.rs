@@ -1,8 +1,9 @@
 //! Session-pod benchmarks against the simulator and a local Redis (numbers for
-//! docs/benchmarks.md). Run:
-//!   cargo build --release -p wasp-session-pod --features insecure-sim --bins --examples
-//!   target/release/examples/bench
-//! It runs the release binary next to it (`../wasp-session-pod`).
+//! docs/benchmarks.md). The pod under test is a release binary; the harness (simulator,
+//! HTTP client) may be a dev build:
+//!   cargo build --release -p wasp-session-pod --features insecure-sim --bins
+//!   WASP_POD_BIN=$CARGO_TARGET_DIR/release/wasp-session-pod \
+//!     cargo run -p wasp-session-pod --example bench
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]

@@ -89,8 +89,12 @@ fn free_port() -> u16 {
     wasp_e2e::redis_server::free_port().unwrap()
 }
 
-/// The binary under test: cargo's for tests; next to the running executable for examples.
+/// The binary under test: `WASP_POD_BIN` if set, else cargo's for tests, else the one next to
+/// the running executable (examples).
 fn pod_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("WASP_POD_BIN") {
+        return PathBuf::from(p);
+    }
     if let Some(p) = option_env!("CARGO_BIN_EXE_wasp-session-pod") {
         return PathBuf::from(p);
     }
