@@ -15,6 +15,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wasp_common::crypto::AuthCipher;
@@ -97,7 +98,11 @@ pub async fn run(
     let control_task = tokio::spawn({
         let stop = servers_stop.clone();
         async move {
-            axum::serve(listeners.control, control)
+            // Small JSON answers: no Nagle delay on the control API.
+            let listener = listeners.control.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, control)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         }
