@@ -358,6 +358,7 @@ impl whatsapp_rust::InboundDurabilityHook for Hook {
 /// Handles one client event (runs on the client's event tasks).
 async fn on_event(
     session: Arc<Session>,
+    client: Arc<Client>,
     event: Arc<Event>,
     signals: mpsc::UnboundedSender<Signal>,
 ) {
@@ -395,10 +396,14 @@ async fn on_event(
                 .await;
         }
         Event::PairSuccess(_) => {
+            // Let this client follow the 515 that comes next itself: the same client then runs
+            // the first login's initial app-state sync. Off again once connected.
+            client.enable_auto_reconnect.store(true, Ordering::Relaxed);
             let _ = signals.send(Signal::PairSuccess);
             session.log("info", "paired").await;
         }
         Event::Connected(_) => {
+            client.enable_auto_reconnect.store(false, Ordering::Relaxed);
             let client = session.client();
             let phone = client
                 .as_ref()
@@ -587,10 +592,10 @@ async fn build_bot(
         .with_runtime(TokioRuntime)
         .skip_history_sync()
         .with_inbound_durability_hook(Hook(session.clone()))
-        .on_event(move |event, _client: Arc<Client>| {
+        .on_event(move |event, client: Arc<Client>| {
             let session = handler_session.clone();
             let signals = signals.clone();
-            async move { on_event(session, event, signals).await }
+            async move { on_event(session, client, event, signals).await }
         });
     if session.settings.whatsapp_url != crate::config::DEFAULT_WHATSAPP_URL {
         builder = builder.with_version(FIXED_CLIENT_VERSION);

@@ -349,7 +349,7 @@ impl Live {
 }
 
 /// Starts a pod for a new user and pairs it by QR with a new phone.
-pub async fn paired_pod(_running: &Running, sim: &SimClient, opts: PodOpts) -> (Pod, String, u16) {
+pub async fn paired_pod(running: &Running, sim: &SimClient, opts: PodOpts) -> (Pod, String, u16) {
     let phone = sim.create_phone(None, Some("Dr Wasp")).await.unwrap();
     let mut events = Events::new(&opts.user).await;
     let mut live = Live::subscribe(&opts.user).await;
@@ -357,5 +357,16 @@ pub async fn paired_pod(_running: &Running, sim: &SimClient, opts: PodOpts) -> (
     let qr = live.next_qr().await;
     let addr = sim.scan_qr(&phone.phone, &qr).await.unwrap();
     events.ready().await;
+    // The same client follows the post-pairing 515 and runs the initial app-state sync.
+    running
+        .sim
+        .wait_for(WAIT, |w| {
+            w.accounts[&phone.phone].devices[&addr.device]
+                .synced_collections
+                .contains("regular")
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("app-state sync; pod log:\n{}", pod.proc.log_tail(60)));
     (pod, phone.phone, addr.device)
 }
