@@ -1,8 +1,6 @@
 //! wasp-api: the authenticated gateway between CRM/ERP clients and their users' WhatsApp session
 //! pods. See `docs/api.md`.
 #![forbid(unsafe_code)]
-
-pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -101,10 +99,9 @@ pub async fn run_with_pods(
         max_body: config.max_file_size,
     };
     let router = app::router(state, &settings);
-    let admin_router = admin::router(admin::AdminState {
-        metrics,
-        ready: sessions.ready_flag(),
-    });
+    let admin_router =
+        wasp_common::admin::AdminPort::new(move || metrics.encode(), sessions.ready_flag())
+            .router();
     tracing::info!(
         addr = ?listener.local_addr().ok(),
         admin = ?admin.local_addr().ok(),

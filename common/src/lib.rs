@@ -1,8 +1,9 @@
 //! Code shared by wasp's parts that must not depend on Kubernetes: how a user id becomes a stable
 //! hash, where a user's data lives in Redis, the session-state record the session pod publishes
-//! for the operator, and the one telemetry init every binary uses.
+//! for the operator, and what every binary shares: telemetry init, the admin port, shutdown.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod control;
 pub mod crypto;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod keys;
 pub mod phone;
 pub mod purge;
 pub mod session_state;
+pub mod shutdown;
 pub mod telemetry;
 
 pub use ids::user_hash;

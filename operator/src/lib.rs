@@ -5,7 +5,6 @@
 //! Lease — the controller (`controller`) and the stale-session sweeper (`sweeper`).
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod backoff;
 pub mod cleanup;
 pub mod config;
@@ -30,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use wasp_common::admin::AdminPort;
 use wasp_common::keys::STATE_CHANGED_CHANNEL;
 use wasp_common::session_state::SessionRef;
 use wasp_crds::WhatsAppSession;
@@ -88,11 +88,9 @@ pub async fn run(
     let redis_client = redis::Client::open(config.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis_client.clone()).await?;
 
-    let admin_state = admin::AdminState {
-        metrics: handle.metrics.clone(),
-        ready: handle.ready.clone(),
-    };
-    let admin_task = tokio::spawn(admin::serve(admin, admin_state, shutdown.clone()));
+    let metrics = handle.metrics.clone();
+    let admin_port = AdminPort::new(move || metrics.encode(), handle.ready.clone());
+    let admin_task = tokio::spawn(admin_port.serve(admin, shutdown.clone()));
 
     let (triggers, _) = broadcast::channel(4096);
     tokio::spawn(forward_state_changes(
