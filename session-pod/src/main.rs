@@ -3,8 +3,7 @@ use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use wasp_session_pod::{Config, Listeners};
 
-// One thread: a pod serves one user; a single malloc arena keeps RSS down.
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let _filter = wasp_common::telemetry::init(wasp_common::telemetry::LogFormat::Json);
