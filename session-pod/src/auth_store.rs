@@ -112,6 +112,11 @@ struct Inner {
     cipher: AuthCipher,
     prefix: String,
     rmw: Mutex<()>,
+    /// `true` while writes are accepted. Writes hold the read side; `close` takes the write
+    /// side, so once it returns no write is in flight and none will start: a purge after it
+    /// cannot be undone by a task the client library left running (seen: its device-list
+    /// record written after a logout purge).
+    open: tokio::sync::RwLock<bool>,
 }
 
 impl RedisAuthStore {
@@ -122,8 +127,19 @@ impl RedisAuthStore {
                 cipher,
                 prefix: UserKeys::for_user(user_id).auth_prefix(),
                 rmw: Mutex::new(()),
+                open: tokio::sync::RwLock::new(true),
             }),
         }
+    }
+
+    /// Stops accepting writes, waiting for those in flight (before purging on logout).
+    pub async fn close(&self) {
+        *self.inner.open.write().await = false;
+    }
+
+    /// Accepts writes again (a new client run, e.g. pairing after a logout).
+    pub async fn reopen(&self) {
+        *self.inner.open.write().await = true;
     }
 
     fn key(&self, table: &str) -> String {
@@ -218,6 +234,10 @@ impl RedisAuthStore {
         table: &str,
         rows: impl IntoIterator<Item = (String, Vec<u8>)>,
     ) -> Result<()> {
+        let open = self.inner.open.read().await;
+        if !*open {
+            return Ok(());
+        }
         let key = self.key(table);
         let mut cmd = redis::cmd("HSET");
         cmd.arg(&key);

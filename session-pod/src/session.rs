@@ -581,6 +581,7 @@ async fn build_bot(
     session: &Arc<Session>,
     signals: mpsc::UnboundedSender<Signal>,
 ) -> Result<Bot, SessionError> {
+    session.auth.reopen().await;
     let backend: Arc<dyn Backend> = Arc::new(session.auth.clone());
     let handler_session = session.clone();
     let mut builder = Bot::builder()
@@ -677,6 +678,7 @@ async fn run_attempt(
 }
 
 async fn on_logged_out(session: &Arc<Session>, reason: &str) {
+    session.auth.close().await;
     let mut conn = session.conn.clone();
     match wasp_common::purge::purge_auth(&mut conn, &session.settings.user_id).await {
         Ok(n) => tracing::info!(keys = n, "logged out: auth state purged"),
