@@ -445,48 +445,6 @@ async fn logs(
     Ok(Json(s.session.store.logs(limit).await?))
 }
 
-// ---- admin port ----------------------------------------------------------------------------
-
-#[derive(Clone)]
-pub struct AdminState {
-    pub session: Arc<Session>,
-    pub registry: Arc<prometheus_client::registry::Registry>,
-}
-
-pub fn admin_router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
-    if s.session
-        .redis_ok
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "redis not reachable")
-    }
-}
-
-async fn metrics(State(s): State<AdminState>) -> Response {
-    let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            out,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

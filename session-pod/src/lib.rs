@@ -91,10 +91,16 @@ pub async fn run(
         session: session.clone(),
         token: api::ControlToken(Arc::from(config.control_token.as_str())),
     });
-    let admin = api::admin_router(api::AdminState {
-        session: session.clone(),
-        registry,
-    });
+    let admin = wasp_common::admin::AdminPort::new(
+        move || {
+            let mut out = String::new();
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+            out
+        },
+        session.redis_ok.clone(),
+    )
+    .router();
     let control_task = tokio::spawn({
         let stop = servers_stop.clone();
         async move {

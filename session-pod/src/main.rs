@@ -1,6 +1,5 @@
 use anyhow::Context as _;
 use clap::Parser as _;
-use tokio_util::sync::CancellationToken;
 use wasp_session_pod::{Config, Listeners};
 
 #[tokio::main]
@@ -20,26 +19,7 @@ async fn main() -> anyhow::Result<()> {
         admin = %listeners.admin.local_addr()?,
         "wasp-session-pod listening"
     );
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "installing the SIGTERM handler");
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            tracing::info!("shutting down");
-            shutdown.cancel();
-        }
-    });
+    let shutdown = wasp_common::shutdown::on_signal();
     wasp_session_pod::run(config, listeners, shutdown)
         .await
         .context("session pod")?;

@@ -66,7 +66,7 @@ pub struct Session {
     /// Only the lease holder writes the state record and status events: a process waiting
     /// for the lease must not overwrite the holder's record.
     holds_lease: AtomicBool,
-    pub redis_ok: AtomicBool,
+    pub redis_ok: Arc<AtomicBool>,
 }
 
 /// Signals from the client's callbacks to the supervisor of the current attempt.
@@ -129,7 +129,7 @@ impl Session {
             desired: watch::Sender::new(Desired::Run),
             lease_token: Mutex::new(None),
             holds_lease: AtomicBool::new(false),
-            redis_ok: AtomicBool::new(false),
+            redis_ok: Arc::new(AtomicBool::new(false)),
         })
     }
 
