@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -171,27 +170,10 @@ pub struct Tokens {
 impl Tokens {
     pub fn start(client: Client, namespace: &str, stop: CancellationToken) -> Self {
         let api: Api<Secret> = Api::namespaced(client, namespace);
-        let (store, writer) = reflector::store();
         let config = watcher::Config::default()
             .labels(labels::SESSION)
             .any_semantic();
-        let stream = watcher(api, config)
-            .default_backoff()
-            .reflect(writer)
-            .applied_objects();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    item = stream.next() => match item {
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => tracing::warn!(error = %e, "control Secret watch error"),
-                        None => break,
-                    },
-                }
-            }
-        });
+        let store = crate::cache::spawn(api, config, stop, "control Secret");
         Self {
             store,
             namespace: namespace.to_owned(),

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -43,25 +42,13 @@ impl Sessions {
         stop: CancellationToken,
     ) -> Self {
         let api: Api<WhatsAppSession> = Api::namespaced(client, namespace);
-        let (store, writer) = reflector::store();
         let ready = Arc::new(AtomicBool::new(false));
-        let stream = watcher(api.clone(), watcher::Config::default().any_semantic())
-            .default_backoff()
-            .reflect(writer)
-            .applied_objects();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    item = stream.next() => match item {
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => tracing::warn!(error = %e, "WhatsAppSession watch error"),
-                        None => break,
-                    },
-                }
-            }
-        });
+        let store = crate::cache::spawn(
+            api.clone(),
+            watcher::Config::default().any_semantic(),
+            stop,
+            "WhatsAppSession",
+        );
         let (ready_tx, ready_rx) = watch::channel(false);
         tokio::spawn({
             let (store, ready) = (store.clone(), ready.clone());
