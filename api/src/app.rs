@@ -10,6 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -21,9 +22,11 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
 use crate::pods::PodApi;
+use crate::redis_conn::Redis;
 use crate::routes::{admin, proxy, session};
 use crate::sessions::Sessions;
-use crate::stats::Redis;
+use crate::stream::hub::Hub;
+use crate::stream::{sse, ws};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -33,7 +36,10 @@ pub struct AppState {
     pub sessions: Sessions,
     pub redis: Arc<Redis>,
     pub pods: Arc<dyn PodApi>,
+    pub hub: Hub,
     pub started: Instant,
+    /// Ends long-lived streams (WebSocket, SSE) when the API stops.
+    pub shutdown: CancellationToken,
 }
 
 impl FromRef<AppState> for AuthContext {
@@ -55,6 +61,9 @@ pub struct HttpSettings {
 
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let api = Router::new()
+        .route("/", get(ws::websocket))
+        .route("/events", get(sse::qr_events))
+        .route("/api/whatsapp/qr", get(sse::qr_events))
         .route("/health", get(session::health))
         .route("/status", get(session::status))
         .route("/connect", post(session::connect))
@@ -72,6 +81,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/api/whatsapp/sessions/active", get(admin::sessions_alias))
         .route("/api/admin/cleanup-stats", get(admin::cleanup_stats))
         .route("/openapi.json", get(openapi_json))
+        .route("/console", get(crate::console::page))
         .route_layer(middleware::from_fn_with_state(
             state.auth.metrics.clone(),
             track,

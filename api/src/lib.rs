@@ -5,15 +5,18 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod pods;
 pub mod ratelimit;
+pub mod redis_conn;
 pub mod routes;
 pub mod routing;
 pub mod sessions;
 pub mod stats;
+pub mod stream;
 pub mod validate;
 pub mod view;
 
@@ -31,8 +34,9 @@ use auth::extract::AuthContext;
 use metrics::Metrics;
 use pods::{HttpPods, PodApi};
 use ratelimit::UserRateLimiter;
+use redis_conn::Redis;
 use sessions::Sessions;
-use stats::Redis;
+use stream::hub::Hub;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -72,6 +76,7 @@ pub async fn run_with_pods(
         config.rate_limit_burst,
     ));
     let sessions = Sessions::start(client, &config.namespace, timeout, shutdown.clone());
+    let redis = Arc::new(Redis::new(&config.redis_url, timeout)?);
     let state = AppState {
         auth: AuthContext {
             authenticator: Authenticator::from_config(&config),
@@ -79,9 +84,11 @@ pub async fn run_with_pods(
             metrics: metrics.clone(),
         },
         sessions: sessions.clone(),
-        redis: Arc::new(Redis::new(&config.redis_url, timeout)?),
+        redis: redis.clone(),
         pods,
+        hub: Hub::start(redis, metrics.clone(), timeout, shutdown.clone()),
         started: Instant::now(),
+        shutdown: shutdown.clone(),
     };
     tokio::spawn({
         let shutdown = shutdown.clone();

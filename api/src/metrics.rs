@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -26,12 +27,28 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    /// `websocket` or `sse`.
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The event type (a fixed set: `message`, `qr`, `status`, ...).
+    pub r#type: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     auth_failures: Family<ReasonLabels, Counter>,
     rate_limited: Counter,
+    stream_clients: Family<TransportLabels, Gauge>,
+    stream_feeds: Gauge,
+    stream_events: Family<EventLabels, Counter>,
+    stream_lagged: Counter,
 }
 
 impl Default for Metrics {
@@ -49,6 +66,30 @@ impl Metrics {
         });
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let rate_limited = Counter::default();
+        let stream_clients = Family::<TransportLabels, Gauge>::default();
+        let stream_feeds = Gauge::default();
+        let stream_events = Family::<EventLabels, Counter>::default();
+        let stream_lagged = Counter::default();
+        registry.register(
+            "stream_clients",
+            "Connected event-stream clients, by transport",
+            stream_clients.clone(),
+        );
+        registry.register(
+            "stream_feeds",
+            "Users with at least one event-stream client on this replica",
+            stream_feeds.clone(),
+        );
+        registry.register(
+            "stream_events",
+            "Events read from Redis for this replica's clients, by type",
+            stream_events.clone(),
+        );
+        registry.register(
+            "stream_client_lagged",
+            "Times a client fell behind the live feed and caught up from the stream",
+            stream_lagged.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by method, route template and status",
@@ -75,7 +116,36 @@ impl Metrics {
             duration,
             auth_failures,
             rate_limited,
+            stream_clients,
+            stream_feeds,
+            stream_events,
+            stream_lagged,
         }
+    }
+
+    /// A streaming client connected (`+1`) or left (`-1`).
+    pub fn stream_client(&self, transport: &str, delta: i64) {
+        self.stream_clients
+            .get_or_create(&TransportLabels {
+                transport: transport.to_owned(),
+            })
+            .inc_by(delta);
+    }
+
+    pub fn stream_feeds(&self, delta: i64) {
+        self.stream_feeds.inc_by(delta);
+    }
+
+    pub fn stream_event(&self, kind: &str) {
+        self.stream_events
+            .get_or_create(&EventLabels {
+                r#type: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn stream_lagged(&self) {
+        self.stream_lagged.inc();
     }
 
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {

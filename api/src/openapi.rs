@@ -7,6 +7,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 use crate::routes::{admin, proxy, session};
+use crate::stream::event::ClientEvent;
+use crate::stream::{sse, ws};
 use crate::view;
 
 #[derive(OpenApi)]
@@ -15,8 +17,8 @@ use crate::view;
         title = "wasp-api",
         description = "Authenticated gateway to per-user WhatsApp Web sessions. Seed 003 routes \
                        as they are, seed 000 routes under /api as aliases. Every route but \
-                       /health needs `Authorization: Bearer <JWT>`; errors are JSON \
-                       `{error, message}`."
+                       /health needs `Authorization: Bearer <JWT>` (the event streams also \
+                       take `?token=`); errors are JSON `{error, message}`."
     ),
     paths(
         session::health,
@@ -35,6 +37,8 @@ use crate::view;
         admin::sessions,
         admin::sessions_alias,
         admin::cleanup_stats,
+        ws::websocket,
+        sse::qr_events,
     ),
     components(schemas(
         ErrorBody,
@@ -46,6 +50,7 @@ use crate::view;
         view::Diagnostics,
         view::SendRequest,
         view::ContactAddRequest,
+        ClientEvent,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -53,6 +58,7 @@ use crate::view;
         (name = "messaging", description = "Chats and messages, served by the caller's session pod"),
         (name = "monitoring", description = "Health, logs, diagnostics"),
         (name = "admin", description = "Admin role required"),
+        (name = "events", description = "Live events (WebSocket; Server-Sent Events under seed-000)"),
         (name = "seed-000", description = "Aliases for clients of seed 000"),
     )
 )]

@@ -17,6 +17,10 @@ use wasp_crds::{labels, names};
 /// One call to a session pod, with inputs already validated and normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodCall {
+    /// The pod's own view: phase, and the QR code it is showing (if any).
+    Status,
+    /// Log the linked device out of WhatsApp (the phone forgets it) and purge its auth state.
+    Logout,
     /// (Re)start connecting: a new QR after a logout, a failure or a disconnect.
     Connect,
     Chats,
@@ -138,7 +142,9 @@ pub fn request(call: &PodCall) -> PodRequest {
             get(control::CHAT_BY_PHONE_PATH, vec![("phone", phone.clone())])
         }
         PodCall::Logs { limit } => get(control::LOGS_PATH, vec![("limit", limit.to_string())]),
+        PodCall::Status => get(control::STATUS_PATH, Vec::new()),
         PodCall::Connect => post(control::CONNECT_PATH, json!({})),
+        PodCall::Logout => post(control::LOGOUT_PATH, json!({})),
         PodCall::AddContact { phone, name } => post(
             control::CONTACTS_PATH,
             json!({"phone": phone, "name": name.clone().unwrap_or_default()}),
@@ -313,6 +319,10 @@ mod tests {
         );
         assert_eq!(request(&PodCall::Chats).path, "/v1/chats");
         assert_eq!(request(&PodCall::Connect).path, "/v1/connect");
+        assert_eq!(request(&PodCall::Status).path, "/v1/status");
+        assert!(!request(&PodCall::Status).post);
+        assert!(request(&PodCall::Logout).post);
+        assert_eq!(request(&PodCall::Logout).path, "/v1/logout");
         assert_eq!(request(&PodCall::Logs { limit: 5 }).path, "/v1/logs");
         assert_eq!(segment("a/b?c#d e"), "a%2Fb%3Fc%23d%20e");
     }

@@ -2,50 +2,19 @@
 //! operator's stale-session sweeper writes (`totalStopped`, `lastStopped`, `lastRunAt`, `runs`).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
 use wasp_common::keys::CLEANUP_STATS;
 
 use crate::error::ApiError;
+use crate::redis_conn::Redis;
 use crate::view::CleanupStats;
 
-/// A Redis connection made on first use, so the API starts (and serves everything else) while
-/// Redis is away.
-pub struct Redis {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
-    timeout: Duration,
-}
-
 impl Redis {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
-        Ok(Self {
-            client: redis::Client::open(url)?,
-            conn: OnceCell::new(),
-            timeout,
-        })
-    }
-
-    async fn conn(&self) -> Result<ConnectionManager, ApiError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                tokio::time::timeout(self.timeout, ConnectionManager::new(self.client.clone()))
-                    .await
-                    .map_err(|_| ApiError::unavailable("redis", "connect timed out"))?
-                    .map_err(|e| ApiError::unavailable("redis", e))
-            })
-            .await?;
-        Ok(conn.clone())
-    }
-
     pub async fn cleanup_stats(&self) -> Result<CleanupStats, ApiError> {
         let mut conn = self.conn().await?;
         let fields: HashMap<String, String> =
-            tokio::time::timeout(self.timeout, conn.hgetall(CLEANUP_STATS))
+            tokio::time::timeout(self.timeout(), conn.hgetall(CLEANUP_STATS))
                 .await
                 .map_err(|_| ApiError::unavailable("redis", "HGETALL timed out"))?
                 .map_err(|e| ApiError::unavailable("redis", e))?;

@@ -46,6 +46,40 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// Authenticates an `Authorization` header value and applies the caller's rate limit.
+async fn admit(ctx: &AuthContext, header: Option<&str>) -> Result<Identity, ApiError> {
+    let identity = ctx
+        .authenticator
+        .authenticate_header(header)
+        .await
+        .inspect_err(|e| {
+            ctx.metrics.auth_failure(e.reason());
+            tracing::debug!(reason = e.reason(), "request not authenticated");
+        })?;
+    // The user's hash, not the id (often an email), goes on the request's log lines.
+    tracing::Span::current().record(
+        "user",
+        tracing::field::display(wasp_common::user_hash(&identity.user_id)),
+    );
+    if let Err(wait) = ctx.limiter.check(&identity.user_id) {
+        ctx.metrics.rate_limited();
+        return Err(ApiError::RateLimited {
+            retry_after_secs: wait.as_secs() + 1,
+        });
+    }
+    Ok(identity)
+}
+
+fn header_value<'a>(ctx: &AuthContext, parts: &'a Parts) -> Result<Option<&'a str>, ApiError> {
+    match parts.headers.get(AUTHORIZATION) {
+        Some(v) => Ok(Some(v.to_str().map_err(|_| {
+            ctx.metrics.auth_failure(AuthError::Malformed.reason());
+            ApiError::from(AuthError::Malformed)
+        })?)),
+        None => Ok(None),
+    }
+}
+
 impl<S> FromRequestParts<S> for AuthUser
 where
     S: Send + Sync,
@@ -55,33 +89,40 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let ctx = AuthContext::from_ref(state);
-        let header = match parts.headers.get(AUTHORIZATION) {
-            Some(v) => Some(v.to_str().map_err(|_| {
-                ctx.metrics.auth_failure(AuthError::Malformed.reason());
-                ApiError::from(AuthError::Malformed)
-            })?),
-            None => None,
-        };
-        let identity = ctx
-            .authenticator
-            .authenticate_header(header)
-            .await
-            .inspect_err(|e| {
-                ctx.metrics.auth_failure(e.reason());
-                tracing::debug!(reason = e.reason(), "request not authenticated");
-            })?;
-        // The user's hash, not the id (often an email), goes on the request's log lines.
-        tracing::Span::current().record(
-            "user",
-            tracing::field::display(wasp_common::user_hash(&identity.user_id)),
-        );
-        if let Err(wait) = ctx.limiter.check(&identity.user_id) {
-            ctx.metrics.rate_limited();
-            return Err(ApiError::RateLimited {
-                retry_after_secs: wait.as_secs() + 1,
-            });
+        let header = header_value(&ctx, parts)?;
+        Ok(AuthUser(admit(&ctx, header).await?))
+    }
+}
+
+/// The caller of a streaming route (WebSocket, SSE). Browsers cannot set headers on those, so
+/// the token may also come as `?token=` (seed 003's WebSocket URL); the header wins when both
+/// are there. The query string never reaches the logs (the trace span records the path only).
+#[derive(Debug, Clone)]
+pub struct StreamUser(pub Identity);
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+impl<S> FromRequestParts<S> for StreamUser
+where
+    S: Send + Sync,
+    AuthContext: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ctx = AuthContext::from_ref(state);
+        if let Some(header) = header_value(&ctx, parts)? {
+            return Ok(StreamUser(admit(&ctx, Some(header)).await?));
         }
-        Ok(AuthUser(identity))
+        let token = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .map_err(|_| ApiError::from(AuthError::Malformed))?
+            .0
+            .token;
+        let header = token.map(|t| format!("Bearer {t}"));
+        Ok(StreamUser(admit(&ctx, header.as_deref()).await?))
     }
 }
 

@@ -21,6 +21,9 @@ use jwks::JwksCache;
 pub struct Identity {
     pub user_id: String,
     pub admin: bool,
+    /// The token's `exp` (unix seconds): long-lived streams (WebSocket, SSE) end there. `None`
+    /// only for the development identities.
+    pub expires_at: Option<i64>,
 }
 
 /// Why a request was not authenticated. The message is safe to show; `reason` labels metrics.
@@ -191,6 +194,7 @@ impl Authenticator {
         let user_id = claims::user_id(&claims).map_err(|_| AuthError::NoUserId)?;
         Ok(Identity {
             admin: self.roles.is_admin(&claims),
+            expires_at: claims.get("exp").and_then(serde_json::Value::as_i64),
             user_id,
         })
     }
@@ -204,6 +208,7 @@ impl Authenticator {
         Ok(Identity {
             user_id: id.to_owned(),
             admin: false,
+            expires_at: None,
         })
     }
 

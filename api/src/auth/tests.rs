@@ -70,20 +70,24 @@ async fn hs256_tokens_give_the_user_and_role() {
         id,
         Identity {
             user_id: "u-1".into(),
-            admin: false
+            admin: false,
+            expires_at: id.expires_at,
         }
     );
 
-    let claims = json!({"userId": 7, "exp": now() + 60, "app_metadata": {"role": "admin"}});
+    let exp = now() + 60;
+    let claims = json!({"userId": 7, "exp": exp, "app_metadata": {"role": "admin"}});
     let id = auth
         .authenticate_token(&hs_token(&claims, SECRET))
         .await
         .unwrap();
+    assert_eq!(id.expires_at, Some(exp));
     assert_eq!(
         id,
         Identity {
             user_id: "7".into(),
-            admin: true
+            admin: true,
+            expires_at: id.expires_at,
         }
     );
 }
@@ -222,7 +226,8 @@ async fn insecure_seed_identities_only_with_the_dev_flag() {
         id,
         Identity {
             user_id: "alice".into(),
-            admin: false
+            admin: false,
+            expires_at: None,
         }
     );
     assert_eq!(
@@ -357,7 +362,8 @@ async fn rs256_and_es256_tokens_verify_against_the_jwks() {
         id,
         Identity {
             user_id: "u-rs".into(),
-            admin: true
+            admin: true,
+            expires_at: id.expires_at,
         }
     );
     let id = auth
