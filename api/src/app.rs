@@ -62,7 +62,6 @@ pub struct HttpSettings {
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let api = Router::new()
         .route("/", get(ws::websocket))
-        .route("/events", get(sse::qr_events))
         .route("/api/whatsapp/qr", get(sse::qr_events))
         .route("/health", get(session::health))
         .route("/status", get(session::status))

@@ -280,6 +280,8 @@ fn protected_routes() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::POST, "/api/whatsapp/contact/add", Some(contact)),
         (Method::GET, "/api/whatsapp/sessions/active", None),
         (Method::GET, "/api/admin/cleanup-stats", None),
+        (Method::GET, "/", None),
+        (Method::GET, "/api/whatsapp/qr", None),
     ]
 }
 
@@ -439,15 +441,64 @@ async fn connect_creates_the_session_and_status_follows_the_resource() -> Result
     assert_eq!(d["podReachable"], true);
     assert!(d.get("sessionsByPhase").is_none());
 
+    // Seed 003: disconnect logs the device out through its pod, then stops the pod.
     let (code, body) = api.post("/disconnect", user, None).await?;
     assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "logged out and disconnecting");
     let cr = api.sessions().get(&session_name(user)).await?;
     assert_eq!(cr.spec.desired_state, DesiredState::Disconnected);
+    let logouts = |api: &TestApi| {
+        api.pods
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(u, e, c)| u == user && e == "127.0.0.9:8080" && *c == PodCall::Logout)
+            .count()
+    };
+    assert_eq!(logouts(&api), 1);
     // The seed-000 alias connects again.
     let (code, _) = api.post("/api/whatsapp/connect", user, None).await?;
     assert_eq!(code, StatusCode::OK);
     let cr = api.sessions().get(&session_name(user)).await?;
     assert_eq!(cr.spec.desired_state, DesiredState::Connected);
+    // `logout=false` keeps the pairing: no logout call.
+    let (code, body) = api.post("/disconnect?logout=false", user, None).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "disconnecting; the pairing is kept");
+    assert_eq!(logouts(&api), 1);
+    let (code, body) = api.post("/disconnect?logout=maybe", user, None).await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+
+    // With no pod to ask, the API removes the auth state itself (and only the auth state).
+    api.post("/connect", user, None).await?;
+    api.set_status(user, json!({"phase": "Starting", "endpoint": null}))
+        .await?;
+    let keys = wasp_common::keys::UserKeys::for_user(user);
+    let mut redis = redis::Client::open(TestEnv::get().redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let auth_key = format!("{}device", keys.auth_prefix());
+    redis::pipe()
+        .set(&auth_key, "sealed")
+        .set(keys.state(), "{}")
+        .query_async::<()>(&mut redis)
+        .await?;
+    let (code, body) = api.post("/disconnect", user, None).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("pairing was removed"),
+        "{body}"
+    );
+    let (auth, state): (Option<String>, Option<String>) = redis::pipe()
+        .get(&auth_key)
+        .get(keys.state())
+        .query_async(&mut redis)
+        .await?;
+    assert_eq!((auth, state.is_some()), (None, true));
 
     // Disconnect without a session creates nothing.
     let (code, body) = api.post("/disconnect", "nobody", None).await?;
@@ -926,7 +977,7 @@ async fn cors_request_ids_rate_limits_metrics_and_docs() -> Result<()> {
     );
     assert!(metrics.contains("route=\"/status\""), "{metrics}");
     assert!(metrics.contains("wasp_api_rate_limited_total"), "{metrics}");
-    assert!(!metrics.contains("eve"), "no user ids in metrics");
+    assert!(!metrics.contains("\"eve"), "no user ids in metrics");
     let healthz = api
         .http
         .get(format!("{}/healthz", api.admin_base))

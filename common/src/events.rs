@@ -44,6 +44,34 @@ pub enum Kind {
     PairingCode(PairingCode),
 }
 
+/// The pipeline that records a durable event in one round trip: `XADD` to the user's capped
+/// stream (about `maxlen` entries kept) and `PUBLISH` on the user's live channel.
+pub fn emit_pipeline(
+    keys: &crate::keys::UserKeys,
+    maxlen: usize,
+    envelope: &[u8],
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd("XADD")
+        .arg(keys.events())
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(maxlen)
+        .arg("*")
+        .arg(STREAM_FIELD)
+        .arg(envelope)
+        .publish(keys.events_channel(), envelope)
+        .ignore();
+    pipe
+}
+
+/// The command that sends an ephemeral event (QR, pairing code) on the live channel only.
+pub fn publish_only_cmd(keys: &crate::keys::UserKeys, envelope: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(keys.events_channel()).arg(envelope);
+    cmd
+}
+
 impl Kind {
     /// Stable name (for logs and metric labels).
     pub fn name(&self) -> &'static str {

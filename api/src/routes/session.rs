@@ -8,7 +8,7 @@ use crate::pods::PodCall;
 
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ApiQuery, ErrorBody};
 use crate::routing::{self, Need};
 use crate::view::{ConnectResponse, Diagnostics, HealthResponse, SessionStatus, session_status};
 
@@ -119,16 +119,52 @@ pub async fn connect_alias(
     connect(state, me).await
 }
 
-/// Stops the caller's session pod (its auth state is kept). Seed 003 also logs the device out;
-/// here the logout happens when the session pod's control API is wired (see docs/api.md).
+/// Query of `POST /disconnect`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DisconnectQuery {
+    /// Also log the device out of WhatsApp and forget its pairing (seed 003's behaviour, the
+    /// default). `false` only stops the session: a later connect resumes without a new scan.
+    pub logout: Option<bool>,
+}
+
+/// How a logout went.
+enum Logout {
+    /// The session pod logged the device out (WhatsApp forgot it) and purged its auth state.
+    ByPod,
+    /// The pod could not be asked; the auth state was deleted from Redis here.
+    AuthPurged,
+    Skipped,
+}
+
+async fn log_out(state: &AppState, user_id: &str) -> Result<Logout, ApiError> {
+    let session = state.sessions.get(user_id).await?;
+    if let routing::Route::Forward { endpoint } = routing::decide(session.as_deref(), Need::Pod) {
+        match state.pods.call(user_id, &endpoint, PodCall::Logout).await {
+            Ok(_) => return Ok(Logout::ByPod),
+            Err(e) => tracing::warn!(error = %e, "logout through the session pod failed"),
+        }
+    }
+    let mut conn = state.redis.conn().await?;
+    wasp_common::purge::purge_auth(&mut conn, user_id)
+        .await
+        .map_err(|e| ApiError::unavailable("redis", e))?;
+    Ok(Logout::AuthPurged)
+}
+
+/// Logs the caller's device out of WhatsApp and stops the session pod (seed 003). With
+/// `?logout=false` the session only stops and keeps its pairing.
 #[utoipa::path(post, path = "/disconnect", tag = "session", security(("bearer" = [])),
+    params(DisconnectQuery),
     responses(
-        (status = 200, description = "The session is wanted disconnected", body = ConnectResponse),
+        (status = 200, description = "Logged out (unless `logout=false`); the session is wanted disconnected", body = ConnectResponse),
+        (status = 400, description = "Bad query", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 503, description = "Kubernetes unavailable", body = ErrorBody)))]
+        (status = 503, description = "Kubernetes or Redis unavailable", body = ErrorBody)))]
 pub async fn disconnect(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
+    ApiQuery(query): ApiQuery<DisconnectQuery>,
 ) -> Result<Json<ConnectResponse>, ApiError> {
     if !state.sessions.exists(&me.user_id).await? {
         // Nothing to stop; do not create a resource just to say "disconnected".
@@ -138,11 +174,24 @@ pub async fn disconnect(
             session: session_status(&me.user_id, None),
         }));
     }
+    let logout = if query.logout.unwrap_or(true) {
+        log_out(&state, &me.user_id).await?
+    } else {
+        Logout::Skipped
+    };
     let session = set_desired(&state, &me.user_id, DesiredState::Disconnected).await?;
     tracing::info!(session = %session.session_name, "disconnect requested");
+    let message = match logout {
+        Logout::ByPod => "logged out and disconnecting",
+        Logout::AuthPurged => {
+            "disconnecting; the session was not running, so its pairing was removed here \
+             (the phone may still list the device until it is removed there)"
+        }
+        Logout::Skipped => "disconnecting; the pairing is kept",
+    };
     Ok(Json(ConnectResponse {
         success: true,
-        message: "disconnecting".into(),
+        message: message.into(),
         session,
     }))
 }

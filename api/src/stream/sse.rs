@@ -1,4 +1,4 @@
-//! Seed 000's Server-Sent Events (`/api/whatsapp/qr`, also `/events`): each event is one unnamed
+//! Seed 000's Server-Sent Events (`/api/whatsapp/qr`): each event is one unnamed
 //! SSE message (so `EventSource.onmessage` sees all of them) whose `data` is the same JSON as a
 //! WebSocket frame, with the SSE `id` set for durable events so the browser's automatic
 //! reconnect resumes with `Last-Event-ID`.

@@ -1,0 +1,349 @@
+//! Shared by wasp-api's integration tests: an API replica in-process on the harness's real
+//! kube-apiserver and Redis, tokens, session resources with the status the operator would write,
+//! events written to Redis exactly as a session pod writes them, and WebSocket/SSE clients.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser as _;
+use futures::StreamExt as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use prost::Message as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+use wasp_api::pods::PodApi;
+use wasp_api::{Config, run_with_pods};
+use wasp_common::events::{Envelope, Kind, emit_pipeline, publish_only_cmd};
+use wasp_common::keys::UserKeys;
+use wasp_crds::{WhatsAppSession, names::session_name};
+use wasp_e2e::{TestEnv, eventually};
+
+pub const SECRET: &str = "integration-secret-integration-secret";
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+pub fn sign(claims: &Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A token for `sub` valid for ten minutes.
+pub fn token(sub: &str) -> String {
+    sign(&json!({"sub": sub, "exp": now() + 600}))
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "wasp_api=info".into()))
+        .try_init();
+}
+
+/// A fresh namespace with the CRDs installed, and a client.
+pub async fn namespace(prefix: &str) -> Result<(Client, String)> {
+    init_tracing();
+    let env = TestEnv::get();
+    let client = env.kube_client().await?;
+    env.install_crds(&client).await?;
+    let ns = env.namespace(prefix).await?;
+    Ok((client, ns))
+}
+
+/// One API replica in this process; stops when dropped.
+pub struct Replica {
+    pub base: String,
+    pub ws_base: String,
+    pub admin_base: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Replica {
+    /// Starts a replica serving namespace `ns`, calling session pods through `pods`, and waits
+    /// until it is ready.
+    pub async fn start(client: &Client, ns: &str, pods: Arc<dyn PodApi>) -> Result<Self> {
+        let redis = TestEnv::get().redis_url();
+        let config = Config::try_parse_from([
+            "wasp-api",
+            "--namespace",
+            ns,
+            "--redis-url",
+            &redis,
+            "--jwt-secret",
+            SECRET,
+            "--rate-limit-per-second",
+            "1000",
+            "--rate-limit-burst",
+            "1000",
+        ])?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let admin_base = format!("http://{}", admin.local_addr()?);
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let (client, stop) = (client.clone(), stop.clone());
+            async move {
+                if let Err(e) = run_with_pods(config, client, listener, admin, pods, stop).await {
+                    panic!("wasp-api failed: {e}");
+                }
+            }
+        });
+        let http = reqwest::Client::new();
+        let ready = format!("{admin_base}/readyz");
+        eventually(WAIT, || async {
+            let r = http.get(&ready).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await
+        .context("API never became ready")?;
+        Ok(Self {
+            base: format!("http://{addr}"),
+            ws_base: format!("ws://{addr}"),
+            admin_base,
+            stop,
+        })
+    }
+
+    /// `GET path` as `user`: status and JSON body.
+    pub async fn get(&self, path: &str, user: &str) -> Result<(u16, Value)> {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token(user))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await?))
+    }
+
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.admin_base))
+            .await?
+            .text()
+            .await?)
+    }
+}
+
+/// Creates `user`'s session resource with the status the operator would write (phase, and the
+/// pod endpoint), then waits until `replica`'s cache shows the phase.
+pub async fn put_session(
+    client: &Client,
+    ns: &str,
+    replica: &Replica,
+    user: &str,
+    phase: &str,
+    endpoint: Option<&str>,
+) -> Result<()> {
+    let api: Api<WhatsAppSession> = Api::namespaced(client.clone(), ns);
+    let name = session_name(user);
+    if api.get_opt(&name).await?.is_none() {
+        let mut s = WhatsAppSession::for_user(user);
+        s.metadata.name = Some(name.clone());
+        api.create(&PostParams::default(), &s).await?;
+    }
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": phase, "endpoint": endpoint}})),
+    )
+    .await?;
+    eventually(WAIT, || async {
+        let (_, s) = replica.get("/status", user).await.ok()?;
+        (s["phase"] == phase).then_some(())
+    })
+    .await
+    .with_context(|| format!("status of {user} never showed {phase}"))?;
+    Ok(())
+}
+
+/// Writes events to Redis exactly as a session pod does.
+pub struct Producer {
+    conn: redis::aio::MultiplexedConnection,
+}
+
+impl Producer {
+    pub async fn connect() -> Result<Self> {
+        let client = redis::Client::open(TestEnv::get().redis_url())?;
+        Ok(Self {
+            conn: client.get_multiplexed_async_connection().await?,
+        })
+    }
+
+    fn envelope(user: &str, kind: Kind) -> Vec<u8> {
+        Envelope {
+            user_hash: wasp_common::user_hash(user),
+            at_ms: jiff::Timestamp::now().as_millisecond(),
+            kind: Some(kind),
+        }
+        .encode_to_vec()
+    }
+
+    /// A durable event (stream + live channel); returns its event id.
+    pub async fn emit(&mut self, user: &str, kind: Kind) -> Result<String> {
+        let keys = UserKeys::for_user(user);
+        let (id,): (String,) = emit_pipeline(&keys, 10_000, &Self::envelope(user, kind))
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(id)
+    }
+
+    /// An ephemeral event (live channel only).
+    pub async fn publish(&mut self, user: &str, kind: Kind) -> Result<()> {
+        let keys = UserKeys::for_user(user);
+        publish_only_cmd(&keys, &Self::envelope(user, kind))
+            .query_async::<()>(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A text message event from `from`, numbered `n`.
+pub fn text_message(n: usize) -> Kind {
+    Kind::Message(wasp_common::events::ChatMessage {
+        id: format!("M{n}"),
+        chat: "41790000002@s.whatsapp.net".into(),
+        sender: "41790000002@s.whatsapp.net".into(),
+        from_me: false,
+        text: format!("message {n}"),
+        timestamp: now(),
+        push_name: "Ann".into(),
+        kind: "text".into(),
+    })
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A seed-003 WebSocket client.
+pub struct WsClient {
+    ws: WsStream,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .with_context(|| format!("WebSocket {url}"))?;
+        Ok(Self { ws })
+    }
+
+    /// The next event frame (pings skipped); fails on close or after `WAIT`.
+    pub async fn next(&mut self) -> Result<Value> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .context("no WebSocket event in time")?
+                .context("WebSocket ended")??;
+            match msg {
+                WsMessage::Text(t) => return Ok(serde_json::from_str(t.as_str())?),
+                WsMessage::Close(f) => bail!("WebSocket closed: {f:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next event of type `kind`, skipping others.
+    pub async fn next_of(&mut self, kind: &str) -> Result<Value> {
+        loop {
+            let ev = self.next().await?;
+            if ev["type"] == kind {
+                return Ok(ev);
+            }
+        }
+    }
+
+    /// Waits for the server's close frame; its code.
+    pub async fn closed(&mut self, within: Duration) -> Result<u16> {
+        loop {
+            let msg = tokio::time::timeout(within, self.ws.next())
+                .await
+                .context("socket not closed in time")?;
+            match msg {
+                Some(Ok(WsMessage::Close(Some(f)))) => return Ok(f.code.into()),
+                Some(Ok(WsMessage::Close(None))) | None => return Ok(1005),
+                Some(Err(e)) => bail!("socket error: {e}"),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A Server-Sent Events client (seed 000's `EventSource`).
+pub struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseClient {
+    pub async fn connect(url: &str, bearer: &str, last_event_id: Option<&str>) -> Result<Self> {
+        let mut req = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(bearer)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let response = req.send().await?;
+        anyhow::ensure!(response.status() == 200, "SSE {url}: {}", response.status());
+        Ok(Self {
+            response,
+            buffer: String::new(),
+        })
+    }
+
+    /// The next event: `(sse id, JSON data)`.
+    pub async fn next(&mut self) -> Result<(Option<String>, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut data) = (None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // keep-alive comment or retry hint
+                }
+                return Ok((id, serde_json::from_str(&data)?));
+            }
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .context("no SSE event in time")??
+                .context("SSE stream ended")?;
+            self.buffer.push_str(std::str::from_utf8(&chunk)?);
+        }
+    }
+
+    pub async fn next_of(&mut self, kind: &str) -> Result<(Option<String>, Value)> {
+        loop {
+            let (id, ev) = self.next().await?;
+            if ev["type"] == kind {
+                return Ok((id, ev));
+            }
+        }
+    }
+}
