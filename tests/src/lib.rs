@@ -18,14 +18,17 @@
 //! }
 //! ```
 
+pub mod bins;
 pub mod cluster;
 pub mod crds;
 pub mod env;
 pub mod kubelet;
+pub mod node;
 pub mod procs;
 pub mod redis_server;
 pub mod wait;
 
 pub use env::TestEnv;
 pub use kubelet::{mark_pod_running, mark_pod_terminated};
+pub use node::{Image, Images, LocalNode, NodeOptions};
 pub use wait::{TimedOut, eventually, wait_for};

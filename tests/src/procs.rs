@@ -15,10 +15,13 @@ use std::sync::Mutex;
 use anyhow::Context;
 
 /// What the watchdog runs once this process is gone: TERM, up to 5 s grace, KILL, then remove the
-/// child's scratch directory (if any).
+/// child's scratch directory (if any). A line `disarm` on the pipe instead stands it down: the
+/// child has already exited and been reaped (its PID may be reused), see [`Watchdog::disarm`].
 /// (A zombie counts as gone: its new parent may take a while to reap it.)
 const WATCHDOG: &str = r#"
-read -r _ || true
+line=
+read -r line || true
+if [ "$line" = disarm ]; then exit 0; fi
 alive() { [ -r "/proc/$1/stat" ] && [ "$(sed -E 's/.*\) (.).*/\1/' "/proc/$1/stat")" != Z ]; }
 kill -TERM "$1" 2>/dev/null || true
 for _ in $(seq 50); do alive "$1" || break; sleep 0.1; done
@@ -32,8 +35,7 @@ pub struct Supervised {
     name: String,
     log: PathBuf,
     child: Mutex<Child>,
-    // Held, never written: closing it (at process exit) is the watchdog's signal.
-    _watchdog_pipe: ChildStdin,
+    _watchdog: Watchdog,
 }
 
 impl Supervised {
@@ -61,30 +63,12 @@ impl Supervised {
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting {name} ({cmd:?})"))?;
-        let pid = child.id().to_string();
-        let scratch = scratch
-            .map(|p| p.as_os_str().to_owned())
-            .unwrap_or_default();
-        let mut watchdog = Command::new("bash")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg(format!("{name}-watchdog"))
-            .arg(&pid)
-            .arg(&scratch)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting the watchdog of {name}"))?;
-        let pipe = watchdog.stdin.take().context("watchdog stdin")?;
-        // The watchdog outlives us by design; forgetting its handle is fine (init reaps it).
-        drop(watchdog);
+        let watchdog = Watchdog::spawn(name, child.id(), scratch)?;
         Ok(Self {
             name: name.to_owned(),
             log: log.to_owned(),
             child: Mutex::new(child),
-            _watchdog_pipe: pipe,
+            _watchdog: watchdog,
         })
     }
 
@@ -108,6 +92,51 @@ impl Supervised {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Child> {
         self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Stops a process (by PID) when the test binary ends, however it ends: a small `bash` that waits
+/// for EOF on a pipe only this process holds open, then sends TERM, waits up to 5 s, sends KILL,
+/// and removes `scratch` (if given). For children spawned some other way than [`Supervised`] (the
+/// local node's `tokio::process` children).
+#[derive(Debug)]
+pub struct Watchdog {
+    // Held, written only by `disarm`: closing it (at process exit) is the watchdog's signal.
+    pipe: Option<ChildStdin>,
+}
+
+impl Watchdog {
+    /// Starts the watchdog of process `pid`; `name` only labels it (`<name>-watchdog` in `ps`).
+    pub fn spawn(name: &str, pid: u32, scratch: Option<&Path>) -> anyhow::Result<Self> {
+        let scratch = scratch
+            .map(|p| p.as_os_str().to_owned())
+            .unwrap_or_default();
+        let mut watchdog = Command::new("bash")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(format!("{name}-watchdog"))
+            .arg(pid.to_string())
+            .arg(&scratch)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting the watchdog of {name}"))?;
+        let pipe = watchdog.stdin.take().context("watchdog stdin")?;
+        // The watchdog outlives us by design; forgetting its handle is fine (init reaps it).
+        drop(watchdog);
+        Ok(Self { pipe: Some(pipe) })
+    }
+
+    /// Stands the watchdog down without signalling anything: call it once the process has been
+    /// reaped, so that a later reuse of its PID is never signalled.
+    pub fn disarm(mut self) {
+        use std::io::Write as _;
+        if let Some(mut pipe) = self.pipe.take() {
+            // A watchdog that is already gone needs no disarming.
+            let _ = pipe.write_all(b"disarm\n");
+        }
     }
 }
 

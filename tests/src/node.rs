@@ -1,0 +1,821 @@
+//! `LocalNode`: a small node agent standing in for the kubelet (and the scheduler) of one local
+//! node, so that pods of the project's images really run — as local processes — in the local
+//! cluster (DESIGN §3, "wasp-node"; docs/local-kubernetes.md, "The local node").
+//!
+//! It watches Pods (one namespace or all, optionally by label selector). A new pod whose every
+//! container image it knows ([`Images`]: image repository suffix → local binary) is **bound** to
+//! the node through `pods/<name>/binding` (as the scheduler does), gets its own loopback address
+//! `127.<block>.x.y`, and each container is started as a process of that binary:
+//!
+//! - **env** is resolved like the kubelet does ([`env::resolve_env`]): plain values with `$(VAR)`
+//!   expansion, `secretKeyRef` / `configMapKeyRef` (read at each start), `envFrom`, downward-API
+//!   `fieldRef` (`metadata.*`, `status.podIP`, ...), over the image's own env ([`Image::env`]);
+//! - **the loopback-address convention**: a variable whose value is a listen address on all
+//!   interfaces, `0.0.0.0:<port>` or `[::]:<port>`, becomes `<pod IP>:<port>`
+//!   ([`env::rewrite_listen_addr`]). So every pod listens on its own address, pods share port
+//!   numbers as in a cluster, and `status.podIP:<port>` (what the operator publishes as the
+//!   endpoint) reaches it. A pod's address is checked free for its declared ports first;
+//! - **status** is written like a kubelet's ([`crate::kubelet::pod_status`]): Pending while
+//!   starting, Running with `podIP`, conditions, container statuses with restart counts and last
+//!   states; `Ready` follows the readiness probe (HTTP GET or TCP on the pod IP, polled every
+//!   [`NodeOptions::probe_interval`] instead of the spec's period, with its thresholds);
+//! - **exits** are reported as terminated; the container restarts per `restartPolicy` (Always,
+//!   OnFailure, Never) with a kubelet-shaped back-off (first restart at once, then doubling,
+//!   [`policy::Backoff`]), or stays terminated (Succeeded/Failed);
+//! - **deletion** (a deletion timestamp on a bound pod): SIGTERM, up to the grace period, SIGKILL,
+//!   the final status, then the pod is deleted with grace 0 — the kubelet's confirmation that
+//!   removes it from the API. A pod removed by force gets SIGKILL at once;
+//! - [`LocalNode::kill9`] kills a pod's process the hard way, for crash and restart tests.
+//!
+//! **Why bind.** The 1.20 apiserver deletes an *unbound* pod at once, whatever its grace period,
+//! so without binding a deleted pod would vanish from the API while its process still runs: the
+//! operator's finalizer would see "pod gone" and purge the user's Redis keys while the session
+//! pod is still writing them, which is not what a cluster does. A bound pod stays Terminating
+//! until its node confirms, so the operator sees the real order (pod stopped, then gone). Binding
+//! needs a Node object (the pod-GC controller force-deletes pods bound to a missing Node after
+//! about a minute), so the node registers one (`wasp-node-<random>`, Ready, heartbeat every 10 s)
+//! and deletes it in [`LocalNode::shutdown`]. Pods whose images the node does not know are left
+//! alone (unbound, as before), so fake pods of other tests behave as they always did.
+//!
+//! **What it does not do**: no images (the binaries of this workspace stand in for them), no
+//! cgroups or resource limits, no users or security contexts (processes run as the test's user),
+//! no volumes (an emptyDir mounted at `/tmp` becomes `TMPDIR`, a directory of the pod), no
+//! liveness or startup probes, no init containers (such pods are left alone), no
+//! `resourceFieldRef` env, no logs API (read [`LocalNode::logs`]).
+//!
+//! Processes are tied to the test: dropping the `LocalNode` kills them (`kill_on_drop`), and each
+//! has a watchdog ([`crate::procs::Watchdog`]) that stops it if the test binary dies.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use wasp_e2e::node::{Images, LocalNode};
+//! let env = wasp_e2e::TestEnv::get();
+//! let client = env.kube_client().await?;
+//! let ns = env.namespace("my-test").await?;
+//! let node = LocalNode::start(client, &ns, Images::session_pod()?).await?;
+//! // ... create a WhatsAppSession; the operator creates its pod; the node runs it:
+//! let pid = wasp_e2e::eventually(std::time::Duration::from_secs(30), || async {
+//!     node.process_of("wa-doc-abc")
+//! })
+//! .await?;
+//! node.kill9("wa-doc-abc").await?; // restarted (restartPolicy Always)
+//! node.shutdown().await?;
+//! # let _ = pid; Ok(()) }
+//! ```
+
+pub mod env;
+pub mod images;
+pub mod policy;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, warn};
+
+pub use images::{Image, Images};
+pub use policy::Backoff;
+
+use crate::procs::scratch_dir;
+use worker::Msg;
+
+/// Label on the Node objects local nodes register.
+pub const NODE_LABEL: &str = "wasp-e2e/local-node";
+
+/// How often the node reports itself Ready (the node lifecycle controller marks a node that is
+/// silent for 40 s NotReady and then evicts its pods).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How a [`LocalNode`] runs.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Node name; `wasp-node-<random>` when unset.
+    pub name: Option<String>,
+    /// Watch pods in this namespace only; all namespaces when unset.
+    pub namespace: Option<String>,
+    /// Only pods matching this label selector.
+    pub label_selector: Option<String>,
+    /// Readiness probe period (all probes; the spec's `periodSeconds` is ignored). 100 ms.
+    pub probe_interval: Duration,
+    /// Restart back-off.
+    pub backoff: Backoff,
+    /// Retry delay for a container that could not start (missing Secret, ...). 500 ms.
+    pub config_retry: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            name: None,
+            namespace: None,
+            label_selector: None,
+            probe_interval: Duration::from_millis(100),
+            backoff: Backoff::default(),
+            config_retry: Duration::from_millis(500),
+        }
+    }
+}
+
+impl NodeOptions {
+    /// Default options, watching one namespace.
+    pub fn namespaced(namespace: &str) -> Self {
+        Self {
+            namespace: Some(namespace.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// One process the node ran for a container (each restart is a new run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRun {
+    pub pod_uid: String,
+    pub container: String,
+    pub pid: u32,
+    /// `None` while it runs.
+    pub end: Option<ProcessEnd>,
+}
+
+/// How a process ended, and what the node did to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessEnd {
+    /// The exit code, `None` if a signal ended it.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it.
+    pub signal: Option<i32>,
+    /// The node sent SIGTERM (pod deletion or node stop).
+    pub sigterm_sent: bool,
+    /// The node sent SIGKILL (grace period over, [`LocalNode::kill9`], force deletion).
+    pub sigkill_sent: bool,
+}
+
+impl ProcessEnd {
+    /// Exited by itself with code 0 after the node's SIGTERM, without needing a SIGKILL.
+    pub fn graceful(&self) -> bool {
+        self.sigterm_sent && !self.sigkill_sent && self.exit_code == Some(0)
+    }
+}
+
+/// The node's view of one pod (one incarnation: a pod recreated under the same name is a new
+/// record).
+struct PodRecord {
+    namespace: String,
+    name: String,
+    uid: String,
+    ip: Ipv4Addr,
+    dir: PathBuf,
+    containers: Vec<ContainerRecord>,
+    runs: Vec<ProcessRun>,
+    tx: mpsc::UnboundedSender<Msg>,
+    finished: bool,
+}
+
+struct ContainerRecord {
+    name: String,
+    log: PathBuf,
+    pid: Option<u32>,
+    restarts: u32,
+}
+
+#[derive(Default)]
+struct NodeState {
+    /// In the order the node took them.
+    pods: Vec<PodRecord>,
+}
+
+/// What the node's tasks share.
+struct NodeCtx {
+    client: Client,
+    name: String,
+    namespace: Option<String>,
+    images: Images,
+    opts: NodeOptions,
+    http: reqwest::Client,
+    log_dir: PathBuf,
+    state: Mutex<NodeState>,
+}
+
+impl NodeCtx {
+    fn lock(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Updates the open run of process `pid` of pod `uid`.
+    fn mark_run(&self, uid: &str, pid: u32, f: impl FnOnce(&mut ProcessEnd)) {
+        let mut state = self.lock();
+        if let Some(run) = state
+            .pods
+            .iter_mut()
+            .filter(|p| p.uid == uid)
+            .flat_map(|p| p.runs.iter_mut())
+            .rev()
+            .find(|r| r.pid == pid)
+        {
+            f(run.end.get_or_insert_with(ProcessEnd::default));
+        }
+    }
+
+    /// The next free pod address: unique in this test binary (one block of `127.<b>.0.0/16` per
+    /// binary, picked at random so concurrent test binaries rarely meet) and with `ports` free.
+    fn allocate_address(&self, ports: &[u16]) -> anyhow::Result<Ipv4Addr> {
+        static BLOCK: OnceLock<u8> = OnceLock::new();
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let block = *BLOCK.get_or_init(|| 100 + (random_u64() % 150) as u8);
+        for _ in 0..1000 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let Some(ip) = policy::pod_address(block, n) else {
+                bail!("the local node's address block 127.{block}.0.0/16 is used up");
+            };
+            if worker::ports_free(ip, ports) {
+                return Ok(ip);
+            }
+            debug!(%ip, ?ports, "address busy, trying the next");
+        }
+        bail!("no local pod address with ports {ports:?} free")
+    }
+}
+
+/// What the node's main task is told.
+enum NodeMsg {
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A local node running pods of known images as processes; see the module documentation.
+/// Dropping it kills its processes (prefer [`LocalNode::shutdown`], which also stops them
+/// gracefully and removes the Node object).
+pub struct LocalNode {
+    ctx: Arc<NodeCtx>,
+    control: mpsc::UnboundedSender<NodeMsg>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LocalNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalNode")
+            .field("name", &self.ctx.name)
+            .field("namespace", &self.ctx.namespace)
+            .field("log_dir", &self.ctx.log_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalNode {
+    /// Registers a node and runs the pods of `namespace` whose images are in `images`. Returns
+    /// once the node watches (pods created from now on are seen).
+    pub async fn start(client: Client, namespace: &str, images: Images) -> anyhow::Result<Self> {
+        Self::start_with(client, images, NodeOptions::namespaced(namespace)).await
+    }
+
+    /// [`LocalNode::start`] with every option.
+    pub async fn start_with(
+        client: Client,
+        images: Images,
+        opts: NodeOptions,
+    ) -> anyhow::Result<Self> {
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("wasp-node-{}", base36(random_u64(), 6)));
+        let log_dir = scratch_dir(&format!("wasp-e2e-{name}"))?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("building the probe client")?;
+        register_node(&client, &name).await?;
+        let ctx = Arc::new(NodeCtx {
+            client,
+            name,
+            namespace: opts.namespace.clone(),
+            images,
+            opts,
+            http,
+            log_dir,
+            state: Mutex::default(),
+        });
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(run_node(ctx.clone(), control_rx, ready_tx));
+        let node = Self {
+            ctx,
+            control,
+            task: Some(task),
+        };
+        match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+            Ok(Ok(())) => Ok(node),
+            _ => bail!("local node {}: the pod watch did not start", node.ctx.name),
+        }
+    }
+
+    /// The Node object's name.
+    pub fn name(&self) -> &str {
+        &self.ctx.name
+    }
+
+    /// Where the pods' process output goes (`<namespace>_<pod>_<uid>/<container>.log`).
+    /// Deleted by [`LocalNode::shutdown`] and on drop, unless `WASP_TEST_KEEP_STATE=1` or the
+    /// thread is panicking.
+    pub fn log_dir(&self) -> &Path {
+        &self.ctx.log_dir
+    }
+
+    /// Runs `f` on the newest record of `pod` (`name`, or `namespace/name`).
+    fn with_pod<T>(&self, pod: &str, f: impl FnOnce(&PodRecord) -> T) -> Option<T> {
+        let state = self.ctx.lock();
+        state.pods.iter().rev().find(|p| matches_pod(p, pod)).map(f)
+    }
+
+    /// The address the node gave `pod` (`name`, or `namespace/name`; the newest pod of that name).
+    pub fn pod_ip(&self, pod: &str) -> Option<Ipv4Addr> {
+        self.with_pod(pod, |p| p.ip)
+    }
+
+    /// The PID of `pod`'s first container while its process runs.
+    pub fn process_of(&self, pod: &str) -> Option<u32> {
+        self.with_pod(pod, |p| p.containers.first().and_then(|c| c.pid))
+            .flatten()
+    }
+
+    /// The PID of container `container` of `pod` while its process runs.
+    pub fn process_of_container(&self, pod: &str, container: &str) -> Option<u32> {
+        self.with_pod(pod, |p| {
+            p.containers
+                .iter()
+                .find(|c| c.name == container)
+                .and_then(|c| c.pid)
+        })
+        .flatten()
+    }
+
+    /// How often `pod`'s first container has been restarted (in this pod incarnation).
+    pub fn restarts(&self, pod: &str) -> Option<u32> {
+        self.with_pod(pod, |p| p.containers.first().map(|c| c.restarts))
+            .flatten()
+    }
+
+    /// Every process run for pods of this name, oldest first, over all incarnations.
+    pub fn runs(&self, pod: &str) -> Vec<ProcessRun> {
+        let state = self.ctx.lock();
+        state
+            .pods
+            .iter()
+            .filter(|p| matches_pod(p, pod))
+            .flat_map(|p| p.runs.iter().cloned())
+            .collect()
+    }
+
+    /// `true` once the node has stopped every process of the newest pod of this name and let
+    /// go of it (deleted, force-deleted, or node stopped).
+    pub fn finished(&self, pod: &str) -> bool {
+        self.with_pod(pod, |p| p.finished).unwrap_or(false)
+    }
+
+    /// The output of `pod`'s first container (every run of the newest incarnation).
+    pub fn logs(&self, pod: &str) -> String {
+        self.with_pod(pod, |p| p.containers.first().map(|c| c.log.clone()))
+            .flatten()
+            .and_then(|log| std::fs::read_to_string(log).ok())
+            .unwrap_or_default()
+    }
+
+    /// The last `lines` lines of [`LocalNode::logs`].
+    pub fn log_tail(&self, pod: &str, lines: usize) -> String {
+        let logs = self.logs(pod);
+        let all: Vec<&str> = logs.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The pod's own directory (logs, `TMPDIR`).
+    pub fn pod_dir(&self, pod: &str) -> Option<PathBuf> {
+        self.with_pod(pod, |p| p.dir.clone())
+    }
+
+    /// SIGKILLs the process of `pod`'s first container, as a crash would; the node then
+    /// restarts it per the pod's `restartPolicy`. Returns the PID it killed.
+    pub async fn kill9(&self, pod: &str) -> anyhow::Result<u32> {
+        let tx = self
+            .with_pod(pod, |p| (!p.finished).then(|| p.tx.clone()))
+            .flatten()
+            .with_context(|| format!("the local node runs no pod {pod}"))?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(Msg::Kill9(reply))
+            .map_err(|_| anyhow::anyhow!("pod {pod} is no longer run by the node"))?;
+        answer
+            .await
+            .context("the pod's worker ended")?
+            .map_err(|e| anyhow::anyhow!("kill -9 of pod {pod}: {e}"))
+    }
+
+    /// Stops every process (SIGTERM, up to 5 s, SIGKILL), deletes the Node object and the log
+    /// directory (unless `WASP_TEST_KEEP_STATE=1`). Pods stay in the API as they are.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(NodeMsg::Shutdown(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        let nodes: Api<Node> = Api::all(self.ctx.client.clone());
+        match nodes.delete(&self.ctx.name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e).context("deleting the Node"),
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            // Aborting drops every pod worker, whose children are killed on drop.
+            task.abort();
+        }
+        let keep = std::env::var("WASP_TEST_KEEP_STATE").is_ok_and(|v| v == "1");
+        if keep || std::thread::panicking() {
+            eprintln!(
+                "local node {}: pod logs kept in {}",
+                self.ctx.name,
+                self.ctx.log_dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.ctx.log_dir);
+        }
+    }
+}
+
+fn matches_pod(p: &PodRecord, pod: &str) -> bool {
+    match pod.split_once('/') {
+        Some((ns, name)) => p.namespace == ns && p.name == name,
+        None => p.name == pod,
+    }
+}
+
+/// Whether the node takes `pod`: every container's image known, no init containers, its node
+/// selector (if any) matched by the node's labels.
+fn runnable(pod: &Pod, images: &Images, node_labels: &BTreeMap<String, String>) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    !spec.containers.is_empty()
+        && spec.init_containers.as_ref().is_none_or(Vec::is_empty)
+        && spec.containers.iter().all(|c| {
+            c.image
+                .as_deref()
+                .is_some_and(|i| images.lookup(i).is_some())
+        })
+        && spec
+            .node_selector
+            .iter()
+            .flatten()
+            .all(|(k, v)| node_labels.get(k) == Some(v))
+}
+
+fn node_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("kubernetes.io/hostname".into(), name.into()),
+        ("kubernetes.io/os".into(), "linux".into()),
+        ("kubernetes.io/arch".into(), go_arch().into()),
+        (NODE_LABEL.into(), "true".into()),
+    ])
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Creates the Node (an existing one of that name is taken over) and reports it Ready.
+async fn register_node(client: &Client, name: &str) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(node_labels(name)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).with_context(|| format!("registering node {name}")),
+    }
+    heartbeat(&nodes, name, true).await
+}
+
+/// Writes the node's status: Ready with a fresh heartbeat (and, when `full`, its addresses,
+/// capacity and version).
+async fn heartbeat(nodes: &Api<Node>, name: &str, full: bool) -> anyhow::Result<()> {
+    let now = Time(Timestamp::now());
+    let ready = NodeCondition {
+        type_: "Ready".into(),
+        status: "True".into(),
+        reason: Some("KubeletReady".into()),
+        message: Some("wasp-e2e local node is posting ready status".into()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    };
+    let status = if full {
+        let resources = BTreeMap::from([
+            ("cpu".to_owned(), Quantity("8".into())),
+            ("memory".to_owned(), Quantity("32Gi".into())),
+            ("pods".to_owned(), Quantity("10000".into())),
+        ]);
+        serde_json::to_value(NodeStatus {
+            conditions: Some(vec![ready]),
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: kubelet_host_ip().into(),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: name.into(),
+                },
+            ]),
+            capacity: Some(resources.clone()),
+            allocatable: Some(resources),
+            node_info: Some(NodeSystemInfo {
+                architecture: go_arch().into(),
+                operating_system: "linux".into(),
+                kubelet_version: "v1.20.2-wasp-node".into(),
+                kube_proxy_version: "v1.20.2-wasp-node".into(),
+                container_runtime_version: "wasp-node://local-processes".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })?
+    } else {
+        // Keep the transition time: only the heartbeat moves.
+        let mut c = serde_json::to_value(&ready)?;
+        if let Some(o) = c.as_object_mut() {
+            o.remove("lastTransitionTime");
+        }
+        json!({ "conditions": [c] })
+    };
+    let patch = json!({ "status": status });
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .with_context(|| format!("writing the status of node {name}"))?;
+    Ok(())
+}
+
+fn kubelet_host_ip() -> &'static str {
+    crate::kubelet::HOST_IP
+}
+
+/// The node's main loop: the pod watch, the workers, the heartbeat.
+async fn run_node(
+    ctx: Arc<NodeCtx>,
+    mut control: mpsc::UnboundedReceiver<NodeMsg>,
+    ready: oneshot::Sender<()>,
+) {
+    let pods: Api<Pod> = match &ctx.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let mut config = watcher::Config::default();
+    if let Some(sel) = &ctx.opts.label_selector {
+        config = config.labels(sel);
+    }
+    let mut events = watcher(pods, config).default_backoff().boxed();
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let labels = node_labels(&ctx.name);
+    let mut ready = Some(ready);
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    let mut tasks: JoinSet<String> = JoinSet::new();
+    let mut seen: Option<HashSet<String>> = None;
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(watcher::Event::Init)) => seen = Some(HashSet::new()),
+                Some(Ok(watcher::Event::InitApply(pod))) => {
+                    if let (Some(seen), Some(uid)) = (seen.as_mut(), pod.uid()) {
+                        seen.insert(uid);
+                    }
+                    on_pod(&ctx, &labels, pod, &mut workers, &mut tasks);
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    // Pods that went away while the watch was down.
+                    if let Some(seen) = seen.take() {
+                        for (uid, w) in &workers {
+                            if !seen.contains(uid) {
+                                let _ = w.tx.send(Msg::Gone);
+                            }
+                        }
+                    }
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Some(Ok(watcher::Event::Apply(pod))) => on_pod(&ctx, &labels, pod, &mut workers, &mut tasks),
+                Some(Ok(watcher::Event::Delete(pod))) => {
+                    if let Some(w) = pod.uid().and_then(|uid| workers.get(&uid)) {
+                        let _ = w.tx.send(Msg::Gone);
+                    }
+                }
+                Some(Err(e)) => warn!(node = %ctx.name, error = %e, "pod watch failed; retrying"),
+                None => return,
+            },
+            Some(done) = tasks.join_next() => {
+                if let Ok(uid) = done {
+                    workers.remove(&uid);
+                }
+            }
+            _ = beat.tick() => {
+                if let Err(e) = heartbeat(&nodes, &ctx.name, false).await {
+                    warn!(node = %ctx.name, error = %format!("{e:#}"), "node heartbeat failed");
+                }
+            }
+            msg = control.recv() => match msg {
+                Some(NodeMsg::Shutdown(reply)) => {
+                    for w in workers.values() {
+                        let _ = w.tx.send(Msg::NodeStop);
+                    }
+                    while tasks.join_next().await.is_some() {}
+                    let _ = reply.send(());
+                    return;
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// A running pod worker, as the main loop knows it.
+struct Worker {
+    tx: mpsc::UnboundedSender<Msg>,
+    terminating: bool,
+}
+
+/// A pod appeared or changed.
+fn on_pod(
+    ctx: &Arc<NodeCtx>,
+    labels: &BTreeMap<String, String>,
+    pod: Pod,
+    workers: &mut HashMap<String, Worker>,
+    tasks: &mut JoinSet<String>,
+) {
+    let Some(uid) = pod.uid() else { return };
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    if let Some(w) = workers.get_mut(&uid) {
+        if deleting && !w.terminating {
+            w.terminating = true;
+            let grace = policy::grace_period(&pod);
+            let _ = w.tx.send(Msg::Terminate { grace });
+        }
+        return;
+    }
+    if deleting {
+        return;
+    }
+    let bind = match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+        None | Some("") if runnable(&pod, &ctx.images, labels) => true,
+        Some(n) if n == ctx.name => false,
+        _ => return,
+    };
+    // A terminal pod of ours (its processes ended for good) is not started again.
+    if matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    ) {
+        return;
+    }
+    debug!(node = %ctx.name, pod = %pod.name_any(), bind, "taking pod");
+    let (tx, rx) = mpsc::unbounded_channel();
+    workers.insert(
+        uid.clone(),
+        Worker {
+            tx: tx.clone(),
+            terminating: false,
+        },
+    );
+    let ctx = ctx.clone();
+    tasks.spawn(async move {
+        worker::run_pod(ctx, pod, bind, tx, rx).await;
+        uid
+    });
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+fn base36(mut v: u64, len: usize) -> String {
+    (0..len)
+        .map(|_| {
+            let c = char::from_digit((v % 36) as u32, 36).unwrap_or('x');
+            v /= 36;
+            c
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).expect("a pod")
+    }
+
+    #[test]
+    fn the_node_takes_pods_of_known_images_only() {
+        let images = Images::new().with("session-pod", Image::new("/bin/true"));
+        let labels = node_labels("wasp-node-x");
+        let known = pod(
+            json!({ "metadata": { "name": "a" }, "spec": { "containers": [{ "name": "c", "image": "wasp/session-pod:1" }] } }),
+        );
+        assert!(runnable(&known, &images, &labels));
+        let unknown = pod(
+            json!({ "metadata": { "name": "a" }, "spec": { "containers": [{ "name": "c", "image": "wasp.invalid/none:0" }] } }),
+        );
+        assert!(!runnable(&unknown, &images, &labels));
+        let mixed = pod(
+            json!({ "metadata": { "name": "a" }, "spec": { "containers": [
+            { "name": "c", "image": "wasp/session-pod:1" }, { "name": "d", "image": "busybox" }] } }),
+        );
+        assert!(!runnable(&mixed, &images, &labels));
+        let init = pod(json!({ "metadata": { "name": "a" }, "spec": {
+            "initContainers": [{ "name": "i", "image": "wasp/session-pod:1" }],
+            "containers": [{ "name": "c", "image": "wasp/session-pod:1" }] } }));
+        assert!(!runnable(&init, &images, &labels));
+        let selected = |sel: serde_json::Value| {
+            pod(json!({ "metadata": { "name": "a" }, "spec": {
+            "nodeSelector": sel, "containers": [{ "name": "c", "image": "wasp/session-pod:1" }] } }))
+        };
+        assert!(runnable(
+            &selected(json!({ "kubernetes.io/os": "linux" })),
+            &images,
+            &labels
+        ));
+        assert!(!runnable(
+            &selected(json!({ "pool": "gpu" })),
+            &images,
+            &labels
+        ));
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        let n = base36(random_u64(), 6);
+        assert_eq!(n.len(), 6);
+        assert!(
+            n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+    }
+
+    #[test]
+    fn graceful_means_sigterm_and_exit_0_without_sigkill() {
+        let mut end = ProcessEnd {
+            exit_code: Some(0),
+            sigterm_sent: true,
+            ..Default::default()
+        };
+        assert!(end.graceful());
+        end.sigkill_sent = true;
+        assert!(!end.graceful());
+        let crashed = ProcessEnd {
+            signal: Some(9),
+            ..Default::default()
+        };
+        assert!(!crashed.graceful());
+    }
+}
