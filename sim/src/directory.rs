@@ -137,6 +137,7 @@ impl Sim {
                 participant,
                 received: Vec::new(),
                 receipts: Vec::new(),
+                bundle_fetches: 0,
             },
         );
         drop(w);
@@ -183,15 +184,21 @@ impl Sim {
 
 impl Sim {
     /// The prekey bundle of the device `jid` names (a phone, a companion or a contact), with
-    /// the companion's signed ADV identity. Consumes a companion's one-time prekey.
+    /// the companion's signed ADV identity. Every fetch consumes one one-time prekey (each is
+    /// handed out once, as WhatsApp's server does).
     pub(crate) async fn take_bundle(&self, jid: &str) -> Option<(PublicBundle, Option<Vec<u8>>)> {
         let (user, device) = split_jid(jid)?;
         let participant = {
             let mut w = self.world();
             if device == 0 {
-                w.account_by_user(&user)
-                    .map(|a| a.primary.clone())
-                    .or_else(|| w.contact_by_user(&user).map(|c| c.participant.clone()))?
+                match w.account_by_user(&user).map(|a| a.primary.clone()) {
+                    Some(p) => p,
+                    None => {
+                        let c = w.contact_by_user_mut(&user)?;
+                        c.bundle_fetches += 1;
+                        c.participant.clone()
+                    }
+                }
             } else {
                 let phone = w.account_by_user(&user)?.phone.clone();
                 let dev = w.device_mut(&DeviceAddr { phone, device })?;
@@ -212,7 +219,7 @@ impl Sim {
                 ));
             }
         };
-        Some((participant.public_bundle().await, None))
+        Some((participant.take_bundle().await, None))
     }
 }
 

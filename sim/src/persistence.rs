@@ -202,6 +202,7 @@ impl Sim {
                         participant: Arc::new(participant),
                         received: c.received.clone(),
                         receipts: c.receipts.clone(),
+                        bundle_fetches: 0,
                     },
                 );
             }

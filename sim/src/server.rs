@@ -8,6 +8,7 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +96,14 @@ pub async fn start(
         .with_state(sim.clone());
     let control_app = control_api::router(sim.clone());
     let serve = |listener: TcpListener, app: Router, token: CancellationToken| {
+        // WhatsApp frames and control answers are small writes that must go out at once:
+        // with Nagle on, a frame written while an earlier one is unacknowledged waits for the
+        // peer's delayed ACK (≈40 ms on Linux loopback).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("TCP_NODELAY: {e}");
+            }
+        });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())

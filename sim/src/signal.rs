@@ -100,6 +100,9 @@ pub struct ParticipantSnapshot {
     pub sessions: Vec<(String, u32, HexBytes)>,
     /// `(peer name, peer device, identity key)`.
     pub identities: Vec<(String, u32, HexBytes)>,
+    /// One-time prekeys below this id were already handed out (0 in older snapshots).
+    #[serde(default)]
+    pub next_prekey: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,6 +186,7 @@ impl Participant {
             signed_private: *signed.private_key.serialize(),
             bundle,
             store: Mutex::new(MemStore {
+                next_prekey: 0,
                 sessions: Sessions(sessions),
                 identities: Identities {
                     pair: IdentityKeyPair::new(
@@ -232,6 +236,7 @@ impl Participant {
             prekeys,
             sessions,
             identities,
+            next_prekey: store.next_prekey,
         })
     }
 
@@ -263,7 +268,7 @@ impl Participant {
                 IdentityKey::decode(&key.0)?,
             );
         }
-        Self::from_parts(
+        let mut participant = Self::from_parts(
             &identity,
             snap.registration_id,
             &signed,
@@ -271,24 +276,54 @@ impl Participant {
             prekeys,
             sessions,
             known,
-        )
+        )?;
+        participant.store.get_mut().next_prekey = snap.next_prekey;
+        Ok(participant)
     }
 
-    /// The bundle peers fetch to start a session with this participant. One-time prekeys
-    /// are handed out in turn until they run out; then the bundle has none, which Signal allows.
-    pub async fn public_bundle(&self) -> PublicBundle {
-        let store = self.store.lock().await;
+    /// The bundle a peer fetches to start a session with this participant. As WhatsApp's
+    /// server does, each one-time prekey is handed out **once** (its private half stays here
+    /// until a `pkmsg` uses it): two peers — or one client racing itself — never get the same
+    /// one, or the second `pkmsg` would name a prekey the first one already consumed. When the
+    /// handed-out stock runs low the participant publishes a fresh batch, as a phone does
+    /// when the server reports a low prekey count.
+    pub async fn take_bundle(&self) -> PublicBundle {
+        let mut store = self.store.lock().await;
+        let store = &mut *store;
+        if store.prekeys.0.keys().all(|id| *id < store.next_prekey) {
+            let mut rng = new_rng();
+            let first = store
+                .prekeys
+                .0
+                .keys()
+                .copied()
+                .max()
+                .unwrap_or(0)
+                .max(store.next_prekey.saturating_sub(1))
+                + 1;
+            for id in first..first + ONE_TIME_PREKEYS {
+                store.prekeys.0.insert(
+                    id,
+                    PreKeyRecord::new(id.into(), &KeyPair::generate(&mut rng)),
+                );
+            }
+        }
         let mut b = self.bundle.clone();
-        b.prekey = store
+        let next = store
             .prekeys
             .0
             .iter()
+            .filter(|(id, _)| **id >= store.next_prekey)
             .min_by_key(|(id, _)| **id)
             .and_then(|(id, rec)| {
                 let key = rec.public_key().ok()?;
                 let bytes: [u8; 32] = key.public_key_bytes().try_into().ok()?;
                 Some((*id, bytes))
             });
+        if let Some((id, _)) = next {
+            store.next_prekey = id + 1;
+        }
+        b.prekey = next;
         b
     }
 
@@ -359,6 +394,7 @@ impl Participant {
             identities,
             prekeys,
             signed,
+            ..
         } = &mut *store;
         let result = message_decrypt(
             &ct,
@@ -380,6 +416,8 @@ impl Participant {
 }
 
 struct MemStore {
+    /// One-time prekeys with a lower id have been handed out (see [`Participant::take_bundle`]).
+    next_prekey: u32,
     sessions: Sessions,
     identities: Identities,
     prekeys: PreKeys,
@@ -512,7 +550,7 @@ mod tests {
         let bob = Participant::restore(&bob.snapshot().await.unwrap()).unwrap();
         let bob_addr = ProtocolAddress::new("bob", 0.into());
         let alice_addr = ProtocolAddress::new("alice", 0.into());
-        let bundle = bob.public_bundle().await;
+        let bundle = bob.take_bundle().await;
         let first = alice
             .encrypt(&bob_addr, Some(&bundle), b"hi bob")
             .await
@@ -534,6 +572,47 @@ mod tests {
             b"hi alice"
         );
         // The consumed one-time prekey is no longer offered.
-        assert_ne!(bob.public_bundle().await.prekey, bundle.prekey);
+        assert_ne!(bob.take_bundle().await.prekey, bundle.prekey);
+    }
+
+    /// Concurrent fetches of one participant's bundle (a client racing itself to start a
+    /// session) get distinct one-time prekeys, and every resulting session's `pkmsg` opens.
+    #[tokio::test]
+    async fn each_one_time_prekey_is_handed_out_once() {
+        let bob = Participant::new(generate_key_pair()).unwrap();
+        let bob_addr = ProtocolAddress::new("bob", 0.into());
+        let mut seen = std::collections::HashSet::new();
+        // More fetches than the published stock: it is replenished, never repeated.
+        for i in 0..(ONE_TIME_PREKEYS * 2 + 3) {
+            let b = bob.take_bundle().await;
+            let (id, _) = b.prekey.expect("a one-time prekey");
+            assert!(seen.insert(id), "prekey {id} handed out twice (fetch {i})");
+        }
+        let senders: Vec<_> = (0..3)
+            .map(|_| Participant::new(generate_key_pair()).unwrap())
+            .collect();
+        // Each fetched (and replenished) prekey opens its session's first `pkmsg`.
+        let mut envelopes = Vec::new();
+        for (i, s) in senders.iter().enumerate() {
+            let bundle = bob.take_bundle().await;
+            envelopes.push(
+                s.encrypt(&bob_addr, Some(&bundle), format!("m{i}").as_bytes())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for (i, env) in envelopes.iter().enumerate() {
+            assert_eq!(env.kind, "pkmsg");
+            let from = ProtocolAddress::new(&format!("alice{i}"), 0.into());
+            let plain = bob.decrypt(&from, env.kind, &env.body).await.unwrap();
+            assert_eq!(plain, format!("m{i}").as_bytes());
+        }
+        // The cursor survives a snapshot.
+        let restored = Participant::restore(&bob.snapshot().await.unwrap()).unwrap();
+        let next = restored.take_bundle().await.prekey.unwrap().0;
+        assert!(
+            !seen.contains(&next),
+            "prekey {next} handed out again after restore"
+        );
     }
 }

@@ -114,6 +114,9 @@ pub struct Contact {
     pub received: Vec<ReceivedText>,
     /// Receipts devices sent for the contact's messages (delivery, read…).
     pub receipts: Vec<ReceiptSeen>,
+    /// How many times a device fetched the contact's prekey bundle (each fetch starts a new
+    /// Signal session on the fetching side).
+    pub bundle_fetches: u32,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
