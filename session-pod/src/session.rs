@@ -2,6 +2,7 @@
 //! our reconnect policy (the client's own auto-reconnect is off), the session-state record kept
 //! current, and inbound messages committed to Redis before the client acks them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,9 @@ use crate::lease::{self, Lease};
 use crate::metrics::Metrics;
 use crate::qr::RenderedQr;
 use crate::store::{Store, StoreOutcome, StoredMessage};
+
+/// Chats whose first-send gate is remembered before idle gates are forgotten.
+const MAX_SEND_GATES: usize = 4096;
 
 /// The client version announced when not talking to the real WhatsApp (no sw.js fetch).
 pub const FIXED_CLIENT_VERSION: (u32, u32, u32) = (2, 3000, 1_023_868_855);
@@ -63,6 +67,9 @@ pub struct Session {
     client: Mutex<Option<Arc<Client>>>,
     desired: watch::Sender<Desired>,
     lease_token: Mutex<Option<u64>>,
+    /// Per chat: whether a send to it has succeeded (so the client holds a Signal session
+    /// with the recipient's devices). See [`Session::send_text`].
+    first_sends: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
     /// Only the lease holder writes the state record and status events: a process waiting
     /// for the lease must not overwrite the holder's record.
     holds_lease: AtomicBool,
@@ -128,6 +135,7 @@ impl Session {
             client: Mutex::new(None),
             desired: watch::Sender::new(Desired::Run),
             lease_token: Mutex::new(None),
+            first_sends: Mutex::new(HashMap::new()),
             holds_lease: AtomicBool::new(false),
             redis_ok: Arc::new(AtomicBool::new(false)),
         })
@@ -218,7 +226,27 @@ impl Session {
         }
     }
 
+    /// The gate of a chat's first send (created on first use).
+    #[allow(clippy::unwrap_used)]
+    fn first_send_gate(&self, chat: &str) -> Arc<tokio::sync::Mutex<bool>> {
+        let mut gates = self.first_sends.lock().unwrap();
+        if gates.len() >= MAX_SEND_GATES && !gates.contains_key(chat) {
+            // Forgetting costs one serialized send per chat, nothing else.
+            gates.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+        gates.entry(chat.to_owned()).or_default().clone()
+    }
+
     /// Sends a text message and records it (store + `message` event, `fromMe`).
+    ///
+    /// The first send to a chat goes alone; concurrent sends to that chat wait for it. The
+    /// client (whatsapp-rust 0.7, `ensure_sessions_inner`) checks for a Signal session
+    /// without a lock, so N concurrent first sends each fetch a prekey bundle and each
+    /// replace the session the previous one built: the recipient then gets `pkmsg`s of N
+    /// different sessions. WhatsApp copes with a few (a recipient keeps 40 old session
+    /// states), but every fetch burns one of the recipient's one-time prekeys, and past 40
+    /// the earliest messages no longer decrypt. Once one send has succeeded the session
+    /// exists and later sends run concurrently.
     pub async fn send_text(&self, to: &str, text: &str) -> Result<StoredMessage, SessionError> {
         let client = self.client().ok_or(SessionError::NotConnected)?;
         if !client.is_connected() || !client.is_logged_in() {
@@ -227,6 +255,11 @@ impl Session {
         let jid: whatsapp_rust::Jid = to
             .parse()
             .map_err(|_| SessionError::Send(format!("bad jid {to}")))?;
+        let gate = self.first_send_gate(&jid.to_non_ad_string());
+        let mut first = Some(gate.lock_owned().await);
+        if first.as_deref() == Some(&true) {
+            first = None;
+        }
         let res = client
             .send_message(
                 jid.clone(),
@@ -237,6 +270,9 @@ impl Session {
             )
             .await
             .map_err(|e| SessionError::Send(e.to_string()))?;
+        if let Some(mut done) = first {
+            *done = true;
+        }
         self.metrics.messages_out.inc();
         let own = client
             .pn()
@@ -716,6 +752,7 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
     let mut desired = session.desired.subscribe();
     let mut failures: u32 = 0;
     let mut lease: Option<LeaseGuard> = None;
+    let mut resealed = false;
     session.set_phase(SessionPhase::Starting, None).await;
     'outer: loop {
         // Wait until asked to run.
@@ -733,6 +770,27 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
             lease = acquire_lease(&session, &shutdown).await;
             if lease.is_none() {
                 break;
+            }
+            if !resealed {
+                // Master-key rotation, eagerly: the client rewrites only rows it changes, so
+                // identity keys, prekeys and idle sessions would otherwise stay under the old
+                // key for good, and it could never be retired.
+                match session.auth.reseal_stale().await {
+                    Ok(r) => {
+                        resealed = true;
+                        if r.resealed > 0 || r.unreadable > 0 {
+                            tracing::info!(
+                                resealed = r.resealed,
+                                current = r.current,
+                                unreadable = r.unreadable,
+                                "auth state re-sealed with the current master key"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "re-sealing the auth state (retried at the next lease)")
+                    }
+                }
             }
         }
         let Some(guard) = lease.as_ref() else { break };

@@ -544,3 +544,74 @@ async fn reconnects_then_fails_past_the_maximum() {
     assert_eq!(state.reconnect_count, 5);
     drop(running);
 }
+
+/// Issue 4's send regression: a burst of sends through the control API to a contact the
+/// pod never wrote to. Every answer is 200, so every message must reach the contact,
+/// decrypted, exactly once. Two faults lost all but the first few: the simulator handed the
+/// same one-time prekey to every bundle fetch, and the client (racing itself) fetched one per
+/// concurrent first send — the contact consumed the prekey with the first `pkmsg` and could
+/// not open the later sessions' ones. Frames to the client are slowed during the burst so the
+/// first send's usync and prekey round trips overlap every other request, which made the
+/// old code fail every time instead of one run in three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_sends_to_a_new_contact_arrives_exactly_once() {
+    const N: usize = 200;
+    let (running, sim) = start_sim().await;
+    let user = unique_user("burst");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (pod, _phone, _) = paired_pod(&running, &sim, opts).await;
+    let alice = sim.create_contact(None, Some("Alice")).await.unwrap();
+
+    sim.delay_frames(std::time::Duration::from_millis(5))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let requests = (0..N).map(|i| {
+        http.post(format!("{}/v1/send", pod.control))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"to": alice.phone, "text": format!("burst {i}")}))
+            .send()
+    });
+    let answers = futures::future::join_all(requests).await;
+    sim.delay_frames(std::time::Duration::ZERO).await.unwrap();
+    let mut sent_ids = HashSet::new();
+    for a in answers {
+        let a = a.unwrap();
+        let status = a.status().as_u16();
+        let body: serde_json::Value = a.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(sent_ids.insert(body["id"].as_str().unwrap().to_owned()));
+    }
+
+    let got = sim.contact_received(&alice.phone, N, WAIT).await.unwrap();
+    let ids: HashSet<&str> = got.iter().map(|m| m.id.as_str()).collect();
+    let texts: HashSet<&str> = got.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        got.len(),
+        N,
+        "the contact decrypted {} of {N}; pod log:\n{}",
+        got.len(),
+        pod.log_tail()
+    );
+    assert_eq!(ids.len(), N, "a message arrived twice");
+    assert_eq!(
+        ids,
+        sent_ids.iter().map(String::as_str).collect::<HashSet<_>>()
+    );
+    let expected: HashSet<String> = (0..N).map(|i| format!("burst {i}")).collect();
+    assert_eq!(
+        texts,
+        expected.iter().map(String::as_str).collect::<HashSet<_>>()
+    );
+    // One Signal session with the contact, not one per racing request.
+    let fetches = running
+        .sim
+        .wait_for(WAIT, |w| Some(w.contacts[&alice.phone].bundle_fetches));
+    assert_eq!(
+        fetches.await,
+        Some(1),
+        "prekey bundle fetches of the contact"
+    );
+    assert_eq!(stored_count(&user, &chat_of(&alice.phone)).await, N);
+    drop(running);
+}
