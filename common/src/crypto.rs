@@ -2,19 +2,26 @@
 //! HKDF-SHA256 from the master key (salt: a fixed label, info: the user id), the Redis key (and
 //! field) as associated data, so a ciphertext moved to another key or another user fails to open.
 //!
-//! Sealed value layout: `version (1 byte) ‖ nonce (12 bytes) ‖ ciphertext+tag`. The version
-//! names the master-key generation; [`AuthCipher`] opens every version it holds a key for and
-//! seals with the newest, which is how a master key is rotated.
+//! Sealed value layout: `key id (1 byte) ‖ nonce (12 bytes) ‖ ciphertext+tag`. The key id names
+//! the master key that sealed the value ([`key_id`], derived from the key, in `2..=255`); `1`
+//! marks values written before key ids existed (sealed with whatever key was configured then).
+//!
+//! **Rotation**: an [`AuthCipher`] holds the current master key and any number of previous
+//! ones. It seals with the current key and opens with any of them (trying the keys whose id
+//! matches the value's first byte; every key for legacy `1`). [`AuthCipher::open_checked`]
+//! says whether a value needs re-sealing under the current key. The id is only a hint: two
+//! keys may share one (1 in 254), and the AEAD tag decides which key really opens a value.
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-/// Version byte of values sealed with the first master-key generation.
-pub const VERSION_1: u8 = 1;
+/// First byte of values sealed before key ids existed (any configured key may open them).
+pub const LEGACY_VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const HKDF_SALT: &[u8] = b"wasp/auth-state/v1";
+const KEY_ID_SALT: &[u8] = b"wasp/master-key-id/v1";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
@@ -22,7 +29,7 @@ pub enum CryptoError {
     BadMasterKey,
     #[error("sealed value is too short")]
     Truncated,
-    #[error("no key for version {0}")]
+    #[error("no configured master key has id {0}")]
     UnknownVersion(u8),
     #[error("authentication failed (wrong key, user or redis key)")]
     Open,
@@ -79,17 +86,41 @@ impl MasterKey {
     }
 }
 
-/// The per-user cipher.
+/// The per-user cipher over the current master key and the previous ones.
 #[derive(Clone)]
 pub struct AuthCipher {
-    /// `(version, cipher)`, newest last.
-    keys: Vec<(u8, Aes256Gcm)>,
+    current: UserKey,
+    previous: Vec<UserKey>,
+}
+
+#[derive(Clone)]
+struct UserKey {
+    id: u8,
+    cipher: Aes256Gcm,
+}
+
+impl UserKey {
+    fn new(master: &MasterKey, user_id: &str) -> Self {
+        Self {
+            id: key_id(master),
+            cipher: Aes256Gcm::new(&derive_user_key(master, user_id).into()),
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AuthCipher(..)")
     }
+}
+
+/// Which key opened a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedWith {
+    /// The current master key, with its own id: nothing to do.
+    Current,
+    /// A previous master key, or the current one under the legacy id: re-seal it.
+    Stale,
 }
 
 /// HKDF-SHA256(master, salt = label, info = user id) → 32-byte AES key.
@@ -103,29 +134,51 @@ pub fn derive_user_key(master: &MasterKey, user_id: &str) -> [u8; 32] {
     okm
 }
 
+/// The one-byte id of a master key, in `2..=255` (HKDF-SHA256 with its own salt, so it says
+/// nothing about the per-user keys). Safe to log: it tells keys apart, not what they are.
+pub fn key_id(master: &MasterKey) -> u8 {
+    let hk = Hkdf::<Sha256>::new(Some(KEY_ID_SALT), &master.0);
+    let mut okm = [0u8; 1];
+    #[allow(clippy::expect_used)]
+    hk.expand(b"", &mut okm)
+        .expect("1 byte is a valid HKDF output length");
+    2 + okm[0] % 254
+}
+
 impl AuthCipher {
-    /// A cipher for one user with one master key (version 1).
+    /// A cipher for one user with one master key.
     pub fn new(master: &MasterKey, user_id: &str) -> Self {
-        Self::with_generations(&[(VERSION_1, master.clone())], user_id)
+        Self::with_previous(master, &[], user_id)
     }
 
-    /// A cipher for one user over several master-key generations `(version, key)`; the last
-    /// one seals, all open.
-    pub fn with_generations(generations: &[(u8, MasterKey)], user_id: &str) -> Self {
-        let keys = generations
-            .iter()
-            .map(|(v, mk)| {
-                let key = derive_user_key(mk, user_id);
-                (*v, Aes256Gcm::new(&key.into()))
-            })
-            .collect();
-        Self { keys }
+    /// A cipher for one user that seals with `current` and also opens values sealed with any
+    /// of `previous` (master-key rotation).
+    pub fn with_previous(current: &MasterKey, previous: &[MasterKey], user_id: &str) -> Self {
+        Self {
+            current: UserKey::new(current, user_id),
+            previous: previous
+                .iter()
+                .filter(|k| k.0 != current.0)
+                .map(|k| UserKey::new(k, user_id))
+                .collect(),
+        }
+    }
+
+    /// Whether previous master keys are configured (then stale values may exist).
+    pub fn has_previous(&self) -> bool {
+        !self.previous.is_empty()
+    }
+
+    /// The id the current master key writes as a value's first byte.
+    pub fn current_key_id(&self) -> u8 {
+        self.current.id
     }
 
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let (version, cipher) = self.keys.last().ok_or(CryptoError::Seal)?;
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ct = cipher
+        let ct = self
+            .current
+            .cipher
             .encrypt(
                 &nonce,
                 Payload {
@@ -135,32 +188,56 @@ impl AuthCipher {
             )
             .map_err(|_| CryptoError::Seal)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
-        out.push(*version);
+        out.push(self.current.id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         Ok(out)
     }
 
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_checked(aad, sealed).map(|(plain, _)| plain)
+    }
+
+    /// Opens a value and says whether it should be re-sealed with the current key.
+    pub fn open_checked(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<(Vec<u8>, SealedWith), CryptoError> {
         if sealed.len() < 1 + NONCE_LEN + 16 {
             return Err(CryptoError::Truncated);
         }
-        let version = sealed[0];
-        let (_, cipher) = self
-            .keys
-            .iter()
-            .find(|(v, _)| *v == version)
-            .ok_or(CryptoError::UnknownVersion(version))?;
+        let id = sealed[0];
         let nonce = Nonce::from_slice(&sealed[1..1 + NONCE_LEN]);
-        cipher
-            .decrypt(
+        let mut tried = false;
+        for (i, key) in std::iter::once(&self.current)
+            .chain(&self.previous)
+            .enumerate()
+        {
+            if id != LEGACY_VERSION && id != key.id {
+                continue;
+            }
+            tried = true;
+            if let Ok(plain) = key.cipher.decrypt(
                 nonce,
                 Payload {
                     msg: &sealed[1 + NONCE_LEN..],
                     aad,
                 },
-            )
-            .map_err(|_| CryptoError::Open)
+            ) {
+                let with = if i == 0 && id == self.current.id {
+                    SealedWith::Current
+                } else {
+                    SealedWith::Stale
+                };
+                return Ok((plain, with));
+            }
+        }
+        Err(if tried {
+            CryptoError::Open
+        } else {
+            CryptoError::UnknownVersion(id)
+        })
     }
 }
 
@@ -173,14 +250,27 @@ mod tests {
     }
 
     #[test]
-    fn seal_open_round_trip_with_version_byte() {
+    fn seal_open_round_trip_with_key_id_byte() {
         let c = AuthCipher::new(&mk(7), "alice");
         let sealed = c.seal(b"k1", b"secret").unwrap();
-        assert_eq!(sealed[0], VERSION_1);
+        assert_eq!(sealed[0], key_id(&mk(7)));
+        assert_eq!(sealed[0], c.current_key_id());
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
-        assert_eq!(c.open(b"k1", &sealed).unwrap(), b"secret");
+        assert_eq!(
+            c.open_checked(b"k1", &sealed).unwrap(),
+            (b"secret".to_vec(), SealedWith::Current)
+        );
         // fresh nonce every time
         assert_ne!(c.seal(b"k1", b"secret").unwrap(), sealed);
+    }
+
+    #[test]
+    fn key_ids_are_stable_never_legacy_and_tell_keys_apart() {
+        let ids: std::collections::HashSet<u8> = (0..=255u8).map(|b| key_id(&mk(b))).collect();
+        assert!(ids.iter().all(|id| *id >= 2));
+        // Not a constant: 256 keys spread over many ids.
+        assert!(ids.len() > 100, "{}", ids.len());
+        assert_eq!(key_id(&mk(3)), key_id(&mk(3)));
     }
 
     #[test]
@@ -191,21 +281,67 @@ mod tests {
         let bob = AuthCipher::new(&mk(7), "bob");
         assert_eq!(bob.open(b"k1", &sealed), Err(CryptoError::Open));
         let other = AuthCipher::new(&mk(8), "alice");
-        assert_eq!(other.open(b"k1", &sealed), Err(CryptoError::Open));
+        let expected = if key_id(&mk(8)) == key_id(&mk(7)) {
+            CryptoError::Open
+        } else {
+            CryptoError::UnknownVersion(key_id(&mk(7)))
+        };
+        assert_eq!(other.open(b"k1", &sealed), Err(expected));
         assert_eq!(c.open(b"k1", &sealed[..10]), Err(CryptoError::Truncated));
     }
 
     #[test]
-    fn rotation_opens_old_and_seals_new() {
+    fn rotation_opens_old_marks_it_stale_and_seals_new() {
         let old = AuthCipher::new(&mk(1), "u");
         let sealed_old = old.seal(b"k", b"v").unwrap();
-        let rotated = AuthCipher::with_generations(&[(1, mk(1)), (2, mk(2))], "u");
-        assert_eq!(rotated.open(b"k", &sealed_old).unwrap(), b"v");
-        let sealed_new = rotated.seal(b"k", b"v").unwrap();
-        assert_eq!(sealed_new[0], 2);
+        let rotated = AuthCipher::with_previous(&mk(2), &[mk(1)], "u");
+        assert!(rotated.has_previous());
         assert_eq!(
-            old.open(b"k", &sealed_new),
-            Err(CryptoError::UnknownVersion(2))
+            rotated.open_checked(b"k", &sealed_old).unwrap(),
+            (b"v".to_vec(), SealedWith::Stale)
+        );
+        let sealed_new = rotated.seal(b"k", b"v").unwrap();
+        assert_eq!(sealed_new[0], key_id(&mk(2)));
+        assert_eq!(
+            rotated.open_checked(b"k", &sealed_new).unwrap().1,
+            SealedWith::Current
+        );
+        // The old key alone cannot read what the rotated cipher wrote; the new one alone can.
+        assert!(old.open(b"k", &sealed_new).is_err());
+        assert_eq!(
+            AuthCipher::new(&mk(2), "u")
+                .open(b"k", &sealed_new)
+                .unwrap(),
+            b"v"
+        );
+        // Without the previous key, the old value is unreadable.
+        assert!(
+            AuthCipher::new(&mk(2), "u")
+                .open(b"k", &sealed_old)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn legacy_values_open_with_any_configured_key_and_are_stale() {
+        // A value written before key ids: first byte 1, sealed with what is now a previous key.
+        let mut legacy = AuthCipher::new(&mk(1), "u").seal(b"k", b"v").unwrap();
+        legacy[0] = LEGACY_VERSION;
+        let rotated = AuthCipher::with_previous(&mk(2), &[mk(1)], "u");
+        assert_eq!(
+            rotated.open_checked(b"k", &legacy).unwrap(),
+            (b"v".to_vec(), SealedWith::Stale)
+        );
+        // Under the current key too: readable, re-sealed to carry the key id.
+        assert_eq!(
+            AuthCipher::new(&mk(1), "u")
+                .open_checked(b"k", &legacy)
+                .unwrap(),
+            (b"v".to_vec(), SealedWith::Stale)
+        );
+        assert_eq!(
+            AuthCipher::new(&mk(3), "u").open(b"k", &legacy),
+            Err(CryptoError::Open)
         );
     }
 

@@ -101,6 +101,17 @@ struct MsgSecretRow {
     message_ts: i64,
 }
 
+/// What [`RedisAuthStore::reseal_stale`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResealReport {
+    /// Rows already sealed with the current key.
+    pub current: usize,
+    /// Rows re-sealed with the current key.
+    pub resealed: usize,
+    /// Rows no configured key opens (left as they are).
+    pub unreadable: usize,
+}
+
 /// The encrypted Redis `Backend` of one user.
 #[derive(Clone)]
 pub struct RedisAuthStore {
@@ -284,6 +295,65 @@ impl RedisAuthStore {
 
     fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
         serde_json::to_vec(v).map_err(ser_err)
+    }
+
+    /// Master-key rotation: re-seals, with the current key, every row a previous key (or the
+    /// current one under the legacy id) sealed. Each row is replaced only if it still holds
+    /// the value read (compare-and-set in Lua), so a concurrent write is never undone. Rows
+    /// no configured key opens are left as they are and counted. Call it under the lease,
+    /// before a client runs; a no-op without previous keys.
+    pub async fn reseal_stale(&self) -> Result<ResealReport> {
+        let mut report = ResealReport::default();
+        if !self.inner.cipher.has_previous() {
+            return Ok(report);
+        }
+        let cas = redis::Script::new(
+            "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
+               redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) return 1 end return 0",
+        );
+        let mut conn = self.conn();
+        for key in self.table_keys("").await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, rows): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                    .arg(&key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(db_err)?;
+                for (field, sealed) in rows {
+                    let aad = Self::aad(&key, &field);
+                    match self.inner.cipher.open_checked(&aad, &sealed) {
+                        Ok((_, wasp_common::crypto::SealedWith::Current)) => report.current += 1,
+                        Ok((plain, wasp_common::crypto::SealedWith::Stale)) => {
+                            let fresh = self.inner.cipher.seal(&aad, &plain).map_err(ser_err)?;
+                            let replaced: i32 = cas
+                                .key(&key)
+                                .arg(&field)
+                                .arg(&sealed)
+                                .arg(fresh)
+                                .invoke_async(&mut conn)
+                                .await
+                                .map_err(db_err)?;
+                            if replaced == 1 {
+                                report.resealed += 1;
+                            }
+                        }
+                        Err(e) => {
+                            report.unreadable += 1;
+                            tracing::warn!(table = %key.trim_start_matches(&self.inner.prefix), error = %e, "auth row opens with no configured master key");
+                        }
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(report)
     }
 
     /// Keys of the tables whose name starts with `table_prefix` (per-group tables).

@@ -51,6 +51,14 @@ pub struct Config {
     /// File holding the master key (a mounted Secret); wins over `WASP_MASTER_KEY`.
     #[arg(long, env = "WASP_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Master keys that were current before (rotation): values sealed with them are still
+    /// read, and re-sealed with the current key at start. Separated by commas or whitespace.
+    #[arg(long, env = "WASP_PREVIOUS_MASTER_KEYS", hide_env_values = true)]
+    pub previous_master_keys: Option<String>,
+    /// File with the previous master keys, one per line (`#` comments); wins over
+    /// `WASP_PREVIOUS_MASTER_KEYS`.
+    #[arg(long, env = "WASP_PREVIOUS_MASTER_KEYS_FILE")]
+    pub previous_master_keys_file: Option<PathBuf>,
     /// Bearer token wasp-api (and the operator's finalizer) presents to the control API.
     #[arg(long, env = "WASP_CONTROL_TOKEN", hide_env_values = true)]
     pub control_token: String,
@@ -101,6 +109,10 @@ pub enum ConfigError {
     NoMasterKey,
     #[error("reading the master key file: {0}")]
     MasterKeyFile(std::io::Error),
+    #[error("reading the previous master keys file: {0}")]
+    PreviousKeysFile(std::io::Error),
+    #[error("previous master key #{0}: {1}")]
+    PreviousKey(usize, wasp_common::crypto::CryptoError),
     #[error(transparent)]
     MasterKey(#[from] wasp_common::crypto::CryptoError),
     #[error("the pairingCode method needs WASP_PAIRING_PHONE")]
@@ -126,6 +138,18 @@ impl Config {
         Ok(wasp_common::crypto::MasterKey::parse(&text)?)
     }
 
+    /// The previous master keys (none when neither setting is given).
+    pub fn previous_master_keys(&self) -> Result<Vec<wasp_common::crypto::MasterKey>, ConfigError> {
+        let text = match (&self.previous_master_keys_file, &self.previous_master_keys) {
+            (Some(path), _) => {
+                std::fs::read_to_string(path).map_err(ConfigError::PreviousKeysFile)?
+            }
+            (None, Some(k)) => k.clone(),
+            (None, None) => return Ok(Vec::new()),
+        };
+        parse_key_list(&text)
+    }
+
     /// Checks what clap cannot: pairing phone, token, and the simulator-trust rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.control_token.is_empty() {
@@ -144,6 +168,19 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Keys separated by commas, spaces or newlines; `#` starts a comment to the end of the line.
+fn parse_key_list(text: &str) -> Result<Vec<wasp_common::crypto::MasterKey>, ConfigError> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .flat_map(|l| l.split(|c: char| c == ',' || c.is_whitespace()))
+        .filter(|k| !k.is_empty())
+        .enumerate()
+        .map(|(i, k)| {
+            wasp_common::crypto::MasterKey::parse(k).map_err(|e| ConfigError::PreviousKey(i + 1, e))
+        })
+        .collect()
 }
 
 /// Whether a ws(s) URL's host is a loopback address (`localhost`, 127.0.0.0/8, `::1`).
@@ -172,6 +209,25 @@ pub fn is_loopback_url(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previous_keys_are_a_list_with_comments() {
+        let a = "01".repeat(32);
+        let b = data_encoding::BASE64.encode(&[2u8; 32]);
+        let keys =
+            parse_key_list(&format!("# rotated 2026-11\n{a}, {b}\n\n  {a} # again\n")).unwrap();
+        assert_eq!(keys.len(), 3);
+        assert!(parse_key_list("").unwrap().is_empty());
+        assert!(matches!(
+            parse_key_list(&format!("{a},nope")),
+            Err(ConfigError::PreviousKey(2, _))
+        ));
+        // The error names the position only, never the text.
+        let err = parse_key_list(&format!("{a},nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("nope"), "{err}");
+    }
 
     #[test]
     fn loopback_urls() {

@@ -51,6 +51,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     config.validate()?;
     let master = config.master_key()?;
+    let previous = config.previous_master_keys()?;
     if cfg!(feature = "insecure-sim") {
         tracing::warn!(
             url = %config.whatsapp_url,
@@ -59,7 +60,12 @@ pub async fn run(
     }
     let client = redis::Client::open(config.redis_url.as_str())?;
     let conn = redis::aio::ConnectionManager::new(client).await?;
-    let cipher = AuthCipher::new(&master, &config.user_id);
+    let cipher = AuthCipher::with_previous(&master, &previous, &config.user_id);
+    tracing::info!(
+        key_id = cipher.current_key_id(),
+        previous = previous.len(),
+        "auth-state master key"
+    );
     let auth = auth_store::RedisAuthStore::new(conn.clone(), cipher, &config.user_id);
     let store = store::Store::new(conn.clone(), &config.user_id, config.events_maxlen);
     let metrics = Arc::new(metrics::Metrics::default());

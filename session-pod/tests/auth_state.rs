@@ -230,3 +230,145 @@ async fn paired_state_is_encrypted_and_survives_kill_9() {
     assert_eq!(state.phase, wasp_common::SessionPhase::Connected);
     drop(running);
 }
+
+/// Every auth-state row of the user: `(redis key, field, sealed value)`.
+async fn auth_rows(user: &str) -> Vec<(String, String, Vec<u8>)> {
+    let mut conn = redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(UserKeys::for_user(user).auth_scan_pattern())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for key in keys {
+        let fields: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        rows.extend(fields.into_iter().map(|(f, v)| (key.clone(), f, v)));
+    }
+    rows
+}
+
+fn aad(key: &str, field: &str) -> Vec<u8> {
+    let mut a = key.as_bytes().to_vec();
+    a.push(0);
+    a.extend_from_slice(field.as_bytes());
+    a
+}
+
+/// Waits for `ready` on the live channel; a QR (a new scan) fails the test.
+async fn ready_without_scan(live: &mut Live, what: &str) -> wasp_common::events::Ready {
+    live.wait_for(what, |k| match k {
+        wasp_common::events::Kind::Qr(_) | wasp_common::events::Kind::PairingCode(_) => {
+            panic!("{what}: the pod asked for a new scan")
+        }
+        wasp_common::events::Kind::Ready(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Stops a pod with SIGTERM and waits for its exit (no sleeps: polls the process).
+async fn stop(pod: &Pod) {
+    pod.term();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while pod.proc.exited().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "pod did not exit");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Master-key rotation: paired under key A; restarted with current B and previous [A] it
+/// connects without a scan and re-seals every row under B; restarted with B alone it still
+/// connects. A is then useless: nothing of the user opens with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_keeps_the_pairing() {
+    const KEY_B: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+    let (running, sim) = start_sim().await;
+    let user = unique_user("rotate");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (pod, phone, device) = paired_pod(&running, &sim, opts.clone()).await;
+    let key_a = MasterKey::parse(MASTER_KEY).unwrap();
+    let key_b = MasterKey::parse(KEY_B).unwrap();
+    let only_a = AuthCipher::new(&key_a, &user);
+    let only_b = AuthCipher::new(&key_b, &user);
+    stop(&pod).await;
+    let logins_paired = sim
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.phone == phone && d.device == device)
+        .unwrap()
+        .logins;
+    let before = auth_rows(&user).await;
+    assert!(before.len() > 10, "{} auth rows", before.len());
+    for (k, f, v) in &before {
+        assert!(only_a.open(&aad(k, f), v).is_ok(), "{k} {f} is under A");
+        assert!(only_b.open(&aad(k, f), v).is_err(), "{k} {f} opens with B");
+    }
+
+    // current = B, previous = [A] (as a file: one key per line, with a comment).
+    let dir = wasp_e2e::procs::scratch_dir("wasp-rotation").unwrap();
+    let previous = dir.join("previous-master-keys");
+    std::fs::write(&previous, format!("# retired 2026-11-22\n{MASTER_KEY}\n")).unwrap();
+    let mut rotated = opts.clone();
+    rotated.extra_env = vec![
+        ("WASP_MASTER_KEY".into(), KEY_B.into()),
+        (
+            "WASP_PREVIOUS_MASTER_KEYS_FILE".into(),
+            previous.display().to_string(),
+        ),
+    ];
+    let mut live = Live::subscribe(&user).await;
+    let pod = Pod::start(&rotated);
+    let ready = ready_without_scan(&mut live, "ready with B, previous A").await;
+    assert_eq!(ready.phone, phone);
+    stop(&pod).await;
+    // Every row — including those the client never rewrote — is now under B only.
+    let after = auth_rows(&user).await;
+    assert!(
+        after.len() >= before.len(),
+        "{} → {}",
+        before.len(),
+        after.len()
+    );
+    for (k, f, v) in &after {
+        assert_eq!(v[0], only_b.current_key_id(), "{k} {f} carries B's id");
+        assert!(only_b.open(&aad(k, f), v).is_ok(), "{k} {f} opens with B");
+        assert!(
+            only_a.open(&aad(k, f), v).is_err(),
+            "{k} {f} still opens with A"
+        );
+    }
+
+    // B alone: still paired, still the same device.
+    let mut only_b_opts = opts.clone();
+    only_b_opts.extra_env = vec![("WASP_MASTER_KEY".into(), KEY_B.into())];
+    let mut live = Live::subscribe(&user).await;
+    let pod = Pod::start(&only_b_opts);
+    let ready = ready_without_scan(&mut live, "ready with B alone").await;
+    assert_eq!(ready.phone, phone);
+    let companions: Vec<_> = sim
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.phone == phone && d.device != 0)
+        .collect();
+    assert_eq!(companions.len(), 1, "{companions:?}");
+    assert_eq!(companions[0].device, device);
+    // Two logins since pairing, with the same credentials.
+    assert!(
+        companions[0].logins >= logins_paired + 2,
+        "{logins_paired} → {:?}",
+        companions[0]
+    );
+    let (status, body) = pod.api(reqwest::Method::GET, "/v1/status", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["phase"], "Connected", "{body}");
+    drop(running);
+}
