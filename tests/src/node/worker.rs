@@ -248,7 +248,10 @@ impl Worker {
                         return;
                     }
                     Some(Msg::NodeStop) => {
+                        // Unlike a crashed kubelet, report the stopped containers (not ready), so
+                        // that nothing keeps routing to the pod.
                         self.stop_all(NODE_STOP_GRACE).await;
+                        self.sync_status().await;
                         return;
                     }
                     Some(Msg::Terminate { grace }) => {
@@ -555,8 +558,9 @@ impl Worker {
         }
     }
 
-    /// SIGTERM, up to `grace`, SIGKILL; returns once every process has been reaped. A `Gone`
-    /// meanwhile kills at once.
+    /// SIGTERM, up to `grace`, SIGKILL; returns once every process has been reaped, with the
+    /// pod marked finished (before a deletion is confirmed: whoever sees the pod gone also sees
+    /// `LocalNode::finished`). A `Gone` meanwhile kills at once.
     async fn stop_all(&mut self, grace: Duration) {
         self.terminating = true;
         for i in 0..self.slots.len() {
@@ -593,6 +597,7 @@ impl Worker {
                 },
             }
         }
+        self.finish();
     }
 
     fn kill_remaining(&mut self) {
@@ -612,6 +617,7 @@ impl Worker {
             let (i, status) = wait_any(&mut self.slots).await;
             self.on_exit(i, status);
         }
+        self.finish();
     }
 
     /// Writes the pod's status if it changed since the last write.
@@ -651,6 +657,7 @@ impl Worker {
         }
     }
 
+    /// Marks the pod finished (idempotent).
     fn finish(&mut self) {
         let mut state = self.ctx.lock();
         if let Some(rec) = state.pods.iter_mut().find(|p| p.uid == self.uid) {
