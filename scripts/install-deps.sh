@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test world needs (idempotent, quick when already installed):
 # Redis, etcd, Go and the kubernetes source package (to build kube-apiserver/controller-manager),
-# kubectl, rsync, openssl (kube-up.sh makes its keys with it). Run as root (CI and the dev machines
-# are root); uses sudo otherwise.
+# kubectl, rsync, openssl (kube-up.sh makes its keys with it), and Chromium with its WebDriver
+# (chromium, chromium-driver: the console page's headless browser test). Run as root (CI and the
+# dev machines are root); uses sudo otherwise.
 set -euo pipefail
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 PKGS=(redis-server etcd-server golang-go rsync dpkg-dev openssl
-      golang-github-modern-go-reflect2-dev curl ca-certificates)
+      golang-github-modern-go-reflect2-dev curl ca-certificates
+      chromium chromium-driver)
 # Any kubectl will do; Debian's kubernetes-client conflicts with one installed from elsewhere.
 command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
 

@@ -475,7 +475,12 @@
   ui.signout.addEventListener('click', () => signOut('signed_out'));
   ui.errorClose.addEventListener('click', clearError);
   ui.connect.addEventListener('click', () => action(ui.connect, 'connect'));
-  ui.disconnect.addEventListener('click', () => action(ui.disconnect, 'disconnect'));
+  ui.disconnect.addEventListener('click', () => {
+    // Seed 003's disconnect logs the device out: linking it again takes a new scan.
+    if (confirm('Disconnect and log this device out of WhatsApp? Linking it again needs a new QR scan.')) {
+      action(ui.disconnect, 'disconnect');
+    }
+  });
   window.addEventListener('hashchange', () => {
     takeTokenFromFragment();
     const t = sessionStorage.getItem(TOKEN_KEY);
