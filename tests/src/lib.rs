@@ -19,6 +19,7 @@
 //! ```
 
 pub mod bins;
+pub mod browser;
 pub mod cluster;
 pub mod crds;
 pub mod env;
