@@ -487,6 +487,7 @@
     if (t && t !== token) signIn(t);
   });
 
+  el('boot').hidden = true;
   takeTokenFromFragment();
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) {
