@@ -80,7 +80,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/api/whatsapp/sessions/active", get(admin::sessions_alias))
         .route("/api/admin/cleanup-stats", get(admin::cleanup_stats))
         .route("/openapi.json", get(openapi_json))
-        .route("/console", get(crate::console::page))
+        .merge(crate::console::routes())
         .route_layer(middleware::from_fn_with_state(
             state.auth.metrics.clone(),
             track,

@@ -27,6 +27,7 @@ pub mod kubelet;
 pub mod node;
 pub mod procs;
 pub mod redis_server;
+pub mod stream_clients;
 pub mod wait;
 
 pub use env::TestEnv;

@@ -6,21 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::Parser as _;
-use futures::StreamExt as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use prost::Message as _;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use wasp_api::pods::PodApi;
 use wasp_api::{Config, run_with_pods};
 use wasp_common::events::{Envelope, Kind, emit_pipeline, publish_only_cmd};
 use wasp_common::keys::UserKeys;
 use wasp_crds::{WhatsAppSession, names::session_name};
+pub use wasp_e2e::stream_clients::{SseClient, WsClient};
 use wasp_e2e::{TestEnv, eventually};
 
 pub const SECRET: &str = "integration-secret-integration-secret";
@@ -226,124 +225,4 @@ pub fn text_message(n: usize) -> Kind {
         push_name: "Ann".into(),
         kind: "text".into(),
     })
-}
-
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A seed-003 WebSocket client.
-pub struct WsClient {
-    ws: WsStream,
-}
-
-impl WsClient {
-    pub async fn connect(url: &str) -> Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .with_context(|| format!("WebSocket {url}"))?;
-        Ok(Self { ws })
-    }
-
-    /// The next event frame (pings skipped); fails on close or after `WAIT`.
-    pub async fn next(&mut self) -> Result<Value> {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .context("no WebSocket event in time")?
-                .context("WebSocket ended")??;
-            match msg {
-                WsMessage::Text(t) => return Ok(serde_json::from_str(t.as_str())?),
-                WsMessage::Close(f) => bail!("WebSocket closed: {f:?}"),
-                _ => {}
-            }
-        }
-    }
-
-    /// The next event of type `kind`, skipping others.
-    pub async fn next_of(&mut self, kind: &str) -> Result<Value> {
-        loop {
-            let ev = self.next().await?;
-            if ev["type"] == kind {
-                return Ok(ev);
-            }
-        }
-    }
-
-    /// Waits for the server's close frame; its code.
-    pub async fn closed(&mut self, within: Duration) -> Result<u16> {
-        loop {
-            let msg = tokio::time::timeout(within, self.ws.next())
-                .await
-                .context("socket not closed in time")?;
-            match msg {
-                Some(Ok(WsMessage::Close(Some(f)))) => return Ok(f.code.into()),
-                Some(Ok(WsMessage::Close(None))) | None => return Ok(1005),
-                Some(Err(e)) => bail!("socket error: {e}"),
-                Some(Ok(_)) => {}
-            }
-        }
-    }
-
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
-    }
-}
-
-/// A Server-Sent Events client (seed 000's `EventSource`).
-pub struct SseClient {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl SseClient {
-    pub async fn connect(url: &str, bearer: &str, last_event_id: Option<&str>) -> Result<Self> {
-        let mut req = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(bearer)
-            .header("accept", "text/event-stream");
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id);
-        }
-        let response = req.send().await?;
-        anyhow::ensure!(response.status() == 200, "SSE {url}: {}", response.status());
-        Ok(Self {
-            response,
-            buffer: String::new(),
-        })
-    }
-
-    /// The next event: `(sse id, JSON data)`.
-    pub async fn next(&mut self) -> Result<(Option<String>, Value)> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut data) = (None, String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    }
-                }
-                if data.is_empty() {
-                    continue; // keep-alive comment or retry hint
-                }
-                return Ok((id, serde_json::from_str(&data)?));
-            }
-            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
-                .await
-                .context("no SSE event in time")??
-                .context("SSE stream ended")?;
-            self.buffer.push_str(std::str::from_utf8(&chunk)?);
-        }
-    }
-
-    pub async fn next_of(&mut self, kind: &str) -> Result<(Option<String>, Value)> {
-        loop {
-            let (id, ev) = self.next().await?;
-            if ev["type"] == kind {
-                return Ok((id, ev));
-            }
-        }
-    }
 }
