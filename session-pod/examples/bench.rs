@@ -19,12 +19,58 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn rss_kib(pid: u32) -> u64 {
+fn status_kib(pid: u32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// What the RSS is made of: anonymous vs file-backed, threads, and the largest mappings
+/// (from /proc/PID/smaps: heap, anonymous arenas, the binary's text, stacks).
+fn rss_breakdown(pid: u32) -> String {
+    let mut out = format!(
+        "RssAnon {} KiB, RssFile {} KiB, Threads {}\n",
+        status_kib(pid, "RssAnon:"),
+        status_kib(pid, "RssFile:"),
+        status_kib(pid, "Threads:")
+    );
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        if let Some(rss) = line.strip_prefix("Rss:") {
+            let kib = rss
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            maps.push((kib, current.clone()));
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-'))
+        {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            current = format!(
+                "{} {} {}",
+                cols[0],
+                cols[1],
+                cols.get(5).unwrap_or(&"[anon]")
+            );
+        }
+    }
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+    for (kib, name) in maps.iter().take(12) {
+        out.push_str(&format!("  {kib:>6} KiB  {name}\n"));
+    }
+    out
 }
 
 #[tokio::main]
@@ -50,6 +96,7 @@ async fn main() {
     let (pod, phone, _) = paired_pod(&running, &sim, opts).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let rss_idle = rss_kib(pod.proc.pid());
+    let breakdown = rss_breakdown(pod.proc.pid());
 
     // 3. sends through the control API to a simulated contact.
     let alice = sim.create_contact(None, Some("Alice")).await.unwrap();
@@ -101,7 +148,7 @@ async fn main() {
     }
     let rss_after = rss_kib(pod.proc.pid());
     println!("start_to_qr_p50_ms {qr_p50:.1}");
-    println!("rss_idle_connected_kib {rss_idle}");
+    println!("rss_idle_connected_kib {rss_idle}\n{breakdown}");
     println!("sends_per_s {sends_per_s:.0} ({n_send} sends, concurrency {conc}, {send_secs:.2} s)");
     println!(
         "inbound_to_event_ms p50 {:.2} p99 {:.2} (500 sequential)",

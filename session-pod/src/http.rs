@@ -1,17 +1,22 @@
-//! The client's HTTP needs (version fetch, media) through reqwest.
+//! The client's HTTP needs (version fetch, media) through reqwest. The reqwest client (and
+//! its TLS root store) is built on first use: against a pinned client version a text-only
+//! session makes no HTTP call at all, and an idle pod should not hold it.
+
+use std::sync::{Arc, OnceLock};
 
 use wacore::net::{HttpClient, HttpRequest, HttpResponse};
 
 #[derive(Clone, Default)]
 pub struct ReqwestHttp {
-    client: reqwest::Client,
+    client: Arc<OnceLock<reqwest::Client>>,
 }
 
 #[async_trait::async_trait]
 impl HttpClient for ReqwestHttp {
     async fn execute(&self, request: HttpRequest) -> anyhow::Result<HttpResponse> {
+        let client = self.client.get_or_init(reqwest::Client::new);
         let method = reqwest::Method::from_bytes(request.method.as_bytes())?;
-        let mut req = self.client.request(method, &request.url);
+        let mut req = client.request(method, &request.url);
         for (k, v) in &request.headers {
             req = req.header(k, v);
         }

@@ -9,6 +9,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod qr;
+pub mod runtime;
 pub mod session;
 pub mod store;
 

@@ -2,7 +2,10 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use wasp_session_pod::{Config, Listeners};
 
-#[tokio::main]
+// One thread: a pod serves one user, and every worker thread costs its stack and a malloc
+// arena of its own (measured in docs/benchmarks.md). The client runs on `PodRuntime`, which
+// yields in its long loops. Blocking work (rare: file reads) gets a short-lived helper thread.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let _filter = wasp_common::telemetry::init(wasp_common::telemetry::LogFormat::Json);

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use wacore::types::events::{Event, InboundMessage};
 use wasp_common::events::{self as ev, Kind};
 use wasp_common::session_state::{SessionPhase, SessionRef, SessionState, write_state};
-use whatsapp_rust::TokioRuntime;
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::client::Client;
 use whatsapp_rust::proto_helpers::MessageExt as _;
@@ -626,7 +625,7 @@ async fn build_bot(
             TokioWebSocketTransportFactory::new().with_url(session.settings.whatsapp_url.clone()),
         )
         .with_http_client(crate::http::ReqwestHttp::default())
-        .with_runtime(TokioRuntime)
+        .with_runtime(crate::runtime::PodRuntime)
         .skip_history_sync()
         .with_inbound_durability_hook(Hook(session.clone()))
         .on_event(move |event, client: Arc<Client>| {
