@@ -58,6 +58,13 @@ impl UserKeys {
         self.key("events:live")
     }
 
+    /// Pub/sub channel on which a consumer that just subscribed to [`Self::events_channel`] asks
+    /// the session pod to publish the QR (or pairing) code it is showing again: codes are never
+    /// in the durable stream, so a late consumer would otherwise wait for the next rotation.
+    pub fn codes_wanted_channel(&self) -> String {
+        self.key("events:codes-wanted")
+    }
+
     /// Prefix of the encrypted auth-state entries of the WhatsApp client.
     pub fn auth_prefix(&self) -> String {
         self.key("auth:")

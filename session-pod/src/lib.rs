@@ -20,6 +20,7 @@ use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wasp_common::crypto::AuthCipher;
+use wasp_common::keys::UserKeys;
 use wasp_common::session_state::SessionRef;
 
 pub use config::Config;
@@ -43,6 +44,31 @@ pub enum RunError {
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
+/// Publishes the current QR/pairing code again whenever a consumer asks on the user's
+/// `codes_wanted_channel` (wasp-api does when a client of this user subscribes), reconnecting
+/// to Redis as needed.
+async fn answer_codes_wanted(
+    client: redis::Client,
+    keys: UserKeys,
+    session: Arc<session::Session>,
+) {
+    use futures::StreamExt as _;
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.subscribe(keys.codes_wanted_channel()).await.is_ok() {
+                    let mut asks = pubsub.on_message();
+                    while asks.next().await.is_some() {
+                        session.publish_codes().await;
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "codes-wanted listener: Redis unavailable"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Runs the pod until `shutdown` fires: then closes the socket cleanly (flushing pending
 /// commits), releases the lease, records the state and stops the servers.
 pub async fn run(
@@ -60,7 +86,7 @@ pub async fn run(
         );
     }
     let client = redis::Client::open(config.redis_url.as_str())?;
-    let conn = redis::aio::ConnectionManager::new(client).await?;
+    let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
     let cipher = AuthCipher::with_previous(&master, &previous, &config.user_id);
     tracing::info!(
         key_id = cipher.current_key_id(),
@@ -144,8 +170,15 @@ pub async fn run(
         })
     });
 
+    let codes_task = tokio::spawn(answer_codes_wanted(
+        client,
+        UserKeys::for_user(&config.user_id),
+        session.clone(),
+    ));
+
     session::supervise(session, shutdown).await;
 
+    codes_task.abort();
     if let Some(t) = retention_task {
         t.abort();
     }

@@ -155,6 +155,30 @@ impl Session {
         self.pair_code.lock().unwrap().clone()
     }
 
+    /// Publishes the QR and pairing code this session is showing (if any) on the live channel
+    /// only: on a new code, and when a consumer asks (`codes_wanted_channel`).
+    pub async fn publish_codes(&self) {
+        if let Some(r) = self.qr() {
+            let _ = self
+                .store
+                .publish_only(Kind::Qr(ev::Qr {
+                    code: r.qr,
+                    svg: r.qr_svg,
+                    data_url: r.qr_data_url,
+                }))
+                .await;
+        }
+        if let Some(code) = self.pair_code() {
+            let _ = self
+                .store
+                .publish_only(Kind::PairingCode(ev::PairingCode {
+                    code,
+                    phone: self.settings.pairing_phone.clone().unwrap_or_default(),
+                }))
+                .await;
+        }
+    }
+
     #[allow(clippy::unwrap_used)]
     pub fn client(&self) -> Option<Arc<Client>> {
         self.client.lock().unwrap().clone()
@@ -405,14 +429,7 @@ async fn on_event(
                     *session.qr.lock().unwrap() = Some(r.clone());
                 }
                 session.set_phase(SessionPhase::AwaitingScan, None).await;
-                let _ = session
-                    .store
-                    .publish_only(Kind::Qr(ev::Qr {
-                        code: r.qr,
-                        svg: r.qr_svg,
-                        data_url: r.qr_data_url,
-                    }))
-                    .await;
+                session.publish_codes().await;
             }
             Err(e) => tracing::warn!(error = %e, "rendering the QR code"),
         },
@@ -422,13 +439,7 @@ async fn on_event(
                 *session.pair_code.lock().unwrap() = Some(p.code.clone());
             }
             session.set_phase(SessionPhase::AwaitingScan, None).await;
-            let _ = session
-                .store
-                .publish_only(Kind::PairingCode(ev::PairingCode {
-                    code: p.code.clone(),
-                    phone: session.settings.pairing_phone.clone().unwrap_or_default(),
-                }))
-                .await;
+            session.publish_codes().await;
         }
         Event::PairSuccess(_) => {
             // Let this client follow the 515 that comes next itself: the same client then runs
@@ -739,10 +750,13 @@ async fn on_logged_out(session: &Arc<Session>, reason: &str) {
 
 /// Logs out from WhatsApp (control API / operator finalizer) and purges the auth state.
 pub async fn logout(session: &Arc<Session>) {
-    session.desire(Desired::Stop);
+    // The logout IQ first, on the live socket: stopping first raced it (the run's own
+    // disconnect won and the phone kept the device). The reconnect back-off is longer than
+    // the step from here to `Stop`.
     if let Some(client) = session.client() {
         client.logout().await;
     }
+    session.desire(Desired::Stop);
     on_logged_out(session, "requested").await;
 }
 

@@ -161,22 +161,6 @@ pub fn greeting(status: &SessionStatus) -> ClientEvent {
     }
 }
 
-/// The QR code a session pod is showing right now (its `/v1/status` answer), as a `qr` event for
-/// a client that connected after the pod published it.
-pub fn current_qr(pod_status: &Value) -> Option<ClientEvent> {
-    let url = pod_status.get("qrDataUrl")?.as_str()?;
-    let code = pod_status.get("qr").and_then(Value::as_str).unwrap_or("");
-    if !url.starts_with("data:image/") {
-        return None;
-    }
-    Some(ClientEvent {
-        kind: "qr".into(),
-        data: json!({ "qr": code, "qrDataUrl": url }),
-        timestamp: jiff::Timestamp::now().to_string(),
-        id: None,
-    })
-}
-
 /// Per-client delivery order: durable events go out once each, in id order, whether they came
 /// from a replay or the live feed (which overlap while a client catches up); ephemeral events
 /// (no id) always go out.
@@ -368,13 +352,5 @@ mod tests {
             ..durable("0-0")
         };
         assert!(!fresh.admit(&garbage), "an unparsable id is never sent");
-    }
-
-    #[test]
-    fn current_qr_needs_an_image_data_url() {
-        let ok = current_qr(&json!({"qr": "2@x", "qrDataUrl": "data:image/png;base64,AA"}));
-        assert_eq!(ok.unwrap().data["qr"], "2@x");
-        assert!(current_qr(&json!({"phase": "Connected"})).is_none());
-        assert!(current_qr(&json!({"qrDataUrl": "javascript:alert(1)"})).is_none());
     }
 }

@@ -112,6 +112,7 @@ impl Hub {
     ) -> Result<Subscription, ApiError> {
         let keys = UserKeys::for_user(user_id);
         let hash = wasp_common::user_hash(user_id);
+        let wanted = UserKeys::for_user(user_id);
         let existing = {
             let mut feeds = self.inner.feeds();
             feeds.get_mut(&hash).map(|f| {
@@ -123,6 +124,7 @@ impl Hub {
             Some(rx) => rx,
             None => self.open_feed(&hash, keys).await?,
         };
+        self.ask_for_codes(&wanted).await;
         let sub = Subscription {
             inner: self.inner.clone(),
             hash,
@@ -194,6 +196,18 @@ impl Hub {
             }
         }
         Ok(rx)
+    }
+
+    /// Asks the user's session pod to publish the QR or pairing code it is showing again, now
+    /// that this client listens: codes are never in the stream, so a client that came after the
+    /// code was published would otherwise wait for the next rotation. Best effort.
+    async fn ask_for_codes(&self, keys: &UserKeys) {
+        if let Ok(mut conn) = self.inner.redis.conn().await {
+            let mut ask = redis::cmd("PUBLISH");
+            ask.arg(keys.codes_wanted_channel()).arg("1");
+            let _ =
+                tokio::time::timeout(self.inner.timeout, ask.query_async::<i64>(&mut conn)).await;
+        }
     }
 
     /// Interrupts the reader's `XREAD` so it reads the new feed's stream too.

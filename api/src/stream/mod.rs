@@ -18,8 +18,6 @@ use utoipa::IntoParams;
 use crate::app::AppState;
 use crate::auth::Identity;
 use crate::error::ApiError;
-use crate::pods::PodCall;
-use crate::routing::{self, Need, Route};
 use crate::view::session_status;
 use event::{ClientEvent, StreamId};
 use hub::Subscription;
@@ -47,8 +45,8 @@ pub fn parse_since(since: Option<&str>) -> Result<Option<StreamId>, ApiError> {
     }
 }
 
-/// Subscribes the caller and builds what a new client sees first: its session's status and,
-/// when the pod is showing one, the current QR code (published before this client came).
+/// Subscribes the caller and builds what a new client sees first: its session's status. (The
+/// QR code the pod is showing follows on the live channel: the hub asks the pod for it.)
 pub async fn open(
     state: &AppState,
     me: &Identity,
@@ -57,25 +55,10 @@ pub async fn open(
     // Subscribe before reading the status: a change from now on arrives as an event.
     let subscription = state.hub.subscribe(&me.user_id, since).await?;
     let session = state.sessions.get(&me.user_id).await?;
-    let mut first = vec![event::greeting(&session_status(
+    let first = vec![event::greeting(&session_status(
         &me.user_id,
         session.as_deref(),
     ))];
-    let awaiting_scan = session
-        .as_ref()
-        .and_then(|s| s.status.as_ref())
-        .and_then(|s| s.phase)
-        == Some(wasp_crds::Phase::AwaitingScan);
-    if awaiting_scan
-        && let Route::Forward { endpoint } = routing::decide(session.as_deref(), Need::Pod)
-        && let Ok(status) = state
-            .pods
-            .call(&me.user_id, &endpoint, PodCall::Status)
-            .await
-        && let Some(qr) = event::current_qr(&status)
-    {
-        first.push(qr);
-    }
     Ok((first, subscription))
 }
 

@@ -1,0 +1,269 @@
+//! wasp-api on the whole stack, as a CRM written against seed 003 (and an ERP client of seed 000)
+//! uses it: two API replicas, the operator, session pods run as processes by the local node,
+//! Redis and the WhatsApp simulator, every part real. Connect → QR on the WebSocket → the phone
+//! scans → `ready` → a contact's message arrives as `message` (on both replicas, WebSocket and
+//! SSE) → `/send` → the contact decrypts it; a client that reconnects with its last id misses
+//! nothing; `/disconnect` logs out and stops the pod.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use wasp_common::keys::UserKeys;
+use wasp_crds::{Phase, names::session_name};
+use wasp_e2e::eventually;
+use wasp_e2e::stream_clients::{SseClient, WsClient};
+
+use common::{ApiReplica, WAIT, World, phase, wait_status};
+
+const JWT_SECRET: &str = "api-stack-secret-api-stack-secret-api";
+
+fn token(user: &str) -> String {
+    let exp = jiff::Timestamp::now().as_second() + 3600;
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": user, "exp": exp}),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    user: &str,
+    body: Option<Value>,
+) -> Result<Value> {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token(user));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await?;
+    let status = r.status();
+    let body: Value = r.json().await?;
+    ensure!(status.is_success(), "{url}: {status} {body}");
+    Ok(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crm_connects_scans_chats_and_resumes_through_two_api_replicas() -> Result<()> {
+    let world = World::start("api-stack").await?;
+    let result = scenario(&world).await;
+    if let Err(e) = &result {
+        let name = session_name(&user());
+        eprintln!(
+            "api stack test failed: {e:#}\n--- session pod {name} (last 60 lines) ---\n{}",
+            world.node.log_tail(&name, 60)
+        );
+    }
+    world.shutdown().await?;
+    result
+}
+
+fn user() -> String {
+    format!("dr-{:x}@clinic.example", std::process::id())
+}
+
+async fn scenario(world: &World) -> Result<()> {
+    let a = ApiReplica::start(world, JWT_SECRET).await?;
+    let b = ApiReplica::start(world, JWT_SECRET).await?;
+    let user = user();
+    let name = session_name(&user);
+    let ws_url = |r: &ApiReplica, since: Option<&str>| {
+        let mut u = format!("{}/?token={}", r.ws_base, token(&user));
+        if let Some(s) = since {
+            u.push_str(&format!("&since={s}"));
+        }
+        u
+    };
+
+    // The CRM opens its WebSocket before connecting (seed 003's flow).
+    let mut ws = WsClient::connect(&ws_url(&a, None)).await?;
+    let hello = ws.next().await?;
+    assert_eq!(hello["type"], "status");
+    assert_eq!(hello["data"]["status"], "disconnected");
+
+    // Connect on the other replica: the QR reaches the WebSocket on this one.
+    let t0 = Instant::now();
+    let connected = call(
+        reqwest::Method::POST,
+        &format!("{}/connect", b.base),
+        &user,
+        None,
+    )
+    .await?;
+    assert_eq!(connected["success"], true);
+    let qr = ws.next_of("qr").await?;
+    let t_qr = t0.elapsed();
+    let code = qr["data"]["qr"].as_str().context("qr code")?.to_owned();
+    assert!(
+        qr["data"]["qrDataUrl"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("data:image/png;base64,")),
+        "{qr}"
+    );
+    eprintln!("api stack: POST /connect → QR on the WebSocket in {t_qr:?}");
+
+    eprintln!("api stack: sse connect at {:?}", t0.elapsed());
+    // An ERP client arriving now on the seed-000 SSE route gets the QR the pod is showing.
+    let mut sse =
+        SseClient::connect(&format!("{}/api/whatsapp/qr", b.base), &token(&user), None).await?;
+    let (_, status) = sse.next().await?;
+    assert_eq!(status["type"], "status");
+    let (_, sse_qr) = sse.next_of("qr").await?;
+    assert!(
+        sse_qr["data"]["qrDataUrl"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("data:image/"))
+    );
+
+    eprintln!("api stack: scan at {:?}", t0.elapsed());
+    // The phone scans: `ready` on both clients, and GET /status says connected.
+    let phone = world.sim.create_phone(None, Some("Dr API")).await?;
+    world.sim.scan_qr(&phone.phone, &code).await?;
+    let ready = ws.next_of("ready").await?;
+    assert!(
+        ready["data"]["phone"]
+            .as_str()
+            .is_some_and(|p| p.contains(&phone.phone)),
+        "{ready}"
+    );
+    let (_, sse_ready) = sse.next_of("ready").await?;
+    assert_eq!(sse_ready["data"]["phone"], ready["data"]["phone"]);
+    wait_status(&world.sessions(), &name, "Connected", |s| {
+        phase(s) == Some(Phase::Connected)
+    })
+    .await?;
+    let status = eventually(WAIT, || async {
+        let s = call(
+            reqwest::Method::GET,
+            &format!("{}/status", a.base),
+            &user,
+            None,
+        )
+        .await
+        .ok()?;
+        (s["status"] == "connected").then_some(s)
+    })
+    .await?;
+    assert_eq!(status["phoneNumber"], phone.phone.as_str(), "{status}");
+
+    eprintln!("api stack: contact at {:?}", t0.elapsed());
+    // A contact writes: `message` on the WebSocket (replica a) and the SSE stream (replica b).
+    let contact = world.sim.create_contact(None, Some("Ann")).await?;
+    call(
+        reqwest::Method::POST,
+        &format!("{}/api/whatsapp/contact/add", a.base),
+        &user,
+        Some(json!({"mobileNo": format!("+{}", contact.phone), "name": "Ann"})),
+    )
+    .await?;
+    world
+        .sim
+        .contact_send(&contact.phone, &phone.phone, "hello doctor")
+        .await?;
+    let msg = ws.next_of("message").await?;
+    assert_eq!(msg["data"]["body"], "hello doctor", "{msg}");
+    assert_eq!(msg["data"]["fromMe"], false);
+    assert!(
+        msg["data"]["chatId"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&contact.phone)),
+        "{msg}"
+    );
+    let (sse_id, sse_msg) = sse.next_of("message").await?;
+    assert_eq!(sse_msg["data"]["body"], "hello doctor");
+    assert_eq!(
+        sse_id.as_deref(),
+        msg["id"].as_str(),
+        "the same event id on both replicas"
+    );
+
+    eprintln!("api stack: send at {:?}", t0.elapsed());
+    // The CRM answers through /send; the contact decrypts it.
+    let sent = call(
+        reqwest::Method::POST,
+        &format!("{}/send", b.base),
+        &user,
+        Some(json!({"chatId": format!("{}@c.us", contact.phone), "message": "see you at 10"})),
+    )
+    .await?;
+    assert!(sent.is_object(), "{sent}");
+    let received = world
+        .sim
+        .contact_received(&contact.phone, 1, Duration::from_secs(30))
+        .await?;
+    assert!(
+        received.iter().any(|m| m.text == "see you at 10"),
+        "{received:?}"
+    );
+    let chats = call(
+        reqwest::Method::GET,
+        &format!("{}/chats", a.base),
+        &user,
+        None,
+    )
+    .await?;
+    assert!(chats.to_string().contains(&contact.phone), "{chats}");
+
+    eprintln!("api stack: resume at {:?}", t0.elapsed());
+    // The WebSocket drops; three messages arrive meanwhile; reconnecting with the last id
+    // replays exactly those, in order, on the other replica.
+    let last_id = msg["id"].as_str().context("event id")?.to_owned();
+    ws.close().await;
+    for n in 1..=3 {
+        world
+            .sim
+            .contact_send(&contact.phone, &phone.phone, &format!("while away {n}"))
+            .await?;
+    }
+    let mut back = WsClient::connect(&ws_url(&b, Some(&last_id))).await?;
+    assert_eq!(back.next().await?["type"], "status");
+    let mut bodies = Vec::new();
+    while bodies.len() < 3 {
+        let e = back.next().await?;
+        if e["type"] == "message" && e["data"]["fromMe"] == false {
+            bodies.push(e["data"]["body"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(bodies, ["while away 1", "while away 2", "while away 3"]);
+
+    eprintln!("api stack: disconnect at {:?}", t0.elapsed());
+    // /disconnect (seed 003: log out): the pod stops and the pairing is gone from Redis.
+    let out = call(
+        reqwest::Method::POST,
+        &format!("{}/disconnect", a.base),
+        &user,
+        None,
+    )
+    .await?;
+    assert_eq!(out["message"], "logged out and disconnecting", "{out}");
+    eventually(WAIT, || async { world.node.finished(&name).then_some(()) })
+        .await
+        .context("the session pod kept running after /disconnect")?;
+    let mut redis = world.redis().await?;
+    let auth: Vec<String> = redis::cmd("KEYS")
+        .arg(UserKeys::for_user(&user).auth_scan_pattern())
+        .query_async(&mut redis)
+        .await?;
+    assert!(auth.is_empty(), "auth keys left after the logout: {auth:?}");
+    // The phone forgot the device (the logout reached WhatsApp, not only Redis).
+    let linked = world
+        .sim
+        .devices()
+        .await?
+        .into_iter()
+        .filter(|d| d.phone == phone.phone && !d.removed)
+        .count();
+    assert_eq!(
+        linked, 0,
+        "the phone still lists the device after /disconnect"
+    );
+    back.close().await;
+    Ok(())
+}
