@@ -83,3 +83,13 @@ where
         Err(_) => Err(TimedOut { after: limit, what }.into()),
     }
 }
+
+/// Waits until `GET url` answers 2xx (a server's `/readyz`), at most `limit`.
+pub async fn http_ready(url: &str, limit: Duration) -> Result<(), TimedOut> {
+    let http = reqwest::Client::new();
+    eventually(limit, || async {
+        let r = http.get(url).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await
+}

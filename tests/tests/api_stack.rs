@@ -10,7 +10,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use wasp_common::keys::UserKeys;
 use wasp_crds::{Phase, names::session_name};
@@ -22,13 +21,7 @@ use common::{ApiReplica, WAIT, World, phase, wait_status};
 const JWT_SECRET: &str = "api-stack-secret-api-stack-secret-api";
 
 fn token(user: &str) -> String {
-    let exp = jiff::Timestamp::now().as_second() + 3600;
-    encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": user, "exp": exp}),
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap_or_default()
+    common::token(user, JWT_SECRET)
 }
 
 async fn call(

@@ -105,14 +105,9 @@ impl Replica {
                 }
             }
         });
-        let http = reqwest::Client::new();
-        let ready = format!("{admin_base}/readyz");
-        eventually(WAIT, || async {
-            let r = http.get(&ready).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await
-        .context("API never became ready")?;
+        wasp_e2e::wait::http_ready(&format!("{admin_base}/readyz"), WAIT)
+            .await
+            .context("API never became ready")?;
         Ok(Self {
             base: format!("http://{addr}"),
             ws_base: format!("ws://{addr}"),

@@ -28,6 +28,18 @@ pub const CONTROL_PORT: u16 = 8080;
 /// process restarted after kill -9 waits at most 3 s for its predecessor's lease to expire.
 pub const LEASE_TTL_MS: &str = "3000";
 
+/// An HS256 token for `user`, valid for an hour, signed with `secret`.
+pub fn token(user: &str, secret: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let exp = jiff::Timestamp::now().as_second() + 3600;
+    encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": user, "exp": exp}),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
 pub fn init_tracing() {
     let filter = std::env::var("RUST_LOG")
         .unwrap_or_else(|_| "wasp_operator=info,wasp_api=info,wasp_e2e=info".into());
@@ -230,13 +242,9 @@ impl ApiReplica {
                 }
             }
         });
-        let http = reqwest::Client::new();
-        eventually(WAIT, || async {
-            let r = http.get(&ready).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await
-        .context("API never became ready")?;
+        wasp_e2e::wait::http_ready(&ready, WAIT)
+            .await
+            .context("API never became ready")?;
         Ok(Self {
             base: format!("http://{addr}"),
             ws_base: format!("ws://{addr}"),
