@@ -134,6 +134,10 @@ fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    env_secret_ref(name, secret, key, false)
+}
+
+fn env_secret_ref(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -141,12 +145,17 @@ fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.into(),
                 key: key.into(),
-                optional: Some(false),
+                optional: Some(optional),
             }),
             ..Default::default()
         }),
     }
 }
+
+/// Key of the master-key Secret that may hold the previous master keys (comma or newline
+/// separated) during a rotation: the session pod opens values sealed under them and re-seals
+/// them under the current key (docs/session-pod.md, "Master-key rotation").
+pub const PREVIOUS_MASTER_KEYS_KEY: &str = "previousMasterKeys";
 
 fn session_env(session: &WhatsAppSession, settings: &PodSettings) -> Result<Vec<EnvVar>> {
     let spec = &session.spec;
@@ -176,6 +185,12 @@ fn session_env(session: &WhatsAppSession, settings: &PodSettings) -> Result<Vec<
             "WASP_MASTER_KEY",
             &settings.master_key_secret,
             &settings.master_key_secret_key,
+        ),
+        env_secret_ref(
+            "WASP_PREVIOUS_MASTER_KEYS",
+            &settings.master_key_secret,
+            PREVIOUS_MASTER_KEYS_KEY,
+            true,
         ),
         env_secret(
             "WASP_CONTROL_TOKEN",
@@ -455,6 +470,11 @@ mod tests {
             ("REDIS_URL", "wasp-redis".to_owned(), "url"),
             ("WASP_MASTER_KEY", "wasp-master-key".to_owned(), "masterKey"),
             (
+                "WASP_PREVIOUS_MASTER_KEYS",
+                "wasp-master-key".to_owned(),
+                PREVIOUS_MASTER_KEYS_KEY,
+            ),
+            (
                 "WASP_CONTROL_TOKEN",
                 control_secret_name(&s),
                 CONTROL_TOKEN_KEY,
@@ -474,6 +494,19 @@ mod tests {
                 "{name}"
             );
         }
+        let optional = |name: &str| {
+            env[name]
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .and_then(|r| r.optional)
+        };
+        assert_eq!(optional("WASP_MASTER_KEY"), Some(false));
+        assert_eq!(
+            optional("WASP_PREVIOUS_MASTER_KEYS"),
+            Some(true),
+            "only present during a rotation"
+        );
         assert_eq!(env["MAX_RECONNECT_ATTEMPTS"].value.as_deref(), Some("5"));
         assert_eq!(env["RECONNECT_INTERVAL"].value.as_deref(), Some("5000"));
     }
