@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::Parser as _;
 use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use kube::api::{Patch, PatchParams};
@@ -20,16 +19,16 @@ use kube::{Api, Client};
 use prost::Message as _;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use wasp_api::pods::{PodApi, PodCall, PodError};
-use wasp_api::{Config, run_with_pods};
 use wasp_common::events::{self as ev, Envelope, Kind, emit_pipeline, publish_only_cmd};
 use wasp_common::keys::UserKeys;
 use wasp_crds::{DesiredState, WhatsAppSession, names::session_name};
 use wasp_e2e::browser::Browser;
 use wasp_e2e::{TestEnv, eventually};
 
-const SECRET: &str = "console-secret-console-secret-console";
+mod common;
+use common::{Replica, SECRET};
+
 const WAIT: Duration = Duration::from_secs(20);
 /// The session pod caps its stream at about this many entries.
 const EVENTS_MAXLEN: usize = 1000;
@@ -82,74 +81,20 @@ struct TestApi {
     addr: SocketAddr,
     ns: String,
     client: Client,
-    stop: CancellationToken,
-}
-
-impl Drop for TestApi {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    replica: Replica,
 }
 
 impl TestApi {
     async fn start() -> Result<Self> {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "wasp_api=info".into()))
-            .try_init();
-        let env = TestEnv::get();
-        let client = env.kube_client().await?;
-        env.install_crds(&client).await?;
-        let ns = env.namespace("console").await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let stop = Self::serve(&client, &ns, listener).await?;
+        let (client, ns) = common::namespace("console").await?;
+        let replica = Replica::start(&client, &ns, Arc::new(FakePods)).await?;
+        let addr = replica.base.trim_start_matches("http://").parse()?;
         Ok(Self {
             addr,
             ns,
             client,
-            stop,
+            replica,
         })
-    }
-
-    /// Runs an API instance on `listener` until the returned token is cancelled; waits until
-    /// its session cache is synced.
-    async fn serve(
-        client: &Client,
-        ns: &str,
-        listener: tokio::net::TcpListener,
-    ) -> Result<CancellationToken> {
-        let redis = TestEnv::get().redis_url();
-        let config = Config::try_parse_from([
-            "wasp-api",
-            "--namespace",
-            ns,
-            "--redis-url",
-            &redis,
-            "--jwt-secret",
-            SECRET,
-        ])?;
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let ready = format!("http://{}/readyz", admin.local_addr()?);
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let (client, stop) = (client.clone(), stop.clone());
-            async move {
-                if let Err(e) =
-                    run_with_pods(config, client, listener, admin, Arc::new(FakePods), stop).await
-                {
-                    panic!("wasp-api failed: {e}");
-                }
-            }
-        });
-        let http = reqwest::Client::new();
-        eventually(WAIT, || async {
-            let r = http.get(&ready).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await
-        .context("API never became ready")?;
-        Ok(stop)
     }
 
     fn url(&self, path: &str) -> String {
@@ -447,7 +392,7 @@ async fn console_follows_the_session_from_connect_to_qr_to_connected() -> Result
 
     // The API restarts on the same address: the page reconnects with `since` and gets what it
     // missed meanwhile, once.
-    api.stop.cancel();
+    api.replica.stop();
     browser
         .wait_until(
             WAIT,
@@ -461,7 +406,7 @@ async fn console_follows_the_session_from_connect_to_qr_to_connected() -> Result
     })
     .await
     .context("rebinding the API's address")?;
-    let _restarted = Guard(TestApi::serve(&api.client, &api.ns, listener).await?);
+    let _restarted = Replica::start_on(&api.client, &api.ns, Arc::new(FakePods), listener).await?;
     browser
         .wait_for_text(
             Duration::from_secs(40),
@@ -493,14 +438,6 @@ async fn console_follows_the_session_from_connect_to_qr_to_connected() -> Result
 }
 
 /// Cancels an API instance when dropped.
-struct Guard(CancellationToken);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
-}
-
 #[tokio::test]
 async fn a_rejected_token_says_so_and_a_pasted_one_signs_in() -> Result<()> {
     let api = TestApi::start().await?;

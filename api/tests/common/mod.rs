@@ -1,7 +1,7 @@
 //! Shared by wasp-api's integration tests: an API replica in-process on the harness's real
 //! kube-apiserver and Redis, tokens, session resources with the status the operator would write,
 //! events written to Redis exactly as a session pod writes them, and WebSocket/SSE clients.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,9 +75,25 @@ impl Drop for Replica {
 }
 
 impl Replica {
+    /// Stops serving (as dropping does).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
     /// Starts a replica serving namespace `ns`, calling session pods through `pods`, and waits
     /// until it is ready.
     pub async fn start(client: &Client, ns: &str, pods: Arc<dyn PodApi>) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(client, ns, pods, listener).await
+    }
+
+    /// [`Replica::start`] on a given listener (a restarted replica keeps its address).
+    pub async fn start_on(
+        client: &Client,
+        ns: &str,
+        pods: Arc<dyn PodApi>,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Self> {
         let redis = TestEnv::get().redis_url();
         let config = Config::try_parse_from([
             "wasp-api",
@@ -92,7 +108,6 @@ impl Replica {
             "--rate-limit-burst",
             "1000",
         ])?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let admin_base = format!("http://{}", admin.local_addr()?);
