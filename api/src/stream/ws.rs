@@ -236,32 +236,25 @@ mod tests {
         assert_eq!(close_code(got.last().unwrap()), CLOSE_TOKEN_EXPIRED);
     }
 
-    #[tokio::test]
-    async fn a_finished_feed_or_a_shutdown_asks_the_client_to_come_back() {
+    /// Runs the loop with no events and no client input; what it ended with and sent.
+    async fn idle_run(
+        first: Vec<ClientEvent>,
+        feed_open: bool,
+        client_listening: bool,
+        stop: CancellationToken,
+    ) -> (Ended, Vec<Message>) {
         let (sink, mut out) = mpsc::unbounded::<Message>();
+        if !client_listening {
+            out.close();
+        }
         let (feed_tx, feed) = mpsc::unbounded::<Arc<ClientEvent>>();
+        if !feed_open {
+            drop(feed_tx.clone());
+            feed_tx.close_channel();
+        }
         let (_in_tx, incoming) = mpsc::unbounded::<Result<Message, axum::Error>>();
-        drop(feed_tx);
         let ended = pump(
-            Vec::new(),
-            feed,
-            sink,
-            incoming,
-            None,
-            Duration::from_secs(3600),
-            CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(ended, Ended::FeedEnded);
-        assert_eq!(close_code(&frames(&mut out)[0]), CLOSE_TRY_AGAIN);
-
-        let (sink, mut out) = mpsc::unbounded::<Message>();
-        let (_feed_tx, feed) = mpsc::unbounded::<Arc<ClientEvent>>();
-        let (_in_tx, incoming) = mpsc::unbounded::<Result<Message, axum::Error>>();
-        let stop = CancellationToken::new();
-        stop.cancel();
-        let ended = pump(
-            Vec::new(),
+            first,
             feed,
             sink,
             incoming,
@@ -270,23 +263,29 @@ mod tests {
             stop,
         )
         .await;
+        drop(feed_tx);
+        (ended, frames(&mut out))
+    }
+
+    #[tokio::test]
+    async fn a_finished_feed_or_a_shutdown_asks_the_client_to_come_back() {
+        let (ended, sent) = idle_run(Vec::new(), false, true, CancellationToken::new()).await;
+        assert_eq!(ended, Ended::FeedEnded);
+        assert_eq!(close_code(&sent[0]), CLOSE_TRY_AGAIN);
+
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let (ended, sent) = idle_run(Vec::new(), true, true, stop).await;
         assert_eq!(ended, Ended::Shutdown);
-        assert_eq!(close_code(&frames(&mut out)[0]), 1012);
+        assert_eq!(close_code(&sent[0]), 1012);
     }
 
     #[tokio::test]
     async fn a_client_that_went_away_ends_the_loop() {
-        let (sink, out) = mpsc::unbounded::<Message>();
-        drop(out);
-        let (_feed_tx, feed) = mpsc::unbounded::<Arc<ClientEvent>>();
-        let (_in_tx, incoming) = mpsc::unbounded::<Result<Message, axum::Error>>();
-        let ended = pump(
+        let (ended, _) = idle_run(
             vec![ev("status", None)],
-            feed,
-            sink,
-            incoming,
-            None,
-            Duration::from_secs(3600),
+            true,
+            false,
             CancellationToken::new(),
         )
         .await;
