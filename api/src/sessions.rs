@@ -90,11 +90,16 @@ impl Sessions {
             .map_err(|e| ApiError::unavailable("the session cache", e))
     }
 
-    /// The caller's session from the cache, if it exists and really is theirs.
+    /// The caller's session from the cache, if it exists and really is theirs: the one under
+    /// the derived name, else one a platform team created under any name for this user id.
     pub async fn get(&self, user_id: &str) -> Result<Option<Arc<WhatsAppSession>>, ApiError> {
         self.wait_ready().await?;
         let key = ObjectRef::new(&names::session_name(user_id)).within(&self.namespace);
-        Ok(self.store.get(&key).filter(|s| s.spec.user_id == user_id))
+        if let Some(s) = self.store.get(&key).filter(|s| s.spec.user_id == user_id) {
+            return Ok(Some(s));
+        }
+        // A scan of the cache (microseconds for thousands of sessions).
+        Ok(pick_for_user(self.store.state(), user_id))
     }
 
     /// Whether the caller's session exists, asking the apiserver when the cache does not have it
@@ -125,8 +130,13 @@ impl Sessions {
         user_id: &str,
         desired: DesiredState,
     ) -> Result<WhatsAppSession, ApiError> {
-        let body = apply_body(user_id, desired)?;
-        let name = names::session_name(user_id);
+        // The user's existing session keeps its name (kubectl-made ones too): one per user.
+        let name = match self.get(user_id).await? {
+            Some(existing) => existing.name_any(),
+            None => names::session_name(user_id),
+        };
+        let mut body = apply_body(user_id, desired)?;
+        body["metadata"]["name"] = Value::String(name.clone());
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let result = tokio::time::timeout(
             self.timeout,
@@ -146,6 +156,22 @@ impl Sessions {
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
+}
+
+/// Among `all` sessions, the one of `user_id`: the oldest if a platform team made several
+/// (then by name), so every replica picks the same.
+pub fn pick_for_user(
+    all: Vec<Arc<WhatsAppSession>>,
+    user_id: &str,
+) -> Option<Arc<WhatsAppSession>> {
+    all.into_iter()
+        .filter(|s| s.spec.user_id == user_id)
+        .min_by(|a, b| {
+            let at = |s: &WhatsAppSession| s.metadata.creation_timestamp.clone().map(|t| t.0);
+            at(a)
+                .cmp(&at(b))
+                .then_with(|| a.name_any().cmp(&b.name_any()))
+        })
 }
 
 /// The apply body: `WhatsAppSession::for_user` reduced to the fields the API owns.
@@ -174,6 +200,29 @@ pub fn apply_body(user_id: &str, desired: DesiredState) -> Result<Value, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn named(name: &str, user: &str, created: Option<&str>) -> Arc<WhatsAppSession> {
+        let mut s = WhatsAppSession::for_user(user);
+        s.metadata.name = Some(name.into());
+        s.metadata.creation_timestamp = created
+            .map(|t| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t.parse().unwrap()));
+        Arc::new(s)
+    }
+
+    #[test]
+    fn a_users_session_under_any_name_is_found_the_oldest_first() {
+        let all = vec![
+            named("b-late", "ann", Some("2026-01-02T00:00:00Z")),
+            named("other", "bob", Some("2025-01-01T00:00:00Z")),
+            named("c-early", "ann", Some("2026-01-01T00:00:00Z")),
+            named("a-early", "ann", Some("2026-01-01T00:00:00Z")),
+        ];
+        let pick = |u: &str| pick_for_user(all.clone(), u).map(|s| s.name_any());
+        assert_eq!(pick("ann").as_deref(), Some("a-early"));
+        assert_eq!(pick("bob").as_deref(), Some("other"));
+        assert_eq!(pick("carol"), None);
+        assert_eq!(pick("AnN"), None, "user ids are exact");
+    }
 
     #[test]
     fn apply_body_owns_only_user_id_and_desired_state() {

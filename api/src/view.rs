@@ -177,7 +177,7 @@ pub fn session_status(user_id: &str, session: Option<&WhatsAppSession>) -> Sessi
     };
     SessionStatus {
         user_id: session.spec.user_id.clone(),
-        session_name: name,
+        session_name: session.metadata.name.clone().unwrap_or(name),
         status: status_word(phase).into(),
         phase: phase.map_or("Disconnected", Phase::as_str).into(),
         is_connected: phase == Some(Phase::Connected),

@@ -13,7 +13,7 @@ use data_encoding::BASE64URL_NOPAD;
 use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -1209,5 +1209,43 @@ async fn pod_routes_reach_the_pod_with_its_control_token() -> Result<()> {
     })
     .await?;
     assert_eq!(body["error"], "session_not_ready");
+    Ok(())
+}
+
+/// A session a platform team created with kubectl under its own name is the user's session: the
+/// API reads it and patches it, and never creates a second one for the same user.
+#[tokio::test]
+async fn a_kubectl_made_session_under_any_name_is_the_users_session() -> Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let user = "dr.meier@clinic.example";
+    let mut s = WhatsAppSession::for_user(user);
+    s.metadata.name = Some("dr-meier".into());
+    s.spec.desired_state = DesiredState::Disconnected;
+    api.sessions()
+        .create(&kube::api::PostParams::default(), &s)
+        .await?;
+    api.sessions()
+        .patch_status(
+            "dr-meier",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"phase": "Disconnected"}})),
+        )
+        .await?;
+    eventually(WAIT, || async {
+        let (_, s) = api.get("/status", user).await.ok()?;
+        (s["sessionName"] == "dr-meier").then_some(())
+    })
+    .await
+    .context("the API never showed the kubectl-made session")?;
+    let (code, body) = api.post("/connect", user, None).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["session"]["sessionName"], "dr-meier");
+    let list = api.sessions().list(&Default::default()).await?;
+    let names: Vec<_> = list.items.iter().map(|s| s.name_any()).collect();
+    assert_eq!(names, ["dr-meier"], "no second session for the same user");
+    assert_eq!(list.items[0].spec.desired_state, DesiredState::Connected);
+    // Another user never sees it.
+    let (_, other) = api.get("/status", "dr.other@clinic.example").await?;
+    assert_eq!(other["phase"], "NotFound");
     Ok(())
 }
