@@ -260,3 +260,91 @@ async fn scenario(world: &World) -> Result<()> {
     back.close().await;
     Ok(())
 }
+
+/// The console page on the real stack, in headless Chromium: Connect → the session pod's QR
+/// image → the simulator's phone scans that QR → "connected" with the phone number → a
+/// contact's message shows. Screenshots: `target/test-artifacts/console-stack/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_shows_the_pods_qr_then_connected() -> Result<()> {
+    let world = World::start("console-stack").await?;
+    let user = format!("console-{:x}@clinic.example", std::process::id());
+    let result = console_scenario(&world, &user).await;
+    if let Err(e) = &result {
+        let name = session_name(&user);
+        eprintln!(
+            "console stack test failed: {e:#}\n--- session pod {name} (last 60 lines) ---\n{}",
+            world.node.log_tail(&name, 60)
+        );
+    }
+    world.shutdown().await?;
+    result
+}
+
+async fn console_scenario(world: &World, user: &str) -> Result<()> {
+    use wasp_e2e::browser::Browser;
+    let api = ApiReplica::start(world, JWT_SECRET).await?;
+    let state_is = |s: &str| format!("document.body.dataset.state === '{s}'");
+    let browser = Browser::start().await?;
+    browser
+        .open(&format!("{}/console#token={}", api.base, token(user)))
+        .await?;
+    browser
+        .wait_until(WAIT, "the page signed in", &state_is("disconnected"))
+        .await?;
+    browser
+        .wait_until(
+            WAIT,
+            "the event stream",
+            "document.body.dataset.live === 'open'",
+        )
+        .await?;
+
+    // Connect: the operator starts the pod, the pod shows its QR, the page draws it.
+    browser.click("[data-testid=connect]").await?;
+    let src = browser
+        .wait_until(
+            WAIT,
+            "the QR image, decoded",
+            "(() => { const i = document.querySelector('[data-testid=qr-image]'); \
+             return !document.querySelector('[data-testid=qr]').hidden && i.complete \
+             && i.naturalWidth > 0 ? i.getAttribute('src') : null; })()",
+        )
+        .await?;
+    ensure!(
+        src.as_str()
+            .is_some_and(|s| s.starts_with("data:image/png;base64,")),
+        "{src}"
+    );
+    browser.screenshot("console-stack/qr").await?;
+
+    // The phone scans the QR the pod is showing (the same code the page drew).
+    let mut ws = WsClient::connect(&format!("{}/?token={}", api.ws_base, token(user))).await?;
+    let qr = ws.next_of("qr").await?;
+    ensure!(
+        qr["data"]["qrDataUrl"] == src,
+        "the page shows another QR than the pod's"
+    );
+    let code = qr["data"]["qr"].as_str().context("qr code")?;
+    let phone = world.sim.create_phone(None, Some("Dr Console")).await?;
+    world.sim.scan_qr(&phone.phone, code).await?;
+    browser
+        .wait_until(WAIT, "the connected state", &state_is("connected"))
+        .await?;
+    let shown = browser
+        .wait_for_text(WAIT, "[data-testid=connected]", &phone.phone)
+        .await?;
+    ensure!(shown.contains("Dr Console"), "{shown}");
+
+    // A contact writes; the message appears on the page.
+    let contact = world.sim.create_contact(None, Some("Ann")).await?;
+    world
+        .sim
+        .contact_send(&contact.phone, &phone.phone, "hello from the stack")
+        .await?;
+    browser
+        .wait_for_text(WAIT, "#messages", "hello from the stack")
+        .await?;
+    browser.screenshot("console-stack/connected").await?;
+    ws.close().await;
+    browser.close().await
+}
