@@ -6,11 +6,7 @@ use wasp_common::telemetry::{self, LogFormat};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(if config.log_format == "text" {
-        LogFormat::Text
-    } else {
-        LogFormat::Json
-    });
+    telemetry::init(LogFormat::from_name(&config.log_format));
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;

@@ -14,6 +14,17 @@ pub enum LogFormat {
     Text,
 }
 
+impl LogFormat {
+    /// The format a `--log-format` value names: `text`, anything else JSON.
+    pub fn from_name(name: &str) -> Self {
+        if name == "text" {
+            Self::Text
+        } else {
+            Self::Json
+        }
+    }
+}
+
 /// The filter to start with: `RUST_LOG` wins, then `LOG_LEVEL` (seed env), then `info`.
 pub fn initial_filter(rust_log: Option<&str>, log_level: Option<&str>) -> EnvFilter {
     let spec = rust_log
@@ -48,6 +59,13 @@ pub fn init(format: LogFormat) -> FilterHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_format_names() {
+        assert_eq!(LogFormat::from_name("text"), LogFormat::Text);
+        assert_eq!(LogFormat::from_name("json"), LogFormat::Json);
+        assert_eq!(LogFormat::from_name("other"), LogFormat::Json);
+    }
 
     #[test]
     fn rust_log_wins_over_log_level_and_bad_specs_fall_back() {

@@ -9,11 +9,7 @@ use wasp_operator::{Config, Handle};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(if config.log_format == "text" {
-        LogFormat::Text
-    } else {
-        LogFormat::Json
-    });
+    telemetry::init(LogFormat::from_name(&config.log_format));
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;

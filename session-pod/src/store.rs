@@ -6,7 +6,7 @@
 use prost::Message as _;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use wasp_common::events::{Envelope, Kind, STREAM_FIELD};
+use wasp_common::events::{Envelope, Kind};
 use wasp_common::keys::UserKeys;
 
 /// Session log lines kept (seed 003 `/logs`).
@@ -150,9 +150,7 @@ impl Store {
     /// durable stream; a late consumer reads the current one from `/v1/status`.
     pub async fn publish_only(&self, kind: Kind) -> Result<(), StoreError> {
         let bytes = self.envelope(kind).encode_to_vec();
-        redis::cmd("PUBLISH")
-            .arg(self.keys.events_channel())
-            .arg(bytes)
+        wasp_common::events::publish_only_cmd(&self.keys, &bytes)
             .query_async::<()>(&mut self.conn.clone())
             .await?;
         Ok(())
@@ -161,18 +159,7 @@ impl Store {
     /// Appends an event to the stream and publishes it.
     pub async fn emit(&self, kind: Kind) -> Result<(), StoreError> {
         let bytes = self.envelope(kind).encode_to_vec();
-        redis::pipe()
-            .cmd("XADD")
-            .arg(self.keys.events())
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.events_maxlen)
-            .arg("*")
-            .arg(STREAM_FIELD)
-            .arg(&bytes)
-            .ignore()
-            .publish(self.keys.events_channel(), &bytes)
-            .ignore()
+        wasp_common::events::emit_pipeline(&self.keys, self.events_maxlen, &bytes)
             .query_async::<()>(&mut self.conn.clone())
             .await?;
         Ok(())

@@ -246,13 +246,7 @@ async fn two_processes_one_socket() {
         status_b["leaseToken"].as_u64().unwrap() > token_a,
         "{status_b}"
     );
-    let d = sim
-        .devices()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|d| d.phone == phone && d.device == device)
-        .unwrap();
+    let d = sim.device(&phone, device).await.unwrap().unwrap();
     assert!(d.connected);
     monitor.abort();
     assert_eq!(max_sockets.load(Ordering::Relaxed), 1);

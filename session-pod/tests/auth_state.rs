@@ -182,14 +182,7 @@ async fn paired_state_is_encrypted_and_survives_kill_9() {
     }
 
     // kill -9 and restart: connected again with the same device, no QR.
-    let logins_before = sim
-        .devices()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|d| d.phone == phone && d.device == device)
-        .unwrap()
-        .logins;
+    let logins_before = sim.device(&phone, device).await.unwrap().unwrap().logins;
     let mut events = Events::tail(&user).await;
     pod.kill9();
     let pod2 = Pod::start(&opts);
@@ -201,13 +194,7 @@ async fn paired_state_is_encrypted_and_survives_kill_9() {
         })
         .await;
     assert_eq!(ready.phone, phone);
-    let d = sim
-        .devices()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|d| d.phone == phone && d.device == device)
-        .unwrap();
+    let d = sim.device(&phone, device).await.unwrap().unwrap();
     assert!(d.connected && d.logins > logins_before, "{d:?}");
     // No second pairing: the phone still has exactly the one linked companion.
     let companions: Vec<_> = sim
@@ -296,14 +283,7 @@ async fn master_key_rotation_keeps_the_pairing() {
     let only_a = AuthCipher::new(&key_a, &user);
     let only_b = AuthCipher::new(&key_b, &user);
     stop(&pod).await;
-    let logins_paired = sim
-        .devices()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|d| d.phone == phone && d.device == device)
-        .unwrap()
-        .logins;
+    let logins_paired = sim.device(&phone, device).await.unwrap().unwrap().logins;
     let before = auth_rows(&user).await;
     assert!(before.len() > 10, "{} auth rows", before.len());
     for (k, f, v) in &before {

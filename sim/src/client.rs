@@ -129,6 +129,19 @@ impl SimClient {
         self.get("/v1/devices").await
     }
 
+    /// One linked device of `phone`, if the simulator has it (also once removed).
+    pub async fn device(
+        &self,
+        phone: &str,
+        device: u16,
+    ) -> Result<Option<DeviceInfo>, ClientError> {
+        Ok(self
+            .devices()
+            .await?
+            .into_iter()
+            .find(|d| d.phone == phone && d.device == device))
+    }
+
     pub async fn sockets(&self) -> Result<Vec<SocketInfo>, ClientError> {
         self.get("/v1/sockets").await
     }

@@ -303,10 +303,8 @@ async fn scenario(
 
     // 3. kill -9: the node restarts the process in the same pod; it resumes without a scan.
     let logins_before = sim
-        .devices()
+        .device(&phone.phone, addr.device)
         .await?
-        .into_iter()
-        .find(|d| d.phone == phone.phone && d.device == addr.device)
         .map(|d| d.logins)
         .context("the paired device")?;
     let stream_mark = last_stream_id(redis, &keys.events()).await?;
@@ -330,10 +328,8 @@ async fn scenario(
     eprintln!("stack: CR phases after kill -9 (ready event at {t_reconnected:?}): {seen:?}");
     assert!(ready.phone.contains(&phone.phone), "{ready:?}");
     let reconnected = eventually(WAIT, || async {
-        let d = sim.devices().await.ok()?;
-        d.into_iter()
-            .find(|d| d.phone == phone.phone && d.device == addr.device && d.connected)
-            .filter(|d| d.logins > logins_before)
+        let d = sim.device(&phone.phone, addr.device).await.ok()??;
+        (d.connected && d.logins > logins_before).then_some(d)
     })
     .await
     .context("the restarted pod never logged in to the simulator")?;
@@ -405,11 +401,7 @@ async fn scenario(
     let left = user_keys(redis, user).await?;
     assert!(left.is_empty(), "keys left after purge: {left:?}");
     // The finalizer asked the pod to log out: the phone no longer lists the device.
-    let device = sim
-        .devices()
-        .await?
-        .into_iter()
-        .find(|d| d.phone == phone.phone && d.device == addr.device);
+    let device = sim.device(&phone.phone, addr.device).await?;
     assert!(
         device.as_ref().is_none_or(|d| d.removed),
         "the simulator still lists the device after the logout: {device:?}"

@@ -521,8 +521,9 @@ async fn an_unreachable_jwks_refuses_tokens_without_panicking() {
     );
 }
 
-#[tokio::test]
-async fn a_key_dropped_by_the_provider_stops_working_when_the_set_is_refreshed() {
+/// A provider serving one EC key, the authenticator caching it for a second and refreshing at
+/// will, and a token that key signed (already accepted once).
+async fn one_key_with_a_one_second_cache() -> (Arc<Authenticator>, JwksServer, String) {
     let (ec, jwk) = ec_pair("e1");
     let server = jwks_server(json!([jwk])).await;
     let auth = jwks_auth(
@@ -536,6 +537,12 @@ async fn a_key_dropped_by_the_provider_stops_working_when_the_set_is_refreshed()
     );
     let t = signed(Algorithm::ES256, Some("e1"), &valid_claims("u"), &ec);
     assert!(auth.authenticate_token(&t).await.is_ok());
+    (auth, server, t)
+}
+
+#[tokio::test]
+async fn a_key_dropped_by_the_provider_stops_working_when_the_set_is_refreshed() {
+    let (auth, server, t) = one_key_with_a_one_second_cache().await;
     *server.keys.lock().await = json!({"keys": []});
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(
@@ -546,19 +553,7 @@ async fn a_key_dropped_by_the_provider_stops_working_when_the_set_is_refreshed()
 
 #[tokio::test]
 async fn cached_keys_survive_an_unreachable_provider() {
-    let (ec, jwk) = ec_pair("e1");
-    let server = jwks_server(json!([jwk])).await;
-    let auth = jwks_auth(
-        &server.url,
-        &[
-            "--jwks-max-age-seconds",
-            "1",
-            "--jwks-min-refresh-seconds",
-            "0",
-        ],
-    );
-    let t = signed(Algorithm::ES256, Some("e1"), &valid_claims("u"), &ec);
-    assert!(auth.authenticate_token(&t).await.is_ok());
+    let (auth, server, t) = one_key_with_a_one_second_cache().await;
     // The provider answers garbage now; the cached key keeps working.
     *server.keys.lock().await = json!("not a jwks");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;

@@ -86,14 +86,28 @@ pub fn pod_error(e: PodError, phase: &str) -> ApiError {
     }
 }
 
+/// The refusals every route served by the session pod shares, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it only describes answers
+pub enum PodRouteErrors {
+    #[response(status = 401, description = "Not authenticated")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 409,
+        description = "No session, or it needs the user (phase named)"
+    )]
+    NoSession(ErrorBody),
+    #[response(status = 502, description = "The session pod failed")]
+    PodFailed(ErrorBody),
+    #[response(status = 503, description = "Session not ready yet (phase named)")]
+    NotReady(ErrorBody),
+}
+
 /// The caller's chats.
 #[utoipa::path(get, path = "/chats", tag = "messaging", security(("bearer" = [])),
     responses(
         (status = 200, description = "Chats, from the session pod", body = Value),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
-        (status = 502, description = "The session pod failed", body = ErrorBody),
-        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+        PodRouteErrors))]
 pub async fn chats(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -107,10 +121,7 @@ pub async fn chats(
     responses(
         (status = 200, description = "Messages, from the session pod", body = Value),
         (status = 400, description = "Bad chat id or limit", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
-        (status = 502, description = "The session pod failed", body = ErrorBody),
-        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+        PodRouteErrors))]
 pub async fn messages(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -134,11 +145,8 @@ pub async fn messages(
     responses(
         (status = 200, description = "Sent, from the session pod", body = Value),
         (status = 400, description = "Bad chat id or message", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_FILE_SIZE", body = ErrorBody),
-        (status = 502, description = "The session pod failed", body = ErrorBody),
-        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+        PodRouteErrors))]
 pub async fn send(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -159,10 +167,7 @@ pub async fn send(
     responses(
         (status = 200, description = "The chat, from the session pod", body = Value),
         (status = 400, description = "Bad phone number", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
-        (status = 502, description = "The session pod failed", body = ErrorBody),
-        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+        PodRouteErrors))]
 pub async fn chat_by_phone(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -179,10 +184,7 @@ pub async fn chat_by_phone(
     responses(
         (status = 200, description = "Log entries, from the session pod", body = Value),
         (status = 400, description = "Bad limit", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
-        (status = 502, description = "The session pod failed", body = ErrorBody),
-        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+        PodRouteErrors))]
 pub async fn logs(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -198,10 +200,7 @@ pub async fn logs(
     responses(
         (status = 200, description = "Added, from the session pod", body = Value),
         (status = 400, description = "Bad phone number or name", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 409, description = "No session, or it needs the user (phase named)", body = ErrorBody),
-        (status = 502, description = "The session pod failed", body = ErrorBody),
-        (status = 503, description = "Session not ready yet (phase named)", body = ErrorBody)))]
+        PodRouteErrors))]
 pub async fn contact_add(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
