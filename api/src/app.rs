@@ -77,6 +77,11 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/api/whatsapp/status", get(session::status_alias))
         .route("/api/whatsapp/connect", post(session::connect_alias))
         .route("/api/whatsapp/contact/add", post(proxy::contact_add))
+        .route("/api/whatsapp/contacts", get(proxy::contacts))
+        .route(
+            "/api/whatsapp/contact/{mobile_no}",
+            axum::routing::delete(proxy::contact_remove),
+        )
         .route("/api/whatsapp/sessions/active", get(admin::sessions_alias))
         .route("/api/admin/cleanup-stats", get(admin::cleanup_stats))
         .route("/openapi.json", get(openapi_json))

@@ -1,6 +1,8 @@
-//! Calls to a user's session pod: its control API (`wasp_common::control` paths, bearer token from
-//! the session's `<session>-control` Secret, JSON in and out). Validation and the routing decision
-//! happen before, in the handlers; this module only speaks HTTP and maps the pod's answers.
+//! Calls to a user's session pod: its control API (`wasp_common::control` paths and types, bearer
+//! token from the session's `<session>-control` Secret). Validation and the routing decision
+//! happen before, in the handlers; this module only speaks HTTP, and [`typed`] reads the pod's
+//! answer into the contract's type (an answer that does not fit is the pod's failure, never
+//! forwarded as it is).
 
 use std::time::Duration;
 
@@ -9,10 +11,30 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasp_common::control;
-use wasp_crds::{labels, names};
+use wasp_crds::{WhatsAppSession, labels};
+
+/// The pod of one session: the resource's real name (whoever created it, the API or kubectl),
+/// its user, and the control API's `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodTarget {
+    pub session: String,
+    pub user_id: String,
+    pub endpoint: String,
+}
+
+impl PodTarget {
+    pub fn of(session: &WhatsAppSession, endpoint: &str) -> Self {
+        Self {
+            session: kube::ResourceExt::name_any(session),
+            user_id: session.spec.user_id.clone(),
+            endpoint: endpoint.to_owned(),
+        }
+    }
+}
 
 /// One call to a session pod, with inputs already validated and normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,14 +45,19 @@ pub enum PodCall {
     Logout,
     /// (Re)start connecting: a new QR after a logout, a failure or a disconnect.
     Connect,
-    Chats,
+    /// One page of chats.
+    Chats {
+        offset: u32,
+    },
+    /// `chat`: a chat id's `_serialized` form; `before`: a message id.
     Messages {
-        jid: String,
+        chat: String,
         limit: u32,
+        before: Option<String>,
     },
     Send {
-        jid: String,
-        message: String,
+        to: String,
+        body: String,
     },
     /// `phone`: E.164 digits.
     ChatByPhone {
@@ -39,9 +66,13 @@ pub enum PodCall {
     Logs {
         limit: u32,
     },
+    Contacts,
     AddContact {
         phone: String,
         name: Option<String>,
+    },
+    RemoveContact {
+        phone: String,
     },
 }
 
@@ -70,13 +101,25 @@ pub enum PodError {
 }
 
 pub trait PodApi: Send + Sync {
-    /// Performs `call` against the pod at `endpoint` (`host:port`) for `user_id`.
+    /// Performs `call` against the pod of `target`; the answer's JSON (`null` when empty).
     fn call<'a>(
         &'a self,
-        user_id: &'a str,
-        endpoint: &'a str,
+        target: &'a PodTarget,
         call: PodCall,
     ) -> BoxFuture<'a, Result<Value, PodError>>;
+}
+
+/// Performs `call` and reads the answer as the contract's `T`.
+pub async fn typed<T: DeserializeOwned>(
+    pods: &dyn PodApi,
+    target: &PodTarget,
+    call: PodCall,
+) -> Result<T, PodError> {
+    let value = pods.call(target, call).await?;
+    serde_json::from_value(value).map_err(|e| PodError::Failed {
+        status: 200,
+        detail: format!("the answer does not fit the control API's type: {e}"),
+    })
 }
 
 /// Answers every call with [`PodError::NotWired`].
@@ -85,18 +128,25 @@ pub struct NotWired;
 impl PodApi for NotWired {
     fn call<'a>(
         &'a self,
-        _user_id: &'a str,
-        _endpoint: &'a str,
+        _target: &'a PodTarget,
         _call: PodCall,
     ) -> BoxFuture<'a, Result<Value, PodError>> {
         Box::pin(async { Err(PodError::NotWired) })
     }
 }
 
+/// HTTP method of a control API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
 /// Method, path and query (or JSON body) of a call on the pod's control API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodRequest {
-    pub post: bool,
+    pub method: Method,
     pub path: String,
     pub query: Vec<(&'static str, String)>,
     pub body: Option<Value>,
@@ -118,26 +168,46 @@ fn segment(s: &str) -> String {
 /// The pod request for a call (pure).
 pub fn request(call: &PodCall) -> PodRequest {
     let get = |path: &str, query: Vec<(&'static str, String)>| PodRequest {
-        post: false,
+        method: Method::Get,
         path: path.to_owned(),
         query,
         body: None,
     };
     let post = |path: &str, body: Value| PodRequest {
-        post: true,
+        method: Method::Post,
         path: path.to_owned(),
         query: Vec::new(),
         body: Some(body),
     };
     match call {
-        PodCall::Chats => get(control::CHATS_PATH, Vec::new()),
-        PodCall::Messages { jid, limit } => get(
-            &control::MESSAGES_PATH.replace("{chat_id}", &segment(jid)),
-            vec![("limit", limit.to_string())],
+        PodCall::Chats { offset } => get(
+            control::CHATS_PATH,
+            vec![
+                ("offset", offset.to_string()),
+                ("limit", control::MAX_PAGE.to_string()),
+            ],
         ),
-        PodCall::Send { jid, message } => {
-            post(control::SEND_PATH, json!({"to": jid, "text": message}))
+        PodCall::Messages {
+            chat,
+            limit,
+            before,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(b) = before {
+                query.push(("before", b.clone()));
+            }
+            get(
+                &control::MESSAGES_PATH.replace("{chat_id}", &segment(chat)),
+                query,
+            )
         }
+        PodCall::Send { to, body } => post(
+            control::SEND_PATH,
+            as_json(&control::SendRequest {
+                to: to.clone(),
+                body: body.clone(),
+            }),
+        ),
         PodCall::ChatByPhone { phone } => {
             get(control::CHAT_BY_PHONE_PATH, vec![("phone", phone.clone())])
         }
@@ -145,11 +215,26 @@ pub fn request(call: &PodCall) -> PodRequest {
         PodCall::Status => get(control::STATUS_PATH, Vec::new()),
         PodCall::Connect => post(control::CONNECT_PATH, json!({})),
         PodCall::Logout => post(control::LOGOUT_PATH, json!({})),
+        PodCall::Contacts => get(control::CONTACTS_PATH, Vec::new()),
         PodCall::AddContact { phone, name } => post(
             control::CONTACTS_PATH,
-            json!({"phone": phone, "name": name.clone().unwrap_or_default()}),
+            as_json(&control::ContactRequest {
+                phone: phone.clone(),
+                name: name.clone().unwrap_or_default(),
+            }),
         ),
+        PodCall::RemoveContact { phone } => PodRequest {
+            method: Method::Delete,
+            path: control::CONTACT_PATH.replace("{phone}", &segment(phone)),
+            query: Vec::new(),
+            body: None,
+        },
     }
+}
+
+/// A request body of the control contract as JSON (plain structs of strings: always serialise).
+fn as_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
 /// The pod's error body `{"error": {"code", "message"}}` (or anything else) → code and message.
@@ -186,16 +271,15 @@ impl Tokens {
         }
     }
 
-    /// The token of `user_id`'s session: Secret `<session>-control`, key `token`, labelled for
-    /// that session and user.
-    pub fn get(&self, user_id: &str) -> Option<String> {
-        let session = names::session_name(user_id);
+    /// The control token of the session `target` routes to: Secret `<session>-control` of the
+    /// resource's real name, key `token`, labelled for that session and its user.
+    pub fn get(&self, target: &PodTarget) -> Option<String> {
         let secret = self
             .store
-            .get(&ObjectRef::new(&format!("{session}-control")).within(&self.namespace))?;
+            .get(&ObjectRef::new(&format!("{}-control", target.session)).within(&self.namespace))?;
         let labels = secret.metadata.labels.as_ref()?;
-        if labels.get(labels::SESSION) != Some(&session)
-            || labels.get(labels::USER_HASH) != Some(&wasp_common::user_hash(user_id))
+        if labels.get(labels::SESSION) != Some(&target.session)
+            || labels.get(labels::USER_HASH) != Some(&wasp_common::user_hash(&target.user_id))
         {
             return None;
         }
@@ -227,18 +311,17 @@ impl HttpPods {
 impl PodApi for HttpPods {
     fn call<'a>(
         &'a self,
-        user_id: &'a str,
-        endpoint: &'a str,
+        target: &'a PodTarget,
         call: PodCall,
     ) -> BoxFuture<'a, Result<Value, PodError>> {
         Box::pin(async move {
-            let token = self.tokens.get(user_id).ok_or(PodError::NoToken)?;
+            let token = self.tokens.get(target).ok_or(PodError::NoToken)?;
             let req = request(&call);
-            let url = format!("http://{endpoint}{}", req.path);
-            let mut builder = if req.post {
-                self.http.post(&url)
-            } else {
-                self.http.get(&url)
+            let url = format!("http://{}{}", target.endpoint, req.path);
+            let mut builder = match req.method {
+                Method::Get => self.http.get(&url),
+                Method::Post => self.http.post(&url),
+                Method::Delete => self.http.delete(&url),
             };
             builder = builder.bearer_auth(token).query(&req.query);
             if let Some(body) = &req.body {
@@ -287,22 +370,29 @@ mod tests {
     #[test]
     fn calls_map_to_the_control_api() {
         let r = request(&PodCall::Messages {
-            jid: "41791234567@s.whatsapp.net".into(),
+            chat: "41791234567@c.us".into(),
             limit: 20,
+            before: Some("true_41791234567@c.us_AB".into()),
         });
-        assert_eq!(r.path, "/v1/messages/41791234567@s.whatsapp.net");
-        assert_eq!(r.query, vec![("limit", "20".to_owned())]);
-        assert!(!r.post);
+        assert_eq!(r.path, "/v1/messages/41791234567@c.us");
+        assert_eq!(
+            r.query,
+            vec![
+                ("limit", "20".to_owned()),
+                ("before", "true_41791234567@c.us_AB".to_owned())
+            ]
+        );
+        assert_eq!(r.method, Method::Get);
         let r = request(&PodCall::Send {
-            jid: "1@g.us".into(),
-            message: "hi".into(),
+            to: "1@g.us".into(),
+            body: "hi".into(),
         });
         assert_eq!(
-            (r.post, r.path.as_str(), r.body),
+            (r.method, r.path.as_str(), r.body),
             (
-                true,
+                Method::Post,
                 "/v1/send",
-                Some(json!({"to": "1@g.us", "text": "hi"}))
+                Some(json!({"to": "1@g.us", "body": "hi"}))
             )
         );
         let r = request(&PodCall::AddContact {
@@ -310,6 +400,13 @@ mod tests {
             name: None,
         });
         assert_eq!(r.body, Some(json!({"phone": "41791234567", "name": ""})));
+        let r = request(&PodCall::RemoveContact {
+            phone: "41791234567".into(),
+        });
+        assert_eq!(
+            (r.method, r.path.as_str()),
+            (Method::Delete, "/v1/contacts/41791234567")
+        );
         assert_eq!(
             request(&PodCall::ChatByPhone {
                 phone: "41791234567".into()
@@ -317,11 +414,17 @@ mod tests {
             .query,
             vec![("phone", "41791234567".to_owned())]
         );
-        assert_eq!(request(&PodCall::Chats).path, "/v1/chats");
+        let chats = request(&PodCall::Chats { offset: 500 });
+        assert_eq!(chats.path, "/v1/chats");
+        assert_eq!(
+            chats.query,
+            vec![("offset", "500".to_owned()), ("limit", "500".to_owned())]
+        );
+        assert_eq!(request(&PodCall::Contacts).path, "/v1/contacts");
         assert_eq!(request(&PodCall::Connect).path, "/v1/connect");
         assert_eq!(request(&PodCall::Status).path, "/v1/status");
-        assert!(!request(&PodCall::Status).post);
-        assert!(request(&PodCall::Logout).post);
+        assert_eq!(request(&PodCall::Status).method, Method::Get);
+        assert_eq!(request(&PodCall::Logout).method, Method::Post);
         assert_eq!(request(&PodCall::Logout).path, "/v1/logout");
         assert_eq!(request(&PodCall::Logs { limit: 5 }).path, "/v1/logs");
         assert_eq!(segment("a/b?c#d e"), "a%2Fb%3Fc%23d%20e");

@@ -1,18 +1,20 @@
 //! Input checks of the routes that reach a session pod, done before any routing so bad input is a
-//! clear 400 whatever the session's state. Chat ids are normalised to WhatsApp JIDs: seed 003's
-//! `41791234567@c.us` (whatsapp-web.js style) becomes `41791234567@s.whatsapp.net`, and a phone
-//! number is accepted where a chat id is expected.
+//! clear 400 whatever the session's state. Chat ids are read by the shared
+//! [`wasp_common::model::Wid`]: seed 003's `41791234567@c.us`, the protocol's
+//! `…@s.whatsapp.net`, a phone number, a group or a LID, all to one canonical form.
 
-use wasp_common::phone::{normalize_phone, phone_to_jid};
+use wasp_common::model::Wid;
+use wasp_common::phone::normalize_phone;
 
 use crate::error::ApiError;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 /// Longest text message, in UTF-8 bytes (the session pod's limit).
-pub const MAX_MESSAGE_BYTES: usize = 65_536;
-pub const MAX_NAME_CHARS: usize = 256;
-const MAX_CHAT_ID_LEN: usize = 128;
+pub const MAX_MESSAGE_BYTES: usize = wasp_common::control::MAX_TEXT_BYTES;
+pub const MAX_NAME_CHARS: usize = wasp_common::control::MAX_NAME_CHARS;
+/// Longest message id taken as a paging cursor.
+pub const MAX_MESSAGE_ID_LEN: usize = 256;
 
 /// `limit` of list routes: absent → 50; 1..=500.
 pub fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
@@ -26,52 +28,21 @@ pub fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
-fn bad_chat_id() -> ApiError {
-    ApiError::bad_request(
-        "invalid_chat_id",
-        "chatId must be a WhatsApp chat id such as 41791234567@c.us, \
-         41791234567@s.whatsapp.net or 1203630xxxx@g.us, or a phone number in E.164",
-    )
+/// A chat id as the seed's clients send it, in its canonical form.
+pub fn chat_id(input: &str) -> Result<Wid, ApiError> {
+    Wid::parse(input).map_err(|e| ApiError::bad_request("invalid_chat_id", e.to_string()))
 }
 
-/// A chat id as the seed's clients send it, normalised to a JID.
-pub fn chat_id(input: &str) -> Result<String, ApiError> {
-    let input = input.trim();
-    if input.is_empty() || input.len() > MAX_CHAT_ID_LEN {
-        return Err(bad_chat_id());
+/// A message id used as a paging cursor (`id._serialized` or the plain id).
+pub fn message_id(input: &str) -> Result<String, ApiError> {
+    let id = input.trim();
+    if id.is_empty() || id.len() > MAX_MESSAGE_ID_LEN || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_message_id",
+            format!("a message id is 1 to {MAX_MESSAGE_ID_LEN} printable characters"),
+        ));
     }
-    let Some((user, server)) = input.split_once('@') else {
-        // A bare phone number.
-        return phone_to_jid(input).map_err(|_| bad_chat_id());
-    };
-    let digits = |s: &str, max: usize| {
-        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
-    };
-    // `user:device` suffixes are not chats.
-    let ok = match server {
-        "c.us" | "s.whatsapp.net" => {
-            return normalize_phone(user)
-                .ok()
-                .filter(|d| d == user)
-                .map(|d| format!("{d}@s.whatsapp.net"))
-                .ok_or_else(bad_chat_id);
-        }
-        "g.us" => {
-            // New groups: digits; old groups: `creator-timestamp`.
-            let mut parts = user.split('-');
-            let first = parts.next().is_some_and(|p| digits(p, 24));
-            let rest: Vec<&str> = parts.collect();
-            first && rest.len() <= 1 && rest.iter().all(|p| digits(p, 24))
-        }
-        "lid" | "newsletter" => digits(user, 24),
-        "broadcast" => user == "status",
-        _ => false,
-    };
-    if ok {
-        Ok(input.to_owned())
-    } else {
-        Err(bad_chat_id())
-    }
+    Ok(id.to_owned())
 }
 
 /// A phone number to E.164 digits, with `wasp_common::phone`'s explanation on failure.
@@ -124,18 +95,18 @@ mod tests {
     }
 
     #[test]
-    fn seed_chat_ids_normalise_to_jids() {
+    fn seed_chat_ids_normalise_to_the_c_us_form() {
         let ok = [
-            ("41791234567@c.us", "41791234567@s.whatsapp.net"),
-            ("41791234567@s.whatsapp.net", "41791234567@s.whatsapp.net"),
-            ("+41 79 123 45 67", "41791234567@s.whatsapp.net"),
+            ("41791234567@c.us", "41791234567@c.us"),
+            ("41791234567@s.whatsapp.net", "41791234567@c.us"),
+            ("+41 79 123 45 67", "41791234567@c.us"),
             ("120363012345678901@g.us", "120363012345678901@g.us"),
             ("41791234567-1600000000@g.us", "41791234567-1600000000@g.us"),
             ("123456789012345@lid", "123456789012345@lid"),
             ("status@broadcast", "status@broadcast"),
         ];
         for (input, jid) in ok {
-            assert_eq!(chat_id(input).unwrap(), jid, "{input}");
+            assert_eq!(chat_id(input).unwrap().serialized, jid, "{input}");
         }
     }
 
@@ -184,5 +155,7 @@ mod tests {
         assert_eq!(contact_name(Some("")).unwrap(), None);
         assert_eq!(contact_name(None).unwrap(), None);
         assert!(contact_name(Some("a\u{7}b")).is_err());
+        assert_eq!(message_id(" true_1@c.us_AB ").unwrap(), "true_1@c.us_AB");
+        assert!(message_id("").is_err() && message_id(&"x".repeat(300)).is_err());
     }
 }

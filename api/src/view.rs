@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use wasp_common::model::IdInput;
 use wasp_crds::{DesiredState, Phase, WhatsAppSession};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -43,6 +44,12 @@ pub struct SessionStatus {
     pub reconnect_count: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The QR code to scan, while one is shown (`status: qr`): the raw pairing string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
+    /// The same QR code as `data:image/png;base64,…` (seed 003's `qrDataUrl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qr_data_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -93,8 +100,11 @@ pub struct Diagnostics {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendRequest {
-    /// e.g. `41791234567@c.us`, `41791234567@s.whatsapp.net`, a group `…@g.us`, or a phone number.
-    pub chat_id: String,
+    /// `41791234567@c.us`, `41791234567@s.whatsapp.net`, a phone number, a group `…@g.us` or a
+    /// LID `…@lid`; the string or whatsapp-web.js's id object.
+    pub chat_id: IdInput,
+    /// The text: at most 65,536 bytes of UTF-8 (16,384 characters always fit), not blank.
+    #[schema(min_length = 1, max_length = 16384, pattern = r"\S")]
     pub message: String,
 }
 
@@ -102,8 +112,11 @@ pub struct SendRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ContactAddRequest {
     /// Phone number, E.164 preferred (`+41791234567`).
+    #[schema(min_length = 7, max_length = 32, example = "+41791234567")]
     pub mobile_no: String,
+    /// At most 256 printable characters.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub name: Option<String>,
 }
 
@@ -117,9 +130,29 @@ pub struct LimitQuery {
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// How many of the newest messages (1 to 500; default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// A message id (`id._serialized` or the plain id): only messages older than it, for
+    /// paging back in time.
+    #[param(min_length = 1, max_length = 256)]
+    pub before: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PhoneQuery {
     /// Phone number, e.g. `+41791234567`.
+    #[param(min_length = 7, max_length = 32)]
     pub phone: String,
+}
+
+/// A plain success answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SuccessResponse {
+    pub success: bool,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
@@ -167,6 +200,8 @@ pub fn session_status(user_id: &str, session: Option<&WhatsAppSession>) -> Sessi
             last_activity: None,
             reconnect_count: 0,
             last_error: None,
+            qr: None,
+            qr_data_url: None,
         };
     };
     let status = session.status.clone().unwrap_or_default();
@@ -188,6 +223,8 @@ pub fn session_status(user_id: &str, session: Option<&WhatsAppSession>) -> Sessi
         last_activity: status.last_activity.map(|t| t.0.to_string()),
         reconnect_count: status.reconnect_count,
         last_error: status.last_error,
+        qr: None,
+        qr_data_url: None,
     }
 }
 

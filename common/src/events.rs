@@ -16,7 +16,7 @@ pub struct Envelope {
     pub user_hash: String,
     #[prost(int64, tag = "2")]
     pub at_ms: i64,
-    #[prost(oneof = "Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
+    #[prost(oneof = "Kind", tags = "10, 11, 12, 13, 15, 16, 17, 18, 19, 20")]
     pub kind: Option<Kind>,
 }
 
@@ -30,8 +30,9 @@ pub enum Kind {
     Status(Status),
     #[prost(message, tag = "13")]
     Message(ChatMessage),
-    #[prost(message, tag = "14")]
-    Receipt(Receipt),
+    /// A receipt raised a message's `ack` (whatsapp-web.js `message_ack`).
+    #[prost(message, tag = "20")]
+    MessageAck(MessageAck),
     #[prost(message, tag = "15")]
     Disconnected(Disconnected),
     #[prost(message, tag = "16")]
@@ -80,7 +81,7 @@ impl Kind {
             Self::Ready(_) => "ready",
             Self::Status(_) => "status",
             Self::Message(_) => "message",
-            Self::Receipt(_) => "receipt",
+            Self::MessageAck(_) => "message_ack",
             Self::Disconnected(_) => "disconnected",
             Self::LoggedOut(_) => "logged_out",
             Self::Error(_) => "error",
@@ -129,36 +130,21 @@ pub struct Status {
     pub reconnect_count: u32,
 }
 
+/// A new message (own or inbound). The payload is the message model's JSON
+/// ([`crate::model::Message`]): one definition and one serializer for the store, REST answers
+/// and events, so they cannot drift apart. `eventId` is not in it: it is this entry's id.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ChatMessage {
-    #[prost(string, tag = "1")]
-    pub id: String,
-    #[prost(string, tag = "2")]
-    pub chat: String,
-    #[prost(string, tag = "3")]
-    pub sender: String,
-    #[prost(bool, tag = "4")]
-    pub from_me: bool,
-    #[prost(string, tag = "5")]
-    pub text: String,
-    /// Unix seconds.
-    #[prost(int64, tag = "6")]
-    pub timestamp: i64,
-    #[prost(string, tag = "7")]
-    pub push_name: String,
-    /// `text` or the message type for non-text messages.
-    #[prost(string, tag = "8")]
-    pub kind: String,
+    #[prost(string, tag = "9")]
+    pub json: String,
 }
 
+/// A message whose `ack` rose: the message model's JSON with the new `ack` (and the `eventId`
+/// of the event that announced the message, if it was stored).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Receipt {
-    #[prost(string, repeated, tag = "1")]
-    pub ids: Vec<String>,
-    #[prost(string, tag = "2")]
-    pub chat: String,
-    #[prost(string, tag = "3")]
-    pub kind: String,
+pub struct MessageAck {
+    #[prost(string, tag = "1")]
+    pub json: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -187,6 +173,9 @@ pub struct Log {
     pub level: String,
     #[prost(string, tag = "2")]
     pub message: String,
+    /// What happened (`paired`, `logged_out`, …): seed 003's `event_type`.
+    #[prost(string, tag = "3")]
+    pub event_type: String,
 }
 
 #[cfg(test)]
@@ -200,10 +189,7 @@ mod tests {
             user_hash: "abc".into(),
             at_ms: 42,
             kind: Some(Kind::Message(ChatMessage {
-                id: "M1".into(),
-                chat: "41790000001@s.whatsapp.net".into(),
-                text: "hi".into(),
-                ..Default::default()
+                json: r#"{"body":"hi"}"#.into(),
             })),
         };
         let bytes = e.encode_to_vec();

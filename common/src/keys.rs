@@ -88,22 +88,32 @@ impl UserKeys {
         self.key("lease:fence")
     }
 
-    /// Sorted set of chat JIDs scored by last activity (unix ms).
+    /// Sorted set of chat ids (`…@c.us`, `…@g.us`) scored by their newest message's score.
     pub fn chats(&self) -> String {
         self.key("chats")
     }
 
-    /// Hash chat JID → JSON chat summary (name, last message preview, unread count).
-    pub fn chat_meta(&self) -> String {
-        self.key("chats:meta")
-    }
-
-    /// Sorted set of one chat's messages (JSON), scored by timestamp (unix ms).
+    /// Sorted set of a chat's message keys (`id._serialized`), by time then arrival.
     pub fn messages(&self, chat: &str) -> String {
         self.key(&format!("msgs:{chat}"))
     }
 
-    /// Set of stored message ids (`chat|sender|id`) for deduplication.
+    /// Hash of a chat's messages: message key → the message model's JSON.
+    pub fn message_data(&self, chat: &str) -> String {
+        self.key(&format!("msgdata:{chat}"))
+    }
+
+    /// Hash of one chat's summary: `lastKey`, `lastScore`, `unread`, `pushName`, `seq`.
+    pub fn chat(&self, chat: &str) -> String {
+        self.key(&format!("chat:{chat}"))
+    }
+
+    /// Hash of own messages' acks (message key → highest ack seen).
+    pub fn acks(&self) -> String {
+        self.key("acks")
+    }
+
+    /// Sorted set of seen message keys (`id._serialized`, scored by unix ms) for deduplication.
     pub fn dedup(&self) -> String {
         self.key("dedup")
     }
@@ -141,8 +151,10 @@ mod tests {
             k.lease(),
             k.lease_fence(),
             k.chats(),
-            k.chat_meta(),
-            k.messages("x@s.whatsapp.net"),
+            k.messages("x@c.us"),
+            k.message_data("x@c.us"),
+            k.chat("x@c.us"),
+            k.acks(),
             k.dedup(),
             k.contacts(),
             k.logs(),

@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod events;
 pub mod ids;
 pub mod keys;
+pub mod model;
 pub mod phone;
 pub mod purge;
 pub mod session_state;

@@ -9,12 +9,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
-use wasp_common::control as paths;
+use wasp_common::control::{
+    self as paths, ChatByPhone, ChatsPage, ChatsQuery, Contact, ContactRequest, ControlError,
+    ControlErrorInner, LogEntry, LogsQuery, MAX_NAME_CHARS, MAX_PAGE, MAX_TEXT_BYTES,
+    MessagesQuery, PodStatus, QrCode, SendRequest, SendResponse,
+};
+use wasp_common::model::{Message, Wid};
 
 use crate::session::{self, Desired, Session, SessionError};
-use crate::store::{ChatSummary, Contact, LogLine, StoredMessage};
 
 /// The one error type of the API: a status, a stable code, a message without internals.
 #[derive(Debug)]
@@ -38,23 +42,12 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorInner<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorInner<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorInner {
-                code: self.code,
-                message: &self.message,
+        let body = ControlError {
+            error: ControlErrorInner {
+                code: self.code.to_owned(),
+                message: self.message,
             },
         };
         (self.status, Json(body)).into_response()
@@ -210,104 +203,61 @@ async fn method_not_allowed(_: Authorized) -> ApiError {
     )
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusBody {
-    #[serde(flatten)]
-    pub state: wasp_common::SessionState,
-    #[serde(skip_serializing_if = "Option::is_none", flatten)]
-    pub qr: Option<crate::qr::RenderedQr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pairing_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lease_token: Option<u64>,
-}
-
-fn status_body(session: &Session) -> StatusBody {
-    StatusBody {
+fn status_body(session: &Session) -> PodStatus {
+    PodStatus {
         state: session.state(),
-        qr: session.qr(),
+        qr: session.qr().map(|r| QrCode {
+            qr: r.qr,
+            qr_svg: r.qr_svg,
+            qr_data_url: r.qr_data_url,
+        }),
         pairing_code: session.pair_code(),
         lease_token: session.lease_token(),
     }
 }
 
-async fn status(_: Authorized, State(s): State<AppState>) -> Json<StatusBody> {
+async fn status(_: Authorized, State(s): State<AppState>) -> Json<PodStatus> {
     Json(status_body(&s.session))
 }
 
-async fn connect(_: Authorized, State(s): State<AppState>) -> (StatusCode, Json<StatusBody>) {
+async fn connect(_: Authorized, State(s): State<AppState>) -> (StatusCode, Json<PodStatus>) {
     s.session.desire(Desired::Run);
     (StatusCode::ACCEPTED, Json(status_body(&s.session)))
 }
 
-async fn disconnect(_: Authorized, State(s): State<AppState>) -> (StatusCode, Json<StatusBody>) {
+async fn disconnect(_: Authorized, State(s): State<AppState>) -> (StatusCode, Json<PodStatus>) {
     s.session.desire(Desired::Stop);
     (StatusCode::ACCEPTED, Json(status_body(&s.session)))
 }
 
-async fn logout(_: Authorized, State(s): State<AppState>) -> Json<StatusBody> {
+async fn logout(_: Authorized, State(s): State<AppState>) -> Json<PodStatus> {
     session::logout(&s.session).await;
     Json(status_body(&s.session))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendBody {
-    /// Phone number (any common spelling) or a JID.
-    to: String,
-    text: String,
-}
-
-/// Maximum text length accepted for sending.
-pub const MAX_TEXT: usize = 65_536;
-
-/// A phone number or a JID → the JID to send to.
-pub fn recipient_jid(to: &str) -> Result<String, ApiError> {
-    let to = to.trim();
-    if let Some((user, server)) = to.split_once('@') {
-        let ok_server = matches!(server, "s.whatsapp.net" | "lid" | "g.us");
-        let ok_user = !user.is_empty()
-            && user
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '-' || c == ':' || c == '.');
-        return if ok_server && ok_user {
-            Ok(to.to_owned())
-        } else {
-            Err(ApiError::bad_request(format!("invalid JID {to:?}")))
-        };
-    }
-    wasp_common::phone::phone_to_jid(to).map_err(|e| ApiError::bad_request(e.to_string()))
+fn chat_id(input: &str) -> Result<Wid, ApiError> {
+    Wid::parse(input).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 async fn send(
     _: Authorized,
     State(s): State<AppState>,
-    ApiJson(body): ApiJson<SendBody>,
-) -> Result<Json<StoredMessage>, ApiError> {
-    if body.text.is_empty() || body.text.len() > MAX_TEXT {
+    ApiJson(body): ApiJson<SendRequest>,
+) -> Result<Json<SendResponse>, ApiError> {
+    if body.body.trim().is_empty() || body.body.len() > MAX_TEXT_BYTES {
         return Err(ApiError::bad_request(format!(
-            "text must be 1..={MAX_TEXT} bytes"
+            "body must be 1..={MAX_TEXT_BYTES} bytes and not blank"
         )));
     }
-    let jid = recipient_jid(&body.to)?;
-    Ok(Json(s.session.send_text(&jid, &body.text).await?))
+    let to = chat_id(&body.to)?;
+    let message = s.session.send_text(&to, &body.body).await?;
+    Ok(Json(SendResponse {
+        success: true,
+        message,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Page {
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    offset: Option<usize>,
-    #[serde(default)]
-    before: Option<i64>,
-}
-
-const MAX_PAGE: usize = 500;
-
-fn limit(l: Option<usize>, default: usize) -> Result<usize, ApiError> {
+fn limit(l: Option<u32>, default: u32) -> Result<u32, ApiError> {
     match l.unwrap_or(default) {
         0 => Err(ApiError::bad_request("limit must be at least 1")),
         n if n > MAX_PAGE => Err(ApiError::bad_request(format!("limit must be ≤ {MAX_PAGE}"))),
@@ -318,41 +268,51 @@ fn limit(l: Option<usize>, default: usize) -> Result<usize, ApiError> {
 async fn chats(
     _: Authorized,
     State(s): State<AppState>,
-    ApiQuery(p): ApiQuery<Page>,
-) -> Result<Json<Vec<ChatSummary>>, ApiError> {
-    let limit = limit(p.limit, 50)?;
-    Ok(Json(
-        s.session.store.chats(p.offset.unwrap_or(0), limit).await?,
-    ))
+    ApiQuery(q): ApiQuery<ChatsQuery>,
+) -> Result<Json<ChatsPage>, ApiError> {
+    let limit = limit(q.limit, 100)?;
+    let offset = q.offset.unwrap_or(0);
+    let (chats, more) = s.session.store.chats(offset, limit).await?;
+    let next_offset = more.then(|| offset.saturating_add(limit));
+    Ok(Json(ChatsPage { chats, next_offset }))
 }
 
 async fn messages(
     _: Authorized,
     State(s): State<AppState>,
-    Path(chat_id): Path<String>,
-    ApiQuery(p): ApiQuery<Page>,
-) -> Result<Json<Vec<StoredMessage>>, ApiError> {
-    let limit = limit(p.limit, 50)?;
-    let chat = recipient_jid(&chat_id)?;
+    Path(chat_id_raw): Path<String>,
+    ApiQuery(q): ApiQuery<MessagesQuery>,
+) -> Result<Json<Vec<Message>>, ApiError> {
+    let limit = limit(q.limit, 50)?;
+    let chat = chat_id(&chat_id_raw)?;
+    let before = match q.before.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(b) if b.len() > 256 => {
+            return Err(ApiError::bad_request("before must be a message id"));
+        }
+        Some(b) => match s.session.store.find_key(&chat.serialized, b).await? {
+            Some(key) => Some(key),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such message in this chat (before)",
+                ));
+            }
+        },
+    };
     Ok(Json(
-        s.session.store.messages(&chat, p.before, limit).await?,
+        s.session
+            .store
+            .messages(&chat.serialized, before.as_deref(), limit)
+            .await?,
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PhoneQuery {
     phone: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ChatByPhone {
-    chat_id: String,
-    phone: String,
-    exists: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    chat: Option<ChatSummary>,
 }
 
 async fn chat_by_phone(
@@ -360,24 +320,20 @@ async fn chat_by_phone(
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<PhoneQuery>,
 ) -> Result<Json<ChatByPhone>, ApiError> {
-    let phone = wasp_common::phone::normalize_phone(&q.phone)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let chat_id = format!("{phone}@s.whatsapp.net");
-    let chat = s.session.store.chat(&chat_id).await?;
+    let wid = Wid::phone(&q.phone).map_err(|_| {
+        ApiError::bad_request(
+            wasp_common::phone::normalize_phone(&q.phone)
+                .err()
+                .map_or_else(|| "invalid phone number".to_owned(), |e| e.to_string()),
+        )
+    })?;
+    let chat = s.session.store.chat(&wid.serialized).await?;
     Ok(Json(ChatByPhone {
         exists: chat.is_some(),
-        chat_id,
-        phone,
+        phone: wid.user.clone(),
+        chat_id: wid.serialized,
         chat,
     }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ContactBody {
-    phone: String,
-    #[serde(default)]
-    name: String,
 }
 
 async fn list_contacts(
@@ -390,16 +346,20 @@ async fn list_contacts(
 async fn add_contact(
     _: Authorized,
     State(s): State<AppState>,
-    ApiJson(body): ApiJson<ContactBody>,
+    ApiJson(body): ApiJson<ContactRequest>,
 ) -> Result<(StatusCode, Json<Contact>), ApiError> {
     let phone = wasp_common::phone::normalize_phone(&body.phone)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if body.name.len() > 256 {
-        return Err(ApiError::bad_request("name must be ≤ 256 bytes"));
+    let name = body.name.trim();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "name must be at most {MAX_NAME_CHARS} printable characters"
+        )));
     }
     let c = Contact {
+        mobile_no: format!("+{phone}"),
         phone,
-        name: body.name,
+        name: name.to_owned(),
         added_at: jiff::Timestamp::now().as_millisecond(),
     };
     let created = s.session.store.add_contact(&c).await?;
@@ -429,18 +389,11 @@ async fn remove_contact(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogsQuery {
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
 async fn logs(
     _: Authorized,
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<LogsQuery>,
-) -> Result<Json<Vec<LogLine>>, ApiError> {
+) -> Result<Json<Vec<LogEntry>>, ApiError> {
     let limit = limit(q.limit, 100)?;
     Ok(Json(s.session.store.logs(limit).await?))
 }
@@ -455,26 +408,5 @@ mod tests {
         assert!(!token_matches("abd", "abc"));
         assert!(!token_matches("ab", "abc"));
         assert!(!token_matches("", ""));
-    }
-
-    #[test]
-    fn recipients() {
-        assert_eq!(
-            recipient_jid("+41 79 123 45 67").unwrap(),
-            "41791234567@s.whatsapp.net"
-        );
-        assert_eq!(
-            recipient_jid("41791234567@s.whatsapp.net").unwrap(),
-            "41791234567@s.whatsapp.net"
-        );
-        for bad in [
-            "",
-            "abc",
-            "x@evil.com",
-            "@s.whatsapp.net",
-            "12<script>@g.us",
-        ] {
-            assert!(recipient_jid(bad).is_err(), "{bad}");
-        }
     }
 }

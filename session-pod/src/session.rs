@@ -25,7 +25,8 @@ use crate::config::{PairingMethod, StoragePolicy};
 use crate::lease::{self, Lease};
 use crate::metrics::Metrics;
 use crate::qr::RenderedQr;
-use crate::store::{Store, StoreOutcome, StoredMessage};
+use crate::store::{Keep, Store, StoreOutcome};
+use wasp_common::model::{self, Message, MessageParts, Wid};
 
 /// Chats whose first-send gate is remembered before idle gates are forgotten.
 const MAX_SEND_GATES: usize = 4096;
@@ -82,6 +83,9 @@ enum Signal {
     PairSuccess,
     LoggedOut(String),
     Replaced,
+    /// WhatsApp refuses this session until something changes (a ban, an outdated client):
+    /// reconnecting would not help and may prolong a ban. Category and message.
+    Fatal(&'static str, String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,8 +247,8 @@ impl Session {
         .await;
     }
 
-    async fn log(&self, level: &str, message: &str) {
-        if let Err(e) = self.store.log(level, message).await {
+    async fn log(&self, level: &str, event_type: &str, message: &str) {
+        if let Err(e) = self.store.log(level, event_type, message).await {
             tracing::warn!(error = %e, "writing a session log line");
         }
     }
@@ -270,12 +274,13 @@ impl Session {
     /// states), but every fetch burns one of the recipient's one-time prekeys, and past 40
     /// the earliest messages no longer decrypt. Once one send has succeeded the session
     /// exists and later sends run concurrently.
-    pub async fn send_text(&self, to: &str, text: &str) -> Result<StoredMessage, SessionError> {
+    pub async fn send_text(&self, to: &Wid, text: &str) -> Result<Message, SessionError> {
         let client = self.client().ok_or(SessionError::NotConnected)?;
         if !client.is_connected() || !client.is_logged_in() {
             return Err(SessionError::NotConnected);
         }
         let jid: whatsapp_rust::Jid = to
+            .protocol_jid()
             .parse()
             .map_err(|_| SessionError::Send(format!("bad jid {to}")))?;
         let gate = self.first_send_gate(&jid.to_non_ad_string());
@@ -297,22 +302,25 @@ impl Session {
             *done = true;
         }
         self.metrics.messages_out.inc();
-        let own = client
-            .pn()
-            .map(|j| j.to_non_ad_string())
-            .unwrap_or_default();
-        let m = StoredMessage {
-            id: res.message_id,
-            chat: jid.to_non_ad_string(),
-            sender: own,
+        let own = own_wid(&client);
+        let m = Message::new(MessageParts {
+            id: &res.message_id,
+            chat: to,
+            own: own.as_ref(),
+            author: None,
             from_me: true,
-            text: text.to_owned(),
-            timestamp: jiff::Timestamp::now().as_millisecond(),
-            push_name: String::new(),
-            kind: "text".into(),
+            body: text,
+            kind: "chat",
+            timestamp: jiff::Timestamp::now().as_second(),
+            has_media: false,
+            has_quoted_msg: false,
+            push_name: "",
+        });
+        let keep = Keep {
+            store: self.settings.storage_policy != StoragePolicy::None,
+            emit: true,
         };
-        let store = self.settings.storage_policy != StoragePolicy::None;
-        self.store.put_message(&m, store, true).await?;
+        self.store.put_message(&m, keep).await?;
         self.touch_activity().await;
         Ok(m)
     }
@@ -323,63 +331,87 @@ impl Session {
     }
 
     /// Commits one batch of inbound messages (the durability hook): on `Err` nothing is acked.
-    async fn commit_inbound(&self, batch: &[InboundMessage]) -> Result<(), SessionError> {
+    async fn commit_inbound(
+        &self,
+        client: &Client,
+        batch: &[InboundMessage],
+    ) -> Result<(), SessionError> {
+        let own = own_wid(client);
         for m in batch {
             let info = &m.info;
-            let chat = info.source.chat.to_non_ad_string();
-            let sender = info.source.sender.to_non_ad_string();
-            let text = m.message.text_content().map(str::to_owned);
+            let text = m.message.text_content().or_else(|| m.message.get_caption());
             // Protocol traffic (key shares, sender-key distribution, …) is no chat message.
             if text.is_none() && info.media_type.is_empty() {
                 continue;
             }
-            let stored = StoredMessage {
-                id: info.id.to_string(),
-                chat: chat.clone(),
-                sender: sender.clone(),
-                from_me: info.source.is_from_me,
-                kind: if text.is_some() {
-                    "text".into()
-                } else if info.media_type.is_empty() {
-                    info.r#type.clone()
+            let src = &info.source;
+            let chat = if src.is_group {
+                wid_of(&src.chat)
+            } else {
+                // 1:1: the other side, by phone number when it is known.
+                let other_alt = if src.is_from_me {
+                    src.recipient_alt.as_ref()
                 } else {
-                    info.media_type.clone()
-                },
-                text: text.unwrap_or_default(),
-                timestamp: info.timestamp.timestamp_millis(),
-                push_name: info.push_name.clone(),
+                    src.sender_alt.as_ref()
+                };
+                canonical_wid(client, &src.chat, other_alt).await
             };
-            let (store, emit) = match self.settings.storage_policy {
-                StoragePolicy::All => (true, true),
-                StoragePolicy::None => (false, true),
+            let author = if src.is_group && !src.is_from_me {
+                Some(canonical_wid(client, &src.sender, src.sender_alt.as_ref()).await)
+            } else {
+                None
+            };
+            let kind = model::message_type(text.is_some(), &info.media_type, &info.r#type);
+            let message = Message::new(MessageParts {
+                id: info.id.as_str(),
+                chat: &chat,
+                own: own.as_ref(),
+                author: author.as_ref(),
+                from_me: src.is_from_me,
+                body: text.unwrap_or_default(),
+                kind,
+                timestamp: info.timestamp.timestamp(),
+                has_media: model::message::type_has_media(kind),
+                has_quoted_msg: has_quote(&m.message),
+                push_name: &info.push_name,
+            });
+            let keep = match self.settings.storage_policy {
+                StoragePolicy::All => Keep {
+                    store: true,
+                    emit: true,
+                },
+                StoragePolicy::None => Keep {
+                    store: false,
+                    emit: true,
+                },
                 StoragePolicy::ContactsOnly => {
-                    let known = info.source.is_from_me || {
-                        let phone_jid = if info.source.sender.is_lid() {
-                            info.source.sender_alt.as_ref()
-                        } else {
-                            Some(&info.source.sender)
-                        };
-                        match phone_jid {
-                            Some(j) => self.store.is_contact(j.user.as_str()).await?,
+                    // The whitelist holds phone numbers: a group message counts by its author.
+                    let phone = author.as_ref().unwrap_or(&chat).phone_digits();
+                    let known = src.is_from_me
+                        || match phone {
+                            Some(p) => self.store.is_contact(p).await?,
                             None => false,
-                        }
-                    };
-                    (known, known)
+                        };
+                    Keep {
+                        store: known,
+                        emit: known,
+                    }
                 }
             };
-            let outcome = self.store.put_message(&stored, store, emit).await?;
+            let outcome = self.store.put_message(&message, keep).await?;
             match outcome {
                 StoreOutcome::Duplicate => {
                     self.metrics.messages_in_duplicate.inc();
                 }
-                StoreOutcome::New if !store => {
+                StoreOutcome::New if !keep.store => {
                     self.metrics.messages_not_stored.inc();
                     if self.settings.storage_policy == StoragePolicy::ContactsOnly {
                         self.log(
                             "info",
+                            "message_not_stored",
                             &format!(
                                 "message {} from a sender not in contacts: not stored",
-                                stored.id
+                                message.id.id
                             ),
                         )
                         .await;
@@ -395,6 +427,113 @@ impl Session {
         }
         Ok(())
     }
+
+    /// A receipt for own messages raises their ack (`message_ack`).
+    async fn on_receipt(&self, client: &Client, r: &wacore::types::events::Receipt) {
+        let Some(ack) = ack_of(&r.r#type) else {
+            return;
+        };
+        let src = &r.source;
+        if src.is_group {
+            // Per-member receipts of group messages: wwebjs's ack of a group message needs all
+            // members; left for the groups work.
+            return;
+        }
+        let chat = canonical_wid(client, &src.chat, src.sender_alt.as_ref()).await;
+        let own = own_wid(client);
+        for id in &r.message_ids {
+            let key = model::MessageKey::new(true, &chat.serialized, id.as_str(), None);
+            let fallback = || {
+                let mut m = Message::new(MessageParts {
+                    id: id.as_str(),
+                    chat: &chat,
+                    own: own.as_ref(),
+                    author: None,
+                    from_me: true,
+                    body: "",
+                    kind: "chat",
+                    timestamp: r.timestamp.timestamp(),
+                    has_media: false,
+                    has_quoted_msg: false,
+                    push_name: "",
+                });
+                m.ack = ack;
+                m
+            };
+            if let Err(e) = self
+                .store
+                .raise_ack(&chat.serialized, &key.serialized, ack, fallback)
+                .await
+            {
+                tracing::warn!(error = %e, "recording a receipt");
+            }
+        }
+    }
+
+    /// Reports a connection or message error: `error` event, session log, metric.
+    async fn report_error(&self, category: &str, message: &str) {
+        tracing::warn!(category, message, "session error");
+        let _ = self
+            .store
+            .emit(Kind::Error(ev::Error {
+                category: category.to_owned(),
+                message: message.to_owned(),
+            }))
+            .await;
+        self.log("error", category, message).await;
+    }
+}
+
+/// The own account's id (`<phone>@c.us`), once logged in.
+fn own_wid(client: &Client) -> Option<Wid> {
+    client
+        .pn()
+        .map(|j| Wid::from_protocol(j.user.as_str(), j.server.as_str()))
+}
+
+/// A JID as a chat id (device dropped).
+fn wid_of(jid: &whatsapp_rust::Jid) -> Wid {
+    Wid::from_protocol(jid.user.as_str(), jid.server.as_str())
+}
+
+/// A user's id by phone number when it is known: a LID becomes `<phone>@c.us` through the
+/// stanza's alternate address or the client's LID↔phone mapping; else it stays `…@lid`.
+async fn canonical_wid(
+    client: &Client,
+    jid: &whatsapp_rust::Jid,
+    alt: Option<&whatsapp_rust::Jid>,
+) -> Wid {
+    if !jid.is_lid() {
+        return wid_of(jid);
+    }
+    if let Some(a) = alt.filter(|a| a.is_pn()) {
+        return wid_of(a);
+    }
+    match client.get_lid_pn_entry(jid).await {
+        Ok(Some(entry)) => Wid::from_protocol(&entry.phone_number, "s.whatsapp.net"),
+        _ => wid_of(jid),
+    }
+}
+
+/// Whether a message quotes another (a reply).
+fn has_quote(m: &waproto::whatsapp::Message) -> bool {
+    m.get_base_message()
+        .extended_text_message
+        .as_option()
+        .and_then(|e| e.context_info.as_option())
+        .is_some_and(|c| c.quoted_message.as_option().is_some())
+}
+
+/// whatsapp-web.js's ack for a receipt of an own message; `None` for receipts that are not.
+fn ack_of(t: &wacore::types::presence::ReceiptType) -> Option<i8> {
+    use wacore::types::presence::ReceiptType as R;
+    match t {
+        R::Delivered => Some(model::ack::DEVICE),
+        R::Read => Some(model::ack::READ),
+        R::Played => Some(model::ack::PLAYED),
+        R::ServerError => Some(model::ack::ERROR),
+        _ => None,
+    }
 }
 
 struct Hook(Arc<Session>);
@@ -403,10 +542,10 @@ struct Hook(Arc<Session>);
 impl whatsapp_rust::InboundDurabilityHook for Hook {
     async fn on_messages(
         &self,
-        _client: Arc<Client>,
+        client: Arc<Client>,
         batch: &[InboundMessage],
     ) -> anyhow::Result<()> {
-        self.0.commit_inbound(batch).await.map_err(|e| {
+        self.0.commit_inbound(&client, batch).await.map_err(|e| {
             self.0.metrics.store_errors.inc();
             tracing::warn!(error = %e, "inbound commit failed; messages stay unacked");
             anyhow::anyhow!("inbound commit failed: {}", e.category())
@@ -446,7 +585,9 @@ async fn on_event(
             // the first login's initial app-state sync. Off again once connected.
             client.enable_auto_reconnect.store(true, Ordering::Relaxed);
             let _ = signals.send(Signal::PairSuccess);
-            session.log("info", "paired").await;
+            session
+                .log("info", "paired", "the phone linked this device")
+                .await;
         }
         Event::Connected(_) => {
             client.enable_auto_reconnect.store(false, Ordering::Relaxed);
@@ -500,14 +641,47 @@ async fn on_event(
         Event::StreamReplaced(_) => {
             let _ = signals.send(Signal::Replaced);
         }
-        Event::Receipt(r) => {
-            let _ = session
-                .store
-                .emit(Kind::Receipt(ev::Receipt {
-                    ids: r.message_ids.iter().map(|i| i.to_string()).collect(),
-                    chat: r.source.chat.to_non_ad_string(),
-                    kind: format!("{:?}", r.r#type),
-                }))
+        Event::Receipt(r) => session.on_receipt(&client, r).await,
+        Event::ClientOutdated(_) => {
+            session
+                .report_error(
+                    "client_outdated",
+                    "WhatsApp refused this client version as outdated",
+                )
+                .await;
+            let _ = signals.send(Signal::Fatal(
+                "client_outdated",
+                "WhatsApp refused this client version as outdated".into(),
+            ));
+        }
+        Event::TemporaryBan(b) => {
+            let message = format!(
+                "WhatsApp banned this account temporarily ({:?}) for {} s",
+                b.code,
+                b.expire.num_seconds()
+            );
+            session.report_error("temporary_ban", &message).await;
+            let _ = signals.send(Signal::Fatal("temporary_ban", message));
+        }
+        Event::ConnectFailure(f) => {
+            let message = format!(
+                "WhatsApp refused the connection ({:?}){}",
+                f.reason,
+                f.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            session.report_error("connect_failure", &message).await;
+        }
+        Event::UndecryptableMessage(u) => {
+            let message = format!(
+                "a message ({}) from {} could not be decrypted",
+                u.info.id,
+                u.info.source.sender.to_non_ad_string()
+            );
+            session
+                .report_error("undecryptable_message", &message)
                 .await;
         }
         _ => {}
@@ -520,6 +694,8 @@ enum Outcome {
     /// Stopped by us (shutdown, disconnect, lease lost).
     Cancelled,
     LoggedOut(String),
+    /// WhatsApp refuses the session ([`Signal::Fatal`]).
+    Fatal(&'static str, String),
     /// Ended on its own; `connected` if it got as far as Connected, `restart` after pairing.
     Ended {
         connected: bool,
@@ -697,8 +873,19 @@ async fn run_attempt(
                     let _ = (&mut handle).await;
                     break Some(Outcome::LoggedOut(reason));
                 }
+                Signal::Fatal(category, message) => {
+                    client.disconnect().await;
+                    let _ = (&mut handle).await;
+                    break Some(Outcome::Fatal(category, message));
+                }
                 Signal::Replaced => {
-                    session.log("warn", "stream replaced by another connection").await;
+                    session
+                        .log(
+                            "warn",
+                            "stream_replaced",
+                            "stream replaced by another connection",
+                        )
+                        .await;
                 }
             },
         }
@@ -717,6 +904,7 @@ async fn run_attempt(
             Signal::Connected => connected = true,
             Signal::PairSuccess => restart = true,
             Signal::LoggedOut(reason) => return Ok(Outcome::LoggedOut(reason)),
+            Signal::Fatal(category, message) => return Ok(Outcome::Fatal(category, message)),
             Signal::Replaced => {}
         }
     }
@@ -736,7 +924,9 @@ async fn on_logged_out(session: &Arc<Session>, reason: &str) {
             reason: reason.to_owned(),
         }))
         .await;
-    session.log("warn", &format!("logged out: {reason}")).await;
+    session
+        .log("warn", "logged_out", &format!("logged out: {reason}"))
+        .await;
     session
         .update(|s| {
             s.phase = SessionPhase::LoggedOut;
@@ -839,6 +1029,14 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
         match outcome {
             Outcome::LoggedOut(reason) => {
                 on_logged_out(&session, &reason).await;
+                session.desire(Desired::Stop);
+                continue;
+            }
+            Outcome::Fatal(category, message) => {
+                tracing::warn!(category, "WhatsApp refuses the session; not reconnecting");
+                session
+                    .set_phase(SessionPhase::Failed, Some(message.clone()))
+                    .await;
                 session.desire(Desired::Stop);
                 continue;
             }

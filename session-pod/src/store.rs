@@ -1,79 +1,72 @@
-//! The user's data in Redis (plain, not auth material): chats by last activity, messages per
-//! chat, the contacts whitelist, session logs, and the event stream. Every inbound message is
-//! stored, deduplicated and published in one Lua script, so it lands exactly once in the store
-//! and on the stream or not at all — which is what lets the client's ack wait for it.
+//! The user's data in Redis (plain, not auth material): messages per chat, chat summaries, own
+//! messages' acks, the contacts whitelist, session logs, and the event stream. Messages are the
+//! shared model ([`wasp_common::model::Message`]). Every message is deduplicated, stored and
+//! announced in one Lua script, so it lands exactly once in the store and on the stream or not at
+//! all — which is what lets the client's ack of an inbound message wait for it.
+//!
+//! Layout (all under the user's prefix, see [`UserKeys`]): `msgs:<chat>` sorted set of message
+//! keys by score, `msgdata:<chat>` hash key → JSON, `chat:<chat>` hash (newest key and score,
+//! unread count, push name, arrival counter), `chats` sorted set of chats by newest score,
+//! `acks` hash key → highest ack, `dedup` sorted set of keys by time.
+//!
+//! A message's score is `unix_ms * 1000 + arrival % 1000`: time order, and arrival order among
+//! messages of the same second (inbound timestamps have whole seconds).
+
+use std::collections::HashMap;
 
 use prost::Message as _;
 use redis::aio::ConnectionManager;
-use serde::{Deserialize, Serialize};
+use wasp_common::control::{Contact, LogEntry};
 use wasp_common::events::{Envelope, Kind};
 use wasp_common::keys::UserKeys;
+use wasp_common::model::{Chat, Message, Wid, chat_name};
 
 /// Session log lines kept (seed 003 `/logs`).
 pub const MAX_LOGS: isize = 1000;
 
 const STORE_MESSAGE: &str = r#"
--- KEYS: dedup, msgs, chats, chat_meta, events, channel, stats
--- ARGV: dedup_id, score_ms, message_json, chat, meta_json, event, maxlen, store, emit
+-- KEYS: dedup, order, data, chats, chat, events, channel, stats
+-- ARGV: key, unix_ms, json, chat, envelope, maxlen, store, emit, inbound, push_name
 if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+local json = ARGV[3]
 if ARGV[8] == '1' then
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-  redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[4])
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[4])
-  redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
-else
-  redis.call('HINCRBY', KEYS[7], 'notStored', 1)
+  local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[5])
+  redis.call('PUBLISH', KEYS[7], ARGV[5])
+  -- The model's JSON ends with '}' and has no eventId yet (it is serialized last).
+  json = string.sub(json, 1, -2) .. ',"eventId":"' .. id .. '"}'
 end
-if ARGV[9] == '1' then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'e', ARGV[6])
-  redis.call('PUBLISH', KEYS[6], ARGV[6])
+if ARGV[7] == '1' then
+  local seq = redis.call('HINCRBY', KEYS[5], 'seq', 1)
+  local score = tonumber(ARGV[2]) * 1000 + (seq % 1000)
+  redis.call('ZADD', KEYS[2], score, ARGV[1])
+  redis.call('HSET', KEYS[3], ARGV[1], json)
+  local last = tonumber(redis.call('HGET', KEYS[5], 'lastScore') or '-1')
+  if score > last then
+    redis.call('HSET', KEYS[5], 'lastScore', score, 'lastKey', ARGV[1])
+    redis.call('ZADD', KEYS[4], score, ARGV[4])
+  end
+  if ARGV[9] == '1' then
+    redis.call('HINCRBY', KEYS[5], 'unread', 1)
+    if ARGV[10] ~= '' then redis.call('HSET', KEYS[5], 'pushName', ARGV[10]) end
+  else
+    -- Writing in a chat reads it, as on the phone.
+    redis.call('HSET', KEYS[5], 'unread', 0)
+  end
+else
+  redis.call('HINCRBY', KEYS[8], 'notStored', 1)
 end
 return 1
 "#;
 
-/// A stored message (JSON in the per-chat sorted set; the API returns it as is).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredMessage {
-    pub id: String,
-    pub chat: String,
-    pub sender: String,
-    pub from_me: bool,
-    pub text: String,
-    /// Unix milliseconds.
-    pub timestamp: i64,
-    #[serde(default)]
-    pub push_name: String,
-    pub kind: String,
-}
-
-/// Chat summary (hash `chats:meta`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChatSummary {
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    pub last_message: String,
-    pub last_activity: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Contact {
-    pub phone: String,
-    #[serde(default)]
-    pub name: String,
-    pub added_at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LogLine {
-    pub at: i64,
-    pub level: String,
-    pub message: String,
-}
+/// Raises a message's ack, never lowers it: 1 if it rose.
+const RAISE_ACK: &str = r#"
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-2')
+if tonumber(ARGV[2]) > cur then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
 
 /// What happened to a message offered to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,17 +92,39 @@ impl StoreError {
     }
 }
 
-/// Deduplication id: stanza ids are unique only within `(chat, sender)`.
-pub fn dedup_id(chat: &str, sender: &str, id: &str) -> String {
-    format!("{chat}|{sender}|{id}")
+/// Whether and how a message enters the store and the event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    pub store: bool,
+    pub emit: bool,
 }
 
-/// One-line preview of a message for the chat list.
-pub fn preview(text: &str) -> String {
-    const MAX: usize = 100;
-    match text.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
+/// A message's ack as stored: the higher of its own and the raised one.
+fn with_ack(mut m: Message, raised: Option<i8>) -> Message {
+    if let Some(a) = raised {
+        m.ack = m.ack.max(a);
+    }
+    m
+}
+
+/// The summary of a chat from its hash fields (pure).
+pub fn chat_from_fields(
+    id: &Wid,
+    fields: &HashMap<String, String>,
+    last: Option<Message>,
+    contact_name: Option<&str>,
+) -> Chat {
+    let push_name = fields.get("pushName").map(String::as_str).unwrap_or("");
+    Chat {
+        name: chat_name(id, contact_name, push_name),
+        is_group: id.is_group(),
+        unread_count: fields
+            .get("unread")
+            .and_then(|u| u.parse::<i64>().ok())
+            .map_or(0, |u| u.clamp(0, i64::from(u32::MAX)) as u32),
+        timestamp: last.as_ref().map_or(0, |m| m.timestamp),
+        last_message: last,
+        id: id.clone(),
     }
 }
 
@@ -120,6 +135,7 @@ pub struct Store {
     user_hash: String,
     events_maxlen: usize,
     script: redis::Script,
+    raise_ack: redis::Script,
 }
 
 impl Store {
@@ -130,6 +146,7 @@ impl Store {
             user_hash: wasp_common::user_hash(user_id),
             events_maxlen,
             script: redis::Script::new(STORE_MESSAGE),
+            raise_ack: redis::Script::new(RAISE_ACK),
         }
     }
 
@@ -165,53 +182,35 @@ impl Store {
         Ok(())
     }
 
-    /// Stores (if `store`) and publishes (if `emit`) a message exactly once per dedup id.
-    pub async fn put_message(
-        &self,
-        m: &StoredMessage,
-        store: bool,
-        emit: bool,
-    ) -> Result<StoreOutcome, StoreError> {
+    /// Stores and announces a new message exactly once per message key.
+    pub async fn put_message(&self, m: &Message, keep: Keep) -> Result<StoreOutcome, StoreError> {
+        let json = m.to_json();
         let event = self
             .envelope(Kind::Message(wasp_common::events::ChatMessage {
-                id: m.id.clone(),
-                chat: m.chat.clone(),
-                sender: m.sender.clone(),
-                from_me: m.from_me,
-                text: m.text.clone(),
-                timestamp: m.timestamp / 1000,
-                push_name: m.push_name.clone(),
-                kind: m.kind.clone(),
+                json: json.clone(),
             }))
             .encode_to_vec();
-        let meta = ChatSummary {
-            id: m.chat.clone(),
-            name: if m.from_me {
-                String::new()
-            } else {
-                m.push_name.clone()
-            },
-            last_message: preview(&m.text),
-            last_activity: m.timestamp,
-        };
+        let unix_ms = m.timestamp.saturating_mul(1000);
         let n: i64 = self
             .script
             .key(self.keys.dedup())
-            .key(self.keys.messages(&m.chat))
+            .key(self.keys.messages(&m.chat_id))
+            .key(self.keys.message_data(&m.chat_id))
             .key(self.keys.chats())
-            .key(self.keys.chat_meta())
+            .key(self.keys.chat(&m.chat_id))
             .key(self.keys.events())
             .key(self.keys.events_channel())
             .key(self.keys.stats())
-            .arg(dedup_id(&m.chat, &m.sender, &m.id))
-            .arg(m.timestamp)
-            .arg(serde_json::to_string(m)?)
-            .arg(&m.chat)
-            .arg(serde_json::to_string(&meta)?)
+            .arg(m.key())
+            .arg(unix_ms)
+            .arg(json)
+            .arg(&m.chat_id)
             .arg(event)
             .arg(self.events_maxlen)
-            .arg(if store { "1" } else { "0" })
-            .arg(if emit { "1" } else { "0" })
+            .arg(if keep.store { "1" } else { "0" })
+            .arg(if keep.emit { "1" } else { "0" })
+            .arg(if m.from_me { "0" } else { "1" })
+            .arg(if m.from_me { "" } else { m.push_name.as_str() })
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(if n == 1 {
@@ -221,57 +220,168 @@ impl Store {
         })
     }
 
-    /// Chats, most recent activity first.
-    pub async fn chats(&self, offset: usize, limit: usize) -> Result<Vec<ChatSummary>, StoreError> {
+    /// Raises a message's ack; the message (stored copy, or `fallback`) with its new ack when it
+    /// rose, `None` when it did not. Publishes `message_ack` when it rose.
+    pub async fn raise_ack(
+        &self,
+        chat: &str,
+        key: &str,
+        ack: i8,
+        fallback: impl FnOnce() -> Message,
+    ) -> Result<Option<Message>, StoreError> {
         let mut conn = self.conn.clone();
-        let ids: Vec<String> = redis::cmd("ZREVRANGE")
-            .arg(self.keys.chats())
-            .arg(offset)
-            .arg(offset + limit.max(1) - 1)
+        let rose: i64 = self
+            .raise_ack
+            .key(self.keys.acks())
+            .arg(key)
+            .arg(ack)
+            .invoke_async(&mut conn)
+            .await?;
+        if rose == 0 {
+            return Ok(None);
+        }
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.message_data(chat))
+            .arg(key)
             .query_async(&mut conn)
             .await?;
-        if ids.is_empty() {
+        let mut m = match stored {
+            Some(j) => serde_json::from_str(&j)?,
+            None => fallback(),
+        };
+        m.ack = m.ack.max(ack);
+        self.emit(Kind::MessageAck(wasp_common::events::MessageAck {
+            json: m.to_json(),
+        }))
+        .await?;
+        Ok(Some(m))
+    }
+
+    /// Stored messages by key, each with its raised ack.
+    async fn load(&self, chat: &str, keys: &[String]) -> Result<Vec<Message>, StoreError> {
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let metas: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.keys.chat_meta())
-            .arg(&ids)
-            .query_async(&mut conn)
+        let (raw, acks): (Vec<Option<String>>, Vec<Option<i8>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(self.keys.message_data(chat))
+            .arg(keys)
+            .cmd("HMGET")
+            .arg(self.keys.acks())
+            .arg(keys)
+            .query_async(&mut self.conn.clone())
             .await?;
-        metas
-            .into_iter()
-            .flatten()
-            .map(|m| Ok(serde_json::from_str(&m)?))
+        raw.into_iter()
+            .zip(acks)
+            .filter_map(|(j, a)| j.map(|j| (j, a)))
+            .map(|(j, a)| Ok(with_ack(serde_json::from_str(&j)?, a)))
             .collect()
     }
 
-    pub async fn chat(&self, chat: &str) -> Result<Option<ChatSummary>, StoreError> {
-        let m: Option<String> = redis::cmd("HGET")
-            .arg(self.keys.chat_meta())
-            .arg(chat)
-            .query_async(&mut self.conn.clone())
+    /// Chats from `offset`, newest activity first, and whether more follow.
+    pub async fn chats(&self, offset: u32, limit: u32) -> Result<(Vec<Chat>, bool), StoreError> {
+        let mut conn = self.conn.clone();
+        let end = i64::from(offset) + i64::from(limit.max(1)); // one more: is there a next page?
+        let mut ids: Vec<String> = redis::cmd("ZREVRANGE")
+            .arg(self.keys.chats())
+            .arg(offset)
+            .arg(end)
+            .query_async(&mut conn)
             .await?;
-        Ok(m.map(|m| serde_json::from_str(&m)).transpose()?)
+        let more = ids.len() > limit as usize;
+        ids.truncate(limit as usize);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(chat) = self.chat(&id).await? {
+                out.push(chat);
+            }
+        }
+        Ok((out, more))
     }
 
-    /// Messages of a chat, newest first, older than `before` (unix ms) if given.
+    /// One stored chat by its id (`_serialized`).
+    pub async fn chat(&self, id: &str) -> Result<Option<Chat>, StoreError> {
+        let Ok(wid) = Wid::parse(id) else {
+            return Ok(None);
+        };
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.chat(&wid.serialized))
+            .query_async(&mut conn)
+            .await?;
+        let Some(last_key) = fields.get("lastKey") else {
+            return Ok(None);
+        };
+        let last = self
+            .load(&wid.serialized, std::slice::from_ref(last_key))
+            .await?
+            .pop();
+        let contact = match wid.phone_digits() {
+            Some(p) => self.contact(p).await?.map(|c| c.name),
+            None => None,
+        };
+        Ok(Some(chat_from_fields(
+            &wid,
+            &fields,
+            last,
+            contact.as_deref(),
+        )))
+    }
+
+    /// The last `limit` messages of a chat (older than message `before` if given), oldest first.
     pub async fn messages(
         &self,
         chat: &str,
-        before: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let max = before.map_or("+inf".to_owned(), |b| format!("({b}"));
-        let raw: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut conn = self.conn.clone();
+        let max = match before {
+            Some(key) => {
+                let score: Option<f64> = redis::cmd("ZSCORE")
+                    .arg(self.keys.messages(chat))
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await?;
+                match score {
+                    Some(s) => format!("({s}"),
+                    None => return Ok(Vec::new()),
+                }
+            }
+            None => "+inf".to_owned(),
+        };
+        let mut keys: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
             .arg(self.keys.messages(chat))
             .arg(max)
             .arg("-inf")
             .arg("LIMIT")
             .arg(0)
             .arg(limit)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn)
             .await?;
-        raw.iter().map(|m| Ok(serde_json::from_str(m)?)).collect()
+        keys.reverse();
+        self.load(chat, &keys).await
+    }
+
+    /// The key of a stored message of `chat` given its plain id or its `_serialized` id.
+    pub async fn find_key(&self, chat: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let candidates = if id.contains('_') {
+            vec![id.to_owned()]
+        } else {
+            vec![format!("false_{chat}_{id}"), format!("true_{chat}_{id}")]
+        };
+        for key in candidates {
+            let present: bool = redis::cmd("HEXISTS")
+                .arg(self.keys.message_data(chat))
+                .arg(&key)
+                .query_async(&mut conn)
+                .await?;
+            if present {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
     }
 
     pub async fn message_count(&self, chat: &str) -> Result<usize, StoreError> {
@@ -313,6 +423,15 @@ impl Store {
         Ok(out)
     }
 
+    pub async fn contact(&self, phone: &str) -> Result<Option<Contact>, StoreError> {
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.contacts())
+            .arg(phone)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(raw.map(|c| serde_json::from_str(&c)).transpose()?)
+    }
+
     pub async fn is_contact(&self, phone: &str) -> Result<bool, StoreError> {
         Ok(redis::cmd("HEXISTS")
             .arg(self.keys.contacts())
@@ -321,35 +440,41 @@ impl Store {
             .await?)
     }
 
-    /// A session log line: kept in the capped list and sent as a `log` event.
-    pub async fn log(&self, level: &str, message: &str) -> Result<(), StoreError> {
-        let line = LogLine {
-            at: jiff::Timestamp::now().as_millisecond(),
+    /// A session log entry: kept in the capped list and sent as a `log` event.
+    pub async fn log(&self, level: &str, event_type: &str, data: &str) -> Result<(), StoreError> {
+        let entry = LogEntry {
+            event_type: event_type.to_owned(),
+            event_data: data.to_owned(),
             level: level.to_owned(),
-            message: message.to_owned(),
+            timestamp: jiff::Timestamp::now().to_string(),
         };
         redis::pipe()
-            .lpush(self.keys.logs(), serde_json::to_string(&line)?)
+            .lpush(self.keys.logs(), serde_json::to_string(&entry)?)
             .ignore()
             .ltrim(self.keys.logs(), 0, MAX_LOGS - 1)
             .ignore()
             .query_async::<()>(&mut self.conn.clone())
             .await?;
         self.emit(Kind::Log(wasp_common::events::Log {
-            level: line.level,
-            message: line.message,
+            level: entry.level,
+            message: entry.event_data,
+            event_type: entry.event_type,
         }))
         .await
     }
 
-    pub async fn logs(&self, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+    pub async fn logs(&self, limit: u32) -> Result<Vec<LogEntry>, StoreError> {
         let raw: Vec<String> = redis::cmd("LRANGE")
             .arg(self.keys.logs())
             .arg(0)
-            .arg(limit.max(1) as isize - 1)
+            .arg(i64::from(limit.max(1)) - 1)
             .query_async(&mut self.conn.clone())
             .await?;
-        raw.iter().map(|l| Ok(serde_json::from_str(l)?)).collect()
+        // Entries of an older layout are skipped rather than failing the whole list.
+        Ok(raw
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
     }
 
     pub async fn stat(&self, name: &str) -> Result<i64, StoreError> {
@@ -361,7 +486,8 @@ impl Store {
         Ok(v.unwrap_or(0))
     }
 
-    /// Deletes messages, dedup ids and chats older than `cutoff_ms`; returns messages removed.
+    /// Deletes messages, dedup keys, acks and chats older than `cutoff_ms`; returns messages
+    /// removed.
     pub async fn apply_retention(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let mut conn = self.conn.clone();
         let chats: Vec<String> = redis::cmd("ZRANGE")
@@ -370,20 +496,39 @@ impl Store {
             .arg(-1)
             .query_async(&mut conn)
             .await?;
+        let cutoff_score = format!("({}", cutoff_ms.saturating_mul(1000));
         let mut removed = 0usize;
         for chat in &chats {
-            let n: usize = redis::cmd("ZREMRANGEBYSCORE")
+            let old: Vec<String> = redis::cmd("ZRANGEBYSCORE")
                 .arg(self.keys.messages(chat))
                 .arg("-inf")
-                .arg(format!("({cutoff_ms}"))
+                .arg(&cutoff_score)
                 .query_async(&mut conn)
                 .await?;
-            removed += n;
+            if old.is_empty() {
+                continue;
+            }
+            let mut p = redis::pipe();
+            p.cmd("ZREMRANGEBYSCORE")
+                .arg(self.keys.messages(chat))
+                .arg("-inf")
+                .arg(&cutoff_score)
+                .ignore()
+                .cmd("HDEL")
+                .arg(self.keys.message_data(chat))
+                .arg(&old)
+                .ignore()
+                .cmd("HDEL")
+                .arg(self.keys.acks())
+                .arg(&old)
+                .ignore();
+            p.query_async::<()>(&mut conn).await?;
+            removed += old.len();
         }
         let stale: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.chats())
             .arg("-inf")
-            .arg(format!("({cutoff_ms}"))
+            .arg(&cutoff_score)
             .query_async(&mut conn)
             .await?;
         let mut p = redis::pipe();
@@ -394,10 +539,9 @@ impl Store {
             .ignore();
         if !stale.is_empty() {
             p.cmd("ZREM").arg(self.keys.chats()).arg(&stale).ignore();
-            p.cmd("HDEL")
-                .arg(self.keys.chat_meta())
-                .arg(&stale)
-                .ignore();
+            for chat in &stale {
+                p.cmd("DEL").arg(self.keys.chat(chat)).ignore();
+            }
         }
         p.query_async::<()>(&mut conn).await?;
         Ok(removed)
@@ -407,19 +551,51 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasp_common::model::MessageParts;
 
-    #[test]
-    fn dedup_ids_are_scoped_by_chat_and_sender() {
-        assert_ne!(dedup_id("a", "b", "1"), dedup_id("a", "c", "1"));
-        assert_eq!(dedup_id("a", "b", "1"), "a|b|1");
+    fn msg(ack: i8) -> Message {
+        let chat = Wid::parse("41790000001@c.us").unwrap();
+        let mut m = Message::new(MessageParts {
+            id: "A",
+            chat: &chat,
+            own: None,
+            author: None,
+            from_me: true,
+            body: "x",
+            kind: "chat",
+            timestamp: 7,
+            has_media: false,
+            has_quoted_msg: false,
+            push_name: "",
+        });
+        m.ack = ack;
+        m
     }
 
     #[test]
-    fn preview_cuts_on_char_boundaries() {
-        assert_eq!(preview("hi"), "hi");
-        let long = "é".repeat(150);
-        let p = preview(&long);
-        assert_eq!(p.chars().count(), 101);
-        assert!(p.ends_with('…'));
+    fn acks_only_rise() {
+        assert_eq!(with_ack(msg(1), Some(3)).ack, 3);
+        assert_eq!(with_ack(msg(3), Some(2)).ack, 3);
+        assert_eq!(with_ack(msg(1), None).ack, 1);
+    }
+
+    #[test]
+    fn chat_summaries_name_count_and_date_from_their_fields() {
+        let id = Wid::parse("41790000001@c.us").unwrap();
+        let mut f = HashMap::new();
+        f.insert("unread".to_owned(), "4".to_owned());
+        f.insert("pushName".to_owned(), "Ana".to_owned());
+        let c = chat_from_fields(&id, &f, Some(msg(1)), None);
+        assert_eq!(
+            (c.name.as_str(), c.unread_count, c.timestamp),
+            ("Ana", 4, 7)
+        );
+        assert!(!c.is_group);
+        let c = chat_from_fields(&id, &f, None, Some("Ana M."));
+        assert_eq!((c.name.as_str(), c.timestamp), ("Ana M.", 0));
+        f.insert("unread".to_owned(), "-3".to_owned());
+        f.remove("pushName");
+        let c = chat_from_fields(&id, &f, None, None);
+        assert_eq!((c.name.as_str(), c.unread_count), ("+41790000001", 0));
     }
 }

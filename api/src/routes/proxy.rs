@@ -1,40 +1,57 @@
 //! Routes served by the caller's session pod. Each validates its input (400 on bad input whatever
 //! the session's state), then routes by the caller's session (never anyone else's: the session is
-//! looked up by the authenticated user id), then calls the pod through [`crate::pods::PodApi`].
+//! looked up by the authenticated user id), then calls the pod through [`crate::pods::PodApi`] and
+//! reads its answer as the control contract's type (`wasp_common::control`, `wasp_common::model`):
+//! what the API answers is what the OpenAPI document says.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use wasp_common::control::{ChatByPhone, ChatsPage, Contact, LogEntry, SendResponse};
+use wasp_common::model::{Chat, Message};
 
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use crate::pods::{PodCall, PodError};
+use crate::pods::{self, PodCall, PodError, PodTarget};
 use crate::routing::{self, Need, Route};
 use crate::validate;
-use crate::view::{ContactAddRequest, LimitQuery, PhoneQuery, SendRequest};
+use crate::view::{
+    ContactAddRequest, LimitQuery, MessagesQuery, PhoneQuery, SendRequest, SuccessResponse,
+};
 
-async fn forward(
+/// Pages of chats read at most for one `/chats` (500 each): far beyond any phone's chat list,
+/// but a bound on a misbehaving pod.
+const MAX_CHAT_PAGES: u32 = 200;
+
+/// Calls the caller's session pod and reads the answer as `T`.
+async fn forward<T: DeserializeOwned>(
     state: &AppState,
     user_id: &str,
     need: Need,
     call: PodCall,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<T, ApiError> {
     let session = state.sessions.get(user_id).await?;
     let phase = session
         .as_ref()
         .and_then(|s| s.status.as_ref())
         .and_then(|s| s.phase)
         .map_or("Pending", |p| p.as_str());
-    match routing::decide(session.as_deref(), need) {
-        Route::Forward { endpoint } => state
-            .pods
-            .call(user_id, &endpoint, call)
-            .await
-            .map(Json)
-            .map_err(|e| pod_error(e, phase)),
-        Route::Refuse(r) => Err(r.into()),
+    match (
+        routing::decide(session.as_deref(), need),
+        session.as_deref(),
+    ) {
+        (Route::Forward { endpoint }, Some(session)) => {
+            let target = PodTarget::of(session, &endpoint);
+            pods::typed(state.pods.as_ref(), &target, call)
+                .await
+                .map_err(|e| pod_error(e, phase))
+        }
+        (Route::Refuse(r), _) => Err(r.into()),
+        (Route::Forward { .. }, None) => Err(ApiError::Internal(
+            "routed to a pod without a session".into(),
+        )),
     }
 }
 
@@ -93,6 +110,11 @@ pub enum PodRouteErrors {
     #[response(status = 401, description = "Not authenticated")]
     Unauthorized(ErrorBody),
     #[response(
+        status = 429,
+        description = "Rate limited (`Retry-After` says when to retry)"
+    )]
+    RateLimited(ErrorBody),
+    #[response(
         status = 409,
         description = "No session, or it needs the user (phase named)"
     )]
@@ -103,116 +125,170 @@ pub enum PodRouteErrors {
     NotReady(ErrorBody),
 }
 
-/// The caller's chats.
+/// The caller's chats, newest activity first (whatsapp-web.js `getChats()`): every chat, each
+/// with its newest message.
 #[utoipa::path(get, path = "/chats", tag = "messaging", security(("bearer" = [])),
     responses(
-        (status = 200, description = "Chats, from the session pod", body = Value),
+        (status = 200, description = "Every chat, newest activity first", body = Vec<Chat>),
         PodRouteErrors))]
 pub async fn chats(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
-) -> Result<Json<Value>, ApiError> {
-    forward(&state, &me.user_id, Need::Pod, PodCall::Chats).await
+) -> Result<Json<Vec<Chat>>, ApiError> {
+    let mut all = Vec::new();
+    let mut offset = 0;
+    for _ in 0..MAX_CHAT_PAGES {
+        let page: ChatsPage =
+            forward(&state, &me.user_id, Need::Pod, PodCall::Chats { offset }).await?;
+        all.extend(page.chats);
+        match page.next_offset {
+            Some(next) if next > offset => offset = next,
+            _ => return Ok(Json(all)),
+        }
+    }
+    tracing::warn!(chats = all.len(), "chat list cut at the page bound");
+    Ok(Json(all))
 }
 
-/// Messages of one chat, newest last.
+/// Messages of one chat, oldest first: the last `limit` (before message `before`).
 #[utoipa::path(get, path = "/messages/{chatId}", tag = "messaging", security(("bearer" = [])),
-    params(("chatId" = String, Path, description = "e.g. 41791234567@c.us"), LimitQuery),
+    params(("chatId" = String, Path, description = "41791234567@c.us, 41791234567@s.whatsapp.net, a phone number, …@g.us or …@lid",
+            min_length = 1, max_length = 128), MessagesQuery),
     responses(
-        (status = 200, description = "Messages, from the session pod", body = Value),
-        (status = 400, description = "Bad chat id or limit", body = ErrorBody),
+        (status = 200, description = "Messages, oldest first", body = Vec<Message>),
+        (status = 400, description = "Bad chat id, limit or cursor", body = ErrorBody),
+        (status = 404, description = "`before` names no message of this chat", body = ErrorBody),
         PodRouteErrors))]
 pub async fn messages(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiPath(chat_id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let jid = validate::chat_id(&chat_id)?;
+    ApiQuery(q): ApiQuery<MessagesQuery>,
+) -> Result<Json<Vec<Message>>, ApiError> {
+    let chat = validate::chat_id(&chat_id)?;
     let limit = validate::limit(q.limit)?;
-    forward(
-        &state,
-        &me.user_id,
-        Need::Pod,
-        PodCall::Messages { jid, limit },
-    )
-    .await
+    let before = q.before.as_deref().map(validate::message_id).transpose()?;
+    let call = PodCall::Messages {
+        chat: chat.serialized,
+        limit,
+        before,
+    };
+    Ok(Json(forward(&state, &me.user_id, Need::Pod, call).await?))
 }
 
-/// Sends a text message.
+/// Sends a text message (seed 003: `{chatId, message}`).
 #[utoipa::path(post, path = "/send", tag = "messaging", security(("bearer" = [])),
     request_body = SendRequest,
     responses(
-        (status = 200, description = "Sent, from the session pod", body = Value),
+        (status = 200, description = "Sent", body = SendResponse),
         (status = 400, description = "Bad chat id or message", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_FILE_SIZE", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
         PodRouteErrors))]
 pub async fn send(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiJson(body): ApiJson<SendRequest>,
-) -> Result<Json<Value>, ApiError> {
-    let jid = validate::chat_id(&body.chat_id)?;
+) -> Result<Json<SendResponse>, ApiError> {
+    let chat = validate::chat_id(&body.chat_id.0)?;
     validate::message(&body.message)?;
     let call = PodCall::Send {
-        jid,
-        message: body.message,
+        to: chat.serialized,
+        body: body.message,
     };
-    forward(&state, &me.user_id, Need::Connected, call).await
+    Ok(Json(
+        forward(&state, &me.user_id, Need::Connected, call).await?,
+    ))
 }
 
 /// The chat with a phone number.
 #[utoipa::path(get, path = "/chat-by-phone", tag = "messaging", security(("bearer" = [])),
     params(PhoneQuery),
     responses(
-        (status = 200, description = "The chat, from the session pod", body = Value),
+        (status = 200, description = "The chat (`exists: false` when none is stored)", body = ChatByPhone),
         (status = 400, description = "Bad phone number", body = ErrorBody),
         PodRouteErrors))]
 pub async fn chat_by_phone(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiQuery(q): ApiQuery<PhoneQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChatByPhone>, ApiError> {
     let phone = validate::phone(&q.phone)?;
     let call = PodCall::ChatByPhone { phone };
-    forward(&state, &me.user_id, Need::Connected, call).await
+    Ok(Json(forward(&state, &me.user_id, Need::Pod, call).await?))
 }
 
-/// The caller's session log.
+/// The caller's session log, newest first (seed 003's `session_logs`).
 #[utoipa::path(get, path = "/logs", tag = "monitoring", security(("bearer" = [])),
     params(LimitQuery),
     responses(
-        (status = 200, description = "Log entries, from the session pod", body = Value),
+        (status = 200, description = "Log entries, newest first", body = Vec<LogEntry>),
         (status = 400, description = "Bad limit", body = ErrorBody),
         PodRouteErrors))]
 pub async fn logs(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiQuery(q): ApiQuery<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<LogEntry>>, ApiError> {
     let limit = validate::limit(q.limit)?;
-    forward(&state, &me.user_id, Need::Pod, PodCall::Logs { limit }).await
+    Ok(Json(
+        forward(&state, &me.user_id, Need::Pod, PodCall::Logs { limit }).await?,
+    ))
 }
 
 /// Adds a contact (seed 000: messages from known contacts are stored under `contactsOnly`).
 #[utoipa::path(post, path = "/api/whatsapp/contact/add", tag = "seed-000",
     security(("bearer" = [])), request_body = ContactAddRequest,
     responses(
-        (status = 200, description = "Added, from the session pod", body = Value),
+        (status = 200, description = "Added (or renamed)", body = Contact),
         (status = 400, description = "Bad phone number or name", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
         PodRouteErrors))]
 pub async fn contact_add(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiJson(body): ApiJson<ContactAddRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Contact>, ApiError> {
     let phone = validate::phone(&body.mobile_no)?;
     let name = validate::contact_name(body.name.as_deref())?;
-    forward(
-        &state,
-        &me.user_id,
-        Need::Pod,
-        PodCall::AddContact { phone, name },
-    )
-    .await
+    let call = PodCall::AddContact { phone, name };
+    Ok(Json(forward(&state, &me.user_id, Need::Pod, call).await?))
+}
+
+/// The caller's contacts (seed 000's whitelist).
+#[utoipa::path(get, path = "/api/whatsapp/contacts", tag = "seed-000",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Contacts by phone number", body = Vec<Contact>),
+        PodRouteErrors))]
+pub async fn contacts(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> Result<Json<Vec<Contact>>, ApiError> {
+    Ok(Json(
+        forward(&state, &me.user_id, Need::Pod, PodCall::Contacts).await?,
+    ))
+}
+
+/// Removes a contact: its messages are no longer stored under `contactsOnly`.
+#[utoipa::path(delete, path = "/api/whatsapp/contact/{mobileNo}", tag = "seed-000",
+    security(("bearer" = [])),
+    params(("mobileNo" = String, Path, description = "Phone number, e.g. +41791234567", min_length = 1, max_length = 32)),
+    responses(
+        (status = 200, description = "Removed", body = SuccessResponse),
+        (status = 400, description = "Bad phone number", body = ErrorBody),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        PodRouteErrors))]
+pub async fn contact_remove(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(mobile_no): ApiPath<String>,
+) -> Result<Json<SuccessResponse>, ApiError> {
+    let phone = validate::phone(&mobile_no)?;
+    let call = PodCall::RemoveContact { phone };
+    let _: serde_json::Value = forward(&state, &me.user_id, Need::Pod, call).await?;
+    Ok(Json(SuccessResponse {
+        success: true,
+        message: "contact removed".into(),
+    }))
 }

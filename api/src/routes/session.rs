@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use wasp_crds::{DesiredState, Phase, WhatsAppSession};
 
-use crate::pods::PodCall;
+use crate::pods::{self, PodCall, PodTarget};
 
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
@@ -25,7 +25,30 @@ pub async fn health() -> Json<HealthResponse> {
 
 async fn status_of(state: &AppState, user_id: &str) -> Result<SessionStatus, ApiError> {
     let session = state.sessions.get(user_id).await?;
-    Ok(session_status(user_id, session.as_deref()))
+    let mut status = session_status(user_id, session.as_deref());
+    // The QR is never in the resource (it carries pairing secrets): the pod showing it says.
+    if status.phase == Phase::AwaitingScan.as_str()
+        && let Some(session) = session.as_deref()
+        && let routing::Route::Forward { endpoint } = routing::decide(Some(session), Need::Pod)
+    {
+        let target = PodTarget::of(session, &endpoint);
+        match pods::typed::<wasp_common::control::PodStatus>(
+            state.pods.as_ref(),
+            &target,
+            PodCall::Status,
+        )
+        .await
+        {
+            Ok(pod) => {
+                if let Some(qr) = pod.qr {
+                    status.qr = Some(qr.qr);
+                    status.qr_data_url = Some(qr.qr_data_url);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the QR from the session pod"),
+        }
+    }
+    Ok(status)
 }
 
 /// The caller's WhatsApp session status.
@@ -78,10 +101,11 @@ pub async fn connect(
     tracing::info!(session = %session.session_name, "connect requested");
     // A running pod whose client stopped (logged out, failed, disconnected) starts again, so a
     // new QR code comes; best effort, the desired state is already recorded.
-    if let Some(endpoint) = restart_endpoint(before.as_deref())
+    if let Some(before) = before.as_deref()
+        && let Some(endpoint) = restart_endpoint(Some(before))
         && let Err(e) = state
             .pods
-            .call(&me.user_id, &endpoint, PodCall::Connect)
+            .call(&PodTarget::of(before, &endpoint), PodCall::Connect)
             .await
     {
         tracing::warn!(error = %e, "asking the session pod to reconnect failed");
@@ -139,8 +163,14 @@ enum Logout {
 
 async fn log_out(state: &AppState, user_id: &str) -> Result<Logout, ApiError> {
     let session = state.sessions.get(user_id).await?;
-    if let routing::Route::Forward { endpoint } = routing::decide(session.as_deref(), Need::Pod) {
-        match state.pods.call(user_id, &endpoint, PodCall::Logout).await {
+    if let Some(session) = session.as_deref()
+        && let routing::Route::Forward { endpoint } = routing::decide(Some(session), Need::Pod)
+    {
+        match state
+            .pods
+            .call(&PodTarget::of(session, &endpoint), PodCall::Logout)
+            .await
+        {
             Ok(_) => return Ok(Logout::ByPod),
             Err(e) => tracing::warn!(error = %e, "logout through the session pod failed"),
         }

@@ -1,36 +1,54 @@
 //! What a WebSocket or SSE client receives, as pure functions of the session pod's envelopes:
 //! seed 003's `{type, data, timestamp}` plus `id`, the event id to resume from (`null` for
-//! ephemeral events such as QR codes, which are never replayed).
+//! ephemeral events such as QR codes, which are never replayed). Events are named as
+//! whatsapp-web.js names them: a new message is `message_create` (every message, own sends
+//! too) and, when it came from the other side, `message` as well — both from one stream entry,
+//! with its id; `message_ack` when a receipt raises an own message's ack. Message `data` is the
+//! shared message model ([`wasp_common::model::Message`]), the same JSON the REST routes give.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use wasp_common::events::{Envelope, Kind};
 use wasp_crds::Phase;
 
 use crate::view::{SessionStatus, status_word};
+use wasp_common::model::Message;
 
 /// One event as sent to clients (a WebSocket text frame, an SSE `data:` line).
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ClientEvent {
-    /// `status`, `qr`, `ready`, `message`, `disconnected`, `error`, and the wasp extras
-    /// `pairing_code`, `receipt`, `log`. Clients ignore types they do not know.
+    /// `status`, `qr`, `ready`, `message`, `message_create`, `message_ack`, `disconnected`,
+    /// `error`, and the wasp extras `pairing_code`, `log`. Clients ignore types they do not
+    /// know.
     #[serde(rename = "type")]
     pub kind: String,
-    pub data: Value,
+    /// The event's JSON as written (a message is the message model's JSON byte for byte as the
+    /// REST routes give it: a `Value` would reorder its keys).
+    #[schema(value_type = Object)]
+    pub data: Box<RawValue>,
     /// RFC 3339, when the session pod produced the event.
     pub timestamp: String,
     /// The event id (the user's Redis stream entry id) to resume after; `null` for events that
     /// are not replayed (QR and pairing codes, the greeting status).
     pub id: Option<String>,
+    /// Position among the events of one stream entry (`message_create` 0, `message` 1).
+    #[serde(skip)]
+    pub part: u8,
 }
 
 impl ClientEvent {
     pub fn stream_id(&self) -> Option<StreamId> {
         self.id.as_deref().and_then(|i| i.parse().ok())
+    }
+
+    /// `data` as a JSON value (for reading fields).
+    pub fn data(&self) -> Value {
+        serde_json::from_str(self.data.get()).unwrap_or(Value::Null)
     }
 
     pub fn to_json(&self) -> String {
@@ -93,17 +111,44 @@ fn seed_status(phase: &str) -> &'static str {
     status_word(Phase::ALL.into_iter().find(|p| p.as_str() == phase))
 }
 
-/// The client event of an envelope read from the stream (`id`) or the live channel (`None`).
-/// `None` when the envelope carries no event.
-pub fn from_envelope(env: &Envelope, id: Option<StreamId>) -> Option<ClientEvent> {
-    let (kind, data) = match env.kind.as_ref()? {
-        Kind::Qr(q) => ("qr", json!({ "qr": q.code, "qrDataUrl": q.data_url })),
-        Kind::PairingCode(p) => ("pairing_code", json!({ "code": p.code, "phone": p.phone })),
-        Kind::Ready(r) => (
+/// JSON of a value that always serialises (plain structs, `json!` values).
+pub fn raw(v: &impl Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// The message of an envelope's payload, with `eventId` set to `id` when it has none yet.
+fn message_data(json: &str, id: Option<StreamId>) -> Option<(Box<RawValue>, bool)> {
+    let mut m: Message = serde_json::from_str(json).ok()?;
+    if m.event_id.is_empty()
+        && let Some(id) = id
+    {
+        m.event_id = id.to_string();
+    }
+    Some((raw(&m), m.from_me))
+}
+
+/// The client events of an envelope read from the stream (`id`) or the live channel (`None`):
+/// none when the envelope carries no event (or an unreadable one), two for an inbound message.
+pub fn from_envelope(env: &Envelope, id: Option<StreamId>) -> Vec<ClientEvent> {
+    let Some(kind) = env.kind.as_ref() else {
+        return Vec::new();
+    };
+    let event = |kind: &str, data: Box<RawValue>, part: u8| ClientEvent {
+        kind: kind.to_owned(),
+        data,
+        timestamp: rfc3339_ms(env.at_ms),
+        id: id.map(|i| i.to_string()),
+        part,
+    };
+    let one = |kind: &str, data: Value| vec![event(kind, raw(&data), 0)];
+    match kind {
+        Kind::Qr(q) => one("qr", json!({ "qr": q.code, "qrDataUrl": q.data_url })),
+        Kind::PairingCode(p) => one("pairing_code", json!({ "code": p.code, "phone": p.phone })),
+        Kind::Ready(r) => one(
             "ready",
             json!({ "phone": r.phone, "pushName": r.push_name, "jid": r.jid }),
         ),
-        Kind::Status(s) => (
+        Kind::Status(s) => one(
             "status",
             json!({
                 "status": seed_status(&s.phase),
@@ -112,79 +157,77 @@ pub fn from_envelope(env: &Envelope, id: Option<StreamId>) -> Option<ClientEvent
                 "reconnectCount": s.reconnect_count,
             }),
         ),
-        Kind::Message(m) => (
-            "message",
-            json!({
-                "id": m.id,
-                "chatId": m.chat,
-                "from": m.sender,
-                "fromMe": m.from_me,
-                "body": m.text,
-                "timestamp": m.timestamp,
-                "pushName": m.push_name,
-                "type": m.kind,
-            }),
-        ),
-        Kind::Receipt(r) => (
-            "receipt",
-            json!({ "ids": r.ids, "chatId": r.chat, "type": r.kind }),
-        ),
-        Kind::Disconnected(d) => (
+        Kind::Message(m) => {
+            let Some((data, from_me)) = message_data(&m.json, id) else {
+                return Vec::new();
+            };
+            let mut out = vec![event("message_create", data.clone(), 0)];
+            if !from_me {
+                out.push(event("message", data, 1));
+            }
+            out
+        }
+        Kind::MessageAck(a) => match message_data(&a.json, None) {
+            Some((data, _)) => vec![event("message_ack", data, 0)],
+            None => Vec::new(),
+        },
+        Kind::Disconnected(d) => one(
             "disconnected",
             json!({ "reason": d.reason, "loggedOut": false }),
         ),
-        Kind::LoggedOut(l) => (
+        Kind::LoggedOut(l) => one(
             "disconnected",
             json!({ "reason": l.reason, "loggedOut": true }),
         ),
-        Kind::Error(e) => (
+        Kind::Error(e) => one(
             "error",
             json!({ "category": e.category, "message": e.message }),
         ),
-        Kind::Log(l) => ("log", json!({ "level": l.level, "message": l.message })),
-    };
-    Some(ClientEvent {
-        kind: kind.to_owned(),
-        data,
-        timestamp: rfc3339_ms(env.at_ms),
-        id: id.map(|i| i.to_string()),
-    })
+        Kind::Log(l) => one(
+            "log",
+            json!({ "level": l.level, "eventType": l.event_type, "message": l.message }),
+        ),
+    }
 }
 
 /// The first event on every connection: the session as `GET /status` shows it.
 pub fn greeting(status: &SessionStatus) -> ClientEvent {
     ClientEvent {
         kind: "status".into(),
-        data: serde_json::to_value(status).unwrap_or(Value::Null),
+        data: raw(status),
         timestamp: jiff::Timestamp::now().to_string(),
         id: None,
+        part: 0,
     }
 }
 
 /// Per-client delivery order: durable events go out once each, in id order, whether they came
 /// from a replay or the live feed (which overlap while a client catches up); ephemeral events
 /// (no id) always go out.
+/// Resuming after an id skips every event of that stream entry.
 #[derive(Debug, Clone, Default)]
 pub struct Cursor {
-    last: Option<StreamId>,
+    last: Option<(StreamId, u8)>,
 }
 
 impl Cursor {
     pub fn after(last: Option<StreamId>) -> Self {
-        Self { last }
+        Self {
+            last: last.map(|id| (id, u8::MAX)),
+        }
     }
 
     pub fn last(&self) -> Option<StreamId> {
-        self.last
+        self.last.map(|(id, _)| id)
     }
 
     /// Whether to send `ev`; advances past it if so.
     pub fn admit(&mut self, ev: &ClientEvent) -> bool {
         match (ev.stream_id(), self.last) {
             (None, _) => ev.id.is_none(),
-            (Some(id), Some(last)) if id <= last => false,
+            (Some(id), Some(last)) if (id, ev.part) <= last => false,
             (Some(id), _) => {
-                self.last = Some(id);
+                self.last = Some((id, ev.part));
                 true
             }
         }
@@ -207,9 +250,10 @@ mod tests {
     fn durable(id: &str) -> ClientEvent {
         ClientEvent {
             kind: "message".into(),
-            data: Value::Null,
+            data: raw(&Value::Null),
             timestamp: String::new(),
             id: Some(id.into()),
+            part: 0,
         }
     }
 
@@ -236,86 +280,169 @@ mod tests {
         }
     }
 
+    fn one(env: &Envelope, id: Option<StreamId>) -> ClientEvent {
+        let mut evs = from_envelope(env, id);
+        assert_eq!(evs.len(), 1, "{evs:?}");
+        evs.remove(0)
+    }
+
+    fn message_json(from_me: bool) -> String {
+        let chat = wasp_common::model::Wid::parse("15550001@c.us").unwrap();
+        let me = wasp_common::model::Wid::parse("15550009@c.us").unwrap();
+        Message::new(wasp_common::model::MessageParts {
+            id: "M1",
+            chat: &chat,
+            own: Some(&me),
+            author: None,
+            from_me,
+            body: "hi",
+            kind: "chat",
+            timestamp: 1_700_000_000,
+            has_media: false,
+            has_quoted_msg: false,
+            push_name: "Ana",
+        })
+        .to_json()
+    }
+
     #[test]
     fn envelopes_map_to_the_seed_event_shapes() {
-        let qr = from_envelope(
+        let qr = one(
             &env(Kind::Qr(ev::Qr {
                 code: "2@abc".into(),
                 svg: "<svg/>".into(),
                 data_url: "data:image/png;base64,AAA".into(),
             })),
             None,
-        )
-        .unwrap();
+        );
         assert_eq!(qr.kind, "qr");
-        assert_eq!(qr.data["qrDataUrl"], "data:image/png;base64,AAA");
-        assert_eq!(qr.data.get("svg"), None, "frames stay small");
+        assert_eq!(qr.data()["qrDataUrl"], "data:image/png;base64,AAA");
+        assert_eq!(qr.data().get("svg"), None, "frames stay small");
         assert_eq!(qr.id, None);
         assert_eq!(qr.timestamp, "2023-11-14T22:13:20.123Z");
 
         let id: StreamId = "5-1".parse().unwrap();
-        let msg = from_envelope(
-            &env(Kind::Message(ev::ChatMessage {
-                id: "M1".into(),
-                chat: "15550001@s.whatsapp.net".into(),
-                sender: "15550001@s.whatsapp.net".into(),
-                from_me: false,
-                text: "hi".into(),
-                timestamp: 1_700_000_000,
-                push_name: "Ana".into(),
-                kind: "text".into(),
-            })),
-            Some(id),
-        )
-        .unwrap();
-        assert_eq!(msg.kind, "message");
-        assert_eq!(msg.id.as_deref(), Some("5-1"));
-        assert_eq!(msg.data["chatId"], "15550001@s.whatsapp.net");
-        assert_eq!(msg.data["body"], "hi");
-        assert_eq!(msg.data["fromMe"], false);
-
-        let status = from_envelope(
+        let status = one(
             &env(Kind::Status(ev::Status {
                 phase: "AwaitingScan".into(),
                 detail: String::new(),
                 reconnect_count: 2,
             })),
             Some(id),
-        )
-        .unwrap();
-        assert_eq!(status.data["status"], "qr");
-        assert_eq!(status.data["reconnectCount"], 2);
+        );
+        assert_eq!(status.data()["status"], "qr");
+        assert_eq!(status.data()["reconnectCount"], 2);
 
-        let out = from_envelope(
+        let out = one(
             &env(Kind::LoggedOut(ev::LoggedOut {
                 reason: "removed".into(),
             })),
             Some(id),
-        )
-        .unwrap();
+        );
         assert_eq!(
-            (out.kind.as_str(), &out.data["loggedOut"]),
+            (out.kind.as_str(), &out.data()["loggedOut"]),
             ("disconnected", &json!(true))
         );
-        let ready = from_envelope(
+        let ready = one(
             &env(Kind::Ready(ev::Ready {
                 phone: "15550002".into(),
                 push_name: "Dr".into(),
                 jid: "15550002@s.whatsapp.net".into(),
             })),
             Some(id),
-        )
-        .unwrap();
-        assert_eq!(ready.data["phone"], "15550002");
+        );
+        assert_eq!(ready.data()["phone"], "15550002");
+        let error = one(
+            &env(Kind::Error(ev::Error {
+                category: "temporary_ban".into(),
+                message: "banned".into(),
+            })),
+            Some(id),
+        );
         assert_eq!(
+            (error.kind.as_str(), &error.data()["category"]),
+            ("error", &json!("temporary_ban"))
+        );
+        let log = one(
+            &env(Kind::Log(ev::Log {
+                level: "info".into(),
+                message: "paired".into(),
+                event_type: "paired".into(),
+            })),
+            Some(id),
+        );
+        assert_eq!(log.data()["eventType"], "paired");
+        assert!(
             from_envelope(
                 &Envelope {
                     kind: None,
                     ..env(Kind::Log(ev::Log::default()))
                 },
                 None
-            ),
-            None
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_inbound_message_is_message_create_then_message_with_the_same_json() {
+        let id: StreamId = "5-1".parse().unwrap();
+        let evs = from_envelope(
+            &env(Kind::Message(ev::ChatMessage {
+                json: message_json(false),
+            })),
+            Some(id),
+        );
+        let kinds: Vec<&str> = evs.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["message_create", "message"]);
+        assert_eq!(evs[0].data.get(), evs[1].data.get());
+        assert!(evs.iter().all(|e| e.id.as_deref() == Some("5-1")));
+        let data = evs[1].data();
+        assert_eq!(
+            data["eventId"], "5-1",
+            "the entry id is the message's eventId"
+        );
+        assert_eq!(data["from"], "15550001@c.us");
+        assert_eq!(data["id"]["_serialized"], "false_15550001@c.us_M1");
+        // Byte for byte what serialising the model gives (the REST routes' bytes).
+        let mut m: Message = serde_json::from_str(&message_json(false)).unwrap();
+        m.event_id = "5-1".into();
+        assert_eq!(evs[0].data.get(), serde_json::to_string(&m).unwrap());
+    }
+
+    #[test]
+    fn an_own_message_is_only_message_create_and_acks_keep_the_event_id() {
+        let id: StreamId = "6-0".parse().unwrap();
+        let evs = from_envelope(
+            &env(Kind::Message(ev::ChatMessage {
+                json: message_json(true),
+            })),
+            Some(id),
+        );
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].kind, "message_create");
+        let mut acked: Message = serde_json::from_str(&message_json(true)).unwrap();
+        acked.ack = 3;
+        acked.event_id = "6-0".into();
+        let ack = one(
+            &env(Kind::MessageAck(ev::MessageAck {
+                json: acked.to_json(),
+            })),
+            Some("7-0".parse().unwrap()),
+        );
+        assert_eq!(ack.kind, "message_ack");
+        assert_eq!(
+            (&ack.data()["ack"], &ack.data()["eventId"]),
+            (&json!(3), &json!("6-0"))
+        );
+        assert!(
+            from_envelope(
+                &env(Kind::Message(ev::ChatMessage {
+                    json: "not json".into()
+                })),
+                Some(id)
+            )
+            .is_empty()
         );
     }
 
@@ -345,6 +472,17 @@ mod tests {
             ..durable("0-0")
         };
         assert!(c.admit(&qr) && c.admit(&qr), "ephemeral events always pass");
+        // The two events of one entry pass once each; resuming after the entry skips both.
+        let mut c = Cursor::default();
+        let create = durable("8-0");
+        let inbound = ClientEvent {
+            part: 1,
+            ..durable("8-0")
+        };
+        assert!(c.admit(&create) && c.admit(&inbound));
+        assert!(!c.admit(&create) && !c.admit(&inbound));
+        let mut resumed = Cursor::after(Some("8-0".parse().unwrap()));
+        assert!(!resumed.admit(&create) && !resumed.admit(&inbound));
         let mut fresh = Cursor::default();
         assert!(fresh.admit(&durable("0-1")));
         let garbage = ClientEvent {

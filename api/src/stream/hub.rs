@@ -302,7 +302,7 @@ impl Subscription {
         .map_err(|e| ApiError::unavailable("redis", e))?;
         let full = page.ids.len() >= PAGE;
         self.pending
-            .extend(page.ids.iter().filter_map(decode_entry).map(Arc::new));
+            .extend(page.ids.iter().flat_map(decode_entry).map(Arc::new));
         Ok(full)
     }
 }
@@ -323,15 +323,18 @@ impl Drop for Subscription {
     }
 }
 
-/// A stream entry as a client event (`None` for an entry that is not an envelope).
-fn decode_entry(entry: &redis::streams::StreamId) -> Option<ClientEvent> {
-    let id: StreamId = entry.id.parse().ok()?;
-    let bytes = match entry.map.get(STREAM_FIELD)? {
-        Value::BulkString(b) => b.as_slice(),
-        _ => return None,
+/// A stream entry as client events (none for an entry that is not an envelope).
+fn decode_entry(entry: &redis::streams::StreamId) -> Vec<ClientEvent> {
+    let Ok(id) = entry.id.parse::<StreamId>() else {
+        return Vec::new();
     };
-    let env = Envelope::decode(bytes).ok()?;
-    from_envelope(&env, Some(id))
+    let Some(Value::BulkString(bytes)) = entry.map.get(STREAM_FIELD) else {
+        return Vec::new();
+    };
+    match Envelope::decode(bytes.as_slice()) {
+        Ok(env) => from_envelope(&env, Some(id)),
+        Err(_) => Vec::new(),
+    }
 }
 
 async fn backoff(attempt: &mut u32, shutdown: &CancellationToken) {
@@ -427,7 +430,7 @@ async fn read_loop(inner: &Inner, mut conn: MultiplexedConnection) -> redis::Red
                     continue;
                 }
                 feed.last = id;
-                if let Some(ev) = decode_entry(entry) {
+                for ev in decode_entry(entry) {
                     inner.metrics.stream_event(&ev.kind);
                     let _ = feed.tx.send(Arc::new(ev));
                 }
@@ -520,7 +523,7 @@ fn deliver_live(inner: &Inner, msg: &redis::Msg) {
     if feed.keys.events_channel() != msg.get_channel_name() {
         return; // an envelope naming another user than its channel
     }
-    if let Some(ev) = from_envelope(&env, None) {
+    for ev in from_envelope(&env, None) {
         inner.metrics.stream_event(&ev.kind);
         let _ = feed.tx.send(Arc::new(ev));
     }

@@ -103,7 +103,8 @@ mod tests {
     fn durable_events_carry_their_id_ephemeral_ones_none() {
         let ev = ClientEvent {
             kind: "message".into(),
-            data: json!({"body": "hi\nthere"}),
+            data: crate::stream::event::raw(&json!({"body": "hi\nthere"})),
+            part: 0,
             timestamp: "t".into(),
             id: Some("9-1".into()),
         };

@@ -153,7 +153,8 @@ mod tests {
     fn ev(kind: &str, id: Option<&str>) -> ClientEvent {
         ClientEvent {
             kind: kind.into(),
-            data: json!({"n": 1}),
+            data: crate::stream::event::raw(&json!({"n": 1})),
+            part: 0,
             timestamp: "2026-01-01T00:00:00Z".into(),
             id: id.map(str::to_owned),
         }

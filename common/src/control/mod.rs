@@ -1,0 +1,31 @@
+//! The session pod's control API: its paths and the request and response types that the pod
+//! serializes and wasp-api deserializes (bearer token on every route; JSON in and out). A new
+//! pod feature is one type here and one handler on each side.
+
+mod types;
+
+pub use types::*;
+
+/// `POST`: log the device out of WhatsApp (used by the operator's finalizer).
+pub const LOGOUT_PATH: &str = "/v1/logout";
+/// `GET` → [`PodStatus`]: the session state record plus the current QR / pairing code.
+pub const STATUS_PATH: &str = "/v1/status";
+/// `POST` → [`PodStatus`]: (re)start connecting (after a disconnect, logout or Failed).
+pub const CONNECT_PATH: &str = "/v1/connect";
+/// `POST` → [`PodStatus`]: close the socket and stay disconnected (auth state kept).
+pub const DISCONNECT_PATH: &str = "/v1/disconnect";
+/// `POST` [`SendRequest`] → [`SendResponse`]: send a text message.
+pub const SEND_PATH: &str = "/v1/send";
+/// `GET` [`ChatsQuery`] → [`ChatsPage`]: chats, newest activity first.
+pub const CHATS_PATH: &str = "/v1/chats";
+/// `GET /v1/messages/{chatId}` [`MessagesQuery`] → `[Message]`: the last `limit` messages
+/// (before `before`), oldest first.
+pub const MESSAGES_PATH: &str = "/v1/messages/{chat_id}";
+/// `GET ?phone=` → [`ChatByPhone`]: the chat of a phone number.
+pub const CHAT_BY_PHONE_PATH: &str = "/v1/chat-by-phone";
+/// `GET` → `[Contact]`, `POST` [`ContactRequest`] → [`Contact`] (201 new, 200 updated).
+pub const CONTACTS_PATH: &str = "/v1/contacts";
+/// `DELETE` → 204: remove a contact (404 if unknown).
+pub const CONTACT_PATH: &str = "/v1/contacts/{phone}";
+/// `GET ?limit` → `[LogEntry]`: session log entries, newest first.
+pub const LOGS_PATH: &str = "/v1/logs";

@@ -1,0 +1,12 @@
+//! The data model every part shares: WhatsApp ids, messages and chats shaped as
+//! whatsapp-web.js serializes them (DESIGN §2, "The API ↔ pod contract and the message model").
+//! One definition and one serializer: the session pod stores and publishes these, wasp-api
+//! deserializes, documents (feature `openapi`) and answers with the same types.
+
+pub mod chat;
+pub mod message;
+pub mod wid;
+
+pub use chat::{Chat, chat_name};
+pub use message::{Message, MessageKey, MessageParts, ack, message_type};
+pub use wid::{BadWid, IdInput, Wid};
