@@ -205,10 +205,15 @@
     render();
   }
 
+  // whatsapp-web.js ids are objects `{_serialized, ...}`; older answers had plain strings.
+  function idOf(v) {
+    return v && typeof v === 'object' ? String(v._serialized ?? v.id ?? '') : String(v ?? '');
+  }
+
   function normalizeMessage(m) {
     const ts = Number(m.timestamp) || 0;
     return {
-      id: String(m.id ?? ''),
+      id: idOf(m.id),
       chatId: String(m.chatId ?? m.chat ?? ''),
       from: String(m.from ?? m.sender ?? ''),
       fromMe: Boolean(m.fromMe),
@@ -223,7 +228,8 @@
     for (const raw of list) {
       if (!raw || typeof raw !== 'object') continue;
       const m = normalizeMessage(raw);
-      const key = m.chatId + '|' + m.from + '|' + m.id;
+      // `id._serialized` is unique per user (direction, chat and id).
+      const key = m.id.includes('_') ? m.id : m.chatId + '|' + m.from + '|' + m.id;
       const known = messages.get(key);
       // Arrival order breaks ties: event timestamps are whole seconds.
       m.seq = known ? known.seq : ++arrivals;
@@ -291,7 +297,7 @@
     }
     const list = (Array.isArray(chats) ? chats : (chats && chats.chats) || []).slice(0, HISTORY_CHATS);
     const pages = await Promise.all(list.map((c) => {
-      const id = String(c.id ?? c.chatId ?? '');
+      const id = idOf(c.id ?? c.chatId);
       return id
         ? api('GET', 'messages/' + encodeURIComponent(id) + '?limit=' + HISTORY_PER_CHAT).catch(() => [])
         : Promise.resolve([]);
@@ -437,7 +443,11 @@
         });
         render();
         break;
+      // `message_create`: every new message (own sends too); `message`: the inbound ones
+      // again (the same message, filed once); `message_ack`: its delivery/read state rose.
+      case 'message_create':
       case 'message':
+      case 'message_ack':
         addMessages([data]);
         break;
       case 'error':

@@ -19,7 +19,7 @@ use kube::{Api, Client};
 use prost::Message as _;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
-use wasp_api::pods::{PodApi, PodCall, PodError};
+use wasp_api::pods::{PodApi, PodCall, PodError, PodTarget};
 use wasp_common::events::{self as ev, Envelope, Kind, emit_pipeline, publish_only_cmd};
 use wasp_common::keys::UserKeys;
 use wasp_crds::{DesiredState, WhatsAppSession, names::session_name};
@@ -37,7 +37,7 @@ const EVENTS_MAXLEN: usize = 1000;
 const QR_PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAACUAAAAlAQAAAADt5R2uAAAAsklEQVR42mP4DwIMmOQHAb8D9QzfL+XH1zN8ia0MBJLBLCAygPEiUPxuxf16hg+ioQ71DP8/SwPVfxM0b/nP8Hv5vb3/GX7Ibjnxn+FLnrIlUGWwgkY9w7eidxz/Gf6wOwLVf3+6D2R+zC8doF6Tksj/DB+jL7D+Z/huoWn/n+HXiSxhoPif1oNANeL9V4HiN2WSgPbGLeUBkjEXRIAmR3abAM25ES8EdIOQ3Yp6Bhy+AAB5w32ospnamgAAAABJRU5ErkJggg==";
 
 const PHONE: &str = "41791234567";
-const CONTACT: &str = "41790000002@s.whatsapp.net";
+const CONTACT: &str = "41790000002@c.us";
 
 /// Answers the page's history calls with one stored message, and nothing else.
 struct FakePods;
@@ -45,19 +45,18 @@ struct FakePods;
 impl PodApi for FakePods {
     fn call<'a>(
         &'a self,
-        _user_id: &'a str,
-        _endpoint: &'a str,
+        _target: &'a PodTarget,
         call: PodCall,
     ) -> BoxFuture<'a, Result<Value, PodError>> {
-        let at = jiff::Timestamp::now().as_millisecond() - 60_000;
+        let mut stored = common::inbound_message("STORED1", "from the store");
+        stored.timestamp -= 60;
         let answer = match call {
-            PodCall::Chats => json!([
-                {"id": CONTACT, "name": "Ann", "lastMessage": "from the store", "lastActivity": at}
-            ]),
-            PodCall::Messages { jid, .. } if jid == CONTACT => json!([
-                {"id": "STORED1", "chat": CONTACT, "sender": CONTACT, "fromMe": false,
-                 "text": "from the store", "timestamp": at, "pushName": "Ann", "kind": "text"}
-            ]),
+            PodCall::Chats { .. } => json!({"chats": [{
+                "id": {"server": "c.us", "user": "41790000002", "_serialized": CONTACT},
+                "name": "Ann", "isGroup": false, "unreadCount": 1,
+                "timestamp": stored.timestamp, "lastMessage": stored,
+            }]}),
+            PodCall::Messages { chat, .. } if chat == CONTACT => json!([stored]),
             PodCall::Messages { .. } => json!([]),
             // No QR on the pod's status: the page must get it from the live event.
             _ => json!({}),
@@ -174,14 +173,7 @@ impl PodEvents {
 
     async fn message(&mut self, id: &str, text: &str) -> Result<String> {
         self.emit(Kind::Message(ev::ChatMessage {
-            id: id.into(),
-            chat: CONTACT.into(),
-            sender: CONTACT.into(),
-            from_me: false,
-            text: text.into(),
-            timestamp: jiff::Timestamp::now().as_second(),
-            push_name: "Ann".into(),
-            kind: "text".into(),
+            json: common::inbound_message(id, text).to_json(),
         }))
         .await
     }

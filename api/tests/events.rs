@@ -66,16 +66,21 @@ async fn events_reach_clients_on_both_replicas_and_resume_without_gaps() -> Resu
     for n in 0..20 {
         ids.push(producer.emit(alice, text_message(n)).await?);
     }
+    // An inbound message is `message_create` then `message` (whatsapp-web.js), one entry.
     for (n, id) in ids.iter().enumerate() {
-        let (x, y) = (ws_a.next().await?, ws_b.next().await?);
-        let (sse_id, z) = sse_b.next().await?;
-        for e in [&x, &y, &z] {
-            assert_eq!(e["type"], "message");
-            assert_eq!(body_of(e), format!("message {n}"));
-            assert_eq!(e["id"], id.as_str());
-            assert_eq!(e["data"]["chatId"], "41790000002@s.whatsapp.net");
+        for kind in ["message_create", "message"] {
+            let (x, y) = (ws_a.next().await?, ws_b.next().await?);
+            let (sse_id, z) = sse_b.next().await?;
+            for e in [&x, &y, &z] {
+                assert_eq!(e["type"], kind);
+                assert_eq!(body_of(e), format!("message {n}"));
+                assert_eq!(e["id"], id.as_str());
+                assert_eq!(e["data"]["eventId"], id.as_str());
+                assert_eq!(e["data"]["chatId"], "41790000002@c.us");
+                assert_eq!(e["data"]["from"], "41790000002@c.us");
+            }
+            assert_eq!(sse_id.as_deref(), Some(id.as_str()), "SSE id line");
         }
-        assert_eq!(sse_id.as_deref(), Some(id.as_str()), "SSE id line");
     }
 
     // Ephemeral events (a QR code) come from the live channel, without an id.
@@ -119,9 +124,15 @@ async fn events_reach_clients_on_both_replicas_and_resume_without_gaps() -> Resu
     let mut back = WsClient::connect(&ws_url(&b, alice, Some(&resume_from))).await?;
     assert_eq!(back.next().await?["type"], "status");
     for (i, id) in missed.iter().enumerate() {
-        let e = back.next().await?;
-        assert_eq!(e["id"], id.as_str(), "replayed in order, none skipped");
-        assert_eq!(body_of(&e), format!("message {}", 100 + i));
+        for kind in ["message_create", "message"] {
+            let e = back.next().await?;
+            assert_eq!(
+                (&e["id"], &e["type"]),
+                (&json!(id), &json!(kind)),
+                "replayed in order, none skipped"
+            );
+            assert_eq!(body_of(&e), format!("message {}", 100 + i));
+        }
     }
     let live = producer.emit(alice, text_message(200)).await?;
     assert_eq!(
@@ -138,12 +149,16 @@ async fn events_reach_clients_on_both_replicas_and_resume_without_gaps() -> Resu
     )
     .await?;
     assert_eq!(sse_a.next().await?.1["type"], "status");
+    // The rest of `live`'s pair is still due on `back`: resuming skips both of an entry.
+    assert_eq!(back.next().await?["type"], "message");
     for id in missed[10..].iter().chain([&live]) {
-        assert_eq!(sse_a.next().await?.0.as_deref(), Some(id.as_str()));
+        for _ in ["message_create", "message"] {
+            assert_eq!(sse_a.next().await?.0.as_deref(), Some(id.as_str()));
+        }
     }
 
     // Bob saw none of Alice's events: his next event is his own.
-    producer.emit(bob, text_message(999)).await?;
+    producer.emit(bob, common::own_message(999)).await?;
     let e = ws_bob.next().await?;
     assert_eq!(body_of(&e), "message 999", "{e}");
 
@@ -162,13 +177,14 @@ async fn resuming_during_a_burst_misses_nothing_and_doubles_nothing() -> Result<
     let api = Replica::start(&client, &ns, Arc::new(NotWired)).await?;
     let user = "carol@clinic";
     let mut producer = Producer::connect().await?;
-    let first = producer.emit(user, text_message(0)).await?;
+    // Own sends: one event (`message_create`) per entry.
+    let first = producer.emit(user, common::own_message(0)).await?;
     const N: usize = 600;
     let writer = tokio::spawn(async move {
         let mut p = Producer::connect().await.unwrap();
         let mut ids = Vec::new();
         for n in 1..=N {
-            ids.push(p.emit(user, text_message(n)).await.unwrap());
+            ids.push(p.emit(user, common::own_message(n)).await.unwrap());
             if n % 50 == 0 {
                 tokio::task::yield_now().await;
             }
@@ -183,7 +199,7 @@ async fn resuming_during_a_burst_misses_nothing_and_doubles_nothing() -> Result<
         let e = ws.next().await?;
         assert_eq!(e["id"], id.as_str(), "event {} of {N}", i + 1);
     }
-    let end = producer.emit(user, text_message(N + 1)).await?;
+    let end = producer.emit(user, common::own_message(N + 1)).await?;
     assert_eq!(ws.next().await?["id"], end.as_str());
     ws.close().await;
     Ok(())

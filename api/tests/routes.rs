@@ -17,7 +17,7 @@ use kube::{Api, Client, ResourceExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use wasp_api::pods::{PodApi, PodCall, PodError};
+use wasp_api::pods::{PodApi, PodCall, PodError, PodTarget};
 use wasp_api::{Config, run_with_pods};
 use wasp_crds::{DesiredState, WhatsAppSession, names::session_name};
 use wasp_e2e::{TestEnv, eventually};
@@ -34,15 +34,53 @@ struct FakePods {
 impl PodApi for FakePods {
     fn call<'a>(
         &'a self,
-        user_id: &'a str,
-        endpoint: &'a str,
+        target: &'a PodTarget,
         call: PodCall,
     ) -> BoxFuture<'a, Result<Value, PodError>> {
+        let answer = fake_answer(&call);
         self.calls
             .lock()
             .unwrap()
-            .push((user_id.to_owned(), endpoint.to_owned(), call));
-        Box::pin(async move { Ok(json!({"fake": true, "user": user_id, "endpoint": endpoint})) })
+            .push((target.user_id.clone(), target.endpoint.clone(), call));
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+/// A message of the shared model, as a pod would answer it.
+fn sent_message(chat: &str, body: &str) -> wasp_common::model::Message {
+    let chat = wasp_common::model::Wid::parse(chat).unwrap();
+    wasp_common::model::Message::new(wasp_common::model::MessageParts {
+        id: "m1",
+        chat: &chat,
+        own: None,
+        author: None,
+        from_me: true,
+        body,
+        kind: "chat",
+        timestamp: now(),
+        has_media: false,
+        has_quoted_msg: false,
+        push_name: "",
+    })
+}
+
+/// What the fake pod answers: the control contract's type of each call, nearly empty.
+fn fake_answer(call: &PodCall) -> Value {
+    match call {
+        PodCall::Send { to, body } => json!({"success": true, "message": sent_message(to, body)}),
+        PodCall::Chats { .. } => json!({"chats": []}),
+        PodCall::ChatByPhone { phone } => {
+            json!({"chatId": format!("{phone}@c.us"), "phone": phone, "exists": false})
+        }
+        PodCall::AddContact { phone, name } => json!({
+            "phone": phone, "mobileNo": format!("+{phone}"),
+            "name": name.clone().unwrap_or_default(), "addedAt": 0
+        }),
+        PodCall::Messages { .. } | PodCall::Logs { .. } | PodCall::Contacts => json!([]),
+        PodCall::RemoveContact { .. } => Value::Null,
+        PodCall::Status | PodCall::Connect | PodCall::Logout => json!({
+            "phase": "Connected", "reconnectCount": 0, "updatedAt": "2026-01-01T00:00:00Z"
+        }),
     }
 }
 
@@ -278,6 +316,8 @@ fn protected_routes() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/api/whatsapp/status", None),
         (Method::POST, "/api/whatsapp/connect", None),
         (Method::POST, "/api/whatsapp/contact/add", Some(contact)),
+        (Method::GET, "/api/whatsapp/contacts", None),
+        (Method::DELETE, "/api/whatsapp/contact/+41791234567", None),
         (Method::GET, "/api/whatsapp/sessions/active", None),
         (Method::GET, "/api/admin/cleanup-stats", None),
         (Method::GET, "/", None),
@@ -309,6 +349,8 @@ fn protected_routes_cover_the_openapi_document() {
             let path = p.split('?').next().unwrap_or(p);
             let path = if path.starts_with("/messages/") {
                 "/messages/{chatId}"
+            } else if path.starts_with("/api/whatsapp/contact/+") {
+                "/api/whatsapp/contact/{mobileNo}"
             } else {
                 path
             };
@@ -558,8 +600,8 @@ async fn users_never_reach_each_others_sessions() -> Result<()> {
             alice.to_owned(),
             "127.0.0.7:8080".to_owned(),
             PodCall::Send {
-                jid: "41791234567@s.whatsapp.net".into(),
-                message: "hello".into()
+                to: "41791234567@c.us".into(),
+                body: "hello".into()
             }
         )]
     );
@@ -1063,9 +1105,11 @@ async fn fake_pod(token: &'static str) -> Result<(String, Arc<Mutex<Vec<Value>>>
                         return unauthorized();
                     }
                     seen.lock().unwrap().push(body.clone());
+                    let to = body["to"].as_str().unwrap_or_default();
+                    let text = body["body"].as_str().unwrap_or_default();
                     (
                         axum::http::StatusCode::OK,
-                        axum::Json(json!({"id": "m1", "to": body["to"], "text": body["text"]})),
+                        axum::Json(json!({"success": true, "message": sent_message(to, text)})),
                     )
                 }
             }),
@@ -1091,9 +1135,11 @@ async fn fake_pod(token: &'static str) -> Result<(String, Arc<Mutex<Vec<Value>>>
                     if !authorized(&h) {
                         return unauthorized();
                     }
+                    // The limit comes back as the body, so the test sees what arrived.
+                    let limit = q.get("limit").cloned().unwrap_or_default();
                     (
                         axum::http::StatusCode::OK,
-                        axum::Json(json!([{"chatId": chat, "limit": q.get("limit")}])),
+                        axum::Json(json!([sent_message(&chat, &limit)])),
                     )
                 },
             ),
@@ -1146,17 +1192,18 @@ async fn pod_routes_reach_the_pod_with_its_control_token() -> Result<()> {
         (code == StatusCode::OK).then_some(body)
     })
     .await?;
-    assert_eq!(body["to"], "41791234567@s.whatsapp.net");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["message"]["to"], "41791234567@c.us");
     assert_eq!(
         seen.lock().unwrap().last().cloned(),
-        Some(json!({"to": "41791234567@s.whatsapp.net", "text": "hello"}))
+        Some(json!({"to": "41791234567@c.us", "body": "hello"}))
     );
-    let (code, body) = api.get("/messages/41791234567@c.us?limit=7", grace).await?;
+    let (code, body) = api
+        .get("/messages/41791234567@s.whatsapp.net?limit=7", grace)
+        .await?;
     assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(
-        body,
-        json!([{"chatId": "41791234567@s.whatsapp.net", "limit": "7"}])
-    );
+    assert_eq!(body[0]["chatId"], "41791234567@c.us");
+    assert_eq!(body[0]["body"], "7");
     // The pod's refusal passes through as the API's JSON, naming the phase.
     let (code, body) = api.get("/chats", grace).await?;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");

@@ -139,6 +139,13 @@ pub struct ChatMessage {
     pub json: String,
 }
 
+impl ChatMessage {
+    /// The message (`None` if the payload is not the model's JSON).
+    pub fn message(&self) -> Option<crate::model::Message> {
+        serde_json::from_str(&self.json).ok()
+    }
+}
+
 /// A message whose `ack` rose: the message model's JSON with the new `ack` (and the `eventId`
 /// of the event that announced the message, if it was stored).
 #[derive(Clone, PartialEq, prost::Message)]

@@ -113,7 +113,7 @@ async fn main() {
             let req = http
                 .post(format!("{}/v1/send", pod.control))
                 .bearer_auth(TOKEN)
-                .json(&serde_json::json!({"to": alice.phone, "text": format!("out {issued}")}))
+                .json(&serde_json::json!({"to": alice.phone, "body": format!("out {issued}")}))
                 .send();
             tasks.push(req);
             issued += 1;

@@ -13,7 +13,7 @@ use wasp_common::events::Kind;
 use wasp_common::keys::UserKeys;
 
 fn chat_of(phone: &str) -> String {
-    format!("{phone}@s.whatsapp.net")
+    format!("{phone}@c.us")
 }
 
 async fn stored_count(user: &str, chat: &str) -> usize {
@@ -66,9 +66,10 @@ async fn thousand_messages_across_two_kill_9_restarts_exactly_once() {
         );
         for (_, e) in events.read(std::time::Duration::from_secs(5)).await {
             if let Some(Kind::Message(m)) = e.kind
+                && let Some(m) = m.message()
                 && !m.from_me
             {
-                seen.push(m.id);
+                seen.push(m.id.id);
             }
         }
         // Kill -9 at a third and at two thirds of the way, while messages are in flight.
@@ -82,9 +83,10 @@ async fn thousand_messages_across_two_kill_9_restarts_exactly_once() {
     // Drain whatever is still on the stream: it must hold no duplicate.
     for (_, e) in events.read(std::time::Duration::from_millis(500)).await {
         if let Some(Kind::Message(m)) = e.kind
+            && let Some(m) = m.message()
             && !m.from_me
         {
-            seen.push(m.id);
+            seen.push(m.id.id);
         }
     }
     let unique: HashSet<&String> = seen.iter().collect();
@@ -121,7 +123,9 @@ async fn contacts_only_stores_known_senders_only() {
     events
         .wait_for("the not-stored log line", |k| match k {
             Kind::Log(l) if l.message.contains(&stranger_id) => Some(()),
-            Kind::Message(m) if m.id == stranger_id => panic!("stranger's message published"),
+            Kind::Message(m) if m.message().is_some_and(|m| m.id.id == stranger_id) => {
+                panic!("stranger's message published")
+            }
             _ => None,
         })
         .await;
@@ -131,7 +135,7 @@ async fn contacts_only_stores_known_senders_only() {
         .unwrap();
     events
         .wait_for("the contact's message", |k| match k {
-            Kind::Message(m) if m.id == known_id => Some(()),
+            Kind::Message(m) if m.message().is_some_and(|m| m.id.id == known_id) => Some(()),
             _ => None,
         })
         .await;
@@ -145,9 +149,16 @@ async fn contacts_only_stores_known_senders_only() {
         )
         .await;
     assert_eq!(st, 200);
-    assert_eq!(msgs[0]["text"], "hello doctor");
-    let (_, chats) = pod.api(Method::GET, "/v1/chats", None).await;
-    assert_eq!(chats.as_array().unwrap().len(), 1, "{chats}");
+    assert_eq!(msgs[0]["body"], "hello doctor");
+    let (_, page) = pod.api(Method::GET, "/v1/chats", None).await;
+    let chats = page["chats"].as_array().unwrap();
+    assert_eq!(chats.len(), 1, "{page}");
+    assert_eq!(page.get("nextOffset"), None, "one page");
+    // Named from the whitelist, one unread message, the newest message inline.
+    assert_eq!(chats[0]["id"]["_serialized"], chat_of(&alice.phone));
+    assert_eq!(chats[0]["name"], "Alice");
+    assert_eq!(chats[0]["unreadCount"], 1);
+    assert_eq!(chats[0]["lastMessage"]["body"], "hello doctor");
     let (_, byphone) = pod
         .api(
             Method::GET,
@@ -267,7 +278,7 @@ async fn control_api_rejects_bad_input_and_bad_tokens() {
         (Method::POST, "/v1/logout"),
         (Method::POST, "/v1/send"),
         (Method::GET, "/v1/chats"),
-        (Method::GET, "/v1/messages/41791234567@s.whatsapp.net"),
+        (Method::GET, "/v1/messages/41791234567@c.us"),
         (Method::GET, "/v1/chat-by-phone?phone=41791234567"),
         (Method::GET, "/v1/contacts"),
         (Method::POST, "/v1/contacts"),
@@ -298,31 +309,31 @@ async fn control_api_rejects_bad_input_and_bad_tokens() {
         (
             Method::POST,
             "/v1/send",
-            Some(r#"{"to":"abc","text":"hi"}"#),
+            Some(r#"{"to":"abc","body":"hi"}"#),
             400,
         ),
         (
             Method::POST,
             "/v1/send",
-            Some(r#"{"to":"41791234567","text":""}"#),
+            Some(r#"{"to":"41791234567","body":""}"#),
             400,
         ),
         (
             Method::POST,
             "/v1/send",
-            Some(r#"{"to":"x@evil.com","text":"hi"}"#),
+            Some(r#"{"to":"x@evil.com","body":"hi"}"#),
             400,
         ),
         (
             Method::POST,
             "/v1/send",
-            Some(r#"{"to":"41791234567","text":"hi","x":1}"#),
+            Some(r#"{"to":"41791234567","body":"hi","x":1}"#),
             422,
         ),
         (
             Method::POST,
             "/v1/send",
-            Some(r#"{"to":"41791234567","text":"hi"}"#),
+            Some(r#"{"to":"41791234567","body":"hi"}"#),
             409,
         ),
         (Method::GET, "/v1/chats?limit=0", None, 400),
@@ -331,9 +342,10 @@ async fn control_api_rejects_bad_input_and_bad_tokens() {
         (Method::GET, "/v1/messages/not-a-chat", None, 400),
         (
             Method::GET,
-            "/v1/messages/41791234567@s.whatsapp.net?before=x",
+            // A cursor naming no message of the chat.
+            "/v1/messages/41791234567@c.us?before=x",
             None,
-            400,
+            404,
         ),
         (Method::GET, "/v1/chat-by-phone", None, 400),
         (Method::GET, "/v1/chat-by-phone?phone=12", None, 400),
@@ -378,7 +390,7 @@ async fn control_api_rejects_bad_input_and_bad_tokens() {
     let resp = http
         .post(format!("{}/v1/send", pod.control))
         .bearer_auth(TOKEN)
-        .body(r#"{"to":"41791234567","text":"hi"}"#)
+        .body(r#"{"to":"41791234567","body":"hi"}"#)
         .send()
         .await
         .unwrap();
@@ -425,7 +437,7 @@ async fn disconnect_connect_send_and_graceful_sigterm() {
             Method::POST,
             "/v1/send",
             Some(
-                serde_json::json!({"to": format!("+{}", alice.phone), "text": "your appointment"}),
+                serde_json::json!({"to": format!("+{}", alice.phone), "body": "your appointment"}),
             ),
         )
         .await;
@@ -434,7 +446,13 @@ async fn disconnect_connect_send_and_graceful_sigterm() {
     assert_eq!(got[0].text, "your appointment");
     events
         .wait_for("the outbound message event", |k| match k {
-            Kind::Message(m) if m.from_me && m.id == sent["id"].as_str().unwrap() => Some(()),
+            Kind::Message(m)
+                if m.message().is_some_and(|m| {
+                    m.from_me && m.id.serialized == sent["message"]["id"]["_serialized"]
+                }) =>
+            {
+                Some(())
+            }
             _ => None,
         })
         .await;
@@ -563,7 +581,7 @@ async fn burst_of_sends_to_a_new_contact_arrives_exactly_once() {
     let requests = (0..N).map(|i| {
         http.post(format!("{}/v1/send", pod.control))
             .bearer_auth(TOKEN)
-            .json(&serde_json::json!({"to": alice.phone, "text": format!("burst {i}")}))
+            .json(&serde_json::json!({"to": alice.phone, "body": format!("burst {i}")}))
             .send()
     });
     let answers = futures::future::join_all(requests).await;
@@ -574,7 +592,7 @@ async fn burst_of_sends_to_a_new_contact_arrives_exactly_once() {
         let status = a.status().as_u16();
         let body: serde_json::Value = a.json().await.unwrap();
         assert_eq!(status, 200, "{body}");
-        assert!(sent_ids.insert(body["id"].as_str().unwrap().to_owned()));
+        assert!(sent_ids.insert(body["message"]["id"]["id"].as_str().unwrap().to_owned()));
     }
 
     let got = sim.contact_received(&alice.phone, N, WAIT).await.unwrap();

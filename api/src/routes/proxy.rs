@@ -215,7 +215,9 @@ pub async fn chat_by_phone(
 ) -> Result<Json<ChatByPhone>, ApiError> {
     let phone = validate::phone(&q.phone)?;
     let call = PodCall::ChatByPhone { phone };
-    Ok(Json(forward(&state, &me.user_id, Need::Pod, call).await?))
+    Ok(Json(
+        forward(&state, &me.user_id, Need::Connected, call).await?,
+    ))
 }
 
 /// The caller's session log, newest first (seed 003's `session_logs`).

@@ -223,16 +223,37 @@ impl Producer {
     }
 }
 
-/// A text message event from `from`, numbered `n`.
+/// An inbound text message of the contact `41790000002@c.us`, numbered `n`, in the shared model.
+pub fn inbound_message(id: &str, text: &str) -> wasp_common::model::Message {
+    let chat = wasp_common::model::Wid::parse("41790000002@c.us").expect("a valid id");
+    let me = wasp_common::model::Wid::parse("41791234567@c.us").expect("a valid id");
+    wasp_common::model::Message::new(wasp_common::model::MessageParts {
+        id,
+        chat: &chat,
+        own: Some(&me),
+        author: None,
+        from_me: false,
+        body: text,
+        kind: "chat",
+        timestamp: now(),
+        has_media: false,
+        has_quoted_msg: false,
+        push_name: "Ann",
+    })
+}
+
+/// An own sent message numbered `n`: one `message_create` event.
+pub fn own_message(n: usize) -> Kind {
+    let mut m = inbound_message(&format!("S{n}"), &format!("message {n}"));
+    m.from_me = true;
+    std::mem::swap(&mut m.from, &mut m.to);
+    m.id = wasp_common::model::MessageKey::new(true, &m.chat_id, &format!("S{n}"), None);
+    Kind::Message(wasp_common::events::ChatMessage { json: m.to_json() })
+}
+
+/// A new inbound message event (`message_create` + `message`) numbered `n`.
 pub fn text_message(n: usize) -> Kind {
     Kind::Message(wasp_common::events::ChatMessage {
-        id: format!("M{n}"),
-        chat: "41790000002@s.whatsapp.net".into(),
-        sender: "41790000002@s.whatsapp.net".into(),
-        from_me: false,
-        text: format!("message {n}"),
-        timestamp: now(),
-        push_name: "Ann".into(),
-        kind: "text".into(),
+        json: inbound_message(&format!("M{n}"), &format!("message {n}")).to_json(),
     })
 }
