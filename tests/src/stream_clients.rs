@@ -29,13 +29,18 @@ impl WsClient {
 
     /// The next event frame (pings skipped); fails on close or after [`STREAM_WAIT`].
     pub async fn next(&mut self) -> Result<Value> {
+        Ok(serde_json::from_str(&self.next_text().await?)?)
+    }
+
+    /// The next event frame's text as sent, byte for byte.
+    pub async fn next_text(&mut self) -> Result<String> {
         loop {
             let msg = tokio::time::timeout(STREAM_WAIT, self.ws.next())
                 .await
                 .context("no WebSocket event in time")?
                 .context("WebSocket ended")??;
             match msg {
-                WsMessage::Text(t) => return Ok(serde_json::from_str(t.as_str())?),
+                WsMessage::Text(t) => return Ok(t.as_str().to_owned()),
                 WsMessage::Close(f) => bail!("WebSocket closed: {f:?}"),
                 _ => {}
             }

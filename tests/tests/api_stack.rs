@@ -36,11 +36,29 @@ async fn call(
     if let Some(b) = body {
         req = req.json(&b);
     }
+    Ok(serde_json::from_str(&call_text(req).await?)?)
+}
+
+/// A successful answer's body as sent, byte for byte.
+async fn call_text(req: reqwest::RequestBuilder) -> Result<String> {
     let r = req.send().await?;
     let status = r.status();
-    let body: Value = r.json().await?;
-    ensure!(status.is_success(), "{url}: {status} {body}");
+    let body = r.text().await?;
+    ensure!(status.is_success(), "{status} {body}");
     Ok(body)
+}
+
+/// The `data` of an event frame exactly as written.
+fn raw_data(frame: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+    }
+    Ok(serde_json::from_str::<Frame<'_>>(frame)?
+        .data
+        .get()
+        .to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,6 +119,25 @@ async fn scenario(world: &World) -> Result<()> {
         "{qr}"
     );
     eprintln!("api stack: POST /connect → QR on the WebSocket in {t_qr:?}");
+    // GET /status shows the same QR while it is up (seed 003's `qrDataUrl`).
+    let status = eventually(WAIT, || async {
+        let s = call(
+            reqwest::Method::GET,
+            &format!("{}/status", a.base),
+            &user,
+            None,
+        )
+        .await
+        .ok()?;
+        (s["status"] == "qr" && s["qr"].is_string()).then_some(s)
+    })
+    .await?;
+    assert!(
+        status["qrDataUrl"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("data:image/png;base64,")),
+        "{status}"
+    );
 
     eprintln!("api stack: sse connect at {:?}", t0.elapsed());
     // An ERP client arriving now on the seed-000 SSE route gets the QR the pod is showing.
@@ -160,14 +197,31 @@ async fn scenario(world: &World) -> Result<()> {
         .sim
         .contact_send(&contact.phone, &phone.phone, "hello doctor")
         .await?;
-    let msg = ws.next_of("message").await?;
+    let (msg, msg_text) = loop {
+        let text = ws.next_text().await?;
+        let e: Value = serde_json::from_str(&text)?;
+        if e["type"] == "message" {
+            break (e, text);
+        }
+    };
+    let chat = format!("{}@c.us", contact.phone);
     assert_eq!(msg["data"]["body"], "hello doctor", "{msg}");
     assert_eq!(msg["data"]["fromMe"], false);
+    assert_eq!(msg["data"]["from"], chat.as_str(), "{msg}");
+    assert_eq!(msg["data"]["chatId"], chat.as_str(), "{msg}");
+    assert_eq!(msg["data"]["eventId"], msg["id"], "{msg}");
+    // The REST copy of the message is the same JSON, byte for byte.
+    let stored = call_text(
+        reqwest::Client::new()
+            .get(format!("{}/messages/{chat}?limit=5", a.base))
+            .bearer_auth(token(&user)),
+    )
+    .await?;
+    let stored: Vec<&serde_json::value::RawValue> = serde_json::from_str(&stored)?;
+    let event_json = raw_data(&msg_text)?;
     assert!(
-        msg["data"]["chatId"]
-            .as_str()
-            .is_some_and(|c| c.starts_with(&contact.phone)),
-        "{msg}"
+        stored.iter().any(|m| m.get() == event_json),
+        "REST {stored:?}\nevent {event_json}"
     );
     let (sse_id, sse_msg) = sse.next_of("message").await?;
     assert_eq!(sse_msg["data"]["body"], "hello doctor");
@@ -186,7 +240,10 @@ async fn scenario(world: &World) -> Result<()> {
         Some(json!({"chatId": format!("{}@c.us", contact.phone), "message": "see you at 10"})),
     )
     .await?;
-    assert!(sent.is_object(), "{sent}");
+    assert_eq!(sent["success"], true, "{sent}");
+    assert_eq!(sent["message"]["fromMe"], true, "{sent}");
+    assert_eq!(sent["message"]["to"], chat.as_str(), "{sent}");
+    let sent_id = sent["message"]["id"]["_serialized"].clone();
     let received = world
         .sim
         .contact_received(&contact.phone, 1, Duration::from_secs(30))
@@ -202,7 +259,24 @@ async fn scenario(world: &World) -> Result<()> {
         None,
     )
     .await?;
-    assert!(chats.to_string().contains(&contact.phone), "{chats}");
+    let listed = chats
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"]["_serialized"] == chat.as_str()))
+        .with_context(|| format!("no chat {chat} in {chats}"))?;
+    assert_eq!(listed["name"], "Ann", "the whitelist's name: {listed}");
+    assert_eq!(
+        listed["unreadCount"], 0,
+        "answering reads the chat: {listed}"
+    );
+    // The contact's delivery receipt raises the reply's ack: `message_ack`.
+    let acked = loop {
+        let e = ws.next_of("message_ack").await?;
+        if e["data"]["id"]["_serialized"] == sent_id {
+            break e;
+        }
+    };
+    assert!(acked["data"]["ack"].as_i64() >= Some(2), "{acked}");
+    assert_eq!(acked["data"]["body"], "see you at 10", "{acked}");
 
     eprintln!("api stack: resume at {:?}", t0.elapsed());
     // The WebSocket drops; three messages arrive meanwhile; reconnecting with the last id
@@ -220,7 +294,11 @@ async fn scenario(world: &World) -> Result<()> {
     let mut bodies = Vec::new();
     while bodies.len() < 3 {
         let e = back.next().await?;
-        if e["type"] == "message" && e["data"]["fromMe"] == false {
+        if e["type"] == "message" {
+            assert_eq!(
+                e["data"]["fromMe"], false,
+                "own sends are never `message`: {e}"
+            );
             bodies.push(e["data"]["body"].as_str().unwrap_or_default().to_owned());
         }
     }
