@@ -503,15 +503,32 @@ async fn canonical_wid(
     jid: &whatsapp_rust::Jid,
     alt: Option<&whatsapp_rust::Jid>,
 ) -> Wid {
-    if !jid.is_lid() {
-        return wid_of(jid);
+    let alt = alt.filter(|a| a.is_pn()).map(wid_of);
+    let mapped = if jid.is_lid() && alt.is_none() {
+        client
+            .get_lid_pn_entry(jid)
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.phone_number.to_string())
+    } else {
+        None
+    };
+    resolve_wid(wid_of(jid), alt, mapped.as_deref())
+}
+
+/// The phone-number form of `id` when it is a LID and the phone is known (the stanza's
+/// alternate phone-number address first, then the client's mapping); else `id` (pure).
+pub fn resolve_wid(id: Wid, alt_pn: Option<Wid>, mapped_phone: Option<&str>) -> Wid {
+    if !id.is_lid() {
+        return id;
     }
-    if let Some(a) = alt.filter(|a| a.is_pn()) {
-        return wid_of(a);
+    if let Some(alt) = alt_pn.filter(|a| a.phone_digits().is_some()) {
+        return alt;
     }
-    match client.get_lid_pn_entry(jid).await {
-        Ok(Some(entry)) => Wid::from_protocol(&entry.phone_number, "s.whatsapp.net"),
-        _ => wid_of(jid),
+    match mapped_phone.and_then(|p| Wid::phone(p).ok()) {
+        Some(w) => w,
+        None => id,
     }
 }
 
@@ -1117,5 +1134,55 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
     }
     if let Some(l) = lease.take() {
         l.release(&session).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wid(s: &str) -> Wid {
+        Wid::parse(s).unwrap()
+    }
+
+    #[test]
+    fn lid_chats_resolve_to_the_phone_number_when_it_is_known() {
+        let lid = wid("100000012345678@lid");
+        let pn = wid("41790000001@c.us");
+        assert_eq!(resolve_wid(lid.clone(), Some(pn.clone()), None), pn);
+        assert_eq!(resolve_wid(lid.clone(), None, Some("41790000001")), pn);
+        assert_eq!(
+            resolve_wid(lid.clone(), Some(pn.clone()), Some("41790000002")),
+            pn,
+            "the stanza's own address wins"
+        );
+        assert_eq!(
+            resolve_wid(lid.clone(), None, None),
+            lid,
+            "unknown: stays a LID"
+        );
+        assert_eq!(resolve_wid(lid.clone(), None, Some("not-a-number")), lid);
+        assert_eq!(resolve_wid(lid.clone(), Some(wid("1@lid")), None), lid);
+        let group = wid("120363000000000001@g.us");
+        assert_eq!(
+            resolve_wid(group.clone(), Some(pn), None),
+            group,
+            "only LIDs move"
+        );
+    }
+
+    #[test]
+    fn receipts_map_to_whatsapp_web_js_acks() {
+        use wacore::types::presence::ReceiptType as R;
+        assert_eq!(ack_of(&R::Delivered), Some(model::ack::DEVICE));
+        assert_eq!(ack_of(&R::Read), Some(model::ack::READ));
+        assert_eq!(ack_of(&R::Played), Some(model::ack::PLAYED));
+        assert_eq!(ack_of(&R::ServerError), Some(model::ack::ERROR));
+        assert_eq!(
+            ack_of(&R::ReadSelf),
+            None,
+            "the user's own reads are not acks"
+        );
+        assert_eq!(ack_of(&R::Retry), None);
     }
 }
