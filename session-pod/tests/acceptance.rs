@@ -627,3 +627,44 @@ async fn burst_of_sends_to_a_new_contact_arrives_exactly_once() {
     assert_eq!(stored_count(&user, &chat_of(&alice.phone)).await, N);
     drop(running);
 }
+
+/// A contact that WhatsApp addresses by LID (its phone number only in `sender_pn`): the chat is
+/// filed under the phone number, so a CRM finds it as `<phone>@c.us` and by phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lid_addressed_contact_is_filed_under_its_phone_number() {
+    let (running, sim) = start_sim().await;
+    let user = unique_user("lid");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (pod, phone, _) = paired_pod(&running, &sim, opts).await;
+    let carol = sim.create_contact(None, Some("Carol")).await.unwrap();
+    let mut events = Events::tail(&user).await;
+    let id = sim
+        .contact_send_as(
+            &carol.phone,
+            &phone,
+            "via lid",
+            wasp_sim::contacts::Addressing::Lid,
+        )
+        .await
+        .unwrap();
+    let m = events
+        .wait_for("the LID contact's message", |k| match k {
+            Kind::Message(m) => m.message().filter(|m| m.id.id == id),
+            _ => None,
+        })
+        .await;
+    assert_eq!(m.chat_id, chat_of(&carol.phone), "{m:?}");
+    assert_eq!(m.from, chat_of(&carol.phone));
+    assert_eq!(m.body, "via lid");
+    let (st, byphone) = pod
+        .api(
+            Method::GET,
+            &format!("/v1/chat-by-phone?phone=%2B{}", carol.phone),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(byphone["exists"], true, "{byphone}");
+    assert_eq!(byphone["chat"]["lastMessage"]["body"], "via lid");
+    drop(running);
+}
