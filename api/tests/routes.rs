@@ -373,6 +373,77 @@ async fn every_route_but_health_refuses_missing_and_bad_tokens() -> Result<()> {
     Ok(())
 }
 
+/// Seed 003's main app: tokens signed with `JWT_SECRET` or `SUPABASE_JWT_SECRET`, and its
+/// README's example payload without `exp` once `JWT_REQUIRE_EXP=false`.
+#[tokio::test]
+async fn seed_003_tokens_with_either_secret_and_without_exp_when_allowed() -> Result<()> {
+    const SUPABASE: &str = "supabase-secret-supabase-secret-!!";
+    let example = json!({"sub": "user-123", "email": "doctor@clinic.com", "iat": 1234567890});
+    let bearer = |claims: &Value, secret: &str| format!("Bearer {}", sign(claims, secret));
+
+    // Defaults: both secrets work, a token without `exp` does not.
+    let api = TestApi::start(&["--supabase-jwt-secret", SUPABASE]).await?;
+    for secret in [SECRET, SUPABASE] {
+        let claims = json!({"sub": "user-123", "exp": now() + 600});
+        let (code, body) = api
+            .call(Method::GET, "/status", Some(&bearer(&claims, secret)), None)
+            .await?;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body["userId"], "user-123");
+    }
+    let (code, body) = api
+        .call(
+            Method::GET,
+            "/status",
+            Some(&bearer(&example, SUPABASE)),
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["message"], "token has no expiry");
+    drop(api);
+
+    let api = TestApi::start(&[
+        "--supabase-jwt-secret",
+        SUPABASE,
+        "--jwt-require-exp",
+        "false",
+    ])
+    .await?;
+    for secret in [SECRET, SUPABASE] {
+        let auth = bearer(&example, secret);
+        let (code, body) = api
+            .call(Method::POST, "/connect", Some(&auth), None)
+            .await?;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let (code, body) = api.call(Method::GET, "/status", Some(&auth), None).await?;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body["userId"], "user-123");
+    }
+    assert_eq!(
+        api.sessions()
+            .get(&session_name("user-123"))
+            .await?
+            .spec
+            .user_id,
+        "user-123"
+    );
+    // Still refused: another key, an `exp` in the past, `alg: none`.
+    let expired = json!({"sub": "user-123", "exp": now() - 3600});
+    for (what, auth) in [
+        (
+            "wrong key",
+            bearer(&example, "not-the-secret-not-the-secret!!"),
+        ),
+        ("expired", bearer(&expired, SUPABASE)),
+        ("alg none", format!("Bearer {}", alg_none("user-123"))),
+    ] {
+        let (code, body) = api.call(Method::GET, "/status", Some(&auth), None).await?;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{what}: {body}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn admin_routes_refuse_non_admins() -> Result<()> {
     let api = TestApi::start(&[]).await?;
