@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use wasp_crds::StoragePolicy;
 
 #[derive(Parser, Clone)]
 #[command(name = "wasp-api", about = "wasp's authenticated gateway", version)]
@@ -114,6 +115,19 @@ pub struct Config {
     /// `json` (default) or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+
+    /// Message storage policy of the sessions the API creates on `POST /connect`: `all` (seed
+    /// 003: every message is stored and delivered), `contactsOnly` (seed 000's whitelist: only
+    /// messages from contacts added with `/api/whatsapp/contact/add`), `none` (delivered live,
+    /// never stored). A session made by a platform team, or whose policy was set since, keeps
+    /// its own.
+    #[arg(
+        long,
+        env = "DEFAULT_STORAGE_POLICY",
+        default_value = "all",
+        value_parser = parse_storage_policy
+    )]
+    pub default_storage_policy: StoragePolicy,
 }
 
 impl Config {
@@ -154,8 +168,16 @@ impl std::fmt::Debug for Config {
             .field("dev_insecure_auth", &self.dev_insecure_auth)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_file_size", &self.max_file_size)
+            .field("default_storage_policy", &self.default_storage_policy)
             .finish_non_exhaustive()
     }
+}
+
+/// A storage policy as the CRD spells it: `all`, `contactsOnly` or `none`.
+pub fn parse_storage_policy(input: &str) -> Result<StoragePolicy, String> {
+    serde_json::from_value(serde_json::Value::String(input.trim().to_owned())).map_err(|_| {
+        format!("invalid storage policy {input:?}: expected all, contactsOnly or none")
+    })
 }
 
 /// Parses sizes as the seed's Express `bytes` package does: `10mb`, `512kb`, `1gb`, `100b` or a
@@ -230,6 +252,27 @@ mod tests {
         assert_eq!(c.allowed_origins.len(), 2);
         let debug = format!("{c:?}");
         assert!(!debug.contains("\"s\""), "{debug}");
+    }
+
+    #[test]
+    fn storage_policies_are_spelled_as_in_the_crd() {
+        assert_eq!(parse_storage_policy("all"), Ok(StoragePolicy::All));
+        assert_eq!(
+            parse_storage_policy("contactsOnly"),
+            Ok(StoragePolicy::ContactsOnly)
+        );
+        assert_eq!(parse_storage_policy("none"), Ok(StoragePolicy::None));
+        for bad in ["", "contacts", "ALL", "contacts_only"] {
+            assert!(parse_storage_policy(bad).is_err(), "{bad}");
+        }
+        if std::env::var_os("DEFAULT_STORAGE_POLICY").is_none() {
+            let c = Config::try_parse_from(["wasp-api"]).unwrap();
+            assert_eq!(c.default_storage_policy, StoragePolicy::All);
+        }
+        let c = Config::try_parse_from(["wasp-api", "--default-storage-policy", "contactsOnly"])
+            .unwrap();
+        assert_eq!(c.default_storage_policy, StoragePolicy::ContactsOnly);
+        assert!(Config::try_parse_from(["wasp-api", "--default-storage-policy", "x"]).is_err());
     }
 
     #[test]

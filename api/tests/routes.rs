@@ -487,6 +487,8 @@ async fn connect_creates_the_session_and_status_follows_the_resource() -> Result
         .filter_map(|m| m.manager.clone())
         .collect();
     assert!(managers.contains(&"wasp-api".to_owned()), "{managers:?}");
+    // The default DEFAULT_STORAGE_POLICY: seed 003 stores every message.
+    assert_eq!(cr.spec.storage.policy, wasp_crds::StoragePolicy::All);
 
     eventually(WAIT, || async {
         let (_, s) = api.get("/status", user).await.ok()?;
@@ -1280,6 +1282,75 @@ async fn pod_routes_reach_the_pod_with_its_control_token() -> Result<()> {
     })
     .await?;
     assert_eq!(body["error"], "session_not_ready");
+    Ok(())
+}
+
+/// `DEFAULT_STORAGE_POLICY` is the policy of the sessions the API creates; it survives the
+/// API's later applies, and never overrides a policy a platform team set.
+#[tokio::test]
+async fn sessions_the_api_creates_get_the_default_storage_policy_and_keep_others() -> Result<()> {
+    use wasp_crds::StoragePolicy;
+    let api = TestApi::start(&["--default-storage-policy", "contactsOnly"]).await?;
+    let policy = |name: String| {
+        let sessions = api.sessions();
+        async move { Ok::<_, anyhow::Error>(sessions.get(&name).await?.spec.storage.policy) }
+    };
+
+    let user = "whitelist@clinic.example";
+    api.connect(user).await?;
+    assert_eq!(
+        policy(session_name(user)).await?,
+        StoragePolicy::ContactsOnly
+    );
+    // The API's next applies (disconnect, connect) send only userId and desiredState: the
+    // default is not dropped back to the CRD's `all`.
+    let (code, body) = api.post("/disconnect?logout=false", user, None).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    api.connect(user).await?;
+    assert_eq!(
+        policy(session_name(user)).await?,
+        StoragePolicy::ContactsOnly
+    );
+
+    // A platform team changes it (as `kubectl edit` / `kubectl patch` would): connect keeps it.
+    api.sessions()
+        .patch(
+            &session_name(user),
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&json!({"spec": {"storage": {"policy": "none"}}})),
+        )
+        .await?;
+    api.post("/disconnect?logout=false", user, None).await?;
+    api.connect(user).await?;
+    assert_eq!(policy(session_name(user)).await?, StoragePolicy::None);
+
+    // A session a platform team created with its own policy keeps it when the user connects.
+    let ops = "ops-made@clinic.example";
+    let mut s = WhatsAppSession::for_user(ops);
+    s.metadata.name = Some("ops-made".into());
+    s.spec.desired_state = DesiredState::Disconnected;
+    s.spec.storage.policy = StoragePolicy::All;
+    api.sessions()
+        .create(
+            &kube::api::PostParams {
+                field_manager: Some("kubectl-create".into()),
+                ..Default::default()
+            },
+            &s,
+        )
+        .await?;
+    eventually(WAIT, || async {
+        let (_, s) = api.get("/status", ops).await.ok()?;
+        (s["sessionName"] == "ops-made").then_some(())
+    })
+    .await?;
+    api.connect(ops).await?;
+    let cr = api.sessions().get("ops-made").await?;
+    assert_eq!(cr.spec.desired_state, DesiredState::Connected);
+    assert_eq!(cr.spec.storage.policy, StoragePolicy::All);
     Ok(())
 }
 
