@@ -4,7 +4,8 @@
 //! schemas, a valid token) and invalid ones (wrong types, missing required fields, numbers out of
 //! range, strings over their length, a wrong content type, malformed JSON, an oversized body),
 //! for a caller without a session, one whose session is starting, and one whose session is
-//! connected. Every answer must be below 500 and documented for its operation; a JSON answer must
+//! connected. Every answer must be documented for its operation and no server error (only the
+//! designed 503 "not ready, retry", with `Retry-After`, is allowed); a JSON answer must
 //! fit the schema documented for its status and every error must be JSON; a valid request must
 //! not be refused as invalid (400/413/415/422), an invalid one must be refused (4xx). Last, a
 //! caller over the rate limit gets a documented 429 from every authenticated operation.
@@ -330,8 +331,13 @@ async fn run_case(
         .unwrap_or("")
         .to_owned();
     let mut problems = Vec::new();
-    if status >= 500 {
+    // A server error is a bug, with one exception by design: 503, "not ready yet, retry" (a
+    // session without a running pod), which must say when to retry — as must a 429.
+    if status >= 500 && status != 503 {
         problems.push(format!("{at}: answered {status}"));
+    }
+    if [429, 503].contains(&status) && resp.headers().get("retry-after").is_none() {
+        problems.push(format!("{at}: {status} without Retry-After"));
     }
     if !op.documents(status) {
         problems.push(format!(
