@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use wasp_crds::StoragePolicy;
 
 #[derive(Parser, Clone)]
 #[command(name = "wasp-api", about = "wasp's authenticated gateway", version)]
@@ -30,10 +31,22 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// HS256 secret of a Supabase project (seed `SUPABASE_JWT_SECRET`); used when `JWT_SECRET`
-    /// is unset.
+    /// HS256 secret of a Supabase project (seed `SUPABASE_JWT_SECRET`). When both secrets are
+    /// set, a token signed with either is accepted (seed 003's main app may sign with both).
     #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
     pub supabase_jwt_secret: Option<String>,
+
+    /// Refuse tokens without an `exp` claim (default). `false` accepts them, as seed 003 did
+    /// (its example token has none): such a token never expires, so a leaked one works until
+    /// the secret is rotated. Logged as a warning at start.
+    #[arg(
+        long,
+        env = "JWT_REQUIRE_EXP",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub jwt_require_exp: bool,
 
     /// JWKS URL of an identity provider publishing RS256/ES256 keys.
     #[arg(long, env = "JWKS_URL")]
@@ -102,6 +115,19 @@ pub struct Config {
     /// `json` (default) or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+
+    /// Message storage policy of the sessions the API creates on `POST /connect`: `all` (seed
+    /// 003: every message is stored and delivered), `contactsOnly` (seed 000's whitelist: only
+    /// messages from contacts added with `/api/whatsapp/contact/add`), `none` (delivered live,
+    /// never stored). A session made by a platform team, or whose policy was set since, keeps
+    /// its own.
+    #[arg(
+        long,
+        env = "DEFAULT_STORAGE_POLICY",
+        default_value = "all",
+        value_parser = parse_storage_policy
+    )]
+    pub default_storage_policy: StoragePolicy,
 }
 
 impl Config {
@@ -109,13 +135,20 @@ impl Config {
         Duration::from_millis(self.upstream_timeout_ms.max(1))
     }
 
-    /// The HS256 secret: `JWT_SECRET`, else `SUPABASE_JWT_SECRET`; empty values count as unset.
-    pub fn hs256_secret(&self) -> Option<&str> {
-        [&self.jwt_secret, &self.supabase_jwt_secret]
+    /// The HS256 secrets, tried in this order: `JWT_SECRET`, then `SUPABASE_JWT_SECRET`; empty
+    /// values count as unset, a repeated secret is listed once.
+    pub fn hs256_secrets(&self) -> Vec<&str> {
+        let mut secrets: Vec<&str> = Vec::new();
+        for s in [&self.jwt_secret, &self.supabase_jwt_secret]
             .into_iter()
             .flatten()
             .map(String::as_str)
-            .find(|s| !s.is_empty())
+        {
+            if !s.is_empty() && !secrets.contains(&s) {
+                secrets.push(s);
+            }
+        }
+        secrets
     }
 }
 
@@ -126,7 +159,8 @@ impl std::fmt::Debug for Config {
             .field("port", &self.port)
             .field("admin_addr", &self.admin_addr)
             .field("namespace", &self.namespace)
-            .field("hs256_secret_set", &self.hs256_secret().is_some())
+            .field("hs256_secrets_set", &self.hs256_secrets().len())
+            .field("jwt_require_exp", &self.jwt_require_exp)
             .field("jwks_url", &self.jwks_url)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
@@ -134,8 +168,16 @@ impl std::fmt::Debug for Config {
             .field("dev_insecure_auth", &self.dev_insecure_auth)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_file_size", &self.max_file_size)
+            .field("default_storage_policy", &self.default_storage_policy)
             .finish_non_exhaustive()
     }
+}
+
+/// A storage policy as the CRD spells it: `all`, `contactsOnly` or `none`.
+pub fn parse_storage_policy(input: &str) -> Result<StoragePolicy, String> {
+    serde_json::from_value(serde_json::Value::String(input.trim().to_owned())).map_err(|_| {
+        format!("invalid storage policy {input:?}: expected all, contactsOnly or none")
+    })
 }
 
 /// Parses sizes as the seed's Express `bytes` package does: `10mb`, `512kb`, `1gb`, `100b` or a
@@ -206,9 +248,69 @@ mod tests {
             "http://a,http://b",
         ])
         .unwrap();
-        assert_eq!(c.hs256_secret(), Some("s"));
+        assert_eq!(c.hs256_secrets(), vec!["s"]);
         assert_eq!(c.allowed_origins.len(), 2);
         let debug = format!("{c:?}");
         assert!(!debug.contains("\"s\""), "{debug}");
+    }
+
+    #[test]
+    fn storage_policies_are_spelled_as_in_the_crd() {
+        assert_eq!(parse_storage_policy("all"), Ok(StoragePolicy::All));
+        assert_eq!(
+            parse_storage_policy("contactsOnly"),
+            Ok(StoragePolicy::ContactsOnly)
+        );
+        assert_eq!(parse_storage_policy("none"), Ok(StoragePolicy::None));
+        for bad in ["", "contacts", "ALL", "contacts_only"] {
+            assert!(parse_storage_policy(bad).is_err(), "{bad}");
+        }
+        if std::env::var_os("DEFAULT_STORAGE_POLICY").is_none() {
+            let c = Config::try_parse_from(["wasp-api"]).unwrap();
+            assert_eq!(c.default_storage_policy, StoragePolicy::All);
+        }
+        let c = Config::try_parse_from(["wasp-api", "--default-storage-policy", "contactsOnly"])
+            .unwrap();
+        assert_eq!(c.default_storage_policy, StoragePolicy::ContactsOnly);
+        assert!(Config::try_parse_from(["wasp-api", "--default-storage-policy", "x"]).is_err());
+    }
+
+    #[test]
+    fn both_hs256_secrets_are_kept_in_order_and_exp_can_be_optional() {
+        let c = Config::try_parse_from([
+            "wasp-api",
+            "--jwt-secret",
+            "main-app",
+            "--supabase-jwt-secret",
+            "supabase",
+        ])
+        .unwrap();
+        assert_eq!(c.hs256_secrets(), vec!["main-app", "supabase"]);
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("main-app") && !debug.contains("supabase"),
+            "{debug}"
+        );
+        let same = Config::try_parse_from([
+            "wasp-api",
+            "--jwt-secret",
+            "x",
+            "--supabase-jwt-secret",
+            "x",
+            "--jwt-require-exp",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(same.hs256_secrets(), vec!["x"]);
+        assert!(!same.jwt_require_exp);
+        if std::env::var_os("JWT_REQUIRE_EXP").is_none() {
+            assert!(
+                Config::try_parse_from(["wasp-api"])
+                    .unwrap()
+                    .jwt_require_exp
+            );
+        }
+        let empty = Config::try_parse_from(["wasp-api", "--jwt-secret", ""]).unwrap();
+        assert!(empty.hs256_secrets().is_empty());
     }
 }

@@ -21,6 +21,39 @@ pub struct ErrorBody {
     pub phase: Option<String>,
 }
 
+/// The refusals every authenticated route can answer, for the OpenAPI document: the auth
+/// extractor's 401 and the per-user rate limiter's 429.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it only describes answers
+pub enum AuthRefusals {
+    #[response(
+        status = 401,
+        description = "Not authenticated: no, malformed, expired or badly signed token"
+    )]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 429,
+        description = "The caller's rate limit is exhausted; `Retry-After` says when to retry"
+    )]
+    RateLimited(ErrorBody),
+}
+
+/// The refusals of a JSON request body besides the route's own 400 (which also covers
+/// malformed JSON), for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it only describes answers
+pub enum JsonBodyRefusals {
+    #[response(status = 413, description = "Body larger than MAX_FILE_SIZE")]
+    TooLarge(ErrorBody),
+    #[response(
+        status = 415,
+        description = "Body is not `Content-Type: application/json`"
+    )]
+    NotJson(ErrorBody),
+    #[response(status = 422, description = "Well-formed JSON of the wrong shape")]
+    WrongShape(ErrorBody),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]

@@ -75,7 +75,8 @@ pub async fn run_with_pods(
         config.rate_limit_per_second,
         config.rate_limit_burst,
     ));
-    let sessions = Sessions::start(client, &config.namespace, timeout, shutdown.clone());
+    let sessions = Sessions::start(client, &config.namespace, timeout, shutdown.clone())
+        .with_default_storage_policy(config.default_storage_policy);
     let redis = Arc::new(Redis::new(&config.redis_url, timeout)?);
     let state = AppState {
         auth: AuthContext {

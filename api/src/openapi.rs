@@ -103,8 +103,179 @@ pub fn document() -> String {
     json
 }
 
+/// Where the document says less than the routes do: request or response bodies without a schema
+/// (`{}`, also nested, after following `$ref`s), and answers without content. Empty when the
+/// document is complete.
+pub fn incomplete_operations(doc: &serde_json::Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(paths) = doc["paths"].as_object() else {
+        return vec!["no paths".into()];
+    };
+    for (path, item) in paths {
+        let Some(item) = item.as_object() else {
+            continue;
+        };
+        for (method, op) in item {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let at = format!("{} {path}", method.to_uppercase());
+            if let Some(content) = op["requestBody"]["content"].as_object() {
+                for (media, c) in content {
+                    empty_schemas(
+                        doc,
+                        &c["schema"],
+                        &format!("{at} request {media}"),
+                        &mut problems,
+                        0,
+                    );
+                }
+            }
+            for (status, response) in op["responses"].as_object().into_iter().flatten() {
+                let content = response["content"].as_object().filter(|c| !c.is_empty());
+                match content {
+                    // Protocol switches and empty answers have no body to describe.
+                    None if ["101", "204", "304"].contains(&status.as_str()) => {}
+                    None => problems.push(format!("{at} {status}: no content")),
+                    Some(content) => {
+                        for (media, c) in content {
+                            empty_schemas(
+                                doc,
+                                &c["schema"],
+                                &format!("{at} {status} {media}"),
+                                &mut problems,
+                                0,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Pushes every place under `schema` that says nothing (`{}` or missing), following `$ref`s.
+fn empty_schemas(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+    at: &str,
+    problems: &mut Vec<String>,
+    depth: usize,
+) {
+    use serde_json::Value;
+    // Deep enough for any real document, and a guard against recursive schemas.
+    if depth > 32 {
+        return;
+    }
+    let Some(obj) = schema.as_object() else {
+        if !schema.is_boolean() || schema == &Value::Bool(true) {
+            problems.push(format!("{at}: no schema"));
+        }
+        return;
+    };
+    if let Some(r) = obj.get("$ref").and_then(Value::as_str) {
+        let target = r.strip_prefix('#').and_then(|p| doc.pointer(p));
+        match target {
+            Some(t) => empty_schemas(doc, t, &format!("{at} → {r}"), problems, depth + 1),
+            None => problems.push(format!("{at}: unresolved {r}")),
+        }
+        return;
+    }
+    const SAYS_SOMETHING: [&str; 10] = [
+        "type",
+        "oneOf",
+        "anyOf",
+        "allOf",
+        "enum",
+        "const",
+        "properties",
+        "items",
+        "not",
+        "$ref",
+    ];
+    if !SAYS_SOMETHING.iter().any(|k| obj.contains_key(*k)) {
+        problems.push(format!("{at}: empty schema"));
+        return;
+    }
+    for (name, sub) in obj
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        empty_schemas(doc, sub, &format!("{at}.{name}"), problems, depth + 1);
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(sub) = obj.get(key).filter(|v| v.is_object()) {
+            empty_schemas(doc, sub, &format!("{at}[{key}]"), problems, depth + 1);
+        }
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        for (i, sub) in obj
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            empty_schemas(doc, sub, &format!("{at}.{key}[{i}]"), problems, depth + 1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Every operation's request and response bodies have a schema that says something, and
+    /// every answer but a protocol switch has content (issue 9, item 8).
+    #[test]
+    fn every_operation_documents_its_bodies() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let problems = incomplete_operations(&doc);
+        assert!(
+            problems.is_empty(),
+            "the OpenAPI document is incomplete:\n{}",
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn incomplete_operations_are_found_also_behind_refs_and_nested() {
+        let doc = json!({
+            "paths": {
+                "/a": {"get": {"responses": {
+                    "200": {"content": {"application/json": {"schema": {}}}},
+                    "400": {"description": "no body"},
+                    "101": {"description": "switch"}
+                }}},
+                "/b": {"post": {
+                    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/B"}}}},
+                    "responses": {"200": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Missing"}}}}}
+                }},
+                "/ok": {"get": {"responses": {"200": {"content": {"application/json": {"schema": {
+                    "type": "array", "items": {"type": "string"}
+                }}}}}}}
+            },
+            "components": {"schemas": {
+                "B": {"type": "object", "properties": {"data": {"description": "anything"}, "n": {"type": "integer"}}}
+            }}
+        });
+        let problems = incomplete_operations(&doc);
+        assert_eq!(
+            problems,
+            vec![
+                "GET /a 200 application/json: empty schema",
+                "GET /a 400: no content",
+                "POST /b request application/json → #/components/schemas/B.data: empty schema",
+                "POST /b 200 application/json: unresolved #/components/schemas/Missing",
+            ]
+        );
+    }
+
     #[test]
     fn committed_openapi_document_is_current() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");

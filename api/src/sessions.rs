@@ -13,12 +13,19 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use wasp_crds::{DesiredState, WhatsAppSession, labels, names};
+use wasp_crds::{DesiredState, StoragePolicy, WhatsAppSession, labels, names};
 
 use crate::error::ApiError;
 
-/// Field manager of every write the API makes.
+/// Field manager of every write the API makes on a user's behalf.
 pub const FIELD_MANAGER: &str = "wasp-api";
+
+/// Field manager of the defaults the API fills in once, when it creates a session (the storage
+/// policy). A manager of its own because server-side apply removes a field its manager stops
+/// sending: applied by `wasp-api`, the policy would fall back to the CRD default on the next
+/// connect (which sends only `userId` and `desiredState`). This manager never applies again, so
+/// the value stays, and whoever edits it later (kubectl, GitOps) simply takes it over.
+pub const DEFAULTS_FIELD_MANAGER: &str = "wasp-api-defaults";
 
 #[derive(Clone)]
 pub struct Sessions {
@@ -31,6 +38,8 @@ pub struct Sessions {
     /// receiver which keeps only the last waker, so some waiters would never wake.
     ready_rx: watch::Receiver<bool>,
     timeout: Duration,
+    /// Storage policy of the sessions the API creates (`DEFAULT_STORAGE_POLICY`).
+    default_storage: StoragePolicy,
 }
 
 impl Sessions {
@@ -67,7 +76,14 @@ impl Sessions {
             ready,
             ready_rx,
             timeout,
+            default_storage: StoragePolicy::default(),
         }
+    }
+
+    /// The storage policy given to sessions the API creates.
+    pub fn with_default_storage_policy(mut self, policy: StoragePolicy) -> Self {
+        self.default_storage = policy;
+        self
     }
 
     pub fn ready_flag(&self) -> Arc<AtomicBool> {
@@ -124,23 +140,56 @@ impl Sessions {
 
     /// Creates or updates the caller's session with `desired` (server-side apply, forced: the
     /// user's latest wish wins over a stale-cleanup write). Only `userId` and `desiredState` are
-    /// owned by the API; other spec fields keep whatever an admin set.
+    /// owned by the API; other spec fields keep whatever an admin set. A session the API
+    /// creates also gets the default storage policy (see [`DEFAULTS_FIELD_MANAGER`]).
     pub async fn apply_desired(
         &self,
         user_id: &str,
         desired: DesiredState,
     ) -> Result<WhatsAppSession, ApiError> {
         // The user's existing session keeps its name (kubectl-made ones too): one per user.
-        let name = match self.get(user_id).await? {
+        let existing = self.get(user_id).await?;
+        let name = match &existing {
             Some(existing) => existing.name_any(),
             None => names::session_name(user_id),
         };
         let mut body = apply_body(user_id, desired)?;
         body["metadata"]["name"] = Value::String(name.clone());
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let session = self
+            .apply(&name, &body, PatchParams::apply(FIELD_MANAGER).force())
+            .await?;
+        if existing.is_none() && made_by_api_alone(&session) {
+            return Ok(self.apply_defaults(&name).await.unwrap_or(session));
+        }
+        Ok(session)
+    }
+
+    /// Fills in the defaults of a session the API just created. Not forced: should someone
+    /// else have set the policy meanwhile (a cache that lagged behind a kubectl apply), theirs
+    /// stays. `None` when nothing was written.
+    async fn apply_defaults(&self, name: &str) -> Option<WhatsAppSession> {
+        let body = defaults_body(name, self.default_storage);
+        match self
+            .apply(name, &body, PatchParams::apply(DEFAULTS_FIELD_MANAGER))
+            .await
+        {
+            Ok(session) => Some(session),
+            Err(e) => {
+                tracing::warn!(session = name, error = %e, "default storage policy not applied");
+                None
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        name: &str,
+        body: &Value,
+        params: PatchParams,
+    ) -> Result<WhatsAppSession, ApiError> {
         let result = tokio::time::timeout(
             self.timeout,
-            self.api.patch(&name, &params, &Patch::Apply(&body)),
+            self.api.patch(name, &params, &Patch::Apply(body)),
         )
         .await
         .map_err(|_| ApiError::unavailable("kubernetes", "apply timed out"))?;
@@ -197,6 +246,33 @@ pub fn apply_body(user_id: &str, desired: DesiredState) -> Result<Value, ApiErro
     }))
 }
 
+/// Whether only the API's own field managers ever wrote `session` (outside its status): then
+/// the API has just created it, and no one else has chosen its settings.
+pub fn made_by_api_alone(session: &WhatsAppSession) -> bool {
+    session
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.subresource.as_deref() != Some("status"))
+        .all(|m| {
+            matches!(
+                m.manager.as_deref(),
+                Some(FIELD_MANAGER | DEFAULTS_FIELD_MANAGER)
+            )
+        })
+}
+
+/// The apply body of the defaults manager: only the storage policy.
+pub fn defaults_body(name: &str, policy: StoragePolicy) -> Value {
+    json!({
+        "apiVersion": "wasp.dev/v1alpha1",
+        "kind": "WhatsAppSession",
+        "metadata": { "name": name },
+        "spec": { "storage": { "policy": policy } },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +298,52 @@ mod tests {
         assert_eq!(pick("bob").as_deref(), Some("other"));
         assert_eq!(pick("carol"), None);
         assert_eq!(pick("AnN"), None, "user ids are exact");
+    }
+
+    #[test]
+    fn defaults_are_only_the_storage_policy() {
+        assert_eq!(
+            defaults_body("wa-x", StoragePolicy::ContactsOnly),
+            json!({
+                "apiVersion": "wasp.dev/v1alpha1",
+                "kind": "WhatsAppSession",
+                "metadata": {"name": "wa-x"},
+                "spec": {"storage": {"policy": "contactsOnly"}},
+            })
+        );
+    }
+
+    #[test]
+    fn only_sessions_no_one_else_wrote_count_as_made_by_the_api() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let with = |entries: &[(&str, Option<&str>)]| {
+            let mut s = WhatsAppSession::for_user("u");
+            s.metadata.managed_fields = Some(
+                entries
+                    .iter()
+                    .map(|(m, sub)| ManagedFieldsEntry {
+                        manager: Some((*m).to_owned()),
+                        subresource: sub.map(str::to_owned),
+                        ..Default::default()
+                    })
+                    .collect(),
+            );
+            s
+        };
+        assert!(made_by_api_alone(&with(&[(FIELD_MANAGER, None)])));
+        assert!(made_by_api_alone(&with(&[
+            (FIELD_MANAGER, None),
+            (DEFAULTS_FIELD_MANAGER, None),
+            ("wasp-operator", Some("status")),
+        ])));
+        assert!(!made_by_api_alone(&with(&[
+            (FIELD_MANAGER, None),
+            ("kubectl-client-side-apply", None),
+        ])));
+        assert!(!made_by_api_alone(&with(&[
+            (FIELD_MANAGER, None),
+            ("wasp-operator", None),
+        ])));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use wasp_e2e::{TestEnv, eventually};
 
 const SECRET: &str = "log-test-secret-log-test-secret-0123";
+const SUPABASE: &str = "log-test-supabase-secret-supabase-9876";
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -51,6 +52,10 @@ async fn tokens_and_secrets_never_reach_the_logs() -> Result<()> {
         &redis,
         "--jwt-secret",
         SECRET,
+        "--supabase-jwt-secret",
+        SUPABASE,
+        "--jwt-require-exp",
+        "false",
         "--dev-insecure-auth",
     ])?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -86,9 +91,16 @@ async fn tokens_and_secrets_never_reach_the_logs() -> Result<()> {
         &json!({"sub": "log-user", "exp": exp}),
         &EncodingKey::from_secret(b"forged-forged-forged-forged-forged"),
     )?;
+    // Seed 003's token: no `exp`, signed with the second secret.
+    let no_exp = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "log-user", "iat": 1234567890}),
+        &EncodingKey::from_secret(SUPABASE.as_bytes()),
+    )?;
     for auth in [
         format!("Bearer {valid}"),
         format!("Bearer {forged}"),
+        format!("Bearer {no_exp}"),
         "Bearer raw-dev-token-abcdef".to_owned(),
     ] {
         for (post, path) in [(false, "/status"), (true, "/connect"), (false, "/chats")] {
@@ -107,8 +119,16 @@ async fn tokens_and_secrets_never_reach_the_logs() -> Result<()> {
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
     assert!(logs.contains("request"), "nothing captured");
     assert!(logs.contains("INSECURE"), "dev mode must be logged loudly");
+    assert_eq!(
+        logs.matches("JWT_REQUIRE_EXP is false").count(),
+        1,
+        "accepting tokens without exp is warned about once, at start"
+    );
     for secret in [
         SECRET,
+        SUPABASE,
+        no_exp.as_str(),
+        no_exp.split('.').nth(2).unwrap(),
         valid.as_str(),
         forged.as_str(),
         valid.split('.').nth(2).unwrap(),

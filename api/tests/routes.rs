@@ -415,6 +415,77 @@ async fn every_route_but_health_refuses_missing_and_bad_tokens() -> Result<()> {
     Ok(())
 }
 
+/// Seed 003's main app: tokens signed with `JWT_SECRET` or `SUPABASE_JWT_SECRET`, and its
+/// README's example payload without `exp` once `JWT_REQUIRE_EXP=false`.
+#[tokio::test]
+async fn seed_003_tokens_with_either_secret_and_without_exp_when_allowed() -> Result<()> {
+    const SUPABASE: &str = "supabase-secret-supabase-secret-!!";
+    let example = json!({"sub": "user-123", "email": "doctor@clinic.com", "iat": 1234567890});
+    let bearer = |claims: &Value, secret: &str| format!("Bearer {}", sign(claims, secret));
+
+    // Defaults: both secrets work, a token without `exp` does not.
+    let api = TestApi::start(&["--supabase-jwt-secret", SUPABASE]).await?;
+    for secret in [SECRET, SUPABASE] {
+        let claims = json!({"sub": "user-123", "exp": now() + 600});
+        let (code, body) = api
+            .call(Method::GET, "/status", Some(&bearer(&claims, secret)), None)
+            .await?;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body["userId"], "user-123");
+    }
+    let (code, body) = api
+        .call(
+            Method::GET,
+            "/status",
+            Some(&bearer(&example, SUPABASE)),
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["message"], "token has no expiry");
+    drop(api);
+
+    let api = TestApi::start(&[
+        "--supabase-jwt-secret",
+        SUPABASE,
+        "--jwt-require-exp",
+        "false",
+    ])
+    .await?;
+    for secret in [SECRET, SUPABASE] {
+        let auth = bearer(&example, secret);
+        let (code, body) = api
+            .call(Method::POST, "/connect", Some(&auth), None)
+            .await?;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let (code, body) = api.call(Method::GET, "/status", Some(&auth), None).await?;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body["userId"], "user-123");
+    }
+    assert_eq!(
+        api.sessions()
+            .get(&session_name("user-123"))
+            .await?
+            .spec
+            .user_id,
+        "user-123"
+    );
+    // Still refused: another key, an `exp` in the past, `alg: none`.
+    let expired = json!({"sub": "user-123", "exp": now() - 3600});
+    for (what, auth) in [
+        (
+            "wrong key",
+            bearer(&example, "not-the-secret-not-the-secret!!"),
+        ),
+        ("expired", bearer(&expired, SUPABASE)),
+        ("alg none", format!("Bearer {}", alg_none("user-123"))),
+    ] {
+        let (code, body) = api.call(Method::GET, "/status", Some(&auth), None).await?;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{what}: {body}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn admin_routes_refuse_non_admins() -> Result<()> {
     let api = TestApi::start(&[]).await?;
@@ -458,6 +529,8 @@ async fn connect_creates_the_session_and_status_follows_the_resource() -> Result
         .filter_map(|m| m.manager.clone())
         .collect();
     assert!(managers.contains(&"wasp-api".to_owned()), "{managers:?}");
+    // The default DEFAULT_STORAGE_POLICY: seed 003 stores every message.
+    assert_eq!(cr.spec.storage.policy, wasp_crds::StoragePolicy::All);
 
     eventually(WAIT, || async {
         let (_, s) = api.get("/status", user).await.ok()?;
@@ -1256,6 +1329,75 @@ async fn pod_routes_reach_the_pod_with_its_control_token() -> Result<()> {
     })
     .await?;
     assert_eq!(body["error"], "session_not_ready");
+    Ok(())
+}
+
+/// `DEFAULT_STORAGE_POLICY` is the policy of the sessions the API creates; it survives the
+/// API's later applies, and never overrides a policy a platform team set.
+#[tokio::test]
+async fn sessions_the_api_creates_get_the_default_storage_policy_and_keep_others() -> Result<()> {
+    use wasp_crds::StoragePolicy;
+    let api = TestApi::start(&["--default-storage-policy", "contactsOnly"]).await?;
+    let policy = |name: String| {
+        let sessions = api.sessions();
+        async move { Ok::<_, anyhow::Error>(sessions.get(&name).await?.spec.storage.policy) }
+    };
+
+    let user = "whitelist@clinic.example";
+    api.connect(user).await?;
+    assert_eq!(
+        policy(session_name(user)).await?,
+        StoragePolicy::ContactsOnly
+    );
+    // The API's next applies (disconnect, connect) send only userId and desiredState: the
+    // default is not dropped back to the CRD's `all`.
+    let (code, body) = api.post("/disconnect?logout=false", user, None).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    api.connect(user).await?;
+    assert_eq!(
+        policy(session_name(user)).await?,
+        StoragePolicy::ContactsOnly
+    );
+
+    // A platform team changes it (as `kubectl edit` / `kubectl patch` would): connect keeps it.
+    api.sessions()
+        .patch(
+            &session_name(user),
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&json!({"spec": {"storage": {"policy": "none"}}})),
+        )
+        .await?;
+    api.post("/disconnect?logout=false", user, None).await?;
+    api.connect(user).await?;
+    assert_eq!(policy(session_name(user)).await?, StoragePolicy::None);
+
+    // A session a platform team created with its own policy keeps it when the user connects.
+    let ops = "ops-made@clinic.example";
+    let mut s = WhatsAppSession::for_user(ops);
+    s.metadata.name = Some("ops-made".into());
+    s.spec.desired_state = DesiredState::Disconnected;
+    s.spec.storage.policy = StoragePolicy::All;
+    api.sessions()
+        .create(
+            &kube::api::PostParams {
+                field_manager: Some("kubectl-create".into()),
+                ..Default::default()
+            },
+            &s,
+        )
+        .await?;
+    eventually(WAIT, || async {
+        let (_, s) = api.get("/status", ops).await.ok()?;
+        (s["sessionName"] == "ops-made").then_some(())
+    })
+    .await?;
+    api.connect(ops).await?;
+    let cr = api.sessions().get("ops-made").await?;
+    assert_eq!(cr.spec.desired_state, DesiredState::Connected);
+    assert_eq!(cr.spec.storage.policy, StoragePolicy::All);
     Ok(())
 }
 

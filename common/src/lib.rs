@@ -17,4 +17,4 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use ids::user_hash;
-pub use session_state::{SessionPhase, SessionState};
+pub use session_state::{ErrorReason, SessionPhase, SessionState};

@@ -26,6 +26,93 @@ pub enum SessionPhase {
     Failed,
 }
 
+/// Why a session is not working (or a message could not be read), by stable CamelCase names
+/// shared by the session pod, which writes them into [`SessionState::error_reason`] (and may use
+/// them as the `category` of its `error` events), and the operator, which shows them as the
+/// `Ready` condition's reason and as Kubernetes Event reasons. The record keeps the name as a
+/// string, so a reason added by a newer session pod does not stop an older operator reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorReason {
+    /// WhatsApp banned the account for a while (`Event::TemporaryBan`); reconnecting before the
+    /// ban ends does not help and may lengthen it.
+    TemporaryBan,
+    /// WhatsApp refuses this client version (`Event::ClientOutdated`, connect failure 405): the
+    /// session pod image needs an update.
+    ClientOutdated,
+    /// A connect attempt failed (`Event::ConnectFailure` for another reason, or no socket).
+    ConnectFailed,
+    /// The login ended: the phone removed the device, or WhatsApp logged it out
+    /// (`Event::LoggedOut`); a new scan is needed.
+    LoggedOut,
+    /// Another client took over this device's connection (`Event::StreamReplaced`).
+    StreamReplaced,
+    /// A message could not be decrypted (`Event::UndecryptableMessage`). A problem of one
+    /// message, not of the connection: it never changes the session's phase or Ready reason.
+    UndecryptableMessage,
+}
+
+impl ErrorReason {
+    pub const ALL: [ErrorReason; 6] = [
+        ErrorReason::TemporaryBan,
+        ErrorReason::ClientOutdated,
+        ErrorReason::ConnectFailed,
+        ErrorReason::LoggedOut,
+        ErrorReason::StreamReplaced,
+        ErrorReason::UndecryptableMessage,
+    ];
+
+    /// The name as written in the record and shown in Kubernetes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::TemporaryBan => "TemporaryBan",
+            ErrorReason::ClientOutdated => "ClientOutdated",
+            ErrorReason::ConnectFailed => "ConnectFailed",
+            ErrorReason::LoggedOut => "LoggedOut",
+            ErrorReason::StreamReplaced => "StreamReplaced",
+            ErrorReason::UndecryptableMessage => "UndecryptableMessage",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// The message shown when the session pod gave none.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            ErrorReason::TemporaryBan => "WhatsApp temporarily banned this account",
+            ErrorReason::ClientOutdated => {
+                "WhatsApp refuses this client version; update the session pod image"
+            }
+            ErrorReason::ConnectFailed => "connecting to WhatsApp failed",
+            ErrorReason::LoggedOut => "the device was logged out; scan a new QR code",
+            ErrorReason::StreamReplaced => "another client took over this device's connection",
+            ErrorReason::UndecryptableMessage => "a message could not be decrypted",
+        }
+    }
+
+    /// Whether the reason is about the connection (and so about the session's state), rather
+    /// than about one message.
+    pub const fn is_connection(self) -> bool {
+        !matches!(self, ErrorReason::UndecryptableMessage)
+    }
+
+    /// Whether retrying alone cannot bring the session back (a ban to wait out, a client to
+    /// update): the operator then shows the session as Failed rather than Reconnecting.
+    pub const fn needs_attention(self) -> bool {
+        matches!(
+            self,
+            ErrorReason::TemporaryBan | ErrorReason::ClientOutdated
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionState {
@@ -40,8 +127,13 @@ pub struct SessionState {
     pub last_activity: Option<Timestamp>,
     #[serde(default)]
     pub reconnect_count: u32,
+    /// The human-readable message of the latest problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The latest problem's [`ErrorReason`] name (`errorReason`); cleared when the session
+    /// connects again. Set it with [`SessionState::set_error`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
     pub updated_at: Timestamp,
 }
 
@@ -55,8 +147,28 @@ impl SessionState {
             last_activity: None,
             reconnect_count: 0,
             last_error: None,
+            error_reason: None,
             updated_at: now,
         }
+    }
+
+    /// Records a problem: its reason and its message (`lastError`).
+    pub fn set_error(&mut self, reason: ErrorReason, message: impl Into<String>) {
+        self.error_reason = Some(reason.as_str().to_owned());
+        self.last_error = Some(message.into());
+    }
+
+    /// Forgets the last problem (on connect).
+    pub fn clear_error(&mut self) {
+        self.error_reason = None;
+        self.last_error = None;
+    }
+
+    /// The recorded reason, if it is one this build knows.
+    pub fn reason(&self) -> Option<ErrorReason> {
+        self.error_reason
+            .as_deref()
+            .and_then(ErrorReason::from_name)
     }
 }
 
@@ -134,6 +246,56 @@ mod tests {
         assert_eq!(json["phoneNumber"], "41791234567");
         assert_eq!(json["reconnectCount"], 2);
         assert_eq!(serde_json::from_value::<SessionState>(json).unwrap(), s);
+    }
+
+    #[test]
+    fn error_reasons_are_stable_camel_case_names_in_the_record() {
+        let names: Vec<&str> = ErrorReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "TemporaryBan",
+                "ClientOutdated",
+                "ConnectFailed",
+                "LoggedOut",
+                "StreamReplaced",
+                "UndecryptableMessage"
+            ]
+        );
+        for r in ErrorReason::ALL {
+            assert_eq!(ErrorReason::from_name(r.as_str()), Some(r));
+            assert_eq!(r.to_string(), r.as_str());
+        }
+        assert_eq!(ErrorReason::from_name("temporaryBan"), None);
+
+        let mut s = SessionState::new(SessionPhase::Reconnecting, Timestamp::UNIX_EPOCH);
+        assert!(
+            serde_json::to_value(&s)
+                .unwrap()
+                .get("errorReason")
+                .is_none()
+        );
+        s.set_error(ErrorReason::TemporaryBan, "banned for 1h");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["errorReason"], "TemporaryBan");
+        assert_eq!(json["lastError"], "banned for 1h");
+        let back: SessionState = serde_json::from_value(json).unwrap();
+        assert_eq!(back.reason(), Some(ErrorReason::TemporaryBan));
+        s.clear_error();
+        assert_eq!((s.error_reason, s.last_error), (None, None));
+
+        // A record from an older pod (no field) and a newer one (an unknown reason) still read.
+        let old: SessionState = serde_json::from_value(serde_json::json!({
+            "phase": "Connected", "updatedAt": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(old.error_reason, None);
+        let newer: SessionState = serde_json::from_value(serde_json::json!({
+            "phase": "Reconnecting", "errorReason": "SomethingNew", "updatedAt": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(newer.error_reason.as_deref(), Some("SomethingNew"));
+        assert_eq!(newer.reason(), None);
     }
 
     #[test]

@@ -266,7 +266,6 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
         now: Time(Timestamp::now()),
     };
     let status = compute_status(&observed);
-    let old_phase = session.status.as_ref().and_then(|s| s.phase);
     if session.status.as_ref() != Some(&status) {
         let body = json!({ "apiVersion": "wasp.dev/v1alpha1", "kind": "WhatsAppSession", "status": status });
         sessions
@@ -277,7 +276,7 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
             )
             .await?;
     }
-    if let Some(t) = transition(old_phase, &status) {
+    if let Some(t) = transition(session.status.as_ref(), &status) {
         publish(
             ctx,
             &session,
@@ -286,7 +285,7 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
             } else {
                 EventType::Normal
             },
-            t.reason,
+            &t.reason,
             "Reconcile",
             t.note,
         )

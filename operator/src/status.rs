@@ -1,10 +1,15 @@
 //! The status of a WhatsAppSession as a pure function of what was observed (the resource, its
 //! pod, the session pod's state record in Redis), and the events its transitions deserve.
+//!
+//! A problem the session pod reports (`errorReason` in its record: a ban, an outdated client, a
+//! failed connect) becomes the `Ready` condition's reason and `lastError`, and a Warning Event
+//! when it first appears. A ban or an outdated client makes the session `Failed`, not
+//! `Reconnecting`: retrying does not help until the ban ends or the image is updated.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use wasp_common::SessionState;
+use wasp_common::{ErrorReason, SessionState};
 use wasp_crds::conditions::{self, condition, set_condition};
 use wasp_crds::{DesiredState, Phase, WhatsAppSession, WhatsAppSessionStatus};
 
@@ -49,29 +54,93 @@ pub struct Observed<'a> {
     pub now: Time,
 }
 
-fn phase_of(o: &Observed) -> (Phase, Option<String>) {
+/// The phase, an error of the operator's own (`lastError`), and the problem the session pod
+/// reports as the Ready reason.
+struct Verdict {
+    phase: Phase,
+    error: Option<String>,
+    problem: Option<String>,
+}
+
+impl Verdict {
+    fn phase(phase: Phase) -> Self {
+        Self {
+            phase,
+            error: None,
+            problem: None,
+        }
+    }
+}
+
+fn phase_of(o: &Observed) -> Verdict {
     if !o.problems.is_empty() {
-        return (
-            Phase::Failed,
-            Some(format!("invalid spec: {}", o.problems.join("; "))),
-        );
+        return Verdict {
+            phase: Phase::Failed,
+            error: Some(format!("invalid spec: {}", o.problems.join("; "))),
+            problem: None,
+        };
     }
     let state_phase = o.state.as_ref().map(|s| Phase::from(s.phase));
     match o.session.spec.desired_state {
         DesiredState::Disconnected => match state_phase {
-            Some(Phase::LoggedOut) => (Phase::LoggedOut, None),
-            _ => (Phase::Disconnected, None),
+            Some(Phase::LoggedOut) => Verdict::phase(Phase::LoggedOut),
+            _ => Verdict::phase(Phase::Disconnected),
         },
         DesiredState::Connected => match &o.pod {
-            None => (Phase::Pending, None),
-            Some(p) if p.phase == "Failed" => (
-                Phase::Failed,
-                Some(format!("session pod {} failed", p.name)),
-            ),
-            Some(p) if p.terminating || !p.ready || p.phase != "Running" => (Phase::Starting, None),
-            Some(_) => (state_phase.unwrap_or(Phase::Starting), None),
+            None => Verdict::phase(Phase::Pending),
+            Some(p) if p.phase == "Failed" => Verdict {
+                phase: Phase::Failed,
+                error: Some(format!("session pod {} failed", p.name)),
+                problem: None,
+            },
+            Some(p) if p.terminating || !p.ready || p.phase != "Running" => {
+                Verdict::phase(Phase::Starting)
+            }
+            Some(_) => {
+                let reported = state_phase.unwrap_or(Phase::Starting);
+                match o
+                    .state
+                    .as_ref()
+                    .and_then(|s| connection_problem(s, reported))
+                {
+                    Some(name) => {
+                        let stuck =
+                            ErrorReason::from_name(name).is_some_and(ErrorReason::needs_attention);
+                        Verdict {
+                            phase: if stuck { Phase::Failed } else { reported },
+                            error: None,
+                            problem: Some(name.to_owned()),
+                        }
+                    }
+                    None => Verdict::phase(reported),
+                }
+            }
         },
     }
+}
+
+/// The session pod's reported problem, when it describes the connection now: not while the
+/// session is connected or showing a QR (the problem is over), not for a one-message problem,
+/// and an unknown (newer) name only if Kubernetes accepts it as a reason.
+fn connection_problem(state: &SessionState, reported: Phase) -> Option<&str> {
+    let name = state.error_reason.as_deref()?;
+    if matches!(reported, Phase::Connected | Phase::AwaitingScan) {
+        return None;
+    }
+    match ErrorReason::from_name(name) {
+        Some(r) => r.is_connection().then_some(name),
+        None => is_condition_reason(name).then_some(name),
+    }
+}
+
+/// Kubernetes' rule for a condition reason: `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`, at most
+/// 1024 characters.
+fn is_condition_reason(s: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    s.len() <= 1024
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.ends_with(ok)
+        && s.chars().all(|c| ok(c) || c == ',' || c == ':')
 }
 
 fn pod_condition(o: &Observed) -> (bool, &'static str, String) {
@@ -128,8 +197,18 @@ fn paired_condition(o: &Observed, phase: Phase) -> (bool, &'static str, &'static
 pub fn compute_status(o: &Observed) -> WhatsAppSessionStatus {
     let old = o.session.status.clone().unwrap_or_default();
     let generation = o.session.metadata.generation;
-    let (phase, error) = phase_of(o);
+    let Verdict {
+        phase,
+        error,
+        problem,
+    } = phase_of(o);
     let state = o.state.as_ref();
+    // The session pod's message, else a generic one for a reason it named without one.
+    let reported_error = state.and_then(|s| {
+        s.last_error
+            .clone()
+            .or_else(|| s.reason().map(|r| r.describe().to_owned()))
+    });
     let endpoint = o
         .pod
         .as_ref()
@@ -162,15 +241,17 @@ pub fn compute_status(o: &Observed) -> WhatsAppSessionStatus {
             &o.now,
         ),
     );
-    let ready_message = error
-        .clone()
-        .unwrap_or_else(|| format!("session is {}", phase.as_str()));
+    let ready_message = match (&error, &problem) {
+        (Some(e), _) => e.clone(),
+        (None, Some(p)) => reported_error.clone().unwrap_or_else(|| p.clone()),
+        (None, None) => format!("session is {}", phase.as_str()),
+    };
     set_condition(
         &mut conds,
         condition(
             conditions::READY,
             phase == Phase::Connected,
-            phase.as_str(),
+            problem.as_deref().unwrap_or(phase.as_str()),
             ready_message,
             generation,
             &o.now,
@@ -202,7 +283,7 @@ pub fn compute_status(o: &Observed) -> WhatsAppSessionStatus {
         reconnect_count: state
             .map(|s| s.reconnect_count)
             .unwrap_or(old.reconnect_count),
-        last_error: error.or_else(|| state.and_then(|s| s.last_error.clone())),
+        last_error: error.or(reported_error),
         observed_generation: generation,
     }
 }
@@ -219,31 +300,65 @@ fn bracket_ipv6(ip: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: String,
     pub note: String,
 }
 
-/// The event for a phase change; `None` when the phase did not change (events on transitions only).
-pub fn transition(old: Option<Phase>, new: &WhatsAppSessionStatus) -> Option<Transition> {
+/// The Ready condition's reason when it names a reported problem rather than the phase.
+fn problem_of(status: &WhatsAppSessionStatus) -> Option<&str> {
+    let phase = status.phase?;
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::READY)
+        .map(|c| c.reason.as_str())
+        .filter(|r| *r != phase.as_str())
+}
+
+/// The event for a change from `old` to `new`: a phase change, or a problem the session pod
+/// newly reports (a Warning named for it: `TemporaryBan`, `ClientOutdated`, …). `None` when
+/// neither changed, so events come on transitions only.
+pub fn transition(
+    old: Option<&WhatsAppSessionStatus>,
+    new: &WhatsAppSessionStatus,
+) -> Option<Transition> {
     let to = new.phase?;
-    if old == Some(to) {
-        return None;
-    }
-    let from = old.map_or("none", Phase::as_str);
-    let (warning, reason) = match to {
-        Phase::Failed => (true, "SessionFailed"),
-        Phase::LoggedOut => (true, "SessionLoggedOut"),
-        Phase::Connected => (false, "SessionConnected"),
-        _ => (false, "PhaseChanged"),
+    let from = old.and_then(|s| s.phase);
+    let problem = problem_of(new);
+    let detail = |note: &mut String| {
+        if let Some(e) = new.last_error.as_ref() {
+            note.push_str(": ");
+            note.push_str(e);
+        }
     };
-    let mut note = format!("{from} -> {}", to.as_str());
-    if let Some(e) = new.last_error.as_ref().filter(|_| warning) {
-        note.push_str(": ");
-        note.push_str(e);
+    if from == Some(to) {
+        // Same phase: only a problem that was not reported before is news.
+        let p = problem?;
+        if old.and_then(problem_of) == Some(p) {
+            return None;
+        }
+        let mut note = format!("session is {}", to.as_str());
+        detail(&mut note);
+        return Some(Transition {
+            warning: true,
+            reason: p.to_owned(),
+            note,
+        });
+    }
+    let (warning, reason) = match (problem, to) {
+        (Some(p), _) => (true, p),
+        (None, Phase::Failed) => (true, "SessionFailed"),
+        (None, Phase::LoggedOut) => (true, "SessionLoggedOut"),
+        (None, Phase::Connected) => (false, "SessionConnected"),
+        (None, _) => (false, "PhaseChanged"),
+    };
+    let mut note = format!("{} -> {}", from.map_or("none", Phase::as_str), to.as_str());
+    if warning {
+        detail(&mut note);
     }
     Some(Transition {
         warning,
-        reason,
+        reason: reason.to_owned(),
         note,
     })
 }
@@ -429,15 +544,196 @@ mod tests {
     fn only_transitions_make_events_and_failures_warn() {
         let s = session();
         let st = compute_status(&observe(&s, None, None));
-        assert_eq!(transition(Some(Phase::Pending), &st), None);
+        assert_eq!(transition(Some(&st), &st), None);
         let t = transition(None, &st).unwrap();
         assert_eq!(
-            (t.warning, t.reason, t.note.as_str()),
+            (t.warning, t.reason.as_str(), t.note.as_str()),
             (false, "PhaseChanged", "none -> Pending")
         );
         let mut o = observe(&s, None, None);
         o.problems = vec!["bad".into()];
-        let t = transition(Some(Phase::Pending), &compute_status(&o)).unwrap();
+        let t = transition(Some(&st), &compute_status(&o)).unwrap();
         assert!(t.warning && t.note.contains("bad"), "{t:?}");
+        assert_eq!(t.reason, "SessionFailed");
+    }
+
+    fn with_error(phase: SessionPhase, reason: &str, message: Option<&str>) -> SessionState {
+        let mut st = state(phase);
+        st.phone_number = Some("41791234567".into());
+        st.error_reason = Some(reason.into());
+        st.last_error = message.map(str::to_owned);
+        st
+    }
+
+    fn ready(
+        st: &WhatsAppSessionStatus,
+    ) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == conditions::READY)
+            .unwrap()
+    }
+
+    /// The status after `prev`, for a running pod and `state`.
+    fn next(prev: Option<&WhatsAppSessionStatus>, state: SessionState) -> WhatsAppSessionStatus {
+        let mut s = session();
+        s.status = prev.cloned();
+        compute_status(&observe(&s, Some(running_pod()), Some(state)))
+    }
+
+    #[test]
+    fn a_ban_or_an_outdated_client_is_failed_with_its_reason_not_reconnecting() {
+        for (reason, pod_phase) in [
+            ("TemporaryBan", SessionPhase::Reconnecting),
+            ("TemporaryBan", SessionPhase::Starting),
+            ("ClientOutdated", SessionPhase::Reconnecting),
+            ("ClientOutdated", SessionPhase::Failed),
+        ] {
+            let st = next(None, with_error(pod_phase, reason, Some("banned for 2h")));
+            assert_eq!(st.phase, Some(Phase::Failed), "{reason} {pod_phase:?}");
+            let r = ready(&st);
+            assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", reason));
+            assert_eq!(r.message, "banned for 2h");
+            assert_eq!(st.last_error.as_deref(), Some("banned for 2h"));
+            // Still paired: the ban does not remove the device.
+            assert!(is_true(&st.conditions, conditions::PAIRED));
+        }
+        // Without a message, the reason's own words.
+        let st = next(
+            None,
+            with_error(SessionPhase::Reconnecting, "ClientOutdated", None),
+        );
+        assert_eq!(
+            st.last_error.as_deref(),
+            Some(ErrorReason::ClientOutdated.describe())
+        );
+    }
+
+    #[test]
+    fn other_connection_problems_keep_the_pods_phase_and_name_the_reason() {
+        let st = next(
+            None,
+            with_error(
+                SessionPhase::Reconnecting,
+                "ConnectFailed",
+                Some("503 from server"),
+            ),
+        );
+        assert_eq!(st.phase, Some(Phase::Reconnecting));
+        assert_eq!(ready(&st).reason, "ConnectFailed");
+        assert_eq!(st.last_error.as_deref(), Some("503 from server"));
+        let st = next(None, with_error(SessionPhase::LoggedOut, "LoggedOut", None));
+        assert_eq!(st.phase, Some(Phase::LoggedOut));
+        assert_eq!(ready(&st).reason, "LoggedOut");
+        // A reason from a newer session pod is shown when Kubernetes accepts it as a reason.
+        let st = next(
+            None,
+            with_error(SessionPhase::Reconnecting, "RateLimited", None),
+        );
+        assert_eq!(
+            (st.phase, ready(&st).reason.as_str()),
+            (Some(Phase::Reconnecting), "RateLimited")
+        );
+        let st = next(
+            None,
+            with_error(SessionPhase::Reconnecting, "not a reason!", None),
+        );
+        assert_eq!(ready(&st).reason, "Reconnecting");
+    }
+
+    #[test]
+    fn a_problem_is_over_once_connected_and_message_problems_never_touch_the_state() {
+        for phase in [SessionPhase::Connected, SessionPhase::AwaitingScan] {
+            let st = next(None, with_error(phase, "TemporaryBan", Some("old ban")));
+            assert_eq!(st.phase, Some(Phase::from(phase)));
+            assert_eq!(ready(&st).reason, Phase::from(phase).as_str());
+        }
+        let st = next(
+            None,
+            with_error(
+                SessionPhase::Connected,
+                "UndecryptableMessage",
+                Some("msg X"),
+            ),
+        );
+        assert_eq!(st.phase, Some(Phase::Connected));
+        assert!(is_true(&st.conditions, conditions::READY));
+        assert_eq!(ready(&st).reason, "Connected");
+        assert_eq!(st.last_error.as_deref(), Some("msg X"));
+        // A stopped session's old record does not make it Failed.
+        let mut stopped = session();
+        stopped.spec.desired_state = DesiredState::Disconnected;
+        let st = compute_status(&observe(
+            &stopped,
+            None,
+            Some(with_error(SessionPhase::Reconnecting, "TemporaryBan", None)),
+        ));
+        assert_eq!(st.phase, Some(Phase::Disconnected));
+        assert_eq!(ready(&st).reason, "Disconnected");
+    }
+
+    #[test]
+    fn a_problem_makes_one_warning_when_it_appears() {
+        let connected = next(None, state(SessionPhase::Connected));
+        // Connected -> banned: one Warning named for the ban, with the phase change and message.
+        let banned = next(
+            Some(&connected),
+            with_error(
+                SessionPhase::Reconnecting,
+                "TemporaryBan",
+                Some("banned for 2h"),
+            ),
+        );
+        let t = transition(Some(&connected), &banned).unwrap();
+        assert_eq!(
+            (t.warning, t.reason.as_str(), t.note.as_str()),
+            (true, "TemporaryBan", "Connected -> Failed: banned for 2h")
+        );
+        // The same ban reported again: nothing new.
+        let again = next(
+            Some(&banned),
+            with_error(
+                SessionPhase::Reconnecting,
+                "TemporaryBan",
+                Some("banned for 1h"),
+            ),
+        );
+        assert_eq!(transition(Some(&banned), &again), None);
+        // Reconnecting, then a failed connect within the same phase: a Warning, once.
+        let reconnecting = next(Some(&connected), state(SessionPhase::Reconnecting));
+        let t = transition(Some(&connected), &reconnecting).unwrap();
+        assert_eq!((t.warning, t.reason.as_str()), (false, "PhaseChanged"));
+        let failing = next(
+            Some(&reconnecting),
+            with_error(SessionPhase::Reconnecting, "ConnectFailed", Some("timeout")),
+        );
+        let t = transition(Some(&reconnecting), &failing).unwrap();
+        assert_eq!(
+            (t.warning, t.reason.as_str(), t.note.as_str()),
+            (true, "ConnectFailed", "session is Reconnecting: timeout")
+        );
+        let still = next(
+            Some(&failing),
+            with_error(
+                SessionPhase::Reconnecting,
+                "ConnectFailed",
+                Some("timeout 2"),
+            ),
+        );
+        assert_eq!(transition(Some(&failing), &still), None);
+        // A different problem in the same phase is news again.
+        let replaced = next(
+            Some(&still),
+            with_error(SessionPhase::Reconnecting, "StreamReplaced", None),
+        );
+        let t = transition(Some(&still), &replaced).unwrap();
+        assert_eq!((t.warning, t.reason.as_str()), (true, "StreamReplaced"));
+        // Back to connected: a Normal event, the problem is gone.
+        let mut ok = state(SessionPhase::Connected);
+        ok.clear_error();
+        let back = next(Some(&replaced), ok);
+        assert_eq!(back.last_error, None);
+        let t = transition(Some(&replaced), &back).unwrap();
+        assert_eq!((t.warning, t.reason.as_str()), (false, "SessionConnected"));
     }
 }

@@ -692,3 +692,83 @@ async fn stale_sessions_are_switched_to_disconnected_and_reported() -> Result<()
     assert!(pods.get_opt(&connected.name_any()).await?.is_some());
     op.stop().await
 }
+
+/// The session pod reports a ban: the status says Failed with the ban as the Ready reason and in
+/// `lastError`, a `TemporaryBan` Warning is published once (not again when the same ban is
+/// reported again), and connecting again clears it.
+#[tokio::test]
+async fn a_reported_ban_shows_in_the_status_and_as_one_warning_event() -> Result<()> {
+    use wasp_common::ErrorReason;
+    let (client, ns) = setup("op-ban").await?;
+    let op = Operator::start(&client, &ns, &[]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let session = create_session(&sessions, &unique_user("banned")).await?;
+    let name = session.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_pod(&pods, &name).await?;
+    mark_pod_running(&client, &ns, &name, "127.0.0.44").await?;
+    let mut connected = SessionState::new(SessionPhase::Connected, Timestamp::now());
+    connected.phone_number = Some("41791234567".into());
+    publish_state(&ns, &session, connected.clone()).await?;
+    wait_status(&sessions, &name, |s| phase(s) == Some(Phase::Connected)).await?;
+
+    let ready_reason = |s: &WhatsAppSession| {
+        s.status.as_ref().and_then(|st| {
+            st.conditions
+                .iter()
+                .find(|c| c.type_ == conditions::READY)
+                .map(|c| c.reason.clone())
+        })
+    };
+    let mut banned = SessionState::new(SessionPhase::Reconnecting, Timestamp::now());
+    banned.phone_number = Some("41791234567".into());
+    banned.set_error(
+        ErrorReason::TemporaryBan,
+        "101: you sent too many messages; banned for 2h",
+    );
+    publish_state(&ns, &session, banned.clone()).await?;
+    let s = wait_status(&sessions, &name, |s| phase(s) == Some(Phase::Failed)).await?;
+    assert_eq!(ready_reason(&s).as_deref(), Some("TemporaryBan"));
+    let st = s.status.as_ref().unwrap();
+    assert_eq!(
+        st.last_error.as_deref(),
+        Some("101: you sent too many messages; banned for 2h")
+    );
+    assert!(!is_true(&st.conditions, conditions::READY));
+    assert!(is_true(&st.conditions, conditions::PAIRED));
+    let bans = || async {
+        let evs = events_for(&client, &ns, &name).await.ok()?;
+        let bans: Vec<Event> = evs
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("TemporaryBan"))
+            .collect();
+        (!bans.is_empty()).then_some(bans)
+    };
+    let found = eventually(WAIT, bans).await?;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].type_.as_deref(), Some("Warning"));
+    let note = found[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("Connected -> Failed") && note.contains("banned for 2h"),
+        "{note}"
+    );
+
+    // The same ban reported again (the pod's retry count moved): no second event.
+    banned.reconnect_count = 3;
+    banned.updated_at = Timestamp::now();
+    publish_state(&ns, &session, banned).await?;
+    wait_status(&sessions, &name, |s| {
+        s.status.as_ref().is_some_and(|st| st.reconnect_count == 3)
+    })
+    .await?;
+    let found = eventually(WAIT, bans).await?;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].series.is_none(), "published again: {found:?}");
+
+    // Connected again: the reason and the error are gone.
+    publish_state(&ns, &session, connected).await?;
+    let s = wait_status(&sessions, &name, |s| phase(s) == Some(Phase::Connected)).await?;
+    assert_eq!(ready_reason(&s).as_deref(), Some("Connected"));
+    assert_eq!(s.status.unwrap().last_error, None);
+    op.stop().await
+}

@@ -25,6 +25,7 @@ pub mod crds;
 pub mod env;
 pub mod kubelet;
 pub mod node;
+pub mod openapi;
 pub mod procs;
 pub mod redis_server;
 pub mod stream_clients;

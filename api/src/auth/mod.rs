@@ -1,4 +1,4 @@
-//! Who is calling: JWT verification (HS256 with a shared secret, RS256/ES256 from a JWKS), the
+//! Who is calling: JWT verification (HS256 with one or two shared secrets, RS256/ES256 from a JWKS), the
 //! user id and admin role from the claims, and seed 003's insecure development identities behind
 //! an explicit flag. Handlers get the caller through the [`extract::AuthUser`] extractor.
 
@@ -22,7 +22,7 @@ pub struct Identity {
     pub user_id: String,
     pub admin: bool,
     /// The token's `exp` (unix seconds): long-lived streams (WebSocket, SSE) end there. `None`
-    /// only for the development identities.
+    /// for the development identities and for tokens without `exp` (`JWT_REQUIRE_EXP=false`).
     pub expires_at: Option<i64>,
 }
 
@@ -86,11 +86,13 @@ impl AuthError {
 
 /// Verifies tokens. Built once from the [`Config`], shared by every request.
 pub struct Authenticator {
-    hs256: Option<DecodingKey>,
+    /// `JWT_SECRET` then `SUPABASE_JWT_SECRET`: a token signed with either is accepted.
+    hs256: Vec<DecodingKey>,
     jwks: Option<JwksCache>,
     issuer: Option<String>,
     audience: Vec<String>,
     leeway: u64,
+    require_exp: bool,
     roles: RoleClaim,
     dev_insecure: bool,
 }
@@ -98,8 +100,9 @@ pub struct Authenticator {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("hs256", &self.hs256.is_some())
+            .field("hs256_keys", &self.hs256.len())
             .field("jwks", &self.jwks.is_some())
+            .field("require_exp", &self.require_exp)
             .field("dev_insecure", &self.dev_insecure)
             .finish_non_exhaustive()
     }
@@ -128,8 +131,18 @@ impl Authenticator {
                 "JWKS_URL is plain http: keys can be tampered with in transit"
             );
         }
-        if config.hs256_secret().is_some_and(|s| s.len() < 32) {
-            tracing::warn!("the HS256 secret is shorter than 32 bytes: tokens can be brute-forced");
+        let secrets = config.hs256_secrets();
+        if secrets.iter().any(|s| s.len() < 32) {
+            tracing::warn!(
+                "an HS256 secret (JWT_SECRET or SUPABASE_JWT_SECRET) is shorter than 32 bytes: \
+                 tokens can be brute-forced"
+            );
+        }
+        if !config.jwt_require_exp {
+            tracing::warn!(
+                "JWT_REQUIRE_EXP is false: tokens without `exp` are accepted and never expire; \
+                 a leaked token works until the secret is rotated"
+            );
         }
         if config.dev_insecure_auth {
             tracing::error!(
@@ -137,15 +150,16 @@ impl Authenticator {
                  accepted as user ids; anyone can act as any user. Never use this in production."
             );
         }
-        if config.hs256_secret().is_none() && jwks.is_none() && !config.dev_insecure_auth {
+        if secrets.is_empty() && jwks.is_none() && !config.dev_insecure_auth {
             tracing::warn!(
                 "neither JWT_SECRET, SUPABASE_JWT_SECRET nor JWKS_URL is set: every token is refused"
             );
         }
         Arc::new(Self {
-            hs256: config
-                .hs256_secret()
-                .map(|s| DecodingKey::from_secret(s.as_bytes())),
+            hs256: secrets
+                .iter()
+                .map(|s| DecodingKey::from_secret(s.as_bytes()))
+                .collect(),
             jwks,
             issuer: config.jwt_issuer.clone().filter(|s| !s.is_empty()),
             audience: config
@@ -155,6 +169,7 @@ impl Authenticator {
                 .cloned()
                 .collect(),
             leeway: config.jwt_leeway_seconds,
+            require_exp: config.jwt_require_exp,
             roles: RoleClaim::new(&config.jwt_role_claim, &config.jwt_admin_roles),
             dev_insecure: config.dev_insecure_auth,
         })
@@ -222,10 +237,22 @@ impl Authenticator {
         let validation = self.validation(header.alg);
         match header.alg {
             Algorithm::HS256 => {
-                let key = self.hs256.as_ref().ok_or(AuthError::Algorithm)?;
-                decode::<Map<String, Value>>(token, key, &validation)
-                    .map(|d| d.claims)
-                    .map_err(|e| AuthError::from_jwt(&e))
+                if self.hs256.is_empty() {
+                    return Err(AuthError::Algorithm);
+                }
+                // The signature is checked before the claims, so only a signature mismatch
+                // moves on to the next secret; an expired token signed with the first is final.
+                let mut last = AuthError::Signature;
+                for key in &self.hs256 {
+                    match decode::<Map<String, Value>>(token, key, &validation) {
+                        Ok(d) => return Ok(d.claims),
+                        Err(e) => last = AuthError::from_jwt(&e),
+                    }
+                    if last != AuthError::Signature {
+                        break;
+                    }
+                }
+                Err(last)
             }
             Algorithm::RS256 | Algorithm::ES256 => {
                 let jwks = self.jwks.as_ref().ok_or(AuthError::Algorithm)?;
@@ -250,9 +277,14 @@ impl Authenticator {
         let mut v = Validation::new(alg);
         v.algorithms = vec![alg];
         v.leeway = self.leeway;
+        // An `exp` that is there is always checked; `JWT_REQUIRE_EXP=false` only lets it be absent.
         v.validate_exp = true;
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp"]);
+        if self.require_exp {
+            v.set_required_spec_claims(&["exp"]);
+        } else {
+            v.set_required_spec_claims::<&str>(&[]);
+        }
         if let Some(iss) = &self.issuer {
             v.set_issuer(&[iss]);
             v.required_spec_claims.insert("iss".into());

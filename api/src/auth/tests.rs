@@ -99,6 +99,87 @@ async fn supabase_secret_is_used_when_jwt_secret_is_unset() {
     assert_eq!(auth.authenticate_token(&token).await.unwrap().user_id, "u");
 }
 
+const SUPABASE: &str = "supabase-secret-of-at-least-32-bytes";
+
+#[tokio::test]
+async fn with_both_secrets_a_token_signed_with_either_is_accepted() {
+    let both = hs_auth(&["--supabase-jwt-secret", SUPABASE]);
+    for (secret, user) in [(SECRET, "main-app-user"), (SUPABASE, "supabase-user")] {
+        let token = hs_token(&valid_claims(user), secret);
+        assert_eq!(both.authenticate_token(&token).await.unwrap().user_id, user);
+    }
+    // A third secret is still a bad signature, and an expired token signed with the second
+    // secret says "expired", not "signature".
+    let other = hs_token(&valid_claims("u"), "neither-secret-neither-secret-!!");
+    assert_eq!(
+        both.authenticate_token(&other).await,
+        Err(AuthError::Signature)
+    );
+    let expired = hs_token(&json!({"sub": "u", "exp": now() - 3600}), SUPABASE);
+    assert_eq!(
+        both.authenticate_token(&expired).await,
+        Err(AuthError::Expired)
+    );
+    // Only the Supabase secret: tokens of the main app's secret are refused.
+    let supabase_only = Authenticator::from_config(&config(&["--supabase-jwt-secret", SUPABASE]));
+    assert_eq!(
+        supabase_only
+            .authenticate_token(&hs_token(&valid_claims("u"), SECRET))
+            .await,
+        Err(AuthError::Signature)
+    );
+}
+
+/// Seed 003's README example payload: no `exp`.
+fn seed_003_example() -> Value {
+    json!({"sub": "user-123", "email": "doctor@clinic.com", "iat": 1234567890})
+}
+
+#[tokio::test]
+async fn tokens_without_exp_are_refused_unless_jwt_require_exp_is_false() {
+    let token = hs_token(&seed_003_example(), SECRET);
+    assert_eq!(
+        hs_auth(&[]).authenticate_token(&token).await,
+        Err(AuthError::NoExpiry)
+    );
+    let lenient = hs_auth(&["--jwt-require-exp", "false"]);
+    assert_eq!(
+        lenient.authenticate_token(&token).await,
+        Ok(Identity {
+            user_id: "user-123".into(),
+            admin: false,
+            expires_at: None,
+        })
+    );
+    // Lenient about a missing `exp`, never about a present one, nor about the signature.
+    let expired = hs_token(&json!({"sub": "u", "exp": now() - 3600}), SECRET);
+    assert_eq!(
+        lenient.authenticate_token(&expired).await,
+        Err(AuthError::Expired)
+    );
+    let forged = hs_token(&seed_003_example(), "wrong-secret-wrong-secret-wrong!!");
+    assert_eq!(
+        lenient.authenticate_token(&forged).await,
+        Err(AuthError::Signature)
+    );
+    assert_eq!(
+        lenient
+            .authenticate_token(&alg_none_token(&seed_003_example()))
+            .await,
+        Err(AuthError::Algorithm)
+    );
+    // The Supabase secret of a two-secret setup, too.
+    let both = hs_auth(&["--supabase-jwt-secret", SUPABASE, "--jwt-require-exp=false"]);
+    let via_supabase = hs_token(&seed_003_example(), SUPABASE);
+    assert_eq!(
+        both.authenticate_token(&via_supabase)
+            .await
+            .unwrap()
+            .user_id,
+        "user-123"
+    );
+}
+
 #[tokio::test]
 async fn bad_hs256_tokens_are_refused_with_a_reason() {
     let auth = hs_auth(&["--jwt-leeway-seconds", "0"]);

@@ -5,7 +5,7 @@ use axum::extract::State;
 
 use crate::app::AppState;
 use crate::auth::extract::AdminUser;
-use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::error::{ApiError, ApiQuery, AuthRefusals, ErrorBody};
 use crate::view::{
     CleanupStats, SessionList, SessionStatus, SessionsQuery, is_active, session_status,
 };
@@ -31,8 +31,10 @@ async fn list(state: &AppState, all: bool) -> Result<SessionList, ApiError> {
     params(SessionsQuery),
     responses(
         (status = 200, description = "Sessions", body = SessionList),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "Not an admin", body = ErrorBody)))]
+        (status = 400, description = "Bad query", body = ErrorBody),
+        AuthRefusals,
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 503, description = "Session cache not ready", body = ErrorBody)))]
 pub async fn sessions(
     State(state): State<AppState>,
     AdminUser(_admin): AdminUser,
@@ -46,8 +48,10 @@ pub async fn sessions(
     security(("bearer" = [])), params(SessionsQuery),
     responses(
         (status = 200, description = "Sessions", body = SessionList),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "Not an admin", body = ErrorBody)))]
+        (status = 400, description = "Bad query", body = ErrorBody),
+        AuthRefusals,
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 503, description = "Session cache not ready", body = ErrorBody)))]
 pub async fn sessions_alias(
     state: State<AppState>,
     admin: AdminUser,
@@ -60,7 +64,7 @@ pub async fn sessions_alias(
 #[utoipa::path(get, path = "/api/admin/cleanup-stats", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "Cleanup statistics", body = CleanupStats),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
+        AuthRefusals,
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 503, description = "Redis unavailable", body = ErrorBody)))]
 pub async fn cleanup_stats(

@@ -8,7 +8,7 @@ use crate::pods::{self, PodCall, PodTarget};
 
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
-use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::error::{ApiError, ApiQuery, AuthRefusals, ErrorBody};
 use crate::routing::{self, Need};
 use crate::view::{ConnectResponse, Diagnostics, HealthResponse, SessionStatus, session_status};
 
@@ -55,8 +55,7 @@ async fn status_of(state: &AppState, user_id: &str) -> Result<SessionStatus, Api
 #[utoipa::path(get, path = "/status", tag = "session", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's session", body = SessionStatus),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
+        AuthRefusals,
         (status = 503, description = "Session cache not ready", body = ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
@@ -69,7 +68,8 @@ pub async fn status(
 #[utoipa::path(get, path = "/api/whatsapp/status", tag = "seed-000", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's session", body = SessionStatus),
-        (status = 401, description = "Not authenticated", body = ErrorBody)))]
+        AuthRefusals,
+        (status = 503, description = "Session cache not ready", body = ErrorBody)))]
 pub async fn status_alias(
     state: State<AppState>,
     me: AuthUser,
@@ -90,8 +90,8 @@ async fn set_desired(
 #[utoipa::path(post, path = "/connect", tag = "session", security(("bearer" = [])),
     responses(
         (status = 200, description = "The session is wanted connected", body = ConnectResponse),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 503, description = "Kubernetes unavailable", body = ErrorBody)))]
+        AuthRefusals,
+        (status = 503, description = "Kubernetes or the session cache unavailable", body = ErrorBody)))]
 pub async fn connect(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -135,7 +135,8 @@ pub fn restart_endpoint(session: Option<&WhatsAppSession>) -> Option<String> {
 #[utoipa::path(post, path = "/api/whatsapp/connect", tag = "seed-000", security(("bearer" = [])),
     responses(
         (status = 200, description = "The session is wanted connected", body = ConnectResponse),
-        (status = 401, description = "Not authenticated", body = ErrorBody)))]
+        AuthRefusals,
+        (status = 503, description = "Kubernetes or the session cache unavailable", body = ErrorBody)))]
 pub async fn connect_alias(
     state: State<AppState>,
     me: AuthUser,
@@ -189,7 +190,7 @@ async fn log_out(state: &AppState, user_id: &str) -> Result<Logout, ApiError> {
     responses(
         (status = 200, description = "Logged out (unless `logout=false`); the session is wanted disconnected", body = ConnectResponse),
         (status = 400, description = "Bad query", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
+        AuthRefusals,
         (status = 503, description = "Kubernetes or Redis unavailable", body = ErrorBody)))]
 pub async fn disconnect(
     State(state): State<AppState>,
@@ -230,7 +231,8 @@ pub async fn disconnect(
 #[utoipa::path(get, path = "/diagnostics", tag = "monitoring", security(("bearer" = [])),
     responses(
         (status = 200, description = "Diagnostics", body = Diagnostics),
-        (status = 401, description = "Not authenticated", body = ErrorBody)))]
+        AuthRefusals,
+        (status = 503, description = "Session cache not ready", body = ErrorBody)))]
 pub async fn diagnostics(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

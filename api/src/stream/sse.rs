@@ -16,7 +16,7 @@ use super::event::ClientEvent;
 use super::{StreamQuery, events, lifetime, open, parse_since};
 use crate::app::AppState;
 use crate::auth::extract::StreamUser;
-use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::error::{ApiError, ApiQuery, AuthRefusals, ErrorBody};
 use crate::metrics::Metrics;
 
 /// How long a browser waits before reconnecting a dropped stream.
@@ -37,9 +37,9 @@ pub fn sse_event(ev: &ClientEvent) -> Event {
     params(StreamQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (wins over `since`)")),
     responses(
-        (status = 200, description = "`text/event-stream` of `ClientEvent` JSON", content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream` of `ClientEvent` JSON", body = String, content_type = "text/event-stream"),
         (status = 400, description = "Bad `since` or `Last-Event-ID`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
+        AuthRefusals,
         (status = 503, description = "Redis unavailable", body = ErrorBody)))]
 pub async fn qr_events(
     State(state): State<AppState>,

@@ -18,7 +18,7 @@ use super::event::ClientEvent;
 use super::{StreamQuery, events, lifetime, open, parse_since};
 use crate::app::AppState;
 use crate::auth::extract::StreamUser;
-use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::error::{ApiError, ApiQuery, AuthRefusals, ErrorBody};
 
 /// Server pings keep idle connections open through proxies and find dead peers.
 const HEARTBEAT: Duration = Duration::from_secs(25);
@@ -34,7 +34,7 @@ pub const CLOSE_TRY_AGAIN: u16 = 1013;
     responses(
         (status = 101, description = "WebSocket of `ClientEvent` JSON frames"),
         (status = 400, description = "Bad `since`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
+        AuthRefusals,
         (status = 426, description = "Not a WebSocket handshake", body = ErrorBody),
         (status = 503, description = "Redis unavailable", body = ErrorBody)))]
 pub async fn websocket(

@@ -94,8 +94,25 @@ impl Replica {
         pods: Arc<dyn PodApi>,
         listener: tokio::net::TcpListener,
     ) -> Result<Self> {
+        Self::serve(client, ns, Some(pods), listener, &[]).await
+    }
+
+    /// A replica that calls session pods over HTTP as in production (`wasp_api::run`), with
+    /// `extra` flags after the defaults (e.g. a lower rate limit).
+    pub async fn start_http(client: &Client, ns: &str, extra: &[&str]) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(client, ns, None, listener, extra).await
+    }
+
+    async fn serve(
+        client: &Client,
+        ns: &str,
+        pods: Option<Arc<dyn PodApi>>,
+        listener: tokio::net::TcpListener,
+        extra: &[&str],
+    ) -> Result<Self> {
         let redis = TestEnv::get().redis_url();
-        let config = Config::try_parse_from([
+        let mut args = vec![
             "wasp-api",
             "--namespace",
             ns,
@@ -103,11 +120,17 @@ impl Replica {
             &redis,
             "--jwt-secret",
             SECRET,
-            "--rate-limit-per-second",
-            "1000",
-            "--rate-limit-burst",
-            "1000",
-        ])?;
+        ];
+        if !extra.contains(&"--rate-limit-burst") {
+            args.extend_from_slice(&[
+                "--rate-limit-per-second",
+                "1000",
+                "--rate-limit-burst",
+                "1000",
+            ]);
+        }
+        args.extend_from_slice(extra);
+        let config = Config::try_parse_from(args)?;
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let admin_base = format!("http://{}", admin.local_addr()?);
@@ -115,7 +138,11 @@ impl Replica {
         tokio::spawn({
             let (client, stop) = (client.clone(), stop.clone());
             async move {
-                if let Err(e) = run_with_pods(config, client, listener, admin, pods, stop).await {
+                let result = match pods {
+                    Some(pods) => run_with_pods(config, client, listener, admin, pods, stop).await,
+                    None => wasp_api::run(config, client, listener, admin, stop).await,
+                };
+                if let Err(e) = result {
                     panic!("wasp-api failed: {e}");
                 }
             }
