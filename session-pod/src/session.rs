@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use wacore::types::events::{Event, InboundMessage};
 use wasp_common::events::{self as ev, Kind};
-use wasp_common::session_state::{SessionPhase, SessionRef, SessionState, write_state};
+use wasp_common::session_state::{
+    ErrorReason, SessionPhase, SessionRef, SessionState, write_state,
+};
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::client::Client;
 use whatsapp_rust::proto_helpers::MessageExt as _;
@@ -470,9 +472,13 @@ impl Session {
         }
     }
 
-    /// Reports a connection or message error: `error` event, session log, metric.
-    async fn report_error(&self, category: &str, message: &str) {
+    /// Reports a connection or message error: `error` event and session log; a connection
+    /// error is also recorded in the state record (`errorReason`, for the resource's status).
+    async fn report_error(&self, reason: ErrorReason, category: &str, message: &str) {
         tracing::warn!(category, message, "session error");
+        if reason.is_connection() {
+            self.update(|s| s.set_error(reason, message)).await;
+        }
         let _ = self
             .store
             .emit(Kind::Error(ev::Error {
@@ -627,7 +633,7 @@ async fn on_event(
                     s.phone_number = phone.clone();
                     s.push_name = (!push_name.is_empty()).then(|| push_name.clone());
                     s.connected_at = Some(now);
-                    s.last_error = None;
+                    s.clear_error();
                 })
                 .await;
             let _ = session
@@ -662,6 +668,7 @@ async fn on_event(
         Event::ClientOutdated(_) => {
             session
                 .report_error(
+                    ErrorReason::ClientOutdated,
                     "client_outdated",
                     "WhatsApp refused this client version as outdated",
                 )
@@ -677,7 +684,9 @@ async fn on_event(
                 b.code,
                 b.expire.num_seconds()
             );
-            session.report_error("temporary_ban", &message).await;
+            session
+                .report_error(ErrorReason::TemporaryBan, "temporary_ban", &message)
+                .await;
             let _ = signals.send(Signal::Fatal("temporary_ban", message));
         }
         Event::ConnectFailure(f) => {
@@ -689,7 +698,9 @@ async fn on_event(
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
             );
-            session.report_error("connect_failure", &message).await;
+            session
+                .report_error(ErrorReason::ConnectFailed, "connect_failure", &message)
+                .await;
         }
         Event::UndecryptableMessage(u) => {
             let message = format!(
@@ -698,7 +709,11 @@ async fn on_event(
                 u.info.source.sender.to_non_ad_string()
             );
             session
-                .report_error("undecryptable_message", &message)
+                .report_error(
+                    ErrorReason::UndecryptableMessage,
+                    "undecryptable_message",
+                    &message,
+                )
                 .await;
         }
         _ => {}
@@ -950,7 +965,7 @@ async fn on_logged_out(session: &Arc<Session>, reason: &str) {
             s.connected_at = None;
             s.phone_number = None;
             s.push_name = None;
-            s.last_error = Some(format!("logged out: {reason}"));
+            s.set_error(ErrorReason::LoggedOut, format!("logged out: {reason}"));
         })
         .await;
 }

@@ -13,7 +13,7 @@ use wasp_common::model::{Chat, Message};
 
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, JsonBodyRefusals};
 use crate::pods::{self, PodCall, PodError, PodTarget};
 use crate::routing::{self, Need, Route};
 use crate::validate;
@@ -182,8 +182,7 @@ pub async fn messages(
     responses(
         (status = 200, description = "Sent", body = SendResponse),
         (status = 400, description = "Bad chat id or message", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_FILE_SIZE", body = ErrorBody),
-        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        JsonBodyRefusals,
         PodRouteErrors))]
 pub async fn send(
     State(state): State<AppState>,
@@ -244,7 +243,7 @@ pub async fn logs(
     responses(
         (status = 200, description = "Added (or renamed)", body = Contact),
         (status = 400, description = "Bad phone number or name", body = ErrorBody),
-        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        JsonBodyRefusals,
         PodRouteErrors))]
 pub async fn contact_add(
     State(state): State<AppState>,
