@@ -37,7 +37,10 @@ impl ApiAccess {
     /// From the node's own client configuration.
     pub fn from_config(c: &kube::Config) -> Self {
         let ca_pem = c.root_cert.as_ref().map(|certs| {
-            certs.iter().map(|der| pem("CERTIFICATE", der)).collect::<String>()
+            certs
+                .iter()
+                .map(|der| pem("CERTIFICATE", der))
+                .collect::<String>()
         });
         Self {
             server: c.cluster_url.to_string().trim_end_matches('/').to_owned(),
@@ -147,7 +150,11 @@ pub async fn credentials(
                 .await
                 .map_err(|e| format!("reading service account {sa}: {e}"))?;
             if account.automount_service_account_token == Some(false)
-                && pod.spec.as_ref().and_then(|s| s.automount_service_account_token) != Some(true)
+                && pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.automount_service_account_token)
+                    != Some(true)
             {
                 return Ok(None);
             }
@@ -215,9 +222,17 @@ mod tests {
         );
         let bare = pod(json!({ "metadata": { "name": "p" }, "spec": {
             "serviceAccountName": "api", "containers": [{ "name": "c" }] } }));
-        assert_eq!(token_source(&bare), Some(TokenSource::Request("api".into())));
-        let default = pod(json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c" }] } }));
-        assert_eq!(token_source(&default), Some(TokenSource::Request("default".into())));
+        assert_eq!(
+            token_source(&bare),
+            Some(TokenSource::Request("api".into()))
+        );
+        let default = pod(
+            json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c" }] } }),
+        );
+        assert_eq!(
+            token_source(&default),
+            Some(TokenSource::Request("default".into()))
+        );
         let off = pod(json!({ "metadata": { "name": "p" }, "spec": {
             "automountServiceAccountToken": false, "containers": [{ "name": "c" }] } }));
         assert_eq!(token_source(&off), None);
@@ -231,14 +246,20 @@ mod tests {
             insecure: false,
         };
         let text = kubeconfig(&access, Path::new("/s/p/serviceaccount/token"), "clinic");
-        let parsed: kube::config::Kubeconfig = serde_yaml_ng::from_str(&text).expect("a kubeconfig");
+        let parsed: kube::config::Kubeconfig =
+            serde_yaml_ng::from_str(&text).expect("a kubeconfig");
         let cluster = parsed.clusters[0].cluster.as_ref().expect("cluster");
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
         let ca = cluster.certificate_authority_data.as_deref().expect("ca");
-        let ca = base64::engine::general_purpose::STANDARD.decode(ca).expect("base64");
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(ca)
+            .expect("base64");
         assert!(String::from_utf8_lossy(&ca).starts_with("-----BEGIN CERTIFICATE-----\nZGVy\n"));
         let user = parsed.auth_infos[0].auth_info.as_ref().expect("user");
-        assert_eq!(user.token_file.as_deref(), Some("/s/p/serviceaccount/token"));
+        assert_eq!(
+            user.token_file.as_deref(),
+            Some("/s/p/serviceaccount/token")
+        );
         let ctx = parsed.contexts[0].context.as_ref().expect("context");
         assert_eq!(ctx.namespace.as_deref(), Some("clinic"));
         assert_eq!(parsed.current_context.as_deref(), Some("wasp-node"));

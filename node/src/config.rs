@@ -39,7 +39,11 @@ pub struct Config {
 
     /// Namespace whose pods, Services and claims the node takes (repeat, or comma-separated);
     /// all namespaces when unset.
-    #[arg(long = "namespace", env = "WASP_NODE_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long = "namespace",
+        env = "WASP_NODE_NAMESPACES",
+        value_delimiter = ','
+    )]
     pub namespaces: Vec<String>,
 
     /// Only pods matching this label selector (e.g. `app.kubernetes.io/part-of=wasp`).
@@ -96,8 +100,8 @@ impl Config {
         if let Some(file) = &self.images_file {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let from_file = parse_images_file(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let from_file =
+                parse_images_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             for (suffix, image) in from_file.rules() {
                 images = images.with(suffix.clone(), image.clone());
             }
@@ -211,12 +215,23 @@ mod tests {
 
     #[test]
     fn binaries_are_found_on_path_or_from_the_working_directory() {
-        let exists = |p: &Path| p == Path::new("/usr/bin/redis-server") || p == Path::new("/w/target/debug/x");
+        let exists = |p: &Path| {
+            p == Path::new("/usr/bin/redis-server") || p == Path::new("/w/target/debug/x")
+        };
         let path = std::ffi::OsString::from("/bin:/usr/bin");
         let r = |b: &str| resolve_binary(Path::new(b), Some(&path), Path::new("/w"), exists);
-        assert_eq!(r("redis-server"), Some(PathBuf::from("/usr/bin/redis-server")));
-        assert_eq!(r("target/debug/x"), Some(PathBuf::from("/w/target/debug/x")));
-        assert_eq!(r("/usr/bin/redis-server"), Some(PathBuf::from("/usr/bin/redis-server")));
+        assert_eq!(
+            r("redis-server"),
+            Some(PathBuf::from("/usr/bin/redis-server"))
+        );
+        assert_eq!(
+            r("target/debug/x"),
+            Some(PathBuf::from("/w/target/debug/x"))
+        );
+        assert_eq!(
+            r("/usr/bin/redis-server"),
+            Some(PathBuf::from("/usr/bin/redis-server"))
+        );
         assert_eq!(r("nope"), None);
         assert_eq!(r("/bin/nope"), None);
     }

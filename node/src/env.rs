@@ -665,7 +665,10 @@ mod tests {
         assert_eq!(rewrite_listen_addr("0.0.0.0:http", IP), None);
         assert_eq!(rewrite_listen_addr("0.0.0.0:70000", IP), None);
         assert_eq!(rewrite_listen_addr("http://0.0.0.0:80/x", IP), None);
-        assert_eq!(rewrite_listen_addr("0.0.0.0", IP).as_deref(), Some("127.77.0.3"));
+        assert_eq!(
+            rewrite_listen_addr("0.0.0.0", IP).as_deref(),
+            Some("127.77.0.3")
+        );
         assert_eq!(rewrite_listen_addr("::", IP).as_deref(), Some("127.77.0.3"));
         assert_eq!(rewrite_listen_addr("0.0.0.0/0", IP), None);
     }

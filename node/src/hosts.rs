@@ -82,7 +82,8 @@ fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -138,10 +139,10 @@ mod tests {
         for v in [
             "wasp-redis",
             "wasp-redis:6379",
-            "wasp-api.clinic",         // short form, but no such Service exists
-            "wasp-redis.other.svc",    // not resolved
+            "wasp-api.clinic",      // short form, but no such Service exists
+            "wasp-redis.other.svc", // not resolved
             "my-wasp-redis.clinic.svcx",
-            "Wasp-Redis.clinic.svc",   // not a DNS name
+            "Wasp-Redis.clinic.svc", // not a DNS name
             "wasp_redis.clinic.svc",
             "doc@clinic.com",
             "/data/redis.conf",
@@ -163,12 +164,17 @@ mod tests {
                 form: HostForm::Qualified
             })
         );
+        assert_eq!(service_name("a.b").map(|n| n.form), Some(HostForm::Short));
         assert_eq!(
-            service_name("a.b").map(|n| n.form),
-            Some(HostForm::Short)
+            service_name("a.b.c.svc"),
+            None,
+            "pod names are not Services"
         );
-        assert_eq!(service_name("a.b.c.svc"), None, "pod names are not Services");
-        assert_eq!(service_name("1a.b.svc"), None, "Services start with a letter");
+        assert_eq!(
+            service_name("1a.b.svc"),
+            None,
+            "Services start with a letter"
+        );
         assert_eq!(service_name("a.-b.svc"), None);
         assert_eq!(service_name(&format!("a.{}.svc", "n".repeat(64))), None);
     }

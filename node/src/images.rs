@@ -214,12 +214,15 @@ mod tests {
 
     #[test]
     fn image_args_name_suffix_binary_and_default_args() {
-        let (suffix, image) = parse_image_arg("wasp/session-pod=/t/debug/wasp-session-pod")
-            .expect("parses");
+        let (suffix, image) =
+            parse_image_arg("wasp/session-pod=/t/debug/wasp-session-pod").expect("parses");
         assert_eq!(suffix, "wasp/session-pod");
         assert_eq!(image, Image::new("/t/debug/wasp-session-pod"));
         let (_, redis) = parse_image_arg("redis=redis-server --appendonly yes").expect("parses");
-        assert_eq!(redis, Image::new("redis-server").arg("--appendonly").arg("yes"));
+        assert_eq!(
+            redis,
+            Image::new("redis-server").arg("--appendonly").arg("yes")
+        );
         for bad in ["redis", "=redis-server", "redis=", "redis=  "] {
             assert!(parse_image_arg(bad).is_err(), "{bad}");
         }

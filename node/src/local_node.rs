@@ -311,7 +311,8 @@ impl LocalNode {
         images: Images,
         mut opts: NodeOptions,
     ) -> anyhow::Result<Self> {
-        opts.api.get_or_insert_with(|| ApiAccess::from_config(&config));
+        opts.api
+            .get_or_insert_with(|| ApiAccess::from_config(&config));
         let client = Client::try_from(config).context("building a kube client")?;
         Self::start_with(client, images, opts).await
     }
@@ -868,6 +869,7 @@ fn base36(mut v: u64, len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::Image;
     use serde_json::json;
 
     fn pod(v: serde_json::Value) -> Pod {

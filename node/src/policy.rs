@@ -102,13 +102,21 @@ pub struct ProbePlan {
 /// The readiness probe of `container` on a pod at `pod_ip` ([`probe_plan`]); `None` without one
 /// (ready as soon as it runs).
 pub fn readiness_probe(container: &Container, pod_ip: Ipv4Addr) -> Option<ProbePlan> {
-    Some(probe_plan(container.readiness_probe.as_ref()?, container, pod_ip))
+    Some(probe_plan(
+        container.readiness_probe.as_ref()?,
+        container,
+        pod_ip,
+    ))
 }
 
 /// The liveness probe of `container` ([`probe_plan`]); `None` without one (never restarted for
 /// being unhealthy).
 pub fn liveness_probe(container: &Container, pod_ip: Ipv4Addr) -> Option<ProbePlan> {
-    Some(probe_plan(container.liveness_probe.as_ref()?, container, pod_ip))
+    Some(probe_plan(
+        container.liveness_probe.as_ref()?,
+        container,
+        pod_ip,
+    ))
 }
 
 /// A probe of `container` with Kubernetes' defaults (timeout 1 s, success threshold 1, failure
@@ -350,7 +358,10 @@ mod tests {
         assert!(r.record(&plan, false) && !r.ready);
         let mut live = Readiness::alive();
         assert!(!live.record(&plan, false) && !live.record(&plan, false));
-        assert!(live.record(&plan, false) && !live.ready, "dead after 3 failures");
+        assert!(
+            live.record(&plan, false) && !live.ready,
+            "dead after 3 failures"
+        );
         assert!(probe_status_ok(200) && probe_status_ok(302) && !probe_status_ok(503));
     }
 }

@@ -50,7 +50,11 @@ pub fn volume_dir(volumes_dir: &Path, claim: &PersistentVolumeClaim) -> PathBuf 
 
 /// The PersistentVolume for `claim`: `pvc-<claim uid>`, its size, access modes, volume mode and
 /// class, `hostPath` `dir`, pre-bound through `claimRef`.
-pub fn persistent_volume(claim: &PersistentVolumeClaim, node: &str, dir: &Path) -> PersistentVolume {
+pub fn persistent_volume(
+    claim: &PersistentVolumeClaim,
+    node: &str,
+    dir: &Path,
+) -> PersistentVolume {
     let spec = claim.spec.clone().unwrap_or_default();
     let size = spec
         .resources
@@ -66,7 +70,10 @@ pub fn persistent_volume(claim: &PersistentVolumeClaim, node: &str, dir: &Path) 
     PersistentVolume {
         metadata: ObjectMeta {
             name: Some(format!("pvc-{}", claim.uid().unwrap_or_default())),
-            labels: Some(BTreeMap::from([(PROVISIONED_BY.to_owned(), node.to_owned())])),
+            labels: Some(BTreeMap::from([(
+                PROVISIONED_BY.to_owned(),
+                node.to_owned(),
+            )])),
             annotations: Some(BTreeMap::from([(
                 "pv.kubernetes.io/provisioned-by".to_owned(),
                 "wasp-node".to_owned(),
@@ -98,7 +105,12 @@ pub fn persistent_volume(claim: &PersistentVolumeClaim, node: &str, dir: &Path) 
 }
 
 /// Watches claims and provisions each one that needs a volume.
-pub(crate) async fn run(client: Client, namespaces: Vec<String>, node: String, volumes_dir: PathBuf) {
+pub(crate) async fn run(
+    client: Client,
+    namespaces: Vec<String>,
+    node: String,
+    volumes_dir: PathBuf,
+) {
     let mut events =
         watch_all::<PersistentVolumeClaim>(&client, &namespaces, &watcher::Config::default());
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
@@ -121,9 +133,13 @@ pub(crate) async fn run(client: Client, namespaces: Vec<String>, node: String, v
         }
         let pv = persistent_volume(&claim, &node, &dir);
         match pvs.create(&PostParams::default(), &pv).await {
-            Ok(_) => info!(claim = %format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any()), dir = %dir.display(), "provisioned a volume"),
+            Ok(_) => {
+                info!(claim = %format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any()), dir = %dir.display(), "provisioned a volume")
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => warn!(claim = %claim.name_any(), error = %e, "cannot create the claim's PersistentVolume"),
+            Err(e) => {
+                warn!(claim = %claim.name_any(), error = %e, "cannot create the claim's PersistentVolume")
+            }
         }
     }
 }
@@ -146,30 +162,58 @@ mod tests {
         }));
         assert!(needs_volume(&c));
         let dir = volume_dir(Path::new("/s/volumes"), &c);
-        assert_eq!(dir, PathBuf::from("/s/volumes/clinic_data-wasp-redis-0_01234567"));
+        assert_eq!(
+            dir,
+            PathBuf::from("/s/volumes/clinic_data-wasp-redis-0_01234567")
+        );
         let pv = persistent_volume(&c, "wasp-node-x", &dir);
         assert_eq!(pv.metadata.name.as_deref(), Some("pvc-0123456789ab"));
         let spec = pv.spec.expect("spec");
-        assert_eq!(spec.capacity.and_then(|c| c.get("storage").cloned()), Some(Quantity("2Gi".into())));
-        assert_eq!(spec.storage_class_name.as_deref(), Some(""), "no class: the empty class");
-        assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+        assert_eq!(
+            spec.capacity.and_then(|c| c.get("storage").cloned()),
+            Some(Quantity("2Gi".into()))
+        );
+        assert_eq!(
+            spec.storage_class_name.as_deref(),
+            Some(""),
+            "no class: the empty class"
+        );
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Retain")
+        );
         let r = spec.claim_ref.expect("claimRef");
         assert_eq!(
             (r.namespace.as_deref(), r.name.as_deref(), r.uid.as_deref()),
-            (Some("clinic"), Some("data-wasp-redis-0"), Some("0123456789ab"))
+            (
+                Some("clinic"),
+                Some("data-wasp-redis-0"),
+                Some("0123456789ab")
+            )
         );
-        assert_eq!(spec.host_path.map(|h| h.path), Some(dir.to_string_lossy().into_owned()));
+        assert_eq!(
+            spec.host_path.map(|h| h.path),
+            Some(dir.to_string_lossy().into_owned())
+        );
     }
 
     #[test]
     fn bound_or_deleted_claims_need_nothing() {
-        let bound = claim(json!({ "metadata": { "name": "a" }, "spec": { "volumeName": "pv-1" }, "status": { "phase": "Bound" } }));
+        let bound = claim(
+            json!({ "metadata": { "name": "a" }, "spec": { "volumeName": "pv-1" }, "status": { "phase": "Bound" } }),
+        );
         assert!(!needs_volume(&bound));
-        let deleting = claim(json!({ "metadata": { "name": "a", "deletionTimestamp": "2024-01-01T00:00:00Z" }, "spec": {} }));
+        let deleting = claim(
+            json!({ "metadata": { "name": "a", "deletionTimestamp": "2024-01-01T00:00:00Z" }, "spec": {} }),
+        );
         assert!(!needs_volume(&deleting));
-        let new = claim(json!({ "metadata": { "name": "a" }, "spec": { "storageClassName": "fast" } }));
+        let new =
+            claim(json!({ "metadata": { "name": "a" }, "spec": { "storageClassName": "fast" } }));
         assert!(needs_volume(&new));
         let pv = persistent_volume(&new, "n", Path::new("/d"));
-        assert_eq!(pv.spec.and_then(|s| s.storage_class_name).as_deref(), Some("fast"));
+        assert_eq!(
+            pv.spec.and_then(|s| s.storage_class_name).as_deref(),
+            Some("fast")
+        );
     }
 }

@@ -339,7 +339,8 @@ async fn forward(listener: TcpListener, endpoints: watch::Receiver<Vec<SocketAdd
             for k in 0..eps.len() {
                 let target = SocketAddr::V4(eps[(start + k) % eps.len()]);
                 let connect = TcpStream::connect(target);
-                if let Ok(Ok(mut out)) = tokio::time::timeout(Duration::from_secs(3), connect).await {
+                if let Ok(Ok(mut out)) = tokio::time::timeout(Duration::from_secs(3), connect).await
+                {
                     let _ = out.set_nodelay(true);
                     let _ = inbound.set_nodelay(true);
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
@@ -386,9 +387,16 @@ mod tests {
         let mut other_ns = pod("d", "127.1.0.5", true, json!({ "app": "redis" }));
         other_ns.metadata.namespace = Some("elsewhere".into());
         let mut deleting = pod("e", "127.1.0.6", true, json!({ "app": "redis" }));
-        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
         let all: Vec<&Pod> = pods.iter().chain([&other_ns, &deleting]).collect();
-        let ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+        let ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default();
         let ep = |i: usize| ready_endpoints(&svc, &ports[i], all.iter().copied());
         let a = Ipv4Addr::new(127, 1, 0, 2);
         assert_eq!(ep(0), vec![SocketAddrV4::new(a, 6379)]);
@@ -399,9 +407,14 @@ mod tests {
         if let Some(s) = everyone.spec.as_mut() {
             s.publish_not_ready_addresses = Some(true);
         }
-        assert_eq!(ready_endpoints(&everyone, &ports[0], all.iter().copied()).len(), 2);
+        assert_eq!(
+            ready_endpoints(&everyone, &ports[0], all.iter().copied()).len(),
+            2
+        );
 
-        let no_selector = service(json!({ "metadata": { "name": "x", "namespace": "clinic" }, "spec": { "ports": [{ "port": 1 }] } }));
+        let no_selector = service(
+            json!({ "metadata": { "name": "x", "namespace": "clinic" }, "spec": { "ports": [{ "port": 1 }] } }),
+        );
         assert!(ready_endpoints(&no_selector, &ports[0], all.iter().copied()).is_empty());
     }
 
@@ -413,11 +426,25 @@ mod tests {
         assert_ne!(t.address("clinic", "wasp-api"), Some(a));
         assert_eq!(t.address("elsewhere", "wasp-redis"), None);
         assert_eq!(a.octets()[..2], [127, 31]);
-        let short = ServiceName { service: "wasp-redis", namespace: "clinic", form: HostForm::Short };
+        let short = ServiceName {
+            service: "wasp-redis",
+            namespace: "clinic",
+            form: HostForm::Short,
+        };
         assert_eq!(t.resolve(short), None);
-        t.set_existing(HashSet::from([("clinic".to_owned(), "wasp-redis".to_owned())]));
+        t.set_existing(HashSet::from([(
+            "clinic".to_owned(),
+            "wasp-redis".to_owned(),
+        )]));
         assert_eq!(t.resolve(short), Some(a));
-        let qualified = ServiceName { form: HostForm::Qualified, service: "later", ..short };
-        assert!(t.resolve(qualified).is_some(), "qualified names resolve before the Service exists");
+        let qualified = ServiceName {
+            form: HostForm::Qualified,
+            service: "later",
+            ..short
+        };
+        assert!(
+            t.resolve(qualified).is_some(),
+            "qualified names resolve before the Service exists"
+        );
     }
 }

@@ -21,7 +21,7 @@ use kube::{Api, Client};
 use tracing::warn;
 
 /// What backs a volume on this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     EmptyDir,
     Claim(String),
@@ -102,7 +102,11 @@ pub fn mounts(container: &Container, dirs: &BTreeMap<String, PathBuf>) -> Vec<Mo
             let trimmed = m.mount_path.trim_end_matches('/');
             Some(Mount {
                 volume: m.name.clone(),
-                mount_path: if trimmed.is_empty() { "/".into() } else { trimmed.into() },
+                mount_path: if trimmed.is_empty() {
+                    "/".into()
+                } else {
+                    trimmed.into()
+                },
                 host_path,
             })
         })
@@ -235,7 +239,12 @@ pub async fn prepare(p: &Prepare<'_>, pod: &Pod) -> Result<BTreeMap<String, Path
                             .into_iter()
                             .map(|(k, v)| (k, v.into_bytes()))
                             .collect();
-                        d.extend(c.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                        d.extend(
+                            c.binary_data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.0)),
+                        );
                         d
                     }
                     Ok(None) if optional => BTreeMap::new(),
@@ -290,7 +299,11 @@ async fn claim_dir(p: &Prepare<'_>, claim: &str) -> Result<PathBuf, String> {
     pv.spec
         .and_then(|s| s.host_path)
         .map(|h| PathBuf::from(h.path))
-        .ok_or_else(|| format!("persistentvolume {volume} is not a hostPath volume (wasp-node mounts only those)"))
+        .ok_or_else(|| {
+            format!(
+                "persistentvolume {volume} is not a hostPath volume (wasp-node mounts only those)"
+            )
+        })
 }
 
 #[cfg(test)]
@@ -316,7 +329,10 @@ mod tests {
         let m = mounts(&c, &dirs);
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].mount_path, "/data");
-        assert_eq!(m[1].host_path, PathBuf::from("/s/p/volumes/conf/redis.conf"));
+        assert_eq!(
+            m[1].host_path,
+            PathBuf::from("/s/p/volumes/conf/redis.conf")
+        );
     }
 
     #[test]
@@ -333,12 +349,23 @@ mod tests {
         ];
         let rw = |v: &str| rewrite_path(v, &ms);
         assert_eq!(rw("/data").as_deref(), Some("/s/pvc"));
-        assert_eq!(rw("/data/appendonly.aof").as_deref(), Some("/s/pvc/appendonly.aof"));
+        assert_eq!(
+            rw("/data/appendonly.aof").as_deref(),
+            Some("/s/pvc/appendonly.aof")
+        );
         assert_eq!(rw("/data/cache/x").as_deref(), Some("/s/cache/x"));
         assert_eq!(rw("--dir=/data").as_deref(), Some("--dir=/s/pvc"));
-        assert_eq!(rw("/database"), None, "a prefix of a name is not a path under it");
+        assert_eq!(
+            rw("/database"),
+            None,
+            "a prefix of a name is not a path under it"
+        );
         assert_eq!(rw("data"), None);
-        assert_eq!(rw("/etc/x"), None, "a mount at / is never used for rewriting");
+        assert_eq!(
+            rw("/etc/x"),
+            None,
+            "a mount at / is never used for rewriting"
+        );
         assert_eq!(rw("x=/data"), None, "only flags get their value rewritten");
     }
 

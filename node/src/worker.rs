@@ -154,11 +154,7 @@ pub(crate) async fn run_pod(
 }
 
 /// Waits until every claim of `pod` is Bound; `false` if the pod went away meanwhile.
-async fn claims_bound(
-    ctx: &NodeCtx,
-    pod: &Pod,
-    rx: &mut mpsc::UnboundedReceiver<Msg>,
-) -> bool {
+async fn claims_bound(ctx: &NodeCtx, pod: &Pod, rx: &mut mpsc::UnboundedReceiver<Msg>) -> bool {
     let claims = volumes::claims(pod);
     if claims.is_empty() {
         return true;
@@ -665,7 +661,8 @@ impl Worker {
                 info!(pod = %self.name, container = %slot.spec.name, "liveness probe failed: restarting the container");
                 if let (Some(pid), Some(child)) = (slot.pid, slot.child.as_mut()) {
                     let _ = child.start_kill();
-                    self.ctx.mark_run(&self.uid, pid, |end| end.sigkill_sent = true);
+                    self.ctx
+                        .mark_run(&self.uid, pid, |end| end.sigkill_sent = true);
                 }
                 slot.stop_probe();
             }

@@ -36,5 +36,5 @@ pub use wasp_node::procs;
 
 pub use env::TestEnv;
 pub use kubelet::{mark_pod_running, mark_pod_terminated};
-pub use wasp_node::{Image, Images, LocalNode, NodeOptions};
 pub use wait::{TimedOut, eventually, wait_for};
+pub use wasp_node::{Image, Images, LocalNode, NodeOptions};

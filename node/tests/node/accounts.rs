@@ -3,8 +3,8 @@
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::PostParams;
 use kube::Api;
+use kube::api::PostParams;
 use serde_json::json;
 use wasp_e2e::eventually;
 
@@ -21,12 +21,18 @@ exec sleep 600"#;
 async fn a_pods_process_may_do_what_its_service_account_may_and_nothing_more() -> Result<()> {
     let (client, ns, pods, node) = setup_with("node-sa", shell()).await?;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    sas.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "reader" } }))?)
-        .await?;
-    create(&Api::<Role>::namespaced(client.clone(), &ns), json!({
-        "metadata": { "name": "read-configmaps" },
-        "rules": [{ "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"] }]
-    }))
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": "reader" } }))?,
+    )
+    .await?;
+    create(
+        &Api::<Role>::namespaced(client.clone(), &ns),
+        json!({
+            "metadata": { "name": "read-configmaps" },
+            "rules": [{ "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"] }]
+        }),
+    )
     .await?;
     create(&Api::<RoleBinding>::namespaced(client.clone(), &ns), json!({
         "metadata": { "name": "reader" },
@@ -34,8 +40,11 @@ async fn a_pods_process_may_do_what_its_service_account_may_and_nothing_more() -
         "subjects": [{ "kind": "ServiceAccount", "name": "reader", "namespace": ns }]
     }))
     .await?;
-    create(&Api::<ConfigMap>::namespaced(client.clone(), &ns), json!({ "metadata": { "name": "c" }, "data": { "k": "v" } }))
-        .await?;
+    create(
+        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        json!({ "metadata": { "name": "c" }, "data": { "k": "v" } }),
+    )
+    .await?;
     // The ServiceAccount admission plugin admits pods of an account once it has its token.
     eventually(LIMIT, || async {
         let sa = sas.get_opt("reader").await.ok()??;
@@ -46,18 +55,27 @@ async fn a_pods_process_may_do_what_its_service_account_may_and_nothing_more() -
 
     // 1.20: the admission plugin mounts the account's token Secret; the node takes it from there.
     let account = json!({ "automountServiceAccountToken": true, "serviceAccountName": "reader" });
-    pods.create(&PostParams::default(), &shell_pod("mounted", SCRIPT, account.clone())?)
-        .await?;
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("mounted", SCRIPT, account.clone())?,
+    )
+    .await?;
     // A pod whose token mount is taken by a volume of its own: the node asks the TokenRequest API.
     let mut requested = account.clone();
     requested["volumes"] = json!([{ "name": "own", "emptyDir": {} }]);
     requested["container"] = json!({ "volumeMounts": [
         { "name": "own", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount" }] });
-    pods.create(&PostParams::default(), &shell_pod("requested", SCRIPT, requested)?)
-        .await?;
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("requested", SCRIPT, requested)?,
+    )
+    .await?;
     // Opted out: no credentials at all.
-    pods.create(&PostParams::default(), &shell_pod("none", SCRIPT, json!({}))?)
-        .await?;
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("none", SCRIPT, json!({}))?,
+    )
+    .await?;
 
     let user = format!("system:serviceaccount:{ns}:reader");
     for pod in ["mounted", "requested"] {
@@ -68,18 +86,26 @@ async fn a_pods_process_may_do_what_its_service_account_may_and_nothing_more() -
             logs.contains(&format!("KUBECONFIG=[{}]", kubeconfig.display())),
             "{pod}: {logs}"
         );
-        assert!(logs.contains("configmap/c\nconfigmaps rc=0"), "{pod}: allowed by the Role: {logs}");
+        assert!(
+            logs.contains("configmap/c\nconfigmaps rc=0"),
+            "{pod}: allowed by the Role: {logs}"
+        );
         assert!(logs.contains("(Forbidden)"), "{pod}: {logs}");
         assert!(
             logs.contains(&format!("User \"{user}\" cannot list resource \"secrets\"")),
             "{pod}: refused as the account: {logs}"
         );
         assert!(logs.contains("secrets rc=1"), "{pod}: {logs}");
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join("serviceaccount/token"))?.permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.join("serviceaccount/token"))?.permissions(),
+        );
         assert_eq!(mode & 0o077, 0, "the token is private");
     }
     let logs = logs_with(&node, "none", None, "secrets rc=").await?;
     assert!(logs.contains("KUBECONFIG=[]"), "{logs}");
-    assert!(!logs.contains("configmaps rc=0"), "no credentials, no access: {logs}");
+    assert!(
+        !logs.contains("configmaps rc=0"),
+        "no credentials, no access: {logs}"
+    );
     Ok(())
 }

@@ -4,8 +4,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::PostParams;
 use kube::Api;
+use kube::api::PostParams;
 use wasp_e2e::procs::{Supervised, scratch_dir};
 use wasp_e2e::{TestEnv, eventually};
 
@@ -19,13 +19,24 @@ fn help_names_every_flag() -> Result<()> {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout)?;
     for flag in [
-        "--kubeconfig", "--node-name", "--namespace", "--label-selector", "--image ", "--images-file",
-        "--state-dir", "--probe-interval-ms", "--pod-block", "--service-block", "--provision-volumes",
+        "--kubeconfig",
+        "--node-name",
+        "--namespace",
+        "--label-selector",
+        "--image ",
+        "--images-file",
+        "--state-dir",
+        "--probe-interval-ms",
+        "--pod-block",
+        "--service-block",
+        "--provision-volumes",
         "[env: WASP_NODE_IMAGES=]",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
-    let bad = Command::new(BIN).args(["--image", "no-equals-sign", "--kubeconfig", "/nonexistent"]).output()?;
+    let bad = Command::new(BIN)
+        .args(["--image", "no-equals-sign", "--kubeconfig", "/nonexistent"])
+        .output()?;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("SUFFIX=BINARY"));
     Ok(())
@@ -47,7 +58,14 @@ async fn the_binary_registers_a_node_runs_a_pod_and_stops_on_sigterm() -> Result
     let mut cmd = Command::new(BIN);
     cmd.arg("--kubeconfig")
         .arg(env.kubeconfig_path())
-        .args(["--namespace", &ns, "--node-name", &name, "--log-format", "text"])
+        .args([
+            "--namespace",
+            &ns,
+            "--node-name",
+            &name,
+            "--log-format",
+            "text",
+        ])
         .arg("--images-file")
         .arg(&images)
         .arg("--state-dir")
@@ -62,14 +80,25 @@ async fn the_binary_registers_a_node_runs_a_pod_and_stops_on_sigterm() -> Result
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     pods.create(
         &PostParams::default(),
-        &shell_pod("hello", r#"echo "$GREETING from $HOSTNAME"; exec sleep 600"#, serde_json::json!({}))?,
+        &shell_pod(
+            "hello",
+            r#"echo "$GREETING from $HOSTNAME"; exec sleep 600"#,
+            serde_json::json!({}),
+        )?,
     )
     .await?;
-    let pod = ready(&pods, "hello").await.with_context(|| node.log_tail(30))?;
-    assert_eq!(pod.spec.and_then(|s| s.node_name).as_deref(), Some(name.as_str()));
+    let pod = ready(&pods, "hello")
+        .await
+        .with_context(|| node.log_tail(30))?;
+    assert_eq!(
+        pod.spec.and_then(|s| s.node_name).as_deref(),
+        Some(name.as_str())
+    );
     let log = state.join(format!("node/logs/{ns}_hello_main.log"));
     let text = eventually(LIMIT, || async {
-        std::fs::read_to_string(&log).ok().filter(|t| t.contains("from"))
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("from"))
     })
     .await
     .with_context(|| format!("{}: {}", log.display(), node.log_tail(30)))?;

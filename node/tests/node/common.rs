@@ -72,16 +72,21 @@ pub fn phase(p: &Pod) -> Option<&str> {
     p.status.as_ref()?.phase.as_deref()
 }
 
-
 /// Like [`setup`], but the node is started from the cluster's configuration, so pods with a
 /// service account get credentials; `images` replace the shell image.
-pub async fn setup_with(prefix: &str, images: Images) -> Result<(Client, String, Api<Pod>, LocalNode)> {
+pub async fn setup_with(
+    prefix: &str,
+    images: Images,
+) -> Result<(Client, String, Api<Pod>, LocalNode)> {
     let env = TestEnv::get();
     let client = env.kube_client().await?;
     let ns = env.namespace(prefix).await?;
-    let node =
-        LocalNode::start_from_config(env.kube_config().await?, images, NodeOptions::namespaced(&ns))
-            .await?;
+    let node = LocalNode::start_from_config(
+        env.kube_config().await?,
+        images,
+        NodeOptions::namespaced(&ns),
+    )
+    .await?;
     let pods = Api::namespaced(client.clone(), &ns);
     Ok((client, ns, pods, node))
 }
@@ -104,7 +109,12 @@ pub async fn ready(pods: &Api<Pod>, name: &str) -> Result<Pod> {
 }
 
 /// Waits until `node.container_logs(pod, container)` contains `needle`; returns the logs.
-pub async fn logs_with(node: &LocalNode, pod: &str, container: Option<&str>, needle: &str) -> Result<String> {
+pub async fn logs_with(
+    node: &LocalNode,
+    pod: &str,
+    container: Option<&str>,
+    needle: &str,
+) -> Result<String> {
     let found = wasp_e2e::eventually(LIMIT, || async {
         let logs = node.container_logs(pod, container);
         logs.contains(needle).then_some(logs)
@@ -112,7 +122,10 @@ pub async fn logs_with(node: &LocalNode, pod: &str, container: Option<&str>, nee
     .await;
     match found {
         Ok(l) => Ok(l),
-        Err(e) => anyhow::bail!("{e}: {needle:?} not in the logs of {pod}:\n{}", node.container_logs(pod, container)),
+        Err(e) => anyhow::bail!(
+            "{e}: {needle:?} not in the logs of {pod}:\n{}",
+            node.container_logs(pod, container)
+        ),
     }
 }
 
@@ -121,5 +134,10 @@ pub async fn create<K>(api: &Api<K>, v: serde_json::Value) -> Result<K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    Ok(api.create(&kube::api::PostParams::default(), &serde_json::from_value(v)?).await?)
+    Ok(api
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(v)?,
+        )
+        .await?)
 }

@@ -27,13 +27,18 @@ async fn a_failing_liveness_probe_restarts_the_container_a_passing_one_does_not(
     pods.create(&PostParams::default(), &failing).await?;
     pods.create(&PostParams::default(), &passing).await?;
     let restarted = wait_for(&pods, "failing", LIMIT, |p: Option<&Pod>| {
-        p.and_then(container_status).is_some_and(|c| c.restart_count >= 2)
+        p.and_then(container_status)
+            .is_some_and(|c| c.restart_count >= 2)
     })
     .await?
     .context("pod")?;
     let cs = container_status(&restarted).context("status")?;
     let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
-    assert_eq!(last.map(|t| t.exit_code), Some(137), "killed for failing the probe");
+    assert_eq!(
+        last.map(|t| t.exit_code),
+        Some(137),
+        "killed for failing the probe"
+    );
     assert!(node.runs("failing").len() >= 3);
     assert!(node.logs("failing").matches("started").count() >= 3);
     assert_eq!(node.restarts("passing"), Some(0));
@@ -64,7 +69,10 @@ async fn args_and_command_are_expanded_and_follow_the_conventions() -> Result<()
     let data = node.pod_dir("args").context("dir")?.join("volumes/data");
     assert_eq!(
         logs.trim(),
-        format!("args: world | {ip}:8080 | --dir={}/x | $(NAME)", data.display())
+        format!(
+            "args: world | {ip}:8080 | --dir={}/x | $(NAME)",
+            data.display()
+        )
     );
     Ok(())
 }

@@ -44,7 +44,8 @@ async fn service_names_reach_the_ready_endpoint_and_follow_a_new_pod() -> Result
         "spec": { "selector": { "app": "redis" }, "ports": [{ "port": 6379, "targetPort": "redis" }] }
     }))
     .await?;
-    pods.create(&PostParams::default(), &redis_pod("redis-1")?).await?;
+    pods.create(&PostParams::default(), &redis_pod("redis-1")?)
+        .await?;
     ready(&pods, "redis-1").await?;
 
     // The name in an env value (a URL) and in an argument, both forms.
@@ -65,19 +66,34 @@ async fn service_names_reach_the_ready_endpoint_and_follow_a_new_pod() -> Result
     pods.create(&PostParams::default(), &client_pod).await?;
     let svc_ip = eventually(LIMIT, || async { node.service_ip("wasp-redis") }).await?;
     assert_eq!(svc_ip.octets()[0], 127);
-    assert_ne!(Some(svc_ip), node.pod_ip("redis-1"), "the Service has an address of its own");
-    logs_with(&node, "client", None, &format!("ping PONG via {svc_ip}:6379 and PONG")).await?;
+    assert_ne!(
+        Some(svc_ip),
+        node.pod_ip("redis-1"),
+        "the Service has an address of its own"
+    );
+    logs_with(
+        &node,
+        "client",
+        None,
+        &format!("ping PONG via {svc_ip}:6379 and PONG"),
+    )
+    .await?;
 
     // The test reaches the same address: the first pod's Redis.
     let mut conn = redis_at(svc_ip).await?;
-    let _: () = redis::cmd("SET").arg("first").arg("1").query_async(&mut conn).await?;
+    let _: () = redis::cmd("SET")
+        .arg("first")
+        .arg("1")
+        .query_async(&mut conn)
+        .await?;
 
     // Replace the pod: the Service follows to the new pod's address (a fresh Redis).
     let old_ip = node.pod_ip("redis-1").context("address")?;
     let uid = pods.get("redis-1").await?.uid().context("uid")?;
     pods.delete("redis-1", &DeleteParams::default()).await?;
     wait_for(&pods, "redis-1", LIMIT, is_deleted(&uid)).await?;
-    pods.create(&PostParams::default(), &redis_pod("redis-2")?).await?;
+    pods.create(&PostParams::default(), &redis_pod("redis-2")?)
+        .await?;
     ready(&pods, "redis-2").await?;
     assert_ne!(node.pod_ip("redis-2"), Some(old_ip));
     let first: Option<String> = eventually(LIMIT, || async {
@@ -90,7 +106,9 @@ async fn service_names_reach_the_ready_endpoint_and_follow_a_new_pod() -> Result
     assert_eq!(first, None, "a new endpoint: the new pod's empty Redis");
     let before = node.logs("client").len();
     eventually(LIMIT, || async {
-        node.logs("client")[before..].contains("ping PONG via").then_some(())
+        node.logs("client")[before..]
+            .contains("ping PONG via")
+            .then_some(())
     })
     .await
     .context("the client pod reaches the new endpoint by name")?;

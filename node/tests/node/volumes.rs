@@ -57,14 +57,19 @@ async fn an_empty_dir_is_shared_by_the_pods_containers_and_goes_with_the_pod() -
         .await
         .context("the pod's directory outlived it")?;
     let log = node.log_dir().join(format!("{ns}_shared_reader.log"));
-    assert!(std::fs::read_to_string(log)?.contains("read hi"), "logs stay");
+    assert!(
+        std::fs::read_to_string(log)?.contains("read hi"),
+        "logs stay"
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn a_stateful_sets_claim_is_bound_survives_its_pod_and_the_new_pod_gets_it_back() -> Result<()> {
+async fn a_stateful_sets_claim_is_bound_survives_its_pod_and_the_new_pod_gets_it_back() -> Result<()>
+{
     let (client, ns, pods, node) = setup("node-pvc").await?;
-    let script = r#"echo boot >> "$DATA/boots"; echo "boots=$(wc -l < "$DATA/boots")"; exec sleep 600"#;
+    let script =
+        r#"echo boot >> "$DATA/boots"; echo "boots=$(wc -l < "$DATA/boots")"; exec sleep 600"#;
     create(&Api::<StatefulSet>::namespaced(client.clone(), &ns), json!({
         "metadata": { "name": "web" },
         "spec": {
@@ -96,19 +101,50 @@ async fn a_stateful_sets_claim_is_bound_survives_its_pod_and_the_new_pod_gets_it
     // The claim the StatefulSet controller made is Bound to the node's volume.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     let claim = claims.get("data-web-0").await?;
-    assert_eq!(claim.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Bound"));
-    let pv_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).context("volumeName")?;
+    assert_eq!(
+        claim.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Bound")
+    );
+    let pv_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .context("volumeName")?;
     assert_eq!(pv_name, format!("pvc-{}", claim.uid().unwrap_or_default()));
-    let pv = Api::<PersistentVolume>::all(client.clone()).get(&pv_name).await?;
-    let path = pv.spec.and_then(|s| s.host_path).map(|h| h.path).context("hostPath")?;
-    assert!(path.starts_with(&node.state_dir().join("volumes").to_string_lossy().into_owned()), "{path}");
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(&pv_name)
+        .await?;
+    let path = pv
+        .spec
+        .and_then(|s| s.host_path)
+        .map(|h| h.path)
+        .context("hostPath")?;
+    assert!(
+        path.starts_with(
+            &node
+                .state_dir()
+                .join("volumes")
+                .to_string_lossy()
+                .into_owned()
+        ),
+        "{path}"
+    );
 
     // The pod goes; the controller makes a new one, which finds what the first one wrote.
     pods.delete("web-0", &DeleteParams::default()).await?;
-    wait_for(&pods, "web-0", LIMIT, is_deleted(&first.uid().unwrap_or_default())).await?;
+    wait_for(
+        &pods,
+        "web-0",
+        LIMIT,
+        is_deleted(&first.uid().unwrap_or_default()),
+    )
+    .await?;
     let second = ready(&pods, "web-0").await?;
     assert_ne!(second.uid(), first.uid());
     logs_with(&node, "web-0", None, "boots=2").await?;
-    assert_eq!(std::fs::read_to_string(std::path::Path::new(&path).join("boots"))?, "boot\nboot\n");
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(&path).join("boots"))?,
+        "boot\nboot\n"
+    );
     Ok(())
 }
