@@ -43,7 +43,7 @@ pub fn rewrite_service_hosts(
         rest = &rest[start..];
         let end = rest.find(|c| !is_host_char(c)).unwrap_or(rest.len());
         let token = &rest[..end];
-        match service_name(token).and_then(|n| resolve(n)) {
+        match service_name(token).and_then(&resolve) {
             Some(ip) => {
                 out.push_str(&ip.to_string());
                 changed = true;

@@ -21,8 +21,9 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt as _};
+use kube::{Api, Client, ResourceExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -212,6 +213,7 @@ pub(crate) async fn run(
     let mut forwarders: HashMap<(String, String, u16), Forwarder> = HashMap::new();
     let mut seen: HashMap<usize, HashSet<ServiceKey>> = HashMap::new();
     let mut failed: HashSet<(String, String, u16)> = HashSet::new();
+    let mut annotated: HashSet<(String, String, Ipv4Addr)> = HashSet::new();
     // Binds that failed (an address taken by someone else) are retried.
     let mut retry = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -253,6 +255,35 @@ pub(crate) async fn run(
             _ = retry.tick(), if !failed.is_empty() => {}
         }
         failed = sync(&table, &services, &pod_store, &mut forwarders).await;
+        for ((ns, name), svc) in &services {
+            let Some(ip) = table.lookup(ns, name).filter(|_| proxied(svc)) else {
+                continue;
+            };
+            let shown = svc
+                .annotations()
+                .get(ADDRESS_ANNOTATION)
+                .map(String::as_str);
+            if shown != Some(ip.to_string().as_str())
+                && annotated.insert((ns.clone(), name.clone(), ip))
+            {
+                tokio::spawn(annotate(client.clone(), ns.clone(), name.clone(), ip));
+            }
+        }
+    }
+}
+
+/// Annotation on each proxied Service: the address standing in for its ClusterIP here (so
+/// `kubectl get svc -o yaml` and scripts can find it).
+pub const ADDRESS_ANNOTATION: &str = "wasp.dev/node-address";
+
+async fn annotate(client: Client, ns: String, name: String, ip: Ipv4Addr) {
+    let api: Api<Service> = Api::namespaced(client, &ns);
+    let patch = serde_json::json!({ "metadata": { "annotations": { ADDRESS_ANNOTATION: ip.to_string() } } });
+    if let Err(e) = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        debug!(service = %format!("{ns}/{name}"), error = %e, "cannot annotate the Service with its address");
     }
 }
 
