@@ -67,8 +67,8 @@ pub struct Config {
     #[arg(long, env = "WASP_NODE_STATE_DIR", default_value = ".wasp-node")]
     pub state_dir: PathBuf,
 
-    /// How often every readiness and liveness probe runs, in milliseconds (instead of the
-    /// probes' `periodSeconds`).
+    /// How often readiness probes run, in milliseconds (instead of their `periodSeconds`;
+    /// liveness probes keep theirs, so nothing is killed sooner than in a cluster).
     #[arg(long, env = "WASP_NODE_PROBE_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
     pub probe_interval_ms: u64,
 

@@ -17,7 +17,7 @@
 //!   ([`crate::accounts`]);
 //! - **status** is written like a kubelet's ([`crate::kubelet::pod_status`]); `Ready` follows the
 //!   readiness probe (HTTP GET, TCP or exec, polled every [`NodeOptions::probe_interval`]), a
-//!   failing liveness probe restarts the container;
+//!   failing liveness probe (at its own `periodSeconds`) restarts the container;
 //! - **exits** restart per `restartPolicy` with a kubelet-shaped back-off ([`Backoff`]);
 //! - **deletion**: SIGTERM, up to the grace period, SIGKILL, the final status, then the pod is
 //!   deleted with grace 0 — the kubelet's confirmation that removes it from the API;
@@ -95,7 +95,8 @@ pub struct NodeOptions {
     pub namespaces: Vec<String>,
     /// Only pods matching this label selector.
     pub label_selector: Option<String>,
-    /// Probe period (all probes; the spec's `periodSeconds` is ignored). 100 ms.
+    /// Readiness probe period (the spec's `periodSeconds` is ignored for readiness; liveness
+    /// probes keep theirs). 100 ms.
     pub probe_interval: Duration,
     /// Restart back-off.
     pub backoff: Backoff,

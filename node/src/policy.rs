@@ -93,6 +93,9 @@ pub enum ProbeTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbePlan {
     pub target: ProbeTarget,
+    /// The spec's `periodSeconds` (default 10 s): liveness probes keep it, so a container is
+    /// never killed sooner than in a cluster; readiness uses the node's faster interval.
+    pub period: Duration,
     pub initial_delay: Duration,
     pub timeout: Duration,
     pub success_threshold: u32,
@@ -119,8 +122,8 @@ pub fn liveness_probe(container: &Container, pod_ip: Ipv4Addr) -> Option<ProbePl
     ))
 }
 
-/// A probe of `container` with Kubernetes' defaults (timeout 1 s, success threshold 1, failure
-/// threshold 3). The probe *period* is the node's own (see `NodeOptions::probe_interval`).
+/// A probe of `container` with Kubernetes' defaults (period 10 s, timeout 1 s, success threshold
+/// 1, failure threshold 3).
 pub fn probe_plan(probe: &Probe, container: &Container, pod_ip: Ipv4Addr) -> ProbePlan {
     let secs = |v: Option<i32>, default: i32| {
         Duration::from_secs(u64::try_from(v.unwrap_or(default)).unwrap_or(0))
@@ -161,6 +164,7 @@ pub fn probe_plan(probe: &Probe, container: &Container, pod_ip: Ipv4Addr) -> Pro
     };
     ProbePlan {
         target,
+        period: secs(probe.period_seconds, 10).max(Duration::from_secs(1)),
         initial_delay: secs(probe.initial_delay_seconds, 0),
         timeout: secs(probe.timeout_seconds, 1),
         success_threshold: count(probe.success_threshold, 1),
@@ -295,8 +299,13 @@ mod tests {
             }
         );
         assert_eq!(
-            (plan.timeout, plan.success_threshold, plan.failure_threshold),
-            (Duration::from_secs(2), 1, 3)
+            (
+                plan.period,
+                plan.timeout,
+                plan.success_threshold,
+                plan.failure_threshold
+            ),
+            (Duration::from_secs(5), Duration::from_secs(2), 1, 3)
         );
 
         let named: Container = serde_json::from_value(json!({
@@ -325,6 +334,7 @@ mod tests {
         );
         let live = liveness_probe(&exec, ip).expect("a liveness probe");
         assert_eq!(live.failure_threshold, 1);
+        assert_eq!(live.period, Duration::from_secs(10), "the default period");
         assert_eq!(
             live.target,
             ProbeTarget::Tcp {
@@ -340,6 +350,7 @@ mod tests {
     fn readiness_needs_thresholds_in_a_row() {
         let plan = ProbePlan {
             target: ProbeTarget::Unsupported(String::new()),
+            period: Duration::from_secs(10),
             initial_delay: Duration::ZERO,
             timeout: Duration::from_secs(1),
             success_threshold: 1,

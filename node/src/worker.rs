@@ -927,8 +927,13 @@ fn spawn_probe(
             {
                 return;
             }
-            // The probe period (the node's, not the spec's: tests should not wait 5 s).
-            sleep(ctx.opts.probe_interval).await;
+            // Readiness at the node's period (tests should not wait 5 s for Ready); liveness at
+            // the spec's, so nothing is killed sooner than a kubelet would.
+            sleep(match kind {
+                ProbeKind::Readiness => ctx.opts.probe_interval,
+                ProbeKind::Liveness => plan.period,
+            })
+            .await;
         }
     })
 }

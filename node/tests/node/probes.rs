@@ -16,13 +16,13 @@ async fn a_failing_liveness_probe_restarts_the_container_a_passing_one_does_not(
     let failing = shell_pod(
         "failing",
         "echo started; exec sleep 600",
-        json!({ "container": { "livenessProbe": { "tcpSocket": { "port": 9 }, "failureThreshold": 2 } } }),
+        json!({ "container": { "livenessProbe": { "tcpSocket": { "port": 9 }, "periodSeconds": 1, "failureThreshold": 2 } } }),
     )?;
     // An exec probe runs with the container's environment (FROM_IMAGE is the image's env).
     let passing = shell_pod(
         "passing",
         "exec sleep 600",
-        json!({ "container": { "livenessProbe": { "exec": { "command": ["sh", "-c", "test \"$FROM_IMAGE\" = image"] }, "failureThreshold": 1 } } }),
+        json!({ "container": { "livenessProbe": { "exec": { "command": ["sh", "-c", "test \"$FROM_IMAGE\" = image"] }, "periodSeconds": 1, "failureThreshold": 1 } } }),
     )?;
     pods.create(&PostParams::default(), &failing).await?;
     pods.create(&PostParams::default(), &passing).await?;
