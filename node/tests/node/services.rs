@@ -114,3 +114,55 @@ async fn service_names_reach_the_ready_endpoint_and_follow_a_new_pod() -> Result
     .context("the client pod reaches the new endpoint by name")?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_deployments_pods_run_and_its_service_spreads_connections_over_them() -> Result<()> {
+    let (client, ns, pods, node) = setup_with("node-deploy", shell_and_redis()).await?;
+    let template = serde_json::to_value(redis_pod("unused")?)?;
+    create(&Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns), json!({
+        "metadata": { "name": "redis" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "redis" } },
+            "template": { "metadata": { "labels": { "app": "redis" } }, "spec": template["spec"] }
+        }
+    }))
+    .await?;
+    create(&Api::<Service>::namespaced(client.clone(), &ns), json!({
+        "metadata": { "name": "redis" },
+        "spec": { "selector": { "app": "redis" }, "ports": [{ "port": 6379, "targetPort": 6380 }] }
+    }))
+    .await?;
+    // The ReplicaSet controller's pods (generated names) are bound to the node and get Ready.
+    let running = eventually(LIMIT, || async {
+        let list = pods.list(&Default::default()).await.ok()?;
+        let ready: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| crate::common::condition(p, "Ready").as_deref() == Some("True"))
+            .collect();
+        (ready.len() == 2).then_some(ready)
+    })
+    .await
+    .context("two ready replicas")?;
+    for p in &running {
+        assert_eq!(
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            Some(node.name())
+        );
+    }
+    // New connections go round robin: both Redis processes answer.
+    let svc_ip = eventually(LIMIT, || async { node.service_ip("redis") }).await?;
+    let mut run_ids = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let mut c = eventually(LIMIT, || async { redis_at(svc_ip).await.ok() }).await?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
+        let id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(str::to_owned);
+        run_ids.insert(id.context("run_id")?);
+    }
+    assert_eq!(run_ids.len(), 2, "{run_ids:?}");
+    Ok(())
+}
