@@ -49,6 +49,8 @@ pub struct ServiceTable {
 struct Table {
     addresses: HashMap<ServiceKey, Ipv4Addr>,
     existing: HashSet<ServiceKey>,
+    /// ExternalName Services: their names are left alone (nothing would listen).
+    external: HashSet<ServiceKey>,
 }
 
 impl ServiceTable {
@@ -98,19 +100,22 @@ impl ServiceTable {
     /// The host-name convention's resolver: qualified names always (in watched namespaces),
     /// `<svc>.<ns>` only for a Service the proxy has seen.
     pub fn resolve(&self, n: ServiceName<'_>) -> Option<Ipv4Addr> {
-        if n.form == HostForm::Short
-            && !self
-                .lock()
-                .existing
-                .contains(&(n.namespace.to_owned(), n.service.to_owned()))
+        let key = (n.namespace.to_owned(), n.service.to_owned());
         {
-            return None;
+            let t = self.lock();
+            if t.external.contains(&key)
+                || (n.form == HostForm::Short && !t.existing.contains(&key))
+            {
+                return None;
+            }
         }
         self.address(n.namespace, n.service)
     }
 
-    fn set_existing(&self, keys: HashSet<ServiceKey>) {
-        self.lock().existing = keys;
+    fn set_existing(&self, keys: HashSet<ServiceKey>, external: HashSet<ServiceKey>) {
+        let mut t = self.lock();
+        t.existing = keys;
+        t.external = external;
     }
 }
 
@@ -294,7 +299,14 @@ async fn sync(
     pods: &HashMap<String, Pod>,
     forwarders: &mut HashMap<(String, String, u16), Forwarder>,
 ) -> HashSet<(String, String, u16)> {
-    table.set_existing(services.keys().cloned().collect());
+    table.set_existing(
+        services.keys().cloned().collect(),
+        services
+            .iter()
+            .filter(|(_, s)| !proxied(s))
+            .map(|(k, _)| k.clone())
+            .collect(),
+    );
     let mut desired: HashMap<(String, String, u16), (Ipv4Addr, Vec<SocketAddrV4>)> = HashMap::new();
     for ((ns, name), svc) in services {
         if !proxied(svc) {
@@ -463,10 +475,11 @@ mod tests {
             form: HostForm::Short,
         };
         assert_eq!(t.resolve(short), None);
-        t.set_existing(HashSet::from([(
-            "clinic".to_owned(),
-            "wasp-redis".to_owned(),
-        )]));
+        let key = |n: &str| ("clinic".to_owned(), n.to_owned());
+        t.set_existing(
+            HashSet::from([key("wasp-redis"), key("mail")]),
+            HashSet::from([key("mail")]),
+        );
         assert_eq!(t.resolve(short), Some(a));
         let qualified = ServiceName {
             form: HostForm::Qualified,
@@ -476,6 +489,15 @@ mod tests {
         assert!(
             t.resolve(qualified).is_some(),
             "qualified names resolve before the Service exists"
+        );
+        let external = ServiceName {
+            service: "mail",
+            ..qualified
+        };
+        assert_eq!(
+            t.resolve(external),
+            None,
+            "ExternalName Services are not proxied"
         );
     }
 }
