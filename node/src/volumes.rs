@@ -221,7 +221,7 @@ pub async fn prepare(p: &Prepare<'_>, pod: &Pod) -> Result<BTreeMap<String, Path
                     Ok(None) => return Err(format!("secret \"{name}\" not found")),
                     Err(e) => return Err(format!("reading secret {name}: {e}")),
                 };
-                write_files(&own, &data, items.as_deref())
+                write_files(&own, &data, items.as_deref(), true)
                     .map_err(|e| format!("volume {}: {e}", v.name))?;
                 own
             }
@@ -251,7 +251,7 @@ pub async fn prepare(p: &Prepare<'_>, pod: &Pod) -> Result<BTreeMap<String, Path
                     Ok(None) => return Err(format!("configmap \"{name}\" not found")),
                     Err(e) => return Err(format!("reading configmap {name}: {e}")),
                 };
-                write_files(&own, &data, items.as_deref())
+                write_files(&own, &data, items.as_deref(), false)
                     .map_err(|e| format!("volume {}: {e}", v.name))?;
                 own
             }
@@ -262,17 +262,31 @@ pub async fn prepare(p: &Prepare<'_>, pod: &Pod) -> Result<BTreeMap<String, Path
     Ok(dirs)
 }
 
+/// Writes a volume's files; a Secret's are readable by the node's user only (0600), since
+/// there is no mount namespace to keep other users of the machine out.
 fn write_files(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
+    private: bool,
 ) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     for (rel, bytes) in files(data, items)? {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        std::fs::write(&path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(if private { 0o600 } else { 0o644 })
+                .open(&path)?;
+            f.write_all(&bytes)
+        };
+        write().map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     Ok(())
 }

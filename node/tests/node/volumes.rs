@@ -1,5 +1,5 @@
-//! emptyDir volumes shared by a pod's containers, claims that outlive their pods (a
-//! StatefulSet's pod gets its claim's directory back), and the log files.
+//! emptyDir volumes shared by a pod's containers, Secret and ConfigMap volumes, claims that
+//! outlive their pods (a StatefulSet's pod gets its claim's directory back), and the log files.
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -61,6 +61,49 @@ async fn an_empty_dir_is_shared_by_the_pods_containers_and_goes_with_the_pod() -
         std::fs::read_to_string(log)?.contains("read hi"),
         "logs stay"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn secret_and_config_map_volumes_hold_their_keys_as_files() -> Result<()> {
+    let (client, ns, pods, node) = setup("node-files").await?;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    create(&cms, json!({ "metadata": { "name": "conf" }, "data": { "app.conf": "level=debug", "other": "x" } })).await?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    create(
+        &secrets,
+        json!({ "metadata": { "name": "creds" }, "stringData": { "password": "pw" } }),
+    )
+    .await?;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "files" },
+        "spec": {
+            "automountServiceAccountToken": false,
+            "volumes": [
+                { "name": "conf", "configMap": { "name": "conf", "items": [{ "key": "app.conf", "path": "etc/app.conf" }] } },
+                { "name": "creds", "secret": { "secretName": "creds" } },
+            ],
+            "containers": [{
+                "name": "main", "image": "e2e/shell:1",
+                "args": ["-c", r#"echo "conf=$(cat "$1") listing=$(ls "$WASP_NODE_VOLUME_CONF" | tr '\n' ' ') password=$(cat "$2")"; exec sleep 600"#,
+                         "sh", "/config/etc/app.conf", "/secrets/password"],
+                "volumeMounts": [
+                    { "name": "conf", "mountPath": "/config" },
+                    { "name": "creds", "mountPath": "/secrets", "readOnly": true },
+                ]
+            }]
+        }
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let logs = logs_with(&node, "files", None, "conf=").await?;
+    assert_eq!(logs.trim(), "conf=level=debug listing=etc  password=pw");
+    let secret_file = node
+        .pod_dir("files")
+        .context("dir")?
+        .join("volumes/creds/password");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(secret_file)?.permissions());
+    assert_eq!(mode & 0o077, 0, "a Secret's files are private");
     Ok(())
 }
 
