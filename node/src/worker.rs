@@ -475,7 +475,19 @@ impl Worker {
             env: vars,
             dir: workdir,
         };
-        if let Some(plan) = policy::liveness_probe(&spec, self.ip) {
+        // Exec probes' commands follow the conventions too (a Service name, a mount path).
+        let conventions = |plan: ProbePlan| match plan.target {
+            ProbeTarget::Exec(cmd) => ProbePlan {
+                target: ProbeTarget::Exec(
+                    cmd.iter()
+                        .map(|a| env::rewrite_value(a, &rewrites))
+                        .collect(),
+                ),
+                ..plan
+            },
+            _ => plan,
+        };
+        if let Some(plan) = policy::liveness_probe(&spec, self.ip).map(conventions) {
             slot.probes.push(spawn_probe(
                 self.ctx.clone(),
                 plan,
@@ -486,7 +498,7 @@ impl Worker {
                 self.tx.clone(),
             ));
         }
-        match policy::readiness_probe(&spec, self.ip) {
+        match policy::readiness_probe(&spec, self.ip).map(conventions) {
             Some(plan) => {
                 slot.view.ready = false;
                 slot.probes.push(spawn_probe(

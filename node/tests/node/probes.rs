@@ -18,11 +18,21 @@ async fn a_failing_liveness_probe_restarts_the_container_a_passing_one_does_not(
         "echo started; exec sleep 600",
         json!({ "container": { "livenessProbe": { "tcpSocket": { "port": 9 }, "periodSeconds": 1, "failureThreshold": 2 } } }),
     )?;
-    // An exec probe runs with the container's environment (FROM_IMAGE is the image's env).
+    // An exec probe runs with the container's environment (FROM_IMAGE is the image's env), and
+    // its command follows the conventions (the mount path becomes the volume's directory).
     let passing = shell_pod(
         "passing",
         "exec sleep 600",
-        json!({ "container": { "livenessProbe": { "exec": { "command": ["sh", "-c", "test \"$FROM_IMAGE\" = image"] }, "periodSeconds": 1, "failureThreshold": 1 } } }),
+        json!({
+            "volumes": [{ "name": "data", "emptyDir": {} }],
+            "container": {
+                "volumeMounts": [{ "name": "data", "mountPath": "/wasp-probe-data" }],
+                "livenessProbe": {
+                    "exec": { "command": ["sh", "-c", "test \"$FROM_IMAGE\" = image && test -d \"$0\"", "/wasp-probe-data"] },
+                    "periodSeconds": 1, "failureThreshold": 1
+                }
+            }
+        }),
     )?;
     pods.create(&PostParams::default(), &failing).await?;
     pods.create(&PostParams::default(), &passing).await?;
