@@ -15,6 +15,11 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 3001)]
     pub port: u16,
 
+    /// Address the public API listens on (all interfaces by default; wasp-node moves an
+    /// explicit `0.0.0.0` to the pod's own address, so replicas can share the port).
+    #[arg(long, env = "WASP_API_HOST", default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+
     /// Address of the admin port: `/metrics`, `/healthz`, `/readyz`.
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_addr: SocketAddr,
@@ -156,6 +161,7 @@ impl std::fmt::Debug for Config {
     // Secrets are never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
+            .field("host", &self.host)
             .field("port", &self.port)
             .field("admin_addr", &self.admin_addr)
             .field("namespace", &self.namespace)
@@ -230,6 +236,9 @@ mod tests {
         let unset = |v: &str| std::env::var_os(v).is_none();
         if unset("PORT") {
             assert_eq!(c.port, 3001);
+        }
+        if unset("WASP_API_HOST") {
+            assert_eq!(c.host.to_string(), "0.0.0.0");
         }
         if unset("MAX_FILE_SIZE") {
             assert_eq!(c.max_file_size, 10 << 20);

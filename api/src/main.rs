@@ -10,10 +10,10 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
-    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
+    let addr = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding port {}", config.port))?;
+        .with_context(|| format!("binding {addr}"))?;
     let admin = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("binding the admin port {}", config.admin_addr))?;

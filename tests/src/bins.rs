@@ -27,6 +27,11 @@ pub fn session_pod() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The local node's image map for session pods: `session-pod` → [`session_pod`].
+pub fn session_pod_images() -> anyhow::Result<wasp_node::Images> {
+    Ok(wasp_node::Images::new().with("session-pod", wasp_node::Image::new(session_pod()?)))
+}
+
 /// A workspace binary: `$env_var` if set (it must exist), else `name` in the directory above the
 /// running test executable. `cargo_args` go into the error message's build command.
 pub fn find(name: &str, env_var: &str, cargo_args: &str) -> anyhow::Result<PathBuf> {

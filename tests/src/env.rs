@@ -77,13 +77,18 @@ impl TestEnv {
 
     /// A new client for the cluster, bound to the calling test's runtime.
     pub async fn kube_client(&self) -> anyhow::Result<Client> {
-        let config = Config::from_custom_kubeconfig(
+        Client::try_from(self.kube_config().await?).context("building a kube client")
+    }
+
+    /// The cluster's client configuration (e.g. for `LocalNode::start_from_config`, which also
+    /// hands its apiserver URL and CA to pods with a service account).
+    pub async fn kube_config(&self) -> anyhow::Result<Config> {
+        Config::from_custom_kubeconfig(
             self.cluster.kubeconfig.clone(),
             &KubeConfigOptions::default(),
         )
         .await
-        .context("loading the test kubeconfig")?;
-        Client::try_from(config).context("building a kube client")
+        .context("loading the test kubeconfig")
     }
 
     /// A kubeconfig file for the cluster, e.g. for `KUBECONFIG` of a child process or kubectl.

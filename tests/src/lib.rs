@@ -23,15 +23,19 @@ pub mod browser;
 pub mod cluster;
 pub mod crds;
 pub mod env;
-pub mod kubelet;
-pub mod node;
 pub mod openapi;
-pub mod procs;
 pub mod redis_server;
 pub mod stream_clients;
 pub mod wait;
 
+/// The local node (`wasp-node`), as the tests have always reached it: `wasp_e2e::node::LocalNode`.
+pub use wasp_node as node;
+/// Pod status as a kubelet writes it (`wasp_node::kubelet`).
+pub use wasp_node::kubelet;
+/// Children that die with the test binary (`wasp_node::procs`, shared with the node's processes).
+pub use wasp_node::procs;
+
 pub use env::TestEnv;
 pub use kubelet::{mark_pod_running, mark_pod_terminated};
-pub use node::{Image, Images, LocalNode, NodeOptions};
 pub use wait::{TimedOut, eventually, wait_for};
+pub use wasp_node::{Image, Images, LocalNode, NodeOptions};

@@ -1,5 +1,5 @@
 //! Pod status as a kubelet writes it: a pure builder ([`pod_status`]) from what a node knows of
-//! its containers ([`ContainerView`]), used by the local node ([`crate::node::LocalNode`]), and two
+//! its containers ([`ContainerView`]), used by the local node ([`crate::LocalNode`]), and two
 //! helpers for tests that only need a pod to *look* started or finished
 //! ([`mark_pod_running`], [`mark_pod_terminated`]): the local cluster has no kubelet, so pod
 //! status only changes when someone writes it.

@@ -1,6 +1,7 @@
-//! One pod on the local node: bind it, give it an address, run its containers as processes,
-//! restart them, probe them, report status, stop them on deletion. All the IO of a pod; the
-//! decisions come from `policy`, `env`, `images` and `kubelet::pod_status`.
+//! One pod on the local node: wait for its claims, bind it, give it an address, prepare its
+//! volumes and credentials, run its containers as processes, restart them, probe them, report
+//! status, stop them on deletion. All the IO of a pod; the decisions come from `policy`, `env`,
+//! `images`, `volumes`, `accounts` and `kubelet::pod_status`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,7 +16,7 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::{
-    Binding, ConfigMap, Container, ObjectReference, Pod, PodStatus, Secret,
+    Binding, ConfigMap, Container, ObjectReference, PersistentVolumeClaim, Pod, PodStatus, Secret,
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
@@ -26,12 +27,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
 
-use super::env::{self, EnvSources};
-use super::images::{self, Image};
-use super::policy::{self, ProbePlan, ProbeTarget, Readiness};
-use super::{ContainerRecord, NodeCtx, PodRecord, ProcessEnd, ProcessRun};
+use crate::env::{self, EnvSources, Rewrites};
+use crate::images::{self, Image};
 use crate::kubelet::{self, ContainerView, Exit, HOST_IP, PodView, RunState};
+use crate::local_node::{ContainerRecord, NodeCtx, PodRecord, ProcessEnd, ProcessRun};
+use crate::policy::{self, ProbePlan, ProbeTarget, Readiness};
 use crate::procs::Watchdog;
+use crate::{accounts, volumes};
 
 /// What a pod's worker is told.
 #[derive(Debug)]
@@ -44,18 +46,28 @@ pub(crate) enum Msg {
     NodeStop,
     /// SIGKILL the first container's process (a test simulating a crash); answers its PID.
     Kill9(oneshot::Sender<Result<u32, String>>),
-    /// A readiness probe's verdict changed.
+    /// A probe's verdict changed.
     Probe {
         container: usize,
         generation: u64,
-        ready: bool,
+        kind: ProbeKind,
+        ok: bool,
     },
+}
+
+/// Which probe a verdict is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeKind {
+    Readiness,
+    Liveness,
 }
 
 /// How long a node stop waits for SIGTERM before SIGKILL.
 const NODE_STOP_GRACE: Duration = Duration::from_secs(5);
 /// How soon a failed status write is retried.
 const STATUS_RETRY: Duration = Duration::from_millis(200);
+/// How often a pod waiting for its claims looks again.
+const CLAIM_POLL: Duration = Duration::from_millis(250);
 
 /// One container of the pod.
 struct Slot {
@@ -70,7 +82,7 @@ struct Slot {
     crashes: u32,
     /// When to (re)start it.
     start_at: Option<Instant>,
-    probe: Option<JoinHandle<()>>,
+    probes: Vec<JoinHandle<()>>,
     /// Distinguishes this run's probe verdicts from an earlier run's.
     generation: u64,
     log: PathBuf,
@@ -78,7 +90,7 @@ struct Slot {
 
 impl Slot {
     fn stop_probe(&mut self) {
-        if let Some(p) = self.probe.take() {
+        for p in self.probes.drain(..) {
             p.abort();
         }
         self.generation += 1;
@@ -112,19 +124,25 @@ pub(crate) struct Worker {
     last_status: Option<PodStatus>,
     status_retry: Option<Instant>,
     terminating: bool,
+    /// The pod's kubeconfig, once made (`Some(None)`: the pod gets no credentials).
+    kubeconfig: Option<Option<PathBuf>>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
 }
 
-/// Runs pod `pod` until it is deleted (or the node stops); binds it first if `bind`.
+/// Runs pod `pod` until it is deleted (or the node stops); binds it first if `bind`, once every
+/// claim it names is Bound (as a scheduler waits for them).
 pub(crate) async fn run_pod(
     ctx: Arc<NodeCtx>,
     pod: Pod,
     bind: bool,
     tx: mpsc::UnboundedSender<Msg>,
-    rx: mpsc::UnboundedReceiver<Msg>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
 ) {
     let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    if bind && !claims_bound(&ctx, &pod, &mut rx).await {
+        return;
+    }
     match Worker::new(ctx, pod, bind, tx, rx).await {
         Ok(Some(mut w)) => {
             w.run().await;
@@ -132,6 +150,40 @@ pub(crate) async fn run_pod(
         }
         Ok(None) => {}
         Err(e) => warn!(pod = %key, error = %format!("{e:#}"), "local node could not take the pod"),
+    }
+}
+
+/// Waits until every claim of `pod` is Bound; `false` if the pod went away meanwhile.
+async fn claims_bound(ctx: &NodeCtx, pod: &Pod, rx: &mut mpsc::UnboundedReceiver<Msg>) -> bool {
+    let claims = volumes::claims(pod);
+    if claims.is_empty() {
+        return true;
+    }
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut logged = false;
+    loop {
+        let mut all = true;
+        for c in &claims {
+            let bound = matches!(api.get_opt(c).await, Ok(Some(pvc))
+                if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"));
+            all &= bound;
+        }
+        if all {
+            return true;
+        }
+        if !logged {
+            debug!(pod = %format!("{ns}/{}", pod.name_any()), ?claims, "waiting for the pod's claims to be bound");
+            logged = true;
+        }
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                None | Some(Msg::Gone | Msg::Terminate { .. } | Msg::NodeStop) => return false,
+                Some(Msg::Kill9(reply)) => { let _ = reply.send(Err("the pod is not running yet".into())); }
+                Some(Msg::Probe { .. }) => {}
+            },
+            () = sleep(CLAIM_POLL) => {}
+        }
     }
 }
 
@@ -162,7 +214,9 @@ impl Worker {
             .collect();
         let ip = ctx.allocate_address(&ports)?;
         let short_uid: String = uid.chars().take(8).collect();
-        let dir = ctx.log_dir.join(format!("{namespace}_{name}_{short_uid}"));
+        let dir = ctx
+            .pods_dir()
+            .join(format!("{namespace}_{name}_{short_uid}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut slots = Vec::new();
         for c in &spec.containers {
@@ -182,9 +236,11 @@ impl Worker {
                 started: None,
                 crashes: 0,
                 start_at: Some(Instant::now()),
-                probe: None,
+                probes: Vec::new(),
                 generation: 0,
-                log: dir.join(format!("{}.log", c.name)),
+                log: ctx
+                    .logs_dir()
+                    .join(format!("{namespace}_{name}_{}.log", c.name)),
             });
         }
         ctx.lock().pods.push(PodRecord {
@@ -198,6 +254,7 @@ impl Worker {
                 .map(|s| ContainerRecord {
                     name: s.spec.name.clone(),
                     log: s.log.clone(),
+                    log_offset: std::fs::metadata(&s.log).map(|m| m.len()).unwrap_or(0),
                     pid: None,
                     restarts: 0,
                 })
@@ -221,6 +278,7 @@ impl Worker {
             last_status: None,
             status_retry: None,
             terminating: false,
+            kubeconfig: None,
             tx,
             rx,
         }))
@@ -236,6 +294,7 @@ impl Worker {
             self.start_due().await;
             if self.sync_status().await == Synced::Gone {
                 self.kill_all().await;
+                self.remove_dir();
                 return;
             }
             let next_start = self.slots.iter().filter_map(|s| s.start_at).min();
@@ -245,6 +304,7 @@ impl Worker {
                 msg = self.rx.recv() => match msg {
                     None | Some(Msg::Gone) => {
                         self.kill_all().await;
+                        self.remove_dir();
                         return;
                     }
                     Some(Msg::NodeStop) => {
@@ -261,8 +321,8 @@ impl Worker {
                     Some(Msg::Kill9(reply)) => {
                         let _ = reply.send(self.kill9());
                     }
-                    Some(Msg::Probe { container, generation, ready }) => {
-                        self.on_probe(container, generation, ready);
+                    Some(Msg::Probe { container, generation, kind, ok }) => {
+                        self.on_probe(container, generation, kind, ok);
                     }
                 },
                 () = sleep_until(next_start.unwrap_or_else(far_future)), if next_start.is_some() => {}
@@ -292,12 +352,23 @@ impl Worker {
         }
     }
 
-    /// Resolves the container's environment (reading its Secrets and ConfigMaps now, as a kubelet
-    /// does at each start) and starts its process.
+    /// Prepares the pod's volumes and credentials, resolves the container's environment (reading
+    /// its Secrets and ConfigMaps now, as a kubelet does at each start), applies the node's
+    /// conventions and starts its process.
     async fn start(&mut self, i: usize) -> Result<(), (&'static str, String)> {
         let config_error = |e: String| ("CreateContainerConfigError", e);
         let spec = self.slots[i].spec.clone();
         let image = self.slots[i].image.clone();
+        let prepare = volumes::Prepare {
+            client: &self.ctx.client,
+            namespace: &self.namespace,
+            pod_dir: &self.dir,
+        };
+        let dirs = volumes::prepare(&prepare, &self.pod)
+            .await
+            .map_err(config_error)?;
+        let mounts = volumes::mounts(&spec, &dirs);
+        let kubeconfig = self.kubeconfig().await.map_err(config_error)?;
         let refs = env::referenced(&spec);
         let mut secrets = BTreeMap::new();
         let secrets_api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
@@ -330,20 +401,35 @@ impl Worker {
         };
         let resolved = env::resolve_env(&self.pod, &spec, &sources, image.image_env())
             .map_err(|e| config_error(e.to_string()))?;
-        let mut vars = self.base_env(&spec);
+        let services = self.ctx.services.clone();
+        let resolve = move |n: crate::hosts::ServiceName<'_>| services.resolve(n);
+        let rewrites = Rewrites {
+            pod_ip: self.ip,
+            services: &resolve,
+            mounts: &mounts,
+        };
+        let mut vars = self.base_env(&mounts, kubeconfig.as_deref());
         for (k, v) in resolved {
             vars.retain(|(name, _)| *name != k);
-            vars.push((k, v));
+            vars.push((k, env::rewrite_value(&v, &rewrites)));
         }
         let lookup = |name: &str| {
             vars.iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let (program, args) = images::command_line(&image, &spec, |s| env::expand(s, lookup))
-            .map_err(|e| ("RunContainerError", e))?;
+        let (program, args) = images::command_line(&image, &spec, |s| {
+            env::rewrite_value(&env::expand(s, lookup), &rewrites)
+        })
+        .map_err(|e| ("RunContainerError", e))?;
+        let workdir = spec
+            .working_dir
+            .as_deref()
+            .and_then(|w| volumes::rewrite_path(w, &mounts))
+            .map_or_else(|| self.dir.clone(), PathBuf::from);
 
         let run_error = |e: String| ("RunContainerError", e);
+        let vars = Arc::new(vars);
         let slot = &mut self.slots[i];
         let out = File::options()
             .create(true)
@@ -355,7 +441,7 @@ impl Worker {
         cmd.args(&args)
             .env_clear()
             .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(&self.dir)
+            .current_dir(&workdir)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -385,12 +471,41 @@ impl Worker {
             container_id: format!("wasp-node://{}/{pid}", self.ctx.name),
         };
         slot.generation += 1;
-        match policy::readiness_probe(&spec, self.ip) {
+        let exec = ExecContext {
+            env: vars,
+            dir: workdir,
+        };
+        // Exec probes' commands follow the conventions too (a Service name, a mount path).
+        let conventions = |plan: ProbePlan| match plan.target {
+            ProbeTarget::Exec(cmd) => ProbePlan {
+                target: ProbeTarget::Exec(
+                    cmd.iter()
+                        .map(|a| env::rewrite_value(a, &rewrites))
+                        .collect(),
+                ),
+                ..plan
+            },
+            _ => plan,
+        };
+        if let Some(plan) = policy::liveness_probe(&spec, self.ip).map(conventions) {
+            slot.probes.push(spawn_probe(
+                self.ctx.clone(),
+                plan,
+                ProbeKind::Liveness,
+                exec.clone(),
+                i,
+                slot.generation,
+                self.tx.clone(),
+            ));
+        }
+        match policy::readiness_probe(&spec, self.ip).map(conventions) {
             Some(plan) => {
                 slot.view.ready = false;
-                slot.probe = Some(spawn_probe(
+                slot.probes.push(spawn_probe(
                     self.ctx.clone(),
                     plan,
+                    ProbeKind::Readiness,
+                    exec,
                     i,
                     slot.generation,
                     self.tx.clone(),
@@ -418,27 +533,53 @@ impl Worker {
         Ok(())
     }
 
+    /// The pod's kubeconfig (made once; a failure is retried at the next start).
+    async fn kubeconfig(&mut self) -> Result<Option<PathBuf>, String> {
+        if let Some(k) = &self.kubeconfig {
+            return Ok(k.clone());
+        }
+        let made = match &self.ctx.opts.api {
+            Some(api) => accounts::credentials(&self.ctx.client, api, &self.pod, &self.dir).await?,
+            None => {
+                if accounts::token_source(&self.pod).is_some() {
+                    debug!(pod = %self.name, "no API access configured: the pod gets no credentials");
+                }
+                None
+            }
+        };
+        self.kubeconfig = Some(made.clone());
+        Ok(made)
+    }
+
     /// What every process gets before the image's and the pod's variables: the host's `PATH`,
-    /// `HOSTNAME` = the pod's name, and `TMPDIR` = a directory of the pod when the container
-    /// mounts a volume at `/tmp` (the session pod's in-memory emptyDir).
-    fn base_env(&self, spec: &Container) -> Vec<(String, String)> {
+    /// `HOSTNAME` = the pod's name, `HOME` = the pod's directory, `TMPDIR` = the directory of
+    /// a volume mounted at `/tmp`, `WASP_NODE_VOLUME_<NAME>` per mounted volume, and
+    /// `KUBECONFIG` when the pod has credentials.
+    fn base_env(
+        &self,
+        mounts: &[volumes::Mount],
+        kubeconfig: Option<&std::path::Path>,
+    ) -> Vec<(String, String)> {
         let mut vars = vec![
             (
                 "PATH".to_owned(),
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
             ),
             ("HOSTNAME".to_owned(), self.name.clone()),
+            ("HOME".to_owned(), self.dir.to_string_lossy().into_owned()),
         ];
-        if spec
-            .volume_mounts
-            .iter()
-            .flatten()
-            .any(|m| m.mount_path == "/tmp")
-        {
-            let tmp = self.dir.join("tmp");
-            if std::fs::create_dir_all(&tmp).is_ok() {
-                vars.push(("TMPDIR".to_owned(), tmp.to_string_lossy().into_owned()));
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        if let Some(tmp) = mounts.iter().find(|m| m.mount_path == "/tmp") {
+            vars.push(("TMPDIR".to_owned(), path(&tmp.host_path)));
+        }
+        for m in mounts {
+            let name = volumes::volume_env_name(&m.volume);
+            if !vars.iter().any(|(k, _)| *k == name) {
+                vars.push((name, path(&m.host_path)));
             }
+        }
+        if let Some(k) = kubeconfig {
+            vars.push(("KUBECONFIG".to_owned(), path(k)));
         }
         vars
     }
@@ -514,14 +655,30 @@ impl Worker {
         }
     }
 
-    fn on_probe(&mut self, container: usize, generation: u64, ready: bool) {
-        if let Some(slot) = self.slots.get_mut(container)
-            && slot.generation == generation
-            && slot.alive()
-            && !self.terminating
-        {
-            debug!(pod = %self.name, container = %slot.spec.name, ready, "readiness changed");
-            slot.view.ready = ready;
+    fn on_probe(&mut self, container: usize, generation: u64, kind: ProbeKind, ok: bool) {
+        let terminating = self.terminating;
+        let Some(slot) = self.slots.get_mut(container) else {
+            return;
+        };
+        if slot.generation != generation || !slot.alive() || terminating {
+            return;
+        }
+        match kind {
+            ProbeKind::Readiness => {
+                debug!(pod = %self.name, container = %slot.spec.name, ready = ok, "readiness changed");
+                slot.view.ready = ok;
+            }
+            ProbeKind::Liveness if !ok => {
+                // As the kubelet: kill the unhealthy container; restartPolicy decides the rest.
+                info!(pod = %self.name, container = %slot.spec.name, "liveness probe failed: restarting the container");
+                if let (Some(pid), Some(child)) = (slot.pid, slot.child.as_mut()) {
+                    let _ = child.start_kill();
+                    self.ctx
+                        .mark_run(&self.uid, pid, |end| end.sigkill_sent = true);
+                }
+                slot.stop_probe();
+            }
+            ProbeKind::Liveness => {}
         }
     }
 
@@ -555,6 +712,16 @@ impl Worker {
             Ok(_) => debug!(pod = %self.name, "pod removed"),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => warn!(pod = %self.name, error = %e, "could not remove the pod"),
+        }
+        self.remove_dir();
+    }
+
+    /// The pod is gone for good: its directory (emptyDirs, credentials) goes too.
+    fn remove_dir(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(pod = %self.name, dir = %self.dir.display(), error = %e, "could not remove the pod's directory");
         }
     }
 
@@ -735,37 +902,55 @@ async fn bind_pod(pods: &Api<Pod>, name: &str, uid: &str, node: &str) -> anyhow:
     }
 }
 
-/// Probes one container run until aborted; sends each change of readiness.
+/// What an exec probe runs with: the container's environment and working directory.
+#[derive(Clone)]
+struct ExecContext {
+    env: Arc<Vec<(String, String)>>,
+    dir: PathBuf,
+}
+
+/// Probes one container run until aborted; sends each change of the verdict.
 fn spawn_probe(
     ctx: Arc<NodeCtx>,
     plan: ProbePlan,
+    kind: ProbeKind,
+    exec: ExecContext,
     container: usize,
     generation: u64,
     tx: mpsc::UnboundedSender<Msg>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         sleep(plan.initial_delay).await;
-        let mut readiness = Readiness::default();
+        let mut verdict = match kind {
+            ProbeKind::Readiness => Readiness::default(),
+            ProbeKind::Liveness => Readiness::alive(),
+        };
         loop {
-            let ok = probe_once(&ctx.http, &plan).await;
-            if readiness.record(&plan, ok)
+            let ok = probe_once(&ctx.http, &plan, &exec).await;
+            if verdict.record(&plan, ok)
                 && tx
                     .send(Msg::Probe {
                         container,
                         generation,
-                        ready: readiness.ready,
+                        kind,
+                        ok: verdict.ready,
                     })
                     .is_err()
             {
                 return;
             }
-            // The probe period (the node's, not the spec's: tests should not wait 5 s).
-            sleep(ctx.opts.probe_interval).await;
+            // Readiness at the node's period (tests should not wait 5 s for Ready); liveness at
+            // the spec's, so nothing is killed sooner than a kubelet would.
+            sleep(match kind {
+                ProbeKind::Readiness => ctx.opts.probe_interval,
+                ProbeKind::Liveness => plan.period,
+            })
+            .await;
         }
     })
 }
 
-async fn probe_once(http: &reqwest::Client, plan: &ProbePlan) -> bool {
+async fn probe_once(http: &reqwest::Client, plan: &ProbePlan, exec: &ExecContext) -> bool {
     match &plan.target {
         ProbeTarget::Http { host, port, path } => {
             let url = format!("http://{host}:{port}{path}");
@@ -780,6 +965,24 @@ async fn probe_once(http: &reqwest::Client, plan: &ProbePlan) -> bool {
                 tokio::time::timeout(plan.timeout, tokio::net::TcpStream::connect(addr)).await,
                 Ok(Ok(_))
             )
+        }
+        ProbeTarget::Exec(command) => {
+            let mut cmd = Command::new(&command[0]);
+            cmd.args(&command[1..])
+                .env_clear()
+                .envs(exec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .current_dir(&exec.dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            match cmd.spawn() {
+                Ok(mut child) => matches!(
+                    tokio::time::timeout(plan.timeout, child.wait()).await,
+                    Ok(Ok(status)) if status.success()
+                ),
+                Err(_) => false,
+            }
         }
         ProbeTarget::Unsupported(_) => true,
     }

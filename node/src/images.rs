@@ -1,8 +1,24 @@
 //! Which local binary stands for which image, and a container's command line. Pure.
+//!
+//! The image map is given as rules (repository suffix → binary, default args, env), in code
+//! ([`Images::with`]), on the command line (`--image SUFFIX=BINARY [ARG...]`, [`parse_image_arg`])
+//! or in a YAML file ([`parse_images_file`]):
+//!
+//! ```yaml
+//! images:
+//!   - image: wasp-session-pod        # any repository ending with this
+//!     binary: /opt/wasp/wasp-session-pod
+//!     env: { RUST_LOG: info }        # the image's ENV (the pod's own env wins)
+//!   - image: redis
+//!     binary: redis-server           # a name without `/` is looked up on PATH
+//!     args: ["--save", ""]           # the image's CMD (used when the pod sets no args)
+//! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Container;
+use serde::Deserialize;
 
 /// A local stand-in for a container image: its entrypoint (a binary), default arguments (the
 /// image's `CMD`) and environment (the image's `ENV`, below the pod's own variables).
@@ -63,9 +79,20 @@ impl Images {
         self
     }
 
-    /// `session-pod` → the built session pod binary ([`crate::bins::session_pod`]).
-    pub fn session_pod() -> anyhow::Result<Self> {
-        Ok(Self::new().with("session-pod", Image::new(crate::bins::session_pod()?)))
+    /// The rules, in order.
+    pub fn rules(&self) -> &[(String, Image)] {
+        &self.rules
+    }
+
+    /// Every rule's binary, replaced by what `f` makes of it (e.g. a PATH lookup).
+    pub fn map_binaries<E>(
+        mut self,
+        mut f: impl FnMut(&Path) -> Result<PathBuf, E>,
+    ) -> Result<Self, E> {
+        for (_, image) in &mut self.rules {
+            image.binary = f(&image.binary)?;
+        }
+        Ok(self)
     }
 
     /// The first rule matching `reference`.
@@ -85,6 +112,58 @@ impl Images {
             .find(|(suffix, _)| repo.ends_with(suffix.as_str()))
             .map(|(_, image)| image)
     }
+}
+
+/// One `--image` value: `SUFFIX=BINARY [ARG...]` (arguments split at white space; use the
+/// images file for arguments with spaces or for env).
+pub fn parse_image_arg(value: &str) -> Result<(String, Image), String> {
+    let (suffix, command) = value
+        .split_once('=')
+        .ok_or_else(|| format!("--image {value:?}: expected SUFFIX=BINARY [ARG...]"))?;
+    let suffix = suffix.trim();
+    let mut words = command.split_whitespace();
+    let binary = words
+        .next()
+        .ok_or_else(|| format!("--image {value:?}: no binary after '='"))?;
+    if suffix.is_empty() {
+        return Err(format!("--image {value:?}: empty image suffix"));
+    }
+    let image = words.fold(Image::new(binary), Image::arg);
+    Ok((suffix.to_owned(), image))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImagesFile {
+    images: Vec<ImageEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageEntry {
+    image: String,
+    binary: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// The rules of an images file (YAML, see the module documentation), in order.
+pub fn parse_images_file(text: &str) -> Result<Images, String> {
+    let file: ImagesFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let mut images = Images::new();
+    for e in file.images {
+        if e.image.trim().is_empty() {
+            return Err("an entry has an empty `image`".into());
+        }
+        let mut image = e.args.into_iter().fold(Image::new(e.binary), Image::arg);
+        for (k, v) in e.env {
+            image = image.env(k, v);
+        }
+        images = images.with(e.image, image);
+    }
+    Ok(images)
 }
 
 /// An image reference without its digest (`@sha256:…`) and tag (`:tag` after the last `/`).
@@ -132,6 +211,48 @@ pub fn command_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_args_name_suffix_binary_and_default_args() {
+        let (suffix, image) =
+            parse_image_arg("wasp/session-pod=/t/debug/wasp-session-pod").expect("parses");
+        assert_eq!(suffix, "wasp/session-pod");
+        assert_eq!(image, Image::new("/t/debug/wasp-session-pod"));
+        let (_, redis) = parse_image_arg("redis=redis-server --appendonly yes").expect("parses");
+        assert_eq!(
+            redis,
+            Image::new("redis-server").arg("--appendonly").arg("yes")
+        );
+        for bad in ["redis", "=redis-server", "redis=", "redis=  "] {
+            assert!(parse_image_arg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn images_files_keep_order_args_and_env_and_refuse_unknown_keys() {
+        let text = r#"
+images:
+  - image: wasp-session-pod
+    binary: /opt/wasp-session-pod
+    env: { RUST_LOG: info }
+  - image: redis
+    binary: redis-server
+    args: ["--save", ""]
+"#;
+        let images = parse_images_file(text).expect("parses");
+        assert_eq!(images.rules().len(), 2);
+        assert_eq!(
+            images.lookup("ghcr.io/wasp-dev/wasp-session-pod:0.1.0"),
+            Some(&Image::new("/opt/wasp-session-pod").env("RUST_LOG", "info"))
+        );
+        assert_eq!(
+            images.lookup("redis:7"),
+            Some(&Image::new("redis-server").arg("--save").arg(""))
+        );
+        assert!(parse_images_file("images:\n  - image: x\n    binary: y\n    cmd: z\n").is_err());
+        assert!(parse_images_file("images:\n  - image: ''\n    binary: y\n").is_err());
+        assert!(parse_images_file("imgs: []").is_err());
+    }
 
     #[test]
     fn repositories_drop_tag_and_digest() {

@@ -1,30 +1,26 @@
-//! `LocalNode`: a small node agent standing in for the kubelet (and the scheduler) of one local
-//! node, so that pods of the project's images really run — as local processes — in the local
-//! cluster (DESIGN §3, "wasp-node"; docs/local-kubernetes.md, "The local node").
+//! [`LocalNode`]: the node agent, standing in for the kubelet, the scheduler, kube-proxy and a
+//! volume provisioner of one local node (DESIGN §3 "wasp-node"; docs/node.md), so that pods of
+//! known images really run — as local processes — in a cluster without container runtime.
 //!
-//! It watches Pods (one namespace or all, optionally by label selector). A new pod whose every
-//! container image it knows ([`Images`]: image repository suffix → local binary) is **bound** to
-//! the node through `pods/<name>/binding` (as the scheduler does), gets its own loopback address
-//! `127.<block>.x.y`, and each container is started as a process of that binary:
+//! It watches Pods (of some namespaces or all, optionally by label selector). A new pod whose
+//! every container image it knows ([`Images`]: image repository suffix → local binary) is
+//! **bound** to the node through `pods/<name>/binding` (as the scheduler does; once its claims
+//! are Bound), gets its own loopback address `127.<block>.x.y`, and each container is started
+//! as a process of that binary:
 //!
-//! - **env** is resolved like the kubelet does ([`env::resolve_env`]): plain values with `$(VAR)`
-//!   expansion, `secretKeyRef` / `configMapKeyRef` (read at each start), `envFrom`, downward-API
-//!   `fieldRef` (`metadata.*`, `status.podIP`, ...), over the image's own env ([`Image::env`]);
-//! - **the loopback-address convention**: a variable whose value is a listen address on all
-//!   interfaces, `0.0.0.0:<port>` or `[::]:<port>`, becomes `<pod IP>:<port>`
-//!   ([`env::rewrite_listen_addr`]). So every pod listens on its own address, pods share port
-//!   numbers as in a cluster, and `status.podIP:<port>` (what the operator publishes as the
-//!   endpoint) reaches it. A pod's address is checked free for its declared ports first;
-//! - **status** is written like a kubelet's ([`crate::kubelet::pod_status`]): Pending while
-//!   starting, Running with `podIP`, conditions, container statuses with restart counts and last
-//!   states; `Ready` follows the readiness probe (HTTP GET or TCP on the pod IP, polled every
-//!   [`NodeOptions::probe_interval`] instead of the spec's period, with its thresholds);
-//! - **exits** are reported as terminated; the container restarts per `restartPolicy` (Always,
-//!   OnFailure, Never) with a kubelet-shaped back-off (first restart at once, then doubling,
-//!   [`policy::Backoff`]), or stays terminated (Succeeded/Failed);
-//! - **deletion** (a deletion timestamp on a bound pod): SIGTERM, up to the grace period, SIGKILL,
-//!   the final status, then the pod is deleted with grace 0 — the kubelet's confirmation that
-//!   removes it from the API. A pod removed by force gets SIGKILL at once;
+//! - **env** is resolved like the kubelet does ([`crate::env::resolve_env`]) over the image's own
+//!   env, then the node's conventions apply to env values and args ([`crate::env::rewrite_value`]):
+//!   listen addresses on all interfaces become the pod's address, Service names the Service's
+//!   address ([`crate::hosts`], [`crate::proxy`]), mount paths the volumes' directories
+//!   ([`crate::volumes`]);
+//! - **credentials**: a pod with a service account gets `KUBECONFIG` with that account's token
+//!   ([`crate::accounts`]);
+//! - **status** is written like a kubelet's ([`crate::kubelet::pod_status`]); `Ready` follows the
+//!   readiness probe (HTTP GET, TCP or exec, polled every [`NodeOptions::probe_interval`]), a
+//!   failing liveness probe (at its own `periodSeconds`) restarts the container;
+//! - **exits** restart per `restartPolicy` with a kubelet-shaped back-off ([`Backoff`]);
+//! - **deletion**: SIGTERM, up to the grace period, SIGKILL, the final status, then the pod is
+//!   deleted with grace 0 — the kubelet's confirmation that removes it from the API;
 //! - [`LocalNode::kill9`] kills a pod's process the hard way, for crash and restart tests.
 //!
 //! **Why bind.** The 1.20 apiserver deletes an *unbound* pod at once, whatever its grace period,
@@ -35,38 +31,22 @@
 //! needs a Node object (the pod-GC controller force-deletes pods bound to a missing Node after
 //! about a minute), so the node registers one (`wasp-node-<random>`, Ready, heartbeat every 10 s)
 //! and deletes it in [`LocalNode::shutdown`]. Pods whose images the node does not know are left
-//! alone (unbound, as before), so fake pods of other tests behave as they always did.
+//! alone (unbound), so fake pods of other tests behave as they always did.
 //!
-//! **What it does not do**: no images (the binaries of this workspace stand in for them), no
-//! cgroups or resource limits, no users or security contexts (processes run as the test's user),
-//! no volumes (an emptyDir mounted at `/tmp` becomes `TMPDIR`, a directory of the pod), no
-//! liveness or startup probes, no init containers (such pods are left alone), no
-//! `resourceFieldRef` env, no logs API (read [`LocalNode::logs`]).
-//!
-//! Processes are tied to the test: dropping the `LocalNode` kills them (`kill_on_drop`), and each
-//! has a watchdog ([`crate::procs::Watchdog`]) that stops it if the test binary dies.
+//! Processes are tied to the node: dropping the `LocalNode` kills them (`kill_on_drop`), and each
+//! has a watchdog ([`crate::procs::Watchdog`]) that stops it if the node's process dies.
 //!
 //! ```no_run
-//! # async fn f() -> anyhow::Result<()> {
-//! use wasp_e2e::node::{Images, LocalNode};
-//! let env = wasp_e2e::TestEnv::get();
-//! let client = env.kube_client().await?;
-//! let ns = env.namespace("my-test").await?;
-//! let node = LocalNode::start(client, &ns, Images::session_pod()?).await?;
+//! # async fn f(client: kube::Client, ns: &str) -> anyhow::Result<()> {
+//! use wasp_node::{Image, Images, LocalNode};
+//! let images = Images::new().with("session-pod", Image::new("/path/to/wasp-session-pod"));
+//! let node = LocalNode::start(client, ns, images).await?;
 //! // ... create a WhatsAppSession; the operator creates its pod; the node runs it:
-//! let pid = wasp_e2e::eventually(std::time::Duration::from_secs(30), || async {
-//!     node.process_of("wa-doc-abc")
-//! })
-//! .await?;
+//! let pid = node.process_of("wa-doc-abc");
 //! node.kill9("wa-doc-abc").await?; // restarted (restartPolicy Always)
 //! node.shutdown().await?;
 //! # let _ = pid; Ok(()) }
 //! ```
-
-pub mod env;
-pub mod images;
-pub mod policy;
-mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -84,21 +64,23 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-pub use images::{Image, Images};
-pub use policy::Backoff;
-
+use crate::accounts::ApiAccess;
+use crate::images::Images;
+use crate::policy::{self, Backoff};
 use crate::procs::scratch_dir;
-use worker::Msg;
+use crate::proxy::{self, PodEvent, ServiceTable};
+use crate::watch::watch_all;
+use crate::worker::{self, Msg};
 
 /// Label on the Node objects local nodes register.
-pub const NODE_LABEL: &str = "wasp-e2e/local-node";
+pub const NODE_LABEL: &str = "wasp.dev/wasp-node";
 
 /// How often the node reports itself Ready (the node lifecycle controller marks a node that is
 /// silent for 40 s NotReady and then evicts its pods).
@@ -109,27 +91,46 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 pub struct NodeOptions {
     /// Node name; `wasp-node-<random>` when unset.
     pub name: Option<String>,
-    /// Watch pods in this namespace only; all namespaces when unset.
-    pub namespace: Option<String>,
+    /// Watch pods (and Services, claims) in these namespaces only; all namespaces when empty.
+    pub namespaces: Vec<String>,
     /// Only pods matching this label selector.
     pub label_selector: Option<String>,
-    /// Readiness probe period (all probes; the spec's `periodSeconds` is ignored). 100 ms.
+    /// Readiness probe period (the spec's `periodSeconds` is ignored for readiness; liveness
+    /// probes keep theirs). 100 ms.
     pub probe_interval: Duration,
     /// Restart back-off.
     pub backoff: Backoff,
     /// Retry delay for a container that could not start (missing Secret, ...). 500 ms.
     pub config_retry: Duration,
+    /// Where pod directories, logs and provisioned volumes go (`pods/`, `logs/`, `volumes/`);
+    /// kept. When unset, a scratch directory that goes away with the node (tests).
+    pub state_dir: Option<PathBuf>,
+    /// The apiserver as pods should reach it (pods with a service account get a kubeconfig
+    /// for it); without it such pods get no credentials.
+    pub api: Option<ApiAccess>,
+    /// Pod addresses come from `127.<pod_block>.0.0/16`; a random block in 100–249 when unset.
+    pub pod_block: Option<u8>,
+    /// Service addresses come from `127.<service_block>.0.0/16`; a random block in 20–99 when
+    /// unset.
+    pub service_block: Option<u8>,
+    /// Make a PersistentVolume for every unbound claim of the watched namespaces.
+    pub provision_volumes: bool,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
         Self {
             name: None,
-            namespace: None,
+            namespaces: Vec::new(),
             label_selector: None,
             probe_interval: Duration::from_millis(100),
             backoff: Backoff::default(),
             config_retry: Duration::from_millis(500),
+            state_dir: None,
+            api: None,
+            pod_block: None,
+            service_block: None,
+            provision_volumes: true,
         }
     }
 }
@@ -138,7 +139,7 @@ impl NodeOptions {
     /// Default options, watching one namespace.
     pub fn namespaced(namespace: &str) -> Self {
         Self {
-            namespace: Some(namespace.into()),
+            namespaces: vec![namespace.into()],
             ..Self::default()
         }
     }
@@ -176,50 +177,70 @@ impl ProcessEnd {
 
 /// The node's view of one pod (one incarnation: a pod recreated under the same name is a new
 /// record).
-struct PodRecord {
-    namespace: String,
-    name: String,
-    uid: String,
-    ip: Ipv4Addr,
-    dir: PathBuf,
-    containers: Vec<ContainerRecord>,
-    runs: Vec<ProcessRun>,
-    tx: mpsc::UnboundedSender<Msg>,
-    finished: bool,
+pub(crate) struct PodRecord {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) uid: String,
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) dir: PathBuf,
+    pub(crate) containers: Vec<ContainerRecord>,
+    pub(crate) runs: Vec<ProcessRun>,
+    pub(crate) tx: mpsc::UnboundedSender<Msg>,
+    pub(crate) finished: bool,
 }
 
-struct ContainerRecord {
-    name: String,
-    log: PathBuf,
-    pid: Option<u32>,
-    restarts: u32,
+pub(crate) struct ContainerRecord {
+    pub(crate) name: String,
+    pub(crate) log: PathBuf,
+    /// Where this pod incarnation's output starts in `log` (the file is per pod name).
+    pub(crate) log_offset: u64,
+    pub(crate) pid: Option<u32>,
+    pub(crate) restarts: u32,
 }
 
 #[derive(Default)]
-struct NodeState {
+pub(crate) struct NodeState {
     /// In the order the node took them.
-    pods: Vec<PodRecord>,
+    pub(crate) pods: Vec<PodRecord>,
 }
 
 /// What the node's tasks share.
-struct NodeCtx {
-    client: Client,
-    name: String,
-    namespace: Option<String>,
-    images: Images,
-    opts: NodeOptions,
-    http: reqwest::Client,
-    log_dir: PathBuf,
-    state: Mutex<NodeState>,
+pub(crate) struct NodeCtx {
+    pub(crate) client: Client,
+    pub(crate) name: String,
+    pub(crate) images: Images,
+    pub(crate) opts: NodeOptions,
+    pub(crate) http: reqwest::Client,
+    pub(crate) state_dir: PathBuf,
+    /// The state directory is a scratch one, removed with the node.
+    scratch: bool,
+    pub(crate) services: Arc<ServiceTable>,
+    pod_block: u8,
+    pub(crate) state: Mutex<NodeState>,
 }
 
 impl NodeCtx {
-    fn lock(&self) -> MutexGuard<'_, NodeState> {
+    /// `<state>/logs/`: `<ns>_<pod>_<container>.log`.
+    pub(crate) fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    /// `<state>/pods/`: one directory per pod incarnation (volumes, credentials).
+    pub(crate) fn pods_dir(&self) -> PathBuf {
+        self.state_dir.join("pods")
+    }
+
+    /// `<state>/volumes/`: provisioned PersistentVolumes.
+    pub(crate) fn volumes_dir(&self) -> PathBuf {
+        self.state_dir.join("volumes")
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, NodeState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Updates the open run of process `pid` of pod `uid`.
-    fn mark_run(&self, uid: &str, pid: u32, f: impl FnOnce(&mut ProcessEnd)) {
+    pub(crate) fn mark_run(&self, uid: &str, pid: u32, f: impl FnOnce(&mut ProcessEnd)) {
         let mut state = self.lock();
         if let Some(run) = state
             .pods
@@ -233,12 +254,12 @@ impl NodeCtx {
         }
     }
 
-    /// The next free pod address: unique in this test binary (one block of `127.<b>.0.0/16` per
-    /// binary, picked at random so concurrent test binaries rarely meet) and with `ports` free.
-    fn allocate_address(&self, ports: &[u16]) -> anyhow::Result<Ipv4Addr> {
-        static BLOCK: OnceLock<u8> = OnceLock::new();
+    /// The next free pod address: unique in this process (one block of `127.<b>.0.0/16` per
+    /// process unless set, picked at random so concurrent test binaries rarely meet) and with
+    /// `ports` free.
+    pub(crate) fn allocate_address(&self, ports: &[u16]) -> anyhow::Result<Ipv4Addr> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let block = *BLOCK.get_or_init(|| 100 + (random_u64() % 150) as u8);
+        let block = self.pod_block;
         for _ in 0..1000 {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let Some(ip) = policy::pod_address(block, n) else {
@@ -271,8 +292,8 @@ impl std::fmt::Debug for LocalNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalNode")
             .field("name", &self.ctx.name)
-            .field("namespace", &self.ctx.namespace)
-            .field("log_dir", &self.ctx.log_dir)
+            .field("namespaces", &self.ctx.opts.namespaces)
+            .field("state_dir", &self.ctx.state_dir)
             .finish_non_exhaustive()
     }
 }
@@ -282,6 +303,19 @@ impl LocalNode {
     /// once the node watches (pods created from now on are seen).
     pub async fn start(client: Client, namespace: &str, images: Images) -> anyhow::Result<Self> {
         Self::start_with(client, images, NodeOptions::namespaced(namespace)).await
+    }
+
+    /// A node whose client and pods' credentials come from `config` (the apiserver URL and CA
+    /// go into the kubeconfigs of pods with a service account); otherwise [`LocalNode::start_with`].
+    pub async fn start_from_config(
+        config: kube::Config,
+        images: Images,
+        mut opts: NodeOptions,
+    ) -> anyhow::Result<Self> {
+        opts.api
+            .get_or_insert_with(|| ApiAccess::from_config(&config));
+        let client = Client::try_from(config).context("building a kube client")?;
+        Self::start_with(client, images, opts).await
     }
 
     /// [`LocalNode::start`] with every option.
@@ -294,20 +328,38 @@ impl LocalNode {
             .name
             .clone()
             .unwrap_or_else(|| format!("wasp-node-{}", base36(random_u64(), 6)));
-        let log_dir = scratch_dir(&format!("wasp-e2e-{name}"))?;
+        let (state_dir, scratch) = match &opts.state_dir {
+            Some(d) => (d.clone(), false),
+            None => (scratch_dir(&format!("wasp-node-{name}"))?, true),
+        };
+        for sub in ["logs", "pods", "volumes"] {
+            let d = state_dir.join(sub);
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
             .context("building the probe client")?;
         register_node(&client, &name).await?;
+        static POD_BLOCK: OnceLock<u8> = OnceLock::new();
+        static SERVICE_BLOCK: OnceLock<u8> = OnceLock::new();
+        let pod_block = opts
+            .pod_block
+            .unwrap_or_else(|| *POD_BLOCK.get_or_init(|| 100 + (random_u64() % 150) as u8));
+        let service_block = opts
+            .service_block
+            .unwrap_or_else(|| *SERVICE_BLOCK.get_or_init(|| 20 + (random_u64() % 80) as u8));
+        let services = Arc::new(ServiceTable::new(service_block, opts.namespaces.clone()));
         let ctx = Arc::new(NodeCtx {
             client,
             name,
-            namespace: opts.namespace.clone(),
             images,
             opts,
             http,
-            log_dir,
+            state_dir,
+            scratch,
+            services,
+            pod_block,
             state: Mutex::default(),
         });
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -329,11 +381,27 @@ impl LocalNode {
         &self.ctx.name
     }
 
-    /// Where the pods' process output goes (`<namespace>_<pod>_<uid>/<container>.log`).
-    /// Deleted by [`LocalNode::shutdown`] and on drop, unless `WASP_TEST_KEEP_STATE=1` or the
+    /// The state directory (`logs/`, `pods/`, `volumes/`). A scratch one (no
+    /// [`NodeOptions::state_dir`]) is deleted on drop, unless `WASP_TEST_KEEP_STATE=1` or the
     /// thread is panicking.
-    pub fn log_dir(&self) -> &Path {
-        &self.ctx.log_dir
+    pub fn state_dir(&self) -> &Path {
+        &self.ctx.state_dir
+    }
+
+    /// Where the pods' process output goes: `<namespace>_<pod>_<container>.log`, appended to
+    /// by every run of every pod of that name.
+    pub fn log_dir(&self) -> PathBuf {
+        self.ctx.logs_dir()
+    }
+
+    /// The address standing in for Service `service` (`name` in the node's first namespace, or
+    /// `namespace/name`), once the node has handed one out.
+    pub fn service_ip(&self, service: &str) -> Option<Ipv4Addr> {
+        let (ns, name) = match service.split_once('/') {
+            Some((ns, name)) => (ns.to_owned(), name),
+            None => (self.ctx.opts.namespaces.first()?.clone(), service),
+        };
+        self.ctx.services.lookup(&ns, name)
     }
 
     /// Runs `f` on the newest record of `pod` (`name`, or `namespace/name`).
@@ -389,10 +457,26 @@ impl LocalNode {
 
     /// The output of `pod`'s first container (every run of the newest incarnation).
     pub fn logs(&self, pod: &str) -> String {
-        self.with_pod(pod, |p| p.containers.first().map(|c| c.log.clone()))
-            .flatten()
-            .and_then(|log| std::fs::read_to_string(log).ok())
-            .unwrap_or_default()
+        self.container_logs(pod, None)
+    }
+
+    /// The output of container `container` of `pod` (first container when `None`), every run
+    /// of the newest incarnation.
+    pub fn container_logs(&self, pod: &str, container: Option<&str>) -> String {
+        let found = self
+            .with_pod(pod, |p| {
+                p.containers
+                    .iter()
+                    .find(|c| container.is_none_or(|n| c.name == n))
+                    .map(|c| (c.log.clone(), c.log_offset))
+            })
+            .flatten();
+        let Some((log, offset)) = found else {
+            return String::new();
+        };
+        let bytes = std::fs::read(log).unwrap_or_default();
+        let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
     }
 
     /// The last `lines` lines of [`LocalNode::logs`].
@@ -402,7 +486,8 @@ impl LocalNode {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// The pod's own directory (logs, `TMPDIR`).
+    /// The pod's own directory (its volumes, service-account credentials); removed once the
+    /// pod is deleted.
     pub fn pod_dir(&self, pod: &str) -> Option<PathBuf> {
         self.with_pod(pod, |p| p.dir.clone())
     }
@@ -423,8 +508,9 @@ impl LocalNode {
             .map_err(|e| anyhow::anyhow!("kill -9 of pod {pod}: {e}"))
     }
 
-    /// Stops every process (SIGTERM, up to 5 s, SIGKILL), deletes the Node object and the log
-    /// directory (unless `WASP_TEST_KEEP_STATE=1`). Pods stay in the API as they are.
+    /// Stops every process (SIGTERM, up to 5 s, SIGKILL) and deletes the Node object (and a
+    /// scratch state directory, unless `WASP_TEST_KEEP_STATE=1`). Pods stay in the API as they
+    /// are.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let (tx, rx) = oneshot::channel();
         if self.control.send(NodeMsg::Shutdown(tx)).is_ok() {
@@ -450,15 +536,18 @@ impl Drop for LocalNode {
             // Aborting drops every pod worker, whose children are killed on drop.
             task.abort();
         }
+        if !self.ctx.scratch {
+            return;
+        }
         let keep = std::env::var("WASP_TEST_KEEP_STATE").is_ok_and(|v| v == "1");
         if keep || std::thread::panicking() {
             eprintln!(
-                "local node {}: pod logs kept in {}",
+                "local node {}: state (logs/) kept in {}",
                 self.ctx.name,
-                self.ctx.log_dir.display()
+                self.ctx.state_dir.display()
             );
         } else {
-            let _ = std::fs::remove_dir_all(&self.ctx.log_dir);
+            let _ = std::fs::remove_dir_all(&self.ctx.state_dir);
         }
     }
 }
@@ -534,7 +623,7 @@ async fn heartbeat(nodes: &Api<Node>, name: &str, full: bool) -> anyhow::Result<
         type_: "Ready".into(),
         status: "True".into(),
         reason: Some("KubeletReady".into()),
-        message: Some("wasp-e2e local node is posting ready status".into()),
+        message: Some("wasp-node is posting ready status".into()),
         last_heartbeat_time: Some(now.clone()),
         last_transition_time: Some(now),
     };
@@ -588,59 +677,88 @@ fn kubelet_host_ip() -> &'static str {
     crate::kubelet::HOST_IP
 }
 
-/// The node's main loop: the pod watch, the workers, the heartbeat.
+/// The node's main loop: the pod watch, the workers, the heartbeat; beside it the Service
+/// proxy (fed with the same pod events) and the volume provisioner.
 async fn run_node(
     ctx: Arc<NodeCtx>,
     mut control: mpsc::UnboundedReceiver<NodeMsg>,
     ready: oneshot::Sender<()>,
 ) {
-    let pods: Api<Pod> = match &ctx.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let namespaces = ctx.opts.namespaces.clone();
     let mut config = watcher::Config::default();
     if let Some(sel) = &ctx.opts.label_selector {
         config = config.labels(sel);
     }
-    let mut events = watcher(pods, config).default_backoff().boxed();
+    let mut events = watch_all::<Pod>(&ctx.client, &namespaces, &config);
+    let (proxy_tx, proxy_rx) = mpsc::unbounded_channel();
+    let mut helpers = JoinSet::new();
+    helpers.spawn(proxy::run(
+        ctx.client.clone(),
+        namespaces.clone(),
+        ctx.services.clone(),
+        proxy_rx,
+    ));
+    if ctx.opts.provision_volumes {
+        helpers.spawn(crate::provisioner::run(
+            ctx.client.clone(),
+            namespaces.clone(),
+            ctx.name.clone(),
+            ctx.volumes_dir(),
+        ));
+    }
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let labels = node_labels(&ctx.name);
     let mut ready = Some(ready);
+    let mut listed: HashSet<usize> = HashSet::new();
+    let streams = namespaces.len().max(1);
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
-    let mut seen: Option<HashSet<String>> = None;
+    let mut seen: HashMap<usize, HashSet<String>> = HashMap::new();
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.tick().await;
     loop {
         tokio::select! {
             ev = events.next() => match ev {
-                Some(Ok(watcher::Event::Init)) => seen = Some(HashSet::new()),
-                Some(Ok(watcher::Event::InitApply(pod))) => {
-                    if let (Some(seen), Some(uid)) = (seen.as_mut(), pod.uid()) {
+                Some((i, Ok(watcher::Event::Init))) => { seen.insert(i, HashSet::new()); }
+                Some((i, Ok(watcher::Event::InitApply(pod)))) => {
+                    if let (Some(seen), Some(uid)) = (seen.get_mut(&i), pod.uid()) {
                         seen.insert(uid);
                     }
+                    let _ = proxy_tx.send(PodEvent::Apply(Box::new(pod.clone())));
                     on_pod(&ctx, &labels, pod, &mut workers, &mut tasks);
                 }
-                Some(Ok(watcher::Event::InitDone)) => {
+                Some((i, Ok(watcher::Event::InitDone))) => {
                     // Pods that went away while the watch was down.
-                    if let Some(seen) = seen.take() {
+                    let ns = namespaces.get(i).cloned();
+                    if let Some(seen) = seen.remove(&i) {
                         for (uid, w) in &workers {
-                            if !seen.contains(uid) {
+                            let in_scope = ns.as_ref().is_none_or(|n| *n == w.namespace);
+                            if in_scope && !seen.contains(uid) {
                                 let _ = w.tx.send(Msg::Gone);
                             }
                         }
+                        let _ = proxy_tx.send(PodEvent::Relisted(ns, seen));
                     }
-                    if let Some(r) = ready.take() {
+                    listed.insert(i);
+                    if listed.len() >= streams
+                        && let Some(r) = ready.take()
+                    {
                         let _ = r.send(());
                     }
                 }
-                Some(Ok(watcher::Event::Apply(pod))) => on_pod(&ctx, &labels, pod, &mut workers, &mut tasks),
-                Some(Ok(watcher::Event::Delete(pod))) => {
-                    if let Some(w) = pod.uid().and_then(|uid| workers.get(&uid)) {
-                        let _ = w.tx.send(Msg::Gone);
+                Some((_, Ok(watcher::Event::Apply(pod)))) => {
+                    let _ = proxy_tx.send(PodEvent::Apply(Box::new(pod.clone())));
+                    on_pod(&ctx, &labels, pod, &mut workers, &mut tasks);
+                }
+                Some((_, Ok(watcher::Event::Delete(pod)))) => {
+                    if let Some(uid) = pod.uid() {
+                        let _ = proxy_tx.send(PodEvent::Delete(uid.clone()));
+                        if let Some(w) = workers.get(&uid) {
+                            let _ = w.tx.send(Msg::Gone);
+                        }
                     }
                 }
-                Some(Err(e)) => warn!(node = %ctx.name, error = %e, "pod watch failed; retrying"),
+                Some((_, Err(e))) => warn!(node = %ctx.name, error = %e, "pod watch failed; retrying"),
                 None => return,
             },
             Some(done) = tasks.join_next() => {
@@ -655,6 +773,7 @@ async fn run_node(
             }
             msg = control.recv() => match msg {
                 Some(NodeMsg::Shutdown(reply)) => {
+                    helpers.abort_all();
                     for w in workers.values() {
                         let _ = w.tx.send(Msg::NodeStop);
                     }
@@ -670,6 +789,7 @@ async fn run_node(
 
 /// A running pod worker, as the main loop knows it.
 struct Worker {
+    namespace: String,
     tx: mpsc::UnboundedSender<Msg>,
     terminating: bool,
 }
@@ -712,6 +832,7 @@ fn on_pod(
     workers.insert(
         uid.clone(),
         Worker {
+            namespace: pod.namespace().unwrap_or_default(),
             tx: tx.clone(),
             terminating: false,
         },
@@ -749,6 +870,7 @@ fn base36(mut v: u64, len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::Image;
     use serde_json::json;
 
     fn pod(v: serde_json::Value) -> Pod {

@@ -1,5 +1,6 @@
-//! A container's environment, resolved as the kubelet does it, plus the local node's one
-//! convention: listen addresses on all interfaces become the pod's own loopback address. Pure:
+//! A container's environment, resolved as the kubelet does it, plus the local node's
+//! conventions ([`rewrite_value`]): listen addresses on all interfaces become the pod's own
+//! loopback address, Service names the Service's address, mount paths host paths. Pure:
 //! the Secrets and ConfigMaps are looked up by the caller ([`referenced`] names them).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,6 +9,9 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVarSource, ObjectFieldSelector, Pod, Secret,
 };
+
+use crate::hosts::{ServiceName, rewrite_service_hosts};
+use crate::volumes::{Mount, rewrite_path};
 
 /// Why a container's environment cannot be built (the kubelet's `CreateContainerConfigError`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,15 +364,40 @@ pub fn expand<'a>(input: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> Stri
 }
 
 /// The local-node convention for listen addresses: a value that is exactly `0.0.0.0:<port>` or
-/// `[::]:<port>` (all interfaces, as containers usually listen) becomes `<pod_ip>:<port>`, so
-/// every local pod listens on its own loopback address and pods can share port numbers as they
-/// do in a cluster. `None` for any other value.
+/// `[::]:<port>` (all interfaces, as containers usually listen) becomes `<pod_ip>:<port>`, and
+/// one that is exactly `0.0.0.0`, `::` or `[::]` (a bind address without a port, e.g. Redis's
+/// `--bind`) becomes `<pod_ip>`; so every local pod listens on its own loopback address and
+/// pods can share port numbers as they do in a cluster. `None` for any other value.
 pub fn rewrite_listen_addr(value: &str, pod_ip: Ipv4Addr) -> Option<String> {
+    if matches!(value, "0.0.0.0" | "::" | "[::]") {
+        return Some(pod_ip.to_string());
+    }
     let port = value
         .strip_prefix("0.0.0.0:")
         .or_else(|| value.strip_prefix("[::]:"))?;
     let port: u16 = port.parse().ok()?;
     Some(format!("{pod_ip}:{port}"))
+}
+
+/// Everything the conventions rewrite a value with.
+pub struct Rewrites<'a> {
+    pub pod_ip: Ipv4Addr,
+    /// The Service address of a name ([`crate::proxy::ServiceTable::resolve`]).
+    pub services: &'a dyn Fn(ServiceName<'_>) -> Option<Ipv4Addr>,
+    /// The container's mounts.
+    pub mounts: &'a [Mount],
+}
+
+/// An env value or container arg under the node's conventions, in order: a listen address on
+/// all interfaces becomes the pod's ([`rewrite_listen_addr`]); otherwise Service names become
+/// Service addresses ([`crate::hosts`]), then a path under a mount becomes the host path
+/// ([`crate::volumes::rewrite_path`]).
+pub fn rewrite_value(value: &str, r: &Rewrites<'_>) -> String {
+    if let Some(v) = rewrite_listen_addr(value, r.pod_ip) {
+        return v;
+    }
+    let v = rewrite_service_hosts(value, r.services).unwrap_or_else(|| value.to_owned());
+    rewrite_path(&v, r.mounts).unwrap_or(v)
 }
 
 #[cfg(test)]
@@ -636,7 +665,37 @@ mod tests {
         assert_eq!(rewrite_listen_addr("0.0.0.0:http", IP), None);
         assert_eq!(rewrite_listen_addr("0.0.0.0:70000", IP), None);
         assert_eq!(rewrite_listen_addr("http://0.0.0.0:80/x", IP), None);
-        assert_eq!(rewrite_listen_addr("0.0.0.0", IP), None);
+        assert_eq!(
+            rewrite_listen_addr("0.0.0.0", IP).as_deref(),
+            Some("127.77.0.3")
+        );
+        assert_eq!(rewrite_listen_addr("::", IP).as_deref(), Some("127.77.0.3"));
+        assert_eq!(rewrite_listen_addr("0.0.0.0/0", IP), None);
+    }
+
+    #[test]
+    fn conventions_apply_in_order() {
+        let services = |n: ServiceName<'_>| {
+            (n.service == "wasp-redis").then_some(Ipv4Addr::new(127, 40, 0, 1))
+        };
+        let mounts = [Mount {
+            volume: "data".into(),
+            mount_path: "/data".into(),
+            host_path: "/s/pvc".into(),
+        }];
+        let r = Rewrites {
+            pod_ip: IP,
+            services: &services,
+            mounts: &mounts,
+        };
+        assert_eq!(rewrite_value("0.0.0.0:6379", &r), "127.77.0.3:6379");
+        assert_eq!(
+            rewrite_value("redis://wasp-redis.clinic.svc:6379", &r),
+            "redis://127.40.0.1:6379"
+        );
+        assert_eq!(rewrite_value("/data/aof", &r), "/s/pvc/aof");
+        assert_eq!(rewrite_value("--dir=/data", &r), "--dir=/s/pvc");
+        assert_eq!(rewrite_value("plain", &r), "plain");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The local node's decisions as pure functions: restarts and their back-off, grace periods,
-//! readiness probes, pod addresses.
+//! readiness and liveness probes, pod addresses.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -71,7 +71,7 @@ pub fn pod_address(block: u8, n: u32) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::new(127, block, third, fourth))
 }
 
-/// What a readiness probe checks.
+/// What a probe checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeTarget {
     /// `GET http://host:port/path`; 200–399 is a success.
@@ -82,26 +82,49 @@ pub enum ProbeTarget {
     },
     /// A TCP connect.
     Tcp { host: String, port: u16 },
-    /// An `exec` probe (or HTTPS, or a port that names no container port): the local node does
-    /// not run it and counts the container ready while it runs.
+    /// A command run on the host with the container's environment; exit code 0 is a success.
+    Exec(Vec<String>),
+    /// HTTPS, gRPC, or a port that names no container port: the local node does not run it and
+    /// counts it a success.
     Unsupported(String),
 }
 
-/// A readiness probe as the local node runs it.
+/// A probe as the local node runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbePlan {
     pub target: ProbeTarget,
+    /// The spec's `periodSeconds` (default 10 s): liveness probes keep it, so a container is
+    /// never killed sooner than in a cluster; readiness uses the node's faster interval.
+    pub period: Duration,
     pub initial_delay: Duration,
     pub timeout: Duration,
     pub success_threshold: u32,
     pub failure_threshold: u32,
 }
 
-/// The readiness probe of `container` on a pod at `pod_ip`, with Kubernetes' defaults (timeout
-/// 1 s, success threshold 1, failure threshold 3). `None` without a readiness probe (ready as soon
-/// as it runs). The probe *period* is the node's own (see `NodeOptions::probe_interval`).
+/// The readiness probe of `container` on a pod at `pod_ip` ([`probe_plan`]); `None` without one
+/// (ready as soon as it runs).
 pub fn readiness_probe(container: &Container, pod_ip: Ipv4Addr) -> Option<ProbePlan> {
-    let probe: &Probe = container.readiness_probe.as_ref()?;
+    Some(probe_plan(
+        container.readiness_probe.as_ref()?,
+        container,
+        pod_ip,
+    ))
+}
+
+/// The liveness probe of `container` ([`probe_plan`]); `None` without one (never restarted for
+/// being unhealthy).
+pub fn liveness_probe(container: &Container, pod_ip: Ipv4Addr) -> Option<ProbePlan> {
+    Some(probe_plan(
+        container.liveness_probe.as_ref()?,
+        container,
+        pod_ip,
+    ))
+}
+
+/// A probe of `container` with Kubernetes' defaults (period 10 s, timeout 1 s, success threshold
+/// 1, failure threshold 3).
+pub fn probe_plan(probe: &Probe, container: &Container, pod_ip: Ipv4Addr) -> ProbePlan {
     let secs = |v: Option<i32>, default: i32| {
         Duration::from_secs(u64::try_from(v.unwrap_or(default)).unwrap_or(0))
     };
@@ -129,16 +152,24 @@ pub fn readiness_probe(container: &Container, pod_ip: Ipv4Addr) -> Option<ProbeP
             },
             None => ProbeTarget::Unsupported(format!("tcpSocket port {:?}", tcp.port)),
         }
+    } else if let Some(cmd) = probe
+        .exec
+        .as_ref()
+        .and_then(|e| e.command.clone())
+        .filter(|c| !c.is_empty())
+    {
+        ProbeTarget::Exec(cmd)
     } else {
-        ProbeTarget::Unsupported("exec".into())
+        ProbeTarget::Unsupported("probe without a handler".into())
     };
-    Some(ProbePlan {
+    ProbePlan {
         target,
+        period: secs(probe.period_seconds, 10).max(Duration::from_secs(1)),
         initial_delay: secs(probe.initial_delay_seconds, 0),
         timeout: secs(probe.timeout_seconds, 1),
         success_threshold: count(probe.success_threshold, 1),
         failure_threshold: count(probe.failure_threshold, 3),
-    })
+    }
 }
 
 /// A probe port: a number, or the name of one of the container's ports.
@@ -154,8 +185,9 @@ fn port_number(container: &Container, port: &IntOrString) -> Option<u16> {
     }
 }
 
-/// Readiness from consecutive probe results: ready after `success_threshold` successes in a row,
-/// not ready after `failure_threshold` failures in a row, unchanged in between.
+/// A verdict from consecutive probe results: ready (or alive) after `success_threshold`
+/// successes in a row, not after `failure_threshold` failures in a row, unchanged in between.
+/// Readiness starts false ([`Readiness::default`]), liveness true ([`Readiness::alive`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Readiness {
     pub ready: bool,
@@ -164,6 +196,14 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// A liveness verdict: alive until the failures say otherwise.
+    pub fn alive() -> Self {
+        Self {
+            ready: true,
+            ..Self::default()
+        }
+    }
+
     /// Records one probe result; `true` when readiness changed.
     pub fn record(&mut self, plan: &ProbePlan, ok: bool) -> bool {
         if ok {
@@ -259,8 +299,13 @@ mod tests {
             }
         );
         assert_eq!(
-            (plan.timeout, plan.success_threshold, plan.failure_threshold),
-            (Duration::from_secs(2), 1, 3)
+            (
+                plan.period,
+                plan.timeout,
+                plan.success_threshold,
+                plan.failure_threshold
+            ),
+            (Duration::from_secs(5), Duration::from_secs(2), 1, 3)
         );
 
         let named: Container = serde_json::from_value(json!({
@@ -279,20 +324,33 @@ mod tests {
         assert_eq!(plan.timeout, Duration::from_secs(1));
 
         let exec: Container = serde_json::from_value(json!({
-            "name": "c", "readinessProbe": { "exec": { "command": ["true"] } }
+            "name": "c", "readinessProbe": { "exec": { "command": ["true"] } },
+            "livenessProbe": { "tcpSocket": { "port": 6379 }, "failureThreshold": 1 }
         }))
         .expect("a container");
-        assert!(matches!(
+        assert_eq!(
             readiness_probe(&exec, ip).map(|p| p.target),
-            Some(ProbeTarget::Unsupported(_))
-        ));
+            Some(ProbeTarget::Exec(vec!["true".into()]))
+        );
+        let live = liveness_probe(&exec, ip).expect("a liveness probe");
+        assert_eq!(live.failure_threshold, 1);
+        assert_eq!(live.period, Duration::from_secs(10), "the default period");
+        assert_eq!(
+            live.target,
+            ProbeTarget::Tcp {
+                host: ip.to_string(),
+                port: 6379
+            }
+        );
         assert_eq!(readiness_probe(&Container::default(), ip), None);
+        assert_eq!(liveness_probe(&Container::default(), ip), None);
     }
 
     #[test]
     fn readiness_needs_thresholds_in_a_row() {
         let plan = ProbePlan {
             target: ProbeTarget::Unsupported(String::new()),
+            period: Duration::from_secs(10),
             initial_delay: Duration::ZERO,
             timeout: Duration::from_secs(1),
             success_threshold: 1,
@@ -309,6 +367,12 @@ mod tests {
         );
         assert!(!r.record(&plan, false) && !r.record(&plan, false));
         assert!(r.record(&plan, false) && !r.ready);
+        let mut live = Readiness::alive();
+        assert!(!live.record(&plan, false) && !live.record(&plan, false));
+        assert!(
+            live.record(&plan, false) && !live.ready,
+            "dead after 3 failures"
+        );
         assert!(probe_status_ok(200) && probe_status_ok(302) && !probe_status_ok(503));
     }
 }

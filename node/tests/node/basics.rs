@@ -1,6 +1,6 @@
-//! The local node (`wasp_e2e::node::LocalNode`) against the real apiserver, with `/bin/sh` standing
-//! in for an image: binding, env, status, restarts per policy, graceful and forced deletion,
-//! shutdown. The session pod itself runs under it in `stack.rs`.
+//! What the node did from the start, with `/bin/sh` standing in for an image: binding, env,
+//! status, restarts per policy, graceful and forced deletion, shutdown. The session pod itself
+//! runs under it in `tests/tests/stack.rs`.
 
 use std::time::Duration;
 
@@ -8,72 +8,11 @@ use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::wait::conditions::is_deleted;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
-use wasp_e2e::node::{Image, Images, LocalNode};
-use wasp_e2e::{TestEnv, eventually, wait_for};
+use wasp_e2e::{eventually, wait_for};
 
-const LIMIT: Duration = Duration::from_secs(30);
-
-fn shell() -> Images {
-    Images::new().with(
-        "e2e/shell",
-        Image::new("/bin/sh").env("FROM_IMAGE", "image"),
-    )
-}
-
-/// A pod running `script` in `/bin/sh -c`, with `spec` merged into its spec.
-fn shell_pod(name: &str, script: &str, spec: serde_json::Value) -> Result<Pod> {
-    let mut pod = json!({
-        "metadata": { "name": name, "labels": { "app": "shell" } },
-        "spec": {
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 5,
-            "containers": [{ "name": "main", "image": "e2e/shell:1", "args": ["-c", script] }]
-        }
-    });
-    if let (Some(base), Some(extra)) = (pod["spec"].as_object_mut(), spec.as_object()) {
-        for (k, v) in extra {
-            if k == "container" {
-                if let (Some(c), Some(fields)) =
-                    (base["containers"][0].as_object_mut(), v.as_object())
-                {
-                    c.extend(fields.clone());
-                }
-            } else {
-                base.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    Ok(serde_json::from_value(pod)?)
-}
-
-async fn setup(prefix: &str) -> Result<(Client, String, Api<Pod>, LocalNode)> {
-    let env = TestEnv::get();
-    let client = env.kube_client().await?;
-    let ns = env.namespace(prefix).await?;
-    let node = LocalNode::start(client.clone(), &ns, shell()).await?;
-    let pods = Api::namespaced(client.clone(), &ns);
-    Ok((client, ns, pods, node))
-}
-
-fn container_status(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
-    p.status.as_ref()?.container_statuses.as_ref()?.first()
-}
-
-fn condition(p: &Pod, type_: &str) -> Option<String> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.clone())
-}
-
-fn phase(p: &Pod) -> Option<&str> {
-    p.status.as_ref()?.phase.as_deref()
-}
+use crate::common::{LIMIT, condition, container_status, phase, setup, shell_pod};
 
 #[tokio::test]
 async fn runs_a_pod_with_its_env_on_its_own_address_and_reports_it_ready() -> Result<()> {

@@ -1,4 +1,5 @@
-//! Child processes that die with the test binary.
+//! Child processes that die with their parent: the test binary's (Redis, the cluster's helpers),
+//! and the node's pod processes (a `wasp-node` or test that dies takes its pods with it).
 //!
 //! Rust runs no destructors for statics, and a test binary may also be killed outright, so cleanup
 //! cannot live in `Drop`. Instead every long-running child gets a watchdog: a small `bash` whose
