@@ -9,6 +9,9 @@
 // JSON line per step on stdout ({"step": "qr", ...}, ..., {"step": "done"}) for whoever plays the
 // rest of the world (a phone scanning the QR, a contact writing), and exits 1 with
 // {"step": "fail", "message": ...} on the first deviation from what seed 003's clients read.
+//
+// JWT_EXPIRES_IN: the token's lifetime in seconds (default 3600), or `none` for a token without
+// `exp` like seed 003's example. With the argument `status` it only reads GET /status once.
 
 import { createHmac } from 'node:crypto';
 
@@ -49,12 +52,10 @@ function signJwt(payload, secret) {
   return `${unsigned}.${signature}`;
 }
 
-// TODO(issue 9, item 5): seed 003's example token has no `exp`; sign without it (and run the API
-// with JWT_REQUIRE_EXP=false) once the API takes that setting.
-const token = signJwt(
-  { sub: USER_ID, email: EMAIL, iat: nowSeconds(), exp: nowSeconds() + 3600 },
-  JWT_SECRET,
-);
+const EXPIRES_IN = env('JWT_EXPIRES_IN', '3600');
+const claims = { sub: USER_ID, email: EMAIL, iat: nowSeconds() };
+if (EXPIRES_IN !== 'none') claims.exp = claims.iat + Number(EXPIRES_IN);
+const token = signJwt(claims, JWT_SECRET);
 
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${token}` };
@@ -159,6 +160,14 @@ async function answer(msg) {
 }
 
 // --- the CRM's session, start to finish ----------------------------------------------------------
+
+if (process.argv[2] === 'status') {
+  const s = await api('GET', '/status');
+  check(isString(s.status), '/status without status', s);
+  step('status', { status: s.status, sessionName: s.sessionName });
+  step('done');
+  process.exit(0);
+}
 
 const ws = new WebSocket(`${API_URL.replace(/^http/, 'ws')}/?token=${encodeURIComponent(token)}`);
 ws.addEventListener('message', (e) => onFrame(e.data));

@@ -78,11 +78,15 @@ struct Crm {
 }
 
 impl Crm {
-    fn start(api: &ApiReplica, user: &str) -> Result<Self> {
+    /// The whole CRM session (`args` empty) or one of its short modes, with a token living
+    /// `expires_in` seconds (`none`: no `exp`).
+    fn start(api: &ApiReplica, user: &str, args: &[&str], expires_in: &str) -> Result<Self> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/js/seed003-crm.mjs");
         let mut child = Command::new("node")
             .arg("--experimental-websocket")
             .arg(script)
+            .args(args)
+            .env("JWT_EXPIRES_IN", expires_in)
             .env("API_URL", &api.base)
             .env("JWT_SECRET", JWT_SECRET)
             .env("CRM_USER_ID", user)
@@ -112,6 +116,14 @@ impl Crm {
             steps: BufReader::new(stdout).lines(),
             stderr,
         })
+    }
+
+    /// Waits for the client to exit; its exit status.
+    async fn exit(mut self) -> Result<std::process::ExitStatus> {
+        tokio::time::timeout(STEP, self.child.wait())
+            .await
+            .context("the client did not exit after its last step")?
+            .map_err(Into::into)
     }
 
     fn stderr(&self) -> String {
@@ -155,7 +167,7 @@ async fn scenario(world: &World) -> Result<()> {
         .create(&PostParams::default(), &kubectl_session(&user)?)
         .await?;
 
-    let mut crm = Crm::start(&api, &user)?;
+    let mut crm = Crm::start(&api, &user, &[], "3600")?;
     let open = crm.step("ws_open").await?;
     assert_eq!(open["status"], "disconnected", "{open}");
     let before = crm.step("status_before").await?;
@@ -255,14 +267,9 @@ async fn scenario(world: &World) -> Result<()> {
     let out = crm.step("disconnect").await?;
     assert_eq!(out["loggedOut"], true, "{out}");
     crm.step("done").await?;
-    let exit = tokio::time::timeout(STEP, crm.child.wait())
-        .await
-        .context("the client did not exit after its last step")??;
-    ensure!(
-        exit.success(),
-        "the client exited {exit}:\n{}",
-        crm.stderr()
-    );
+    let stderr = crm.stderr();
+    let exit = crm.exit().await?;
+    ensure!(exit.success(), "the client exited {exit}:\n{stderr}");
 
     // /disconnect reached the kubectl-made session: wanted disconnected, pod gone, pairing gone.
     let s = sessions.get(SESSION).await?;
@@ -274,5 +281,27 @@ async fn scenario(world: &World) -> Result<()> {
     .context("the session pod kept running after /disconnect")?;
     let left = auth_keys().await?;
     assert!(left.is_empty(), "auth keys left after the logout: {left:?}");
+
+    // Seed 003's example token has no `exp`: refused by default, taken with
+    // JWT_REQUIRE_EXP=false.
+    let lax = ApiReplica::start_with(world, JWT_SECRET, &["--jwt-require-exp", "false"]).await?;
+    let mut crm = Crm::start(&lax, &user, &["status"], "none")?;
+    let status = crm.step("status").await?;
+    assert_eq!(status["sessionName"], SESSION, "{status}");
+    crm.step("done").await?;
+    ensure!(
+        crm.exit().await?.success(),
+        "a token without exp was refused"
+    );
+    let mut strict = Crm::start(&api, &user, &["status"], "none")?;
+    let refused = strict.step("status").await;
+    let refusal = format!(
+        "{:#}",
+        refused
+            .err()
+            .context("the default took a token without exp")?
+    );
+    ensure!(refusal.contains("401"), "{refusal}");
+    ensure!(!strict.exit().await?.success());
     Ok(())
 }

@@ -252,3 +252,45 @@ impl ApiReplica {
         })
     }
 }
+
+impl ApiReplica {
+    /// [`ApiReplica::start`] with more command-line settings (e.g. `--jwt-require-exp false`).
+    pub async fn start_with(world: &World, jwt_secret: &str, extra: &[&str]) -> Result<Self> {
+        let mut args = vec![
+            "wasp-api",
+            "--namespace",
+            &world.ns,
+            "--redis-url",
+            &world.redis_url,
+            "--jwt-secret",
+            jwt_secret,
+            "--rate-limit-per-second",
+            "100000",
+            "--rate-limit-burst",
+            "100000",
+        ];
+        args.extend_from_slice(extra);
+        let config = wasp_api::Config::try_parse_from(args)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let ready = format!("http://{}/readyz", admin.local_addr()?);
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let (client, stop) = (world.client.clone(), stop.clone());
+            async move {
+                if let Err(e) = wasp_api::run(config, client, listener, admin, stop).await {
+                    panic!("wasp-api failed: {e}");
+                }
+            }
+        });
+        wasp_e2e::wait::http_ready(&ready, WAIT)
+            .await
+            .context("API never became ready")?;
+        Ok(Self {
+            base: format!("http://{addr}"),
+            ws_base: format!("ws://{addr}"),
+            stop,
+        })
+    }
+}
