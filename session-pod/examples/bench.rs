@@ -140,7 +140,7 @@ async fn main() {
             .await
             .unwrap();
         live.wait_for("message", |k| match k {
-            Kind::Message(m) if m.id == id => Some(()),
+            Kind::Message(m) if m.message().is_some_and(|m| m.id.id == id) => Some(()),
             _ => None,
         })
         .await;

@@ -39,12 +39,30 @@ async fn call(
     Ok(serde_json::from_str(&call_text(req).await?)?)
 }
 
-/// A successful answer's body as sent, byte for byte.
+/// A successful answer's body as sent, byte for byte; checked against the OpenAPI document
+/// (status documented, body fits the schema with no undocumented field).
 async fn call_text(req: reqwest::RequestBuilder) -> Result<String> {
-    let r = req.send().await?;
+    let (client, req) = req.build_split();
+    let req = req?;
+    let method = req.method().as_str().to_owned();
+    let path = req.url().path().to_owned();
+    let r = client.execute(req).await?;
     let status = r.status();
     let body = r.text().await?;
-    ensure!(status.is_success(), "{status} {body}");
+    ensure!(status.is_success(), "{method} {path}: {status} {body}");
+    let doc = wasp_e2e::openapi::Document::load()?;
+    let template = doc
+        .template_of(&method, &path)
+        .with_context(|| format!("{method} {path} is not in the OpenAPI document"))?;
+    doc.validate_response_strict(
+        &method,
+        &template,
+        status.as_u16(),
+        &serde_json::from_str(&body)?,
+    )
+    .with_context(|| {
+        format!("the answer of {method} {path} is not what the document says: {body}")
+    })?;
     Ok(body)
 }
 

@@ -343,6 +343,27 @@ mod tests {
             (out.kind.as_str(), &out.data()["loggedOut"]),
             ("disconnected", &json!(true))
         );
+        let dropped = one(
+            &env(Kind::Disconnected(ev::Disconnected {
+                reason: "transport".into(),
+            })),
+            Some(id),
+        );
+        assert_eq!(
+            (dropped.kind.as_str(), &dropped.data()["loggedOut"]),
+            ("disconnected", &json!(false))
+        );
+        let code = one(
+            &env(Kind::PairingCode(ev::PairingCode {
+                code: "ABCD-EFGH".into(),
+                phone: "41791234567".into(),
+            })),
+            None,
+        );
+        assert_eq!(
+            (code.kind.as_str(), &code.data()["code"]),
+            ("pairing_code", &json!("ABCD-EFGH"))
+        );
         let ready = one(
             &env(Kind::Ready(ev::Ready {
                 phone: "15550002".into(),

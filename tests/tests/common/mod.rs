@@ -216,40 +216,7 @@ impl Drop for ApiReplica {
 
 impl ApiReplica {
     pub async fn start(world: &World, jwt_secret: &str) -> Result<Self> {
-        let config = wasp_api::Config::try_parse_from([
-            "wasp-api",
-            "--namespace",
-            &world.ns,
-            "--redis-url",
-            &world.redis_url,
-            "--jwt-secret",
-            jwt_secret,
-            "--rate-limit-per-second",
-            "100000",
-            "--rate-limit-burst",
-            "100000",
-        ])?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let ready = format!("http://{}/readyz", admin.local_addr()?);
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let (client, stop) = (world.client.clone(), stop.clone());
-            async move {
-                if let Err(e) = wasp_api::run(config, client, listener, admin, stop).await {
-                    panic!("wasp-api failed: {e}");
-                }
-            }
-        });
-        wasp_e2e::wait::http_ready(&ready, WAIT)
-            .await
-            .context("API never became ready")?;
-        Ok(Self {
-            base: format!("http://{addr}"),
-            ws_base: format!("ws://{addr}"),
-            stop,
-        })
+        Self::start_with(world, jwt_secret, &[]).await
     }
 }
 
