@@ -2,8 +2,8 @@
 # Installs the Debian packages the test world needs (idempotent, quick when already installed):
 # Redis, etcd, Go and the kubernetes source package (to build kube-apiserver/controller-manager),
 # kubectl, rsync, openssl (kube-up.sh makes its keys with it), and Chromium with its WebDriver
-# (chromium, chromium-driver: the console page's headless browser test). Run as root (CI and the
-# dev machines are root); uses sudo otherwise.
+# (chromium, chromium-driver: the console page's headless browser test), and Node ≥ 20.10 (the
+# seed-003 CRM test client). Run as root (CI and the dev machines are root); uses sudo otherwise.
 set -euo pipefail
 
 SUDO=""
@@ -55,3 +55,21 @@ for svc in redis-server etcd; do
     $SUDO systemctl stop "$svc" || true
   fi
 done
+
+# Node ≥ 20.10 runs the seed-003 CRM test client (global fetch; WebSocket with
+# --experimental-websocket). Debian bookworm's nodejs is 18: npm's `node` package ships a
+# current build from the npm registry.
+node_ok() {
+  command -v node >/dev/null 2>&1 && node -e '
+    const [a, b] = process.versions.node.split(".").map(Number);
+    process.exit(a > 20 || (a === 20 && b >= 10) ? 0 : 1)'
+}
+if ! node_ok; then
+  echo "install-deps: installing Node 20 (npm package node@20)" >&2
+  if ! command -v npm >/dev/null 2>&1; then
+    $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >>/tmp/wasp-apt.log 2>&1
+  fi
+  $SUDO npm install -g --silent node@20 >/tmp/wasp-npm.log 2>&1 || { tail -20 /tmp/wasp-npm.log >&2; exit 1; }
+  hash -r
+  node_ok || { echo "install-deps: Node ≥ 20.10 is needed (found $(node --version 2>&1))" >&2; exit 1; }
+fi
