@@ -10,8 +10,8 @@ use crate::error::ApiError;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
-/// Longest text message, in UTF-8 bytes (the session pod's limit).
-pub const MAX_MESSAGE_BYTES: usize = wasp_common::control::MAX_TEXT_BYTES;
+/// Longest text message, in characters (the session pod's limit).
+pub const MAX_MESSAGE_CHARS: usize = wasp_common::control::MAX_TEXT_CHARS;
 pub const MAX_NAME_CHARS: usize = wasp_common::control::MAX_NAME_CHARS;
 /// Longest message id taken as a paging cursor.
 pub const MAX_MESSAGE_ID_LEN: usize = 256;
@@ -58,10 +58,10 @@ pub fn message(text: &str) -> Result<(), ApiError> {
             "message must not be empty",
         ));
     }
-    if text.len() > MAX_MESSAGE_BYTES {
+    if text.chars().count() > MAX_MESSAGE_CHARS {
         return Err(ApiError::bad_request(
             "invalid_message",
-            format!("message must be at most {MAX_MESSAGE_BYTES} bytes of UTF-8"),
+            format!("message must be at most {MAX_MESSAGE_CHARS} characters"),
         ));
     }
     Ok(())
@@ -148,9 +148,12 @@ mod tests {
         );
         assert!(message("hi").is_ok());
         assert!(message("  ").is_err());
-        assert!(message(&"x".repeat(MAX_MESSAGE_BYTES)).is_ok());
-        assert!(message(&"x".repeat(MAX_MESSAGE_BYTES + 1)).is_err());
-        assert!(message(&"é".repeat(MAX_MESSAGE_BYTES / 2 + 1)).is_err());
+        assert!(message(&"x".repeat(MAX_MESSAGE_CHARS)).is_ok());
+        assert!(message(&"x".repeat(MAX_MESSAGE_CHARS + 1)).is_err());
+        assert!(
+            message(&"é".repeat(MAX_MESSAGE_CHARS)).is_ok(),
+            "characters, not bytes"
+        );
         assert_eq!(contact_name(Some("  Ann ")).unwrap(), Some("Ann".into()));
         assert_eq!(contact_name(Some("")).unwrap(), None);
         assert_eq!(contact_name(None).unwrap(), None);

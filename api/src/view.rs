@@ -103,8 +103,8 @@ pub struct SendRequest {
     /// `41791234567@c.us`, `41791234567@s.whatsapp.net`, a phone number, a group `…@g.us` or a
     /// LID `…@lid`; the string or whatsapp-web.js's id object.
     pub chat_id: IdInput,
-    /// The text: at most 65,536 bytes of UTF-8 (16,384 characters always fit), not blank.
-    #[schema(min_length = 1, max_length = 16384, pattern = r"\S")]
+    /// The text: 1 to 65,536 characters, not blank.
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub message: String,
 }
 
@@ -112,7 +112,12 @@ pub struct SendRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ContactAddRequest {
     /// Phone number, E.164 preferred (`+41791234567`).
-    #[schema(min_length = 7, max_length = 32, example = "+41791234567")]
+    #[schema(
+        min_length = 7,
+        max_length = 32,
+        example = "+41791234567",
+        pattern = r"^\s*(\+|00)?[1-9]([ ().-]?[0-9]){6,14}\s*$"
+    )]
     pub mobile_no: String,
     /// At most 256 printable characters.
     #[serde(default)]
@@ -136,7 +141,11 @@ pub struct MessagesQuery {
     pub limit: Option<u32>,
     /// A message id (`id._serialized` or the plain id): only messages older than it, for
     /// paging back in time.
-    #[param(min_length = 1, max_length = 256)]
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub before: Option<String>,
 }
 
@@ -144,7 +153,11 @@ pub struct MessagesQuery {
 #[into_params(parameter_in = Query)]
 pub struct PhoneQuery {
     /// Phone number, e.g. `+41791234567`.
-    #[param(min_length = 7, max_length = 32)]
+    #[param(
+        min_length = 7,
+        max_length = 32,
+        pattern = r"^\s*(\+|00)?[1-9]([ ().-]?[0-9]){6,14}\s*$"
+    )]
     pub phone: String,
 }
 

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 use wasp_common::control::{
     self as paths, ChatByPhone, ChatsPage, ChatsQuery, Contact, ContactRequest, ControlError,
-    ControlErrorInner, LogEntry, LogsQuery, MAX_NAME_CHARS, MAX_PAGE, MAX_TEXT_BYTES,
+    ControlErrorInner, LogEntry, LogsQuery, MAX_NAME_CHARS, MAX_PAGE, MAX_TEXT_CHARS,
     MessagesQuery, PodStatus, QrCode, SendRequest, SendResponse,
 };
 use wasp_common::model::{Message, Wid};
@@ -244,9 +244,9 @@ async fn send(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<SendRequest>,
 ) -> Result<Json<SendResponse>, ApiError> {
-    if body.body.trim().is_empty() || body.body.len() > MAX_TEXT_BYTES {
+    if body.body.trim().is_empty() || body.body.chars().count() > MAX_TEXT_CHARS {
         return Err(ApiError::bad_request(format!(
-            "body must be 1..={MAX_TEXT_BYTES} bytes and not blank"
+            "body must be 1..={MAX_TEXT_CHARS} characters and not blank"
         )));
     }
     let to = chat_id(&body.to)?;

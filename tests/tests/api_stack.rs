@@ -66,6 +66,22 @@ async fn call_text(req: reqwest::RequestBuilder) -> Result<String> {
     Ok(body)
 }
 
+/// `GET /status` once it satisfies `ok`.
+async fn status_when(api: &ApiReplica, user: &str, ok: impl Fn(&Value) -> bool) -> Result<Value> {
+    eventually(WAIT, || async {
+        let s = call(
+            reqwest::Method::GET,
+            &format!("{}/status", api.base),
+            user,
+            None,
+        )
+        .await
+        .ok()?;
+        ok(&s).then_some(s)
+    })
+    .await
+}
+
 /// The `data` of an event frame exactly as written.
 fn raw_data(frame: &str) -> Result<String> {
     #[derive(serde::Deserialize)]
@@ -138,18 +154,7 @@ async fn scenario(world: &World) -> Result<()> {
     );
     eprintln!("api stack: POST /connect → QR on the WebSocket in {t_qr:?}");
     // GET /status shows the same QR while it is up (seed 003's `qrDataUrl`).
-    let status = eventually(WAIT, || async {
-        let s = call(
-            reqwest::Method::GET,
-            &format!("{}/status", a.base),
-            &user,
-            None,
-        )
-        .await
-        .ok()?;
-        (s["status"] == "qr" && s["qr"].is_string()).then_some(s)
-    })
-    .await?;
+    let status = status_when(&a, &user, |s| s["status"] == "qr" && s["qr"].is_string()).await?;
     assert!(
         status["qrDataUrl"]
             .as_str()
@@ -187,18 +192,7 @@ async fn scenario(world: &World) -> Result<()> {
         phase(s) == Some(Phase::Connected)
     })
     .await?;
-    let status = eventually(WAIT, || async {
-        let s = call(
-            reqwest::Method::GET,
-            &format!("{}/status", a.base),
-            &user,
-            None,
-        )
-        .await
-        .ok()?;
-        (s["status"] == "connected").then_some(s)
-    })
-    .await?;
+    let status = status_when(&a, &user, |s| s["status"] == "connected").await?;
     assert_eq!(status["phoneNumber"], phone.phone.as_str(), "{status}");
 
     eprintln!("api stack: contact at {:?}", t0.elapsed());

@@ -13,7 +13,9 @@ use wasp_common::model::{Chat, Message};
 
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, JsonBodyRefusals};
+use crate::error::{
+    ApiError, ApiJson, ApiPath, ApiQuery, AuthRefusals, ErrorBody, JsonBodyRefusals,
+};
 use crate::pods::{self, PodCall, PodError, PodTarget};
 use crate::routing::{self, Need, Route};
 use crate::validate;
@@ -103,17 +105,11 @@ pub fn pod_error(e: PodError, phase: &str) -> ApiError {
     }
 }
 
-/// The refusals every route served by the session pod shares, for the OpenAPI document.
+/// The refusals every route served by the session pod shares, for the OpenAPI document (with
+/// [`AuthRefusals`]).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // never built: it only describes answers
 pub enum PodRouteErrors {
-    #[response(status = 401, description = "Not authenticated")]
-    Unauthorized(ErrorBody),
-    #[response(
-        status = 429,
-        description = "Rate limited (`Retry-After` says when to retry)"
-    )]
-    RateLimited(ErrorBody),
     #[response(
         status = 409,
         description = "No session, or it needs the user (phase named)"
@@ -130,6 +126,7 @@ pub enum PodRouteErrors {
 #[utoipa::path(get, path = "/chats", tag = "messaging", security(("bearer" = [])),
     responses(
         (status = 200, description = "Every chat, newest activity first", body = Vec<Chat>),
+        AuthRefusals,
         PodRouteErrors))]
 pub async fn chats(
     State(state): State<AppState>,
@@ -153,11 +150,13 @@ pub async fn chats(
 /// Messages of one chat, oldest first: the last `limit` (before message `before`).
 #[utoipa::path(get, path = "/messages/{chatId}", tag = "messaging", security(("bearer" = [])),
     params(("chatId" = String, Path, description = "41791234567@c.us, 41791234567@s.whatsapp.net, a phone number, …@g.us or …@lid",
-            min_length = 1, max_length = 128), MessagesQuery),
+            min_length = 1, max_length = 128,
+            pattern = r"^\s*((\+|00)?[1-9]([ ().-]?[0-9]){6,14}|[1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}(-[0-9]{1,24})?@g\.us|[0-9]{1,24}@(lid|newsletter)|status@broadcast)\s*$"), MessagesQuery),
     responses(
         (status = 200, description = "Messages, oldest first", body = Vec<Message>),
         (status = 400, description = "Bad chat id, limit or cursor", body = ErrorBody),
         (status = 404, description = "`before` names no message of this chat", body = ErrorBody),
+        AuthRefusals,
         PodRouteErrors))]
 pub async fn messages(
     State(state): State<AppState>,
@@ -183,6 +182,7 @@ pub async fn messages(
         (status = 200, description = "Sent", body = SendResponse),
         (status = 400, description = "Bad chat id or message", body = ErrorBody),
         JsonBodyRefusals,
+        AuthRefusals,
         PodRouteErrors))]
 pub async fn send(
     State(state): State<AppState>,
@@ -206,6 +206,7 @@ pub async fn send(
     responses(
         (status = 200, description = "The chat (`exists: false` when none is stored)", body = ChatByPhone),
         (status = 400, description = "Bad phone number", body = ErrorBody),
+        AuthRefusals,
         PodRouteErrors))]
 pub async fn chat_by_phone(
     State(state): State<AppState>,
@@ -225,6 +226,7 @@ pub async fn chat_by_phone(
     responses(
         (status = 200, description = "Log entries, newest first", body = Vec<LogEntry>),
         (status = 400, description = "Bad limit", body = ErrorBody),
+        AuthRefusals,
         PodRouteErrors))]
 pub async fn logs(
     State(state): State<AppState>,
@@ -244,6 +246,7 @@ pub async fn logs(
         (status = 200, description = "Added (or renamed)", body = Contact),
         (status = 400, description = "Bad phone number or name", body = ErrorBody),
         JsonBodyRefusals,
+        AuthRefusals,
         PodRouteErrors))]
 pub async fn contact_add(
     State(state): State<AppState>,
@@ -261,6 +264,7 @@ pub async fn contact_add(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Contacts by phone number", body = Vec<Contact>),
+        AuthRefusals,
         PodRouteErrors))]
 pub async fn contacts(
     State(state): State<AppState>,
@@ -274,11 +278,13 @@ pub async fn contacts(
 /// Removes a contact: its messages are no longer stored under `contactsOnly`.
 #[utoipa::path(delete, path = "/api/whatsapp/contact/{mobileNo}", tag = "seed-000",
     security(("bearer" = [])),
-    params(("mobileNo" = String, Path, description = "Phone number, e.g. +41791234567", min_length = 1, max_length = 32)),
+    params(("mobileNo" = String, Path, description = "Phone number, e.g. +41791234567", min_length = 7, max_length = 32,
+        pattern = r"^\s*(\+|00)?[1-9]([ ().-]?[0-9]){6,14}\s*$")),
     responses(
         (status = 200, description = "Removed", body = SuccessResponse),
         (status = 400, description = "Bad phone number", body = ErrorBody),
         (status = 404, description = "No such contact", body = ErrorBody),
+        AuthRefusals,
         PodRouteErrors))]
 pub async fn contact_remove(
     State(state): State<AppState>,

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Chat, Message};
 use crate::session_state::SessionState;
 
-/// Longest text a send takes, in UTF-8 bytes.
-pub const MAX_TEXT_BYTES: usize = 65_536;
+/// Longest text a send takes, in characters (JSON Schema's `maxLength` counts characters, so
+/// the document and the check agree).
+pub const MAX_TEXT_CHARS: usize = 65_536;
 /// Largest page of any list.
 pub const MAX_PAGE: u32 = 500;
 /// Longest contact name, in characters.

@@ -17,6 +17,10 @@ pub const LID_SERVER: &str = "lid";
 /// Longest chat id accepted (far above any real one).
 pub const MAX_CHAT_ID_LEN: usize = 128;
 
+/// [`Wid::parse`]'s accepted spellings as an ECMA-262 regular expression, for the OpenAPI
+/// document (wasp-api's request fuzzer checks the two agree).
+pub const CHAT_ID_PATTERN: &str = r"^\s*((\+|00)?[1-9]([ ().-]?[0-9]){6,14}|[1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}(-[0-9]{1,24})?@g\.us|[0-9]{1,24}@(lid|newsletter)|status@broadcast)\s*$";
+
 /// A WhatsApp id (`ChatId`/`ContactId` in whatsapp-web.js).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -148,14 +152,15 @@ impl utoipa::PartialSchema for IdInput {
                 .schema_type(Type::String)
                 .min_length(Some(1))
                 .max_length(Some(MAX_CHAT_ID_LEN))
+                .pattern(Some(CHAT_ID_PATTERN))
         };
         OneOfBuilder::new()
             .item(text().examples(["41791234567@c.us"]))
             .item(
                 ObjectBuilder::new()
                     .property("_serialized", text())
-                    .property("user", text())
-                    .property("server", text())
+                    .property("user", ObjectBuilder::new().schema_type(Type::String))
+                    .property("server", ObjectBuilder::new().schema_type(Type::String))
                     .required("_serialized"),
             )
             .description(Some(
