@@ -3,9 +3,9 @@
 
     scripts/helm.py lint     [--chart DIR] [-f values.yaml ...] [--strict]
     scripts/helm.py render   [--chart DIR] [-f values.yaml ...] [--release R] [--namespace NS]
-                             [--cluster --kubeconfig F]   # lookup and capabilities from a cluster
     scripts/helm.py validate [--chart DIR] [-f values.yaml ...]        # values.schema.json only
     scripts/helm.py install  --kubeconfig F --namespace NS [--release R] [-f values.yaml ...]
+                             [--dry-run server]   # render with the cluster's capabilities and lookup
     scripts/helm.py upgrade  --kubeconfig F --namespace NS [--release R] [-f values.yaml ...]
     scripts/helm.py uninstall --kubeconfig F --namespace NS [--release R]
     scripts/helm.py status   --kubeconfig F --namespace NS [--release R]
@@ -90,12 +90,7 @@ def cmd_render(args: argparse.Namespace) -> Any:
     with helm.Chart.load(args.chart) as chart:
         values = load_values(args.values)
         chart.validate_schema(values)
-        opts = dict(name=args.release, namespace=args.namespace, is_install=True)
-        if not args.cluster:
-            return chart.render(values, **opts)
-        # Against the cluster: `lookup` sees live objects, capabilities are the cluster's.
-        with cluster(args) as cfg:
-            return cfg.render(chart, values, **opts)
+        return chart.render(values, name=args.release, namespace=args.namespace, is_install=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> Any:
@@ -113,6 +108,7 @@ def cmd_install(args: argparse.Namespace) -> Any:
             namespace=args.namespace,
             timeout=args.timeout,
             wait=args.wait,
+            dry_run=args.dry_run,
         )
 
 
@@ -125,6 +121,7 @@ def cmd_upgrade(args: argparse.Namespace) -> Any:
             namespace=args.namespace,
             timeout=args.timeout,
             wait=args.wait,
+            dry_run=args.dry_run,
         )
 
 
@@ -228,7 +225,7 @@ def main() -> int:
     p.add_argument("--release", default="wasp", help="release name (default wasp)")
     p.add_argument("--namespace", default="default")
     p.add_argument("--kubeconfig")
-    p.add_argument("--cluster", action="store_true", help="render: against the --kubeconfig cluster")
+    p.add_argument("--dry-run", choices=["client", "server"], help="install/upgrade: render only, create nothing")
     p.add_argument("--strict", action="store_true", help="lint: warnings are errors")
     p.add_argument("--kube-version", help="lint: the Kubernetes version to assume, e.g. v1.20.2")
     p.add_argument("--timeout", type=int, default=300, help="install/upgrade/uninstall: seconds")

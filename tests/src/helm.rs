@@ -58,7 +58,10 @@ pub fn run(repo_root: &Path, args: &[&str], values: &[&Value]) -> anyhow::Result
                 .with_context(|| format!("scripts/helm.py {args:?}: not JSON: {stdout}"))?;
             Err(Refused {
                 kind: v["error"]["type"].as_str().unwrap_or_default().to_owned(),
-                message: v["error"]["message"].as_str().unwrap_or_default().to_owned(),
+                message: v["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             }
             .into())
         }
@@ -127,10 +130,12 @@ impl Release {
     }
 
     /// `helm install` with the local values file first, then `values` (later wins). Returns the
-    /// release summary (`manifest`, `info.status`, `version`, ...).
+    /// release summary (`name`, `namespace`, `revision`, `status`, `manifest`, `notes`, ...).
     pub fn install(&self, values: &[&Value]) -> anyhow::Result<Value> {
         let local = local_values(&self.repo_root)?;
-        let all: Vec<&Value> = std::iter::once(&local).chain(values.iter().copied()).collect();
+        let all: Vec<&Value> = std::iter::once(&local)
+            .chain(values.iter().copied())
+            .collect();
         self.action("install", &[], &all)
     }
 
@@ -138,7 +143,9 @@ impl Release {
     /// the previous release's values).
     pub fn upgrade(&self, values: &[&Value]) -> anyhow::Result<Value> {
         let local = local_values(&self.repo_root)?;
-        let all: Vec<&Value> = std::iter::once(&local).chain(values.iter().copied()).collect();
+        let all: Vec<&Value> = std::iter::once(&local)
+            .chain(values.iter().copied())
+            .collect();
         self.action("upgrade", &[], &all)
     }
 
@@ -152,11 +159,15 @@ impl Release {
         self.action("status", &[], &[])
     }
 
-    /// Renders the chart against the cluster (`lookup` sees live objects, capabilities are the
-    /// cluster's) without creating anything.
-    pub fn render(&self, values: &[&Value]) -> anyhow::Result<Vec<Value>> {
-        let manifests = self.action("render", &["--cluster"], values)?;
-        objects(&manifests)
+    /// The objects an install with `values` (no local values file) would create, rendered by a
+    /// server-side dry run: the cluster's capabilities (API versions) and `lookup` apply,
+    /// nothing is created.
+    pub fn dry_run(&self, values: &[&Value]) -> anyhow::Result<Vec<Value>> {
+        let release = self.action("install", &["--dry-run", "server"], values)?;
+        let manifest = release["manifest"]
+            .as_str()
+            .context("a dry run's release has a manifest")?;
+        objects(&serde_json::json!({ "manifest": manifest }))
     }
 }
 

@@ -113,8 +113,14 @@ fn args_from_env(
         } else {
             value.clone()
         };
-        args.push(format!("--{}", arg.get_long().expect("long flag")));
-        args.push(value);
+        let flag = format!("--{}", arg.get_long().expect("long flag"));
+        if arg.get_action().takes_values() {
+            args.push(flag);
+            args.push(value);
+        } else if ["true", "1", "yes", "on"].contains(&value.as_str()) {
+            // A switch (e.g. `--dev-insecure-auth`): clap reads its env as true/false.
+            args.push(flag);
+        }
     }
     args
 }
@@ -264,7 +270,11 @@ fn defaults_render_every_part_with_secure_pods() -> anyhow::Result<()> {
             "app.kubernetes.io/managed-by",
             "app.kubernetes.io/part-of",
         ] {
-            assert!(labels[key].is_string(), "{} lacks {key}", kinds(&[o.clone()])[0]);
+            assert!(
+                labels[key].is_string(),
+                "{} lacks {key}",
+                kinds(&[o.clone()])[0]
+            );
         }
         assert_eq!(o["metadata"]["namespace"], NS);
     }
@@ -283,7 +293,12 @@ fn defaults_render_every_part_with_secure_pods() -> anyhow::Result<()> {
             format!("wasp/operator:{app_version}"),
             2,
         ),
-        ("Deployment", "wasp-api", format!("wasp/api:{app_version}"), 2),
+        (
+            "Deployment",
+            "wasp-api",
+            format!("wasp/api:{app_version}"),
+            2,
+        ),
         ("StatefulSet", "wasp-redis", "redis:7.2".to_owned(), 1),
     ] {
         let w = find(&objs, kind, name);
@@ -313,8 +328,11 @@ fn defaults_render_every_part_with_secure_pods() -> anyhow::Result<()> {
     }
     // Only the operator and the API talk to Kubernetes; Redis has no token.
     let sa_token = |name: &str| {
-        find(&objs, name.split('/').next().unwrap_or_default(), name.split('/').nth(1).unwrap_or_default())
-            ["spec"]["template"]["spec"]["automountServiceAccountToken"]
+        find(
+            &objs,
+            name.split('/').next().unwrap_or_default(),
+            name.split('/').nth(1).unwrap_or_default(),
+        )["spec"]["template"]["spec"]["automountServiceAccountToken"]
             .clone()
     };
     assert_eq!(sa_token("Deployment/wasp-operator"), true);
@@ -347,10 +365,7 @@ fn defaults_render_every_part_with_secure_pods() -> anyhow::Result<()> {
     assert_eq!(after("--appendfsync"), Some("everysec"));
     assert_eq!(after("--dir"), Some("/data"));
     assert_eq!(after("--requirepass"), Some("$(REDIS_PASSWORD)"));
-    assert_eq!(
-        env_of(c)["REDIS_PASSWORD"],
-        "secret:wasp-redis/password"
-    );
+    assert_eq!(env_of(c)["REDIS_PASSWORD"], "secret:wasp-redis/password");
     let claim = &redis["spec"]["volumeClaimTemplates"][0];
     assert_eq!(claim["metadata"]["name"], "data");
     assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
@@ -370,7 +385,9 @@ fn defaults_render_every_part_with_secure_pods() -> anyhow::Result<()> {
 fn generated_secrets_hold_usable_keys() -> anyhow::Result<()> {
     let objs = render(&[])?;
     let master = secret_value(&objs, "wasp-master-key", "masterKey");
-    let key = data_encoding::BASE64.decode(&master).expect("base64 master key");
+    let key = data_encoding::BASE64
+        .decode(&master)
+        .expect("base64 master key");
     assert_eq!(key.len(), 32, "a 32-byte master key");
     // The session pod's own parser takes it.
     wasp_common::crypto::MasterKey::parse(std::str::from_utf8(&master)?)?;
@@ -386,10 +403,7 @@ fn generated_secrets_hold_usable_keys() -> anyhow::Result<()> {
     let password = String::from_utf8(secret_value(&objs, "wasp-redis", "password"))?;
     assert_eq!(password.len(), 32);
     let url = String::from_utf8(secret_value(&objs, "wasp-redis", "url"))?;
-    assert_eq!(
-        url,
-        format!("redis://:{password}@wasp-redis.{NS}.svc:6379")
-    );
+    assert_eq!(url, format!("redis://:{password}@wasp-redis.{NS}.svc:6379"));
     redis::Client::open(url.as_str()).context("the Redis URL parses")?;
 
     // Fresh values on every offline render (no cluster to look the old ones up in).
@@ -403,7 +417,10 @@ fn generated_secrets_hold_usable_keys() -> anyhow::Result<()> {
     })])?;
     assert_eq!(secret_value(&objs, "wasp-jwt", "jwtSecret"), b"s3cret");
     let url = String::from_utf8(secret_value(&objs, "wasp-redis", "url"))?;
-    assert_eq!(url, format!("redis://:p%40ss+word@wasp-redis.{NS}.svc:6379"));
+    assert_eq!(
+        url,
+        format!("redis://:p%40ss+word@wasp-redis.{NS}.svc:6379")
+    );
     Ok(())
 }
 
@@ -418,7 +435,11 @@ fn rbac_is_least_privilege_and_namespaced() -> anyhow::Result<()> {
     );
     let rules = |name: &str| -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for r in find(&objs, "Role", name)["rules"].as_array().into_iter().flatten() {
+        for r in find(&objs, "Role", name)["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             for g in r["apiGroups"].as_array().into_iter().flatten() {
                 for res in r["resources"].as_array().into_iter().flatten() {
                     for v in r["verbs"].as_array().into_iter().flatten() {
@@ -513,7 +534,8 @@ fn network_policies_fit_the_pods_they_guard() -> anyhow::Result<()> {
         .find(|p| p["name"] == "control")
         .and_then(|p| p["containerPort"].as_i64())
         .context("control port")?;
-    let selects = |policy: &Value, labels: &Value| labels_match(&policy["spec"]["podSelector"], labels);
+    let selects =
+        |policy: &Value, labels: &Value| labels_match(&policy["spec"]["podSelector"], labels);
     let peer_selects = |rule: &Value, key: &str, labels: &Value| {
         rule[key]
             .as_array()
@@ -531,7 +553,11 @@ fn network_policies_fit_the_pods_they_guard() -> anyhow::Result<()> {
     }
     assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     let ingress = np["spec"]["ingress"].as_array().context("ingress")?;
-    assert_eq!(ingress.len(), 1, "only the control port (metricsFrom is empty)");
+    assert_eq!(
+        ingress.len(),
+        1,
+        "only the control port (metricsFrom is empty)"
+    );
     assert_eq!(ports(&ingress[0]), vec![(control_port, "TCP".into())]);
     assert!(peer_selects(&ingress[0], "from", pod_labels(api)));
     assert!(peer_selects(&ingress[0], "from", pod_labels(op)));
@@ -550,9 +576,9 @@ fn network_policies_fit_the_pods_they_guard() -> anyhow::Result<()> {
     let block = &egress[2]["to"][0]["ipBlock"];
     assert_eq!(block["cidr"], "0.0.0.0/0");
     assert!(
-        block["except"]
-            .as_array()
-            .is_some_and(|e| e.contains(&json!("10.0.0.0/8")) && e.contains(&json!("169.254.0.0/16")))
+        block["except"].as_array().is_some_and(
+            |e| e.contains(&json!("10.0.0.0/8")) && e.contains(&json!("169.254.0.0/16"))
+        )
     );
 
     // Redis: reached by the three wasp clients on its port, reaches nothing.
@@ -575,8 +601,16 @@ fn network_policies_fit_the_pods_they_guard() -> anyhow::Result<()> {
     let egress = np["spec"]["egress"].as_array().context("egress")?;
     assert!(egress.iter().any(|r| peer_selects(r, "to", session_labels)
         && ports(r) == vec![(control_port, "TCP".to_owned())]));
-    assert!(egress.iter().any(|r| peer_selects(r, "to", pod_labels(redis))));
-    assert!(egress.iter().any(|r| ports(r) == vec![(443, "TCP".into()), (6443, "TCP".into())]));
+    assert!(
+        egress
+            .iter()
+            .any(|r| peer_selects(r, "to", pod_labels(redis)))
+    );
+    assert!(
+        egress
+            .iter()
+            .any(|r| ports(r) == vec![(443, "TCP".into()), (6443, "TCP".into())])
+    );
 
     // The operator: no ingress at all; egress like the API's.
     let np = find(&objs, "NetworkPolicy", "wasp-operator");
@@ -589,7 +623,11 @@ fn network_policies_fit_the_pods_they_guard() -> anyhow::Result<()> {
     // Metrics scrapers, when named, reach the admin ports and nothing else.
     let scraper = json!({"namespaceSelector": {"matchLabels": {"name": "monitoring"}}});
     let objs = render(&[&json!({"networkPolicy": {"metricsFrom": [scraper]}})])?;
-    for (policy, port) in [("wasp-operator", 8081), ("wasp-api", 9090), ("wasp-session", 9090)] {
+    for (policy, port) in [
+        ("wasp-operator", 8081),
+        ("wasp-api", 9090),
+        ("wasp-session", 9090),
+    ] {
         let np = find(&objs, "NetworkPolicy", policy);
         let rule = np["spec"]["ingress"]
             .as_array()
@@ -658,8 +696,14 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     let expected_op = [
         ("WATCH_NAMESPACE", NS),
         ("REDIS_URL", "secret:crm-redis/uri"),
-        ("WASP_SESSION_IMAGE", "registry.example/wasp/session-pod:1.2.3"),
-        ("WASP_SESSION_COMMAND", "/usr/local/bin/wasp-session-pod,--storage-policy,all"),
+        (
+            "WASP_SESSION_IMAGE",
+            "registry.example/wasp/session-pod:1.2.3",
+        ),
+        (
+            "WASP_SESSION_COMMAND",
+            "/usr/local/bin/wasp-session-pod,--storage-policy,all",
+        ),
         ("WASP_REDIS_SECRET", "crm-redis"),
         ("WASP_REDIS_SECRET_KEY", "uri"),
         ("WASP_MASTER_KEY_SECRET", "clinic-master"),
@@ -704,7 +748,9 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("LOG_FORMAT", "text"),
     ];
     let as_map = |e: &[(&str, &str)]| -> BTreeMap<String, String> {
-        e.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        e.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     assert_eq!(op_env, as_map(&expected_op));
     assert_eq!(api_env, as_map(&expected_api));
@@ -712,14 +758,23 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     // Every setting the binaries read is set by the chart. SUPABASE_JWT_SECRET is the same
     // setting as JWT_SECRET (api.auth.jwtSecret); LOG_LEVEL is read by the shared telemetry.
     let op_names = env_names(wasp_operator::Config::command());
-    let missing: Vec<_> = op_names.iter().filter(|n| !op_env.contains_key(*n)).collect();
-    assert!(missing.is_empty(), "operator settings without a value: {missing:?}");
+    let missing: Vec<_> = op_names
+        .iter()
+        .filter(|n| !op_env.contains_key(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "operator settings without a value: {missing:?}"
+    );
     let api_names = env_names(wasp_api::config::Config::command());
     let missing: Vec<_> = api_names
         .iter()
         .filter(|n| !api_env.contains_key(*n) && n.as_str() != "SUPABASE_JWT_SECRET")
         .collect();
-    assert!(missing.is_empty(), "API settings without a value: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "API settings without a value: {missing:?}"
+    );
 
     // The binaries' own parsers take the env as rendered.
     let op = operator_config(&objs, "wasp");
@@ -764,7 +819,10 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     assert_eq!(env["REDIS_URL"], "secret:wasp-redis/url");
     assert_eq!(env["WASP_MASTER_KEY"], "secret:wasp-master-key/masterKey");
     assert!(has(&objs, "Secret", "wasp-redis") && has(&objs, "Secret", "wasp-master-key"));
-    assert_eq!(pod["spec"]["containers"][0]["image"], "wasp/session-pod:0.1.0");
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"],
+        "wasp/session-pod:0.1.0"
+    );
     Ok(())
 }
 
@@ -796,7 +854,11 @@ fn varied_values_render_what_they_say() -> anyhow::Result<()> {
         "masterKey": {"existingSecret": "crm-master"},
         "api": {"auth": {"jwtSecret": {"existingSecret": "crm-jwt"}}}
     })])?;
-    assert!(!objs.iter().any(|o| o["kind"] == "Secret"), "{:?}", kinds(&objs));
+    assert!(
+        !objs.iter().any(|o| o["kind"] == "Secret"),
+        "{:?}",
+        kinds(&objs)
+    );
     let env = env_of(container(find(&objs, "Deployment", "wasp-api")));
     assert_eq!(env["JWT_SECRET"], "secret:crm-jwt/jwtSecret");
     assert_eq!(env["REDIS_URL"], "secret:crm-redis/uri");
@@ -868,16 +930,20 @@ fn varied_values_render_what_they_say() -> anyhow::Result<()> {
     let env = env_of(container(find(&objs, "Deployment", "wasp-api")));
     assert!(!env.contains_key("JWT_SECRET"));
     let np = find(&objs, "NetworkPolicy", "wasp-api");
-    assert!(np["spec"]["egress"]
-        .as_array()
-        .is_some_and(|e| e.iter().any(|r| r == &json!({"ports": [{"port": 443, "protocol": "TCP"}]}))));
+    assert!(np["spec"]["egress"].as_array().is_some_and(|e| {
+        e.iter()
+            .any(|r| r == &json!({"ports": [{"port": 443, "protocol": "TCP"}]}))
+    }));
 
     // Another release name: every object is prefixed with it, selectors stay per release.
     let objs = helm::render(&repo(), "crm", NS, &[])?;
     assert!(has(&objs, "Deployment", "crm-wasp-operator"));
     assert!(has(&objs, "StatefulSet", "crm-wasp-redis"));
     let url = String::from_utf8(secret_value(&objs, "crm-wasp-redis", "url"))?;
-    assert!(url.ends_with(&format!("@crm-wasp-redis.{NS}.svc:6379")), "{url}");
+    assert!(
+        url.ends_with(&format!("@crm-wasp-redis.{NS}.svc:6379")),
+        "{url}"
+    );
     let env = env_of(container(find(&objs, "Deployment", "crm-wasp-operator")));
     assert_eq!(env["WASP_MASTER_KEY_SECRET"], "crm-wasp-master-key");
     assert_eq!(env["WASP_LEASE_NAME"], "crm-wasp-operator");
@@ -890,13 +956,19 @@ fn varied_values_render_what_they_say() -> anyhow::Result<()> {
     })])?;
     let redis = find(&objs, "StatefulSet", "wasp-redis");
     assert!(redis["spec"]["volumeClaimTemplates"].is_null());
-    assert_eq!(redis["spec"]["template"]["spec"]["volumes"][0], json!({"name": "data", "emptyDir": {}}));
+    assert_eq!(
+        redis["spec"]["template"]["spec"]["volumes"][0],
+        json!({"name": "data", "emptyDir": {}})
+    );
     assert_eq!(
         secret_value(&objs, "wasp-redis", "url"),
         format!("redis://wasp-redis.{NS}.svc:6379").as_bytes()
     );
     assert!(!has(&objs, "PodDisruptionBudget", "wasp-operator"));
-    assert_eq!(find(&objs, "PodDisruptionBudget", "wasp-api")["spec"]["minAvailable"], "50%");
+    assert_eq!(
+        find(&objs, "PodDisruptionBudget", "wasp-api")["spec"]["minAvailable"],
+        "50%"
+    );
     Ok(())
 }
 
@@ -910,7 +982,9 @@ fn contradictory_values_fail_with_a_reason() {
         ),
     ] {
         let err = render(&[&values]).expect_err("refused");
-        let refused = err.downcast_ref::<Refused>().unwrap_or_else(|| panic!("{err:#}"));
+        let refused = err
+            .downcast_ref::<Refused>()
+            .unwrap_or_else(|| panic!("{err:#}"));
         assert!(refused.message.contains(says), "{refused}");
     }
 }
@@ -924,15 +998,27 @@ fn the_schema_refuses_unknown_keys_and_wrong_types() -> anyhow::Result<()> {
         (json!({"replicas": 3}), "additional properties 'replicas'"),
         (json!({"operator": {"replicass": 3}}), "'replicass'"),
         (json!({"api": {"auth": {"jwt": {}}}}), "'jwt'"),
-        (json!({"operator": {"image": {"registry": "x"}}}), "'registry'"),
+        (
+            json!({"operator": {"image": {"registry": "x"}}}),
+            "'registry'",
+        ),
         (json!({"api": {"port": "3001"}}), "want integer"),
         (json!({"api": {"port": 70000}}), "maximum"),
         (json!({"operator": {"replicas": 1.5}}), "want integer"),
         (json!({"networkPolicy": {"enabled": "yes"}}), "want boolean"),
-        (json!({"api": {"allowedOrigins": "https://crm.example"}}), "want array"),
-        (json!({"redis": {"appendFsync": "sometimes"}}), "must be one of"),
+        (
+            json!({"api": {"allowedOrigins": "https://crm.example"}}),
+            "want array",
+        ),
+        (
+            json!({"redis": {"appendFsync": "sometimes"}}),
+            "must be one of",
+        ),
         (json!({"operator": {"logFormat": "xml"}}), "must be one of"),
-        (json!({"api": {"maxFileSize": "ten megabytes"}}), "does not match pattern"),
+        (
+            json!({"api": {"maxFileSize": "ten megabytes"}}),
+            "does not match pattern",
+        ),
         (json!({"commonLabels": {"team": 7}}), "want string"),
         (
             json!({"api": {"ingress": {"hosts": [{"host": "a", "paths": [{"path": "/", "pathType": "Any"}]}]}}}),
@@ -944,7 +1030,11 @@ fn the_schema_refuses_unknown_keys_and_wrong_types() -> anyhow::Result<()> {
             .downcast_ref::<Refused>()
             .unwrap_or_else(|| panic!("{values}: {err:#}"));
         assert_eq!(refused.kind, "HelmValuesError", "{values}");
-        assert!(refused.message.contains(says), "{values}: {}", refused.message);
+        assert!(
+            refused.message.contains(says),
+            "{values}: {}",
+            refused.message
+        );
         // Rendering with them fails the same way.
         let err = render(&[&values]).expect_err("render refused");
         assert!(err.downcast_ref::<Refused>().is_some(), "{values}: {err:#}");
@@ -966,7 +1056,11 @@ fn the_readme_lists_every_value_and_notes_say_where_the_console_is() -> anyhow::
         match v.as_object() {
             Some(m) if !m.is_empty() && !prefix.ends_with("labels") => {
                 for (k, sub) in m {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     leaves(&p, sub, out);
                 }
             }
@@ -980,7 +1074,9 @@ fn the_readme_lists_every_value_and_notes_say_where_the_console_is() -> anyhow::
     }
 
     let notes = helm::run(&repo(), &["render", "--namespace", NS], &[])?;
-    let notes = notes["wasp/templates/NOTES.txt"].as_str().context("NOTES.txt")?;
+    let notes = notes["wasp/templates/NOTES.txt"]
+        .as_str()
+        .context("NOTES.txt")?;
     assert!(notes.contains("port-forward svc/wasp-api"), "{notes}");
     assert!(notes.contains("/console"), "{notes}");
     assert!(notes.contains("get secret wasp-jwt"), "{notes}");
@@ -990,19 +1086,37 @@ fn the_readme_lists_every_value_and_notes_say_where_the_console_is() -> anyhow::
         &[&json!({"api": {"ingress": {"enabled": true,
             "tls": [{"hosts": ["wasp.example.com"], "secretName": "t"}]}}})],
     )?;
-    let notes = notes["wasp/templates/NOTES.txt"].as_str().context("NOTES.txt")?;
-    assert!(notes.contains("https://wasp.example.com/console"), "{notes}");
+    let notes = notes["wasp/templates/NOTES.txt"]
+        .as_str()
+        .context("NOTES.txt")?;
+    assert!(
+        notes.contains("https://wasp.example.com/console"),
+        "{notes}"
+    );
     Ok(())
 }
 
 /// `kubectl apply --dry-run=server`: the apiserver validates and admits the objects without
 /// storing them.
-fn server_dry_run(kubeconfig: &std::path::Path, ns: &str, objs: &[Value]) -> anyhow::Result<String> {
+fn server_dry_run(
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    objs: &[Value],
+) -> anyhow::Result<String> {
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objs});
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["apply", "--dry-run=server", "-n", ns, "-o", "name", "-f", "-"])
+        .args([
+            "apply",
+            "--dry-run=server",
+            "-n",
+            ns,
+            "-o",
+            "name",
+            "-f",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1037,18 +1151,17 @@ async fn the_v1_20_apiserver_accepts_every_rendering() -> anyhow::Result<()> {
                "externalRedis": {"url": "redis://r.example:6379"}}),
     ] {
         // Rendered against the cluster: its capabilities pick the PDB version.
-        let objs = release.render(&[&values])?;
-        let pdbs: Vec<&Value> = objs.iter().filter(|o| o["kind"] == "PodDisruptionBudget").collect();
+        let objs = release.dry_run(&[&values])?;
+        let pdbs: Vec<&Value> = objs
+            .iter()
+            .filter(|o| o["kind"] == "PodDisruptionBudget")
+            .collect();
         assert!(!pdbs.is_empty());
         for pdb in pdbs {
             assert_eq!(pdb["apiVersion"], "policy/v1beta1", "1.20 has no policy/v1");
         }
         let accepted = server_dry_run(env.kubeconfig_path(), &ns, &objs)?;
-        assert_eq!(
-            accepted.lines().count(),
-            objs.len(),
-            "{values}: {accepted}"
-        );
+        assert_eq!(accepted.lines().count(), objs.len(), "{values}: {accepted}");
     }
     Ok(())
 }
@@ -1061,8 +1174,8 @@ async fn install_upgrade_uninstall() -> anyhow::Result<()> {
     let release = Release::new(env.repo_root(), env.kubeconfig_path(), &ns, "wasp");
 
     let installed = release.install(&[])?;
-    assert_eq!(installed["info"]["status"], "deployed", "{installed}");
-    assert_eq!(installed["version"], 1);
+    assert_eq!(installed["status"], "deployed", "{installed}");
+    assert_eq!(installed["revision"], 1);
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
@@ -1074,11 +1187,24 @@ async fn install_upgrade_uninstall() -> anyhow::Result<()> {
 
     let operator = deployments.get("wasp-operator").await?;
     assert_eq!(operator.spec.as_ref().and_then(|s| s.replicas), Some(2));
-    let op_container = &operator.spec.as_ref().context("spec")?.template.spec.as_ref().context("pod")?.containers[0];
+    let op_container = &operator
+        .spec
+        .as_ref()
+        .context("spec")?
+        .template
+        .spec
+        .as_ref()
+        .context("pod")?
+        .containers[0];
     assert_eq!(op_container.image.as_deref(), Some("wasp/operator:dev"));
     deployments.get("wasp-api").await?;
     statefulsets.get("wasp-redis").await?;
-    for s in ["wasp-api", "wasp-redis", "wasp-api-metrics", "wasp-operator-metrics"] {
+    for s in [
+        "wasp-api",
+        "wasp-redis",
+        "wasp-api-metrics",
+        "wasp-operator-metrics",
+    ] {
         services.get(s).await?;
     }
     for r in ["wasp-operator", "wasp-api"] {
@@ -1098,9 +1224,7 @@ async fn install_upgrade_uninstall() -> anyhow::Result<()> {
     assert_eq!(data_encoding::BASE64.decode(&master)?.len(), 32);
     let jwt = secret_data(&secrets.get("wasp-jwt").await?, "jwtSecret");
     let redis_url = secret_data(&secrets.get("wasp-redis").await?, "url");
-    assert!(
-        String::from_utf8(redis_url.clone())?.ends_with(&format!("@wasp-redis.{ns}.svc:6379"))
-    );
+    assert!(String::from_utf8(redis_url.clone())?.ends_with(&format!("@wasp-redis.{ns}.svc:6379")));
     // The controller-manager's StatefulSet controller makes the claim from the template.
     eventually(Duration::from_secs(30), || async {
         claims.get_opt("data-wasp-redis-0").await.ok().flatten()
@@ -1110,19 +1234,38 @@ async fn install_upgrade_uninstall() -> anyhow::Result<()> {
 
     // Upgrade with a changed value: the Deployment changes, the generated Secrets do not.
     let upgraded = release.upgrade(&[&json!({"operator": {"reconcileConcurrency": 4}})])?;
-    assert_eq!(upgraded["version"], 2, "{upgraded}");
-    assert_eq!(release.status()?["info"]["status"], "deployed");
+    assert_eq!(upgraded["revision"], 2, "{upgraded}");
+    assert_eq!(release.status()?["status"], "deployed");
     let operator = deployments.get("wasp-operator").await?;
-    let env_vars = operator.spec.as_ref().context("spec")?.template.spec.as_ref().context("pod")?.containers[0]
+    let env_vars = operator
+        .spec
+        .as_ref()
+        .context("spec")?
+        .template
+        .spec
+        .as_ref()
+        .context("pod")?
+        .containers[0]
         .env
         .clone()
         .unwrap_or_default();
-    assert!(env_vars
-        .iter()
-        .any(|e| e.name == "WASP_RECONCILE_CONCURRENCY" && e.value.as_deref() == Some("4")));
-    assert_eq!(secret_data(&secrets.get("wasp-master-key").await?, "masterKey"), master);
-    assert_eq!(secret_data(&secrets.get("wasp-jwt").await?, "jwtSecret"), jwt);
-    assert_eq!(secret_data(&secrets.get("wasp-redis").await?, "url"), redis_url);
+    assert!(
+        env_vars
+            .iter()
+            .any(|e| e.name == "WASP_RECONCILE_CONCURRENCY" && e.value.as_deref() == Some("4"))
+    );
+    assert_eq!(
+        secret_data(&secrets.get("wasp-master-key").await?, "masterKey"),
+        master
+    );
+    assert_eq!(
+        secret_data(&secrets.get("wasp-jwt").await?, "jwtSecret"),
+        jwt
+    );
+    assert_eq!(
+        secret_data(&secrets.get("wasp-redis").await?, "url"),
+        redis_url
+    );
 
     // Uninstall: the workloads go; the master key (resource-policy keep) and the Redis claim
     // stay, as the chart's README says.
@@ -1136,12 +1279,18 @@ async fn install_upgrade_uninstall() -> anyhow::Result<()> {
     })
     .await
     .context("the release's objects are deleted")?;
-    assert_eq!(secret_data(&secrets.get("wasp-master-key").await?, "masterKey"), master);
+    assert_eq!(
+        secret_data(&secrets.get("wasp-master-key").await?, "masterKey"),
+        master
+    );
     assert!(claims.get_opt("data-wasp-redis-0").await?.is_some());
 
     // Installing again finds the kept master key and keeps using it.
     release.install(&[])?;
-    assert_eq!(secret_data(&secrets.get("wasp-master-key").await?, "masterKey"), master);
+    assert_eq!(
+        secret_data(&secrets.get("wasp-master-key").await?, "masterKey"),
+        master
+    );
     release.uninstall()?;
     Ok(())
 }

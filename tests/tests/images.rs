@@ -62,9 +62,7 @@ fn dockerfile(image: &str) -> anyhow::Result<Dockerfile> {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}{}",
@@ -82,7 +80,9 @@ fn blob(layout: &Path, digest: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn json_blob(layout: &Path, digest: &str) -> anyhow::Result<Value> {
-    Ok(serde_json::from_slice(&std::fs::read(blob(layout, digest)?)?)?)
+    Ok(serde_json::from_slice(&std::fs::read(blob(
+        layout, digest,
+    )?)?)?)
 }
 
 /// Every path under `root`, relative, with its size (files) or 0 (directories).
@@ -131,7 +131,11 @@ fn check_image(image: &str, package: &str, binary: &str, archive: bool) -> anyho
     ensure!(last_from == "FROM scratch", "{image}: {last_from}");
     assert_eq!(df.user, "65532:65532");
     assert_eq!(df.entrypoint, vec![format!("/usr/local/bin/{binary}")]);
-    assert_eq!(df.version_arg, env!("CARGO_PKG_VERSION"), "ARG VERSION = the workspace's");
+    assert_eq!(
+        df.version_arg,
+        env!("CARGO_PKG_VERSION"),
+        "ARG VERSION = the workspace's"
+    );
     for key in [
         "org.opencontainers.image.title",
         "org.opencontainers.image.description",
@@ -176,7 +180,10 @@ fn check_image(image: &str, package: &str, binary: &str, archive: bool) -> anyho
         "application/vnd.oci.image.layer.v1.tar+gzip"
     );
     let compressed = layers[0]["size"].as_u64().context("layer size")?;
-    let config = json_blob(&layout, manifest["config"]["digest"].as_str().context("config")?)?;
+    let config = json_blob(
+        &layout,
+        manifest["config"]["digest"].as_str().context("config")?,
+    )?;
     assert_eq!(config["os"], "linux");
     let c = &config["config"];
     assert_eq!(c["User"], df.user.as_str());
@@ -233,7 +240,8 @@ fn check_image(image: &str, package: &str, binary: &str, archive: bool) -> anyho
         .collect();
     for lib in &libraries {
         let name = lib.rsplit('/').find(|s| !s.is_empty()).unwrap_or_default();
-        let lib_dir = lib.starts_with("lib/") || lib.starts_with("lib64/") || lib.starts_with("usr/lib");
+        let lib_dir =
+            lib.starts_with("lib/") || lib.starts_with("lib64/") || lib.starts_with("usr/lib");
         assert!(
             lib_dir && (name.contains(".so") || lib.ends_with('/')),
             "{image}: unexpected {lib} in the image"
@@ -261,8 +269,14 @@ fn check_image(image: &str, package: &str, binary: &str, archive: bool) -> anyho
     let bin_size = files[&binary_path];
     assert_eq!(bin_size, std::fs::metadata(&bin)?.len());
     let overhead = unpacked - bin_size;
-    assert!(overhead < 8 << 20, "{image}: {overhead} bytes beside the binary");
-    assert!(compressed < bin_size, "{image}: layer {compressed} ≥ binary {bin_size}");
+    assert!(
+        overhead < 8 << 20,
+        "{image}: {overhead} bytes beside the binary"
+    );
+    assert!(
+        compressed < bin_size,
+        "{image}: layer {compressed} ≥ binary {bin_size}"
+    );
     eprintln!(
         "{image}: binary {bin_size} B, unpacked {unpacked} B, compressed layer {compressed} B ({})",
         summary.trim()

@@ -136,13 +136,6 @@ policy/v1beta1
 {{ toYaml .Values.containerSecurityContext }}
 {{- end -}}
 
-{{- define "wasp.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-{{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end -}}
-
 {{/* Pod-spec scheduling fields of a component's values. */}}
 {{- define "wasp.scheduling" -}}
 {{- with .nodeSelector }}
