@@ -121,7 +121,12 @@ fn check_image(image: &str, package: &str, binary: &str, archive: bool) -> anyho
         )),
         "{image}: the Dockerfile must build -p {package} alone"
     );
-    ensure!(!df.text.contains("--features"), "{image}: no features");
+    ensure!(
+        !df.text
+            .lines()
+            .any(|l| l.contains("--features") || l.contains("--all-features")),
+        "{image}: built without features"
+    );
     let last_from = df
         .text
         .lines()
@@ -256,7 +261,11 @@ fn check_image(image: &str, package: &str, binary: &str, archive: bool) -> anyho
     assert!(passwd.contains("nonroot:x:65532:65532:"), "{passwd}");
 
     // The image's entrypoint runs `--help` as the image's user in its own root filesystem.
-    let help = run(Command::new("chroot")
+    let chroot = ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("chroot (coreutils) not found")?;
+    let help = run(Command::new(chroot)
         .arg(format!("--userspec={uid}:{gid}"))
         .arg(&rootfs)
         .args(&argv)
