@@ -273,7 +273,7 @@ fn defaults_render_every_part_with_secure_pods() -> anyhow::Result<()> {
             assert!(
                 labels[key].is_string(),
                 "{} lacks {key}",
-                kinds(&[o.clone()])[0]
+                kinds(std::slice::from_ref(o))[0]
             );
         }
         assert_eq!(o["metadata"]["namespace"], NS);

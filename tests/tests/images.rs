@@ -130,8 +130,7 @@ fn check_image(image: &str, package: &str, binary: &str, archive: bool) -> anyho
     let last_from = df
         .text
         .lines()
-        .filter(|l| l.starts_with("FROM "))
-        .last()
+        .rfind(|l| l.starts_with("FROM "))
         .unwrap_or_default();
     ensure!(last_from == "FROM scratch", "{image}: {last_from}");
     assert_eq!(df.user, "65532:65532");
