@@ -1232,7 +1232,19 @@ async fn install_upgrade_uninstall() -> anyhow::Result<()> {
     .await
     .context("the Redis claim")?;
 
-    // Upgrade with a changed value: the Deployment changes, the generated Secrets do not.
+    // A key rotation in progress: an operator of the cluster added the previous keys.
+    let rotation =
+        json!({"data": {"previousMasterKeys": data_encoding::BASE64.encode(b"old-key-1")}});
+    secrets
+        .patch(
+            "wasp-master-key",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&rotation),
+        )
+        .await?;
+
+    // Upgrade with a changed value: the Deployment changes, the generated Secrets do not (the
+    // added key stays too).
     let upgraded = release.upgrade(&[&json!({"operator": {"reconcileConcurrency": 4}})])?;
     assert_eq!(upgraded["revision"], 2, "{upgraded}");
     assert_eq!(release.status()?["status"], "deployed");
@@ -1254,9 +1266,11 @@ async fn install_upgrade_uninstall() -> anyhow::Result<()> {
             .iter()
             .any(|e| e.name == "WASP_RECONCILE_CONCURRENCY" && e.value.as_deref() == Some("4"))
     );
+    let master_secret = secrets.get("wasp-master-key").await?;
+    assert_eq!(secret_data(&master_secret, "masterKey"), master);
     assert_eq!(
-        secret_data(&secrets.get("wasp-master-key").await?, "masterKey"),
-        master
+        secret_data(&master_secret, "previousMasterKeys"),
+        b"old-key-1"
     );
     assert_eq!(
         secret_data(&secrets.get("wasp-jwt").await?, "jwtSecret"),
