@@ -7,6 +7,8 @@
     scripts/helm.py install  --kubeconfig F --namespace NS [--release R] [-f values.yaml ...]
                              [--dry-run server]   # render with the cluster's capabilities and lookup
     scripts/helm.py upgrade  --kubeconfig F --namespace NS [--release R] [-f values.yaml ...]
+    scripts/helm.py apply    --kubeconfig F --namespace NS [--release R] [-f values.yaml ...]
+                             # upgrade, or install when there is no release yet (helm upgrade --install)
     scripts/helm.py uninstall --kubeconfig F --namespace NS [--release R]
     scripts/helm.py status   --kubeconfig F --namespace NS [--release R]
     scripts/helm.py values-table [--chart DIR] [--check]   # the chart README's values table
@@ -125,6 +127,15 @@ def cmd_upgrade(args: argparse.Namespace) -> Any:
         )
 
 
+def cmd_apply(args: argparse.Namespace) -> Any:
+    with cluster(args) as cfg:
+        try:
+            cfg.status(args.release)
+        except helm.HelmNotFoundError:
+            return cmd_install(args)
+    return cmd_upgrade(args)
+
+
 def cmd_uninstall(args: argparse.Namespace) -> Any:
     with cluster(args) as cfg:
         return cfg.uninstall(args.release, timeout=args.timeout, ignore_not_found=True)
@@ -211,6 +222,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "install": cmd_install,
     "upgrade": cmd_upgrade,
+    "apply": cmd_apply,
     "uninstall": cmd_uninstall,
     "status": cmd_status,
     "values-table": cmd_values_table,

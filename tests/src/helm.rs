@@ -149,6 +149,15 @@ impl Release {
         self.action("upgrade", &[], &all)
     }
 
+    /// `helm upgrade --install`: upgrade, or install when the release does not exist yet.
+    pub fn apply(&self, values: &[&Value]) -> anyhow::Result<Value> {
+        let local = local_values(&self.repo_root)?;
+        let all: Vec<&Value> = std::iter::once(&local)
+            .chain(values.iter().copied())
+            .collect();
+        self.action("apply", &[], &all)
+    }
+
     /// `helm uninstall` (a missing release is fine).
     pub fn uninstall(&self) -> anyhow::Result<Value> {
         self.action("uninstall", &[], &[])

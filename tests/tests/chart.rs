@@ -1299,12 +1299,14 @@ async fn install_upgrade_uninstall() -> anyhow::Result<()> {
     );
     assert!(claims.get_opt("data-wasp-redis-0").await?.is_some());
 
-    // Installing again finds the kept master key and keeps using it.
-    release.install(&[])?;
+    // Installing again (upgrade --install) finds the kept master key and keeps using it; a
+    // second apply upgrades.
+    assert_eq!(release.apply(&[])?["revision"], 1);
     assert_eq!(
         secret_data(&secrets.get("wasp-master-key").await?, "masterKey"),
         master
     );
+    assert_eq!(release.apply(&[])?["revision"], 2);
     release.uninstall()?;
     Ok(())
 }
