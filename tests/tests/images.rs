@@ -108,6 +108,16 @@ fn tree(root: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
 
 /// Builds `image` from the test build's `binary` (or `$WASP_<BINARY>_BIN`) and checks it.
 fn check_image(image: &str, package: &str, binary: &str, archive: bool) -> anyhow::Result<()> {
+    check_image_with(image, package, binary, archive, &[])
+}
+
+fn check_image_with(
+    image: &str,
+    package: &str,
+    binary: &str,
+    archive: bool,
+    extra_args: &[&str],
+) -> anyhow::Result<()> {
     ensure!(
         rustix::process::geteuid().is_root(),
         "the image test unpacks and chroots: run it as root (CI and the dev machines are)"
@@ -161,6 +171,7 @@ fn check_image(image: &str, package: &str, binary: &str, archive: bool) -> anyho
         .arg(bin_dir)
         .arg("--out")
         .arg(&out)
+        .args(extra_args)
         .arg(image);
     if archive {
         cmd.arg("--archive");
@@ -303,9 +314,75 @@ fn api_image() -> anyhow::Result<()> {
     check_image("api", "wasp-api", "wasp-api", false)
 }
 
+/// Whether a session pod binary has the insecure-sim feature: it then refuses a non-loopback
+/// WhatsApp URL in its first check; a production build passes it and stops at the bad key.
+fn built_with_insecure_sim(bin: &Path) -> anyhow::Result<bool> {
+    let out = Command::new("timeout")
+        .args(["-k", "1", "20"])
+        .arg(bin)
+        .env_clear()
+        .envs([
+            ("WASP_USER_ID", "probe"),
+            ("WASP_SESSION_NAME", "probe"),
+            ("WASP_SESSION_NAMESPACE", "probe"),
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            ("WASP_MASTER_KEY", "not-a-key"),
+            ("WASP_CONTROL_TOKEN", "probe"),
+            ("WASP_WHATSAPP_URL", "wss://web.whatsapp.com/ws/chat"),
+            ("WASP_CONTROL_ADDR", "127.0.0.1:0"),
+            ("WASP_ADMIN_ADDR", "127.0.0.1:0"),
+        ])
+        .output()?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(!out.status.success(), "the probe must fail: {said}");
+    if said.contains("insecure-sim feature") {
+        Ok(true)
+    } else if said.contains("master key") {
+        Ok(false)
+    } else {
+        bail!("neither refusal: {said}")
+    }
+}
+
 #[test]
 fn session_pod_image() -> anyhow::Result<()> {
-    check_image("session-pod", "wasp-session-pod", "wasp-session-pod", false)
+    // The production image never takes a session pod built for the simulator: build-oci.sh
+    // refuses one unless told it is a test image.
+    let bin = bins::session_pod()?;
+    let dir = bin.parent().context("binary dir")?;
+    let out = scratch_dir("wasp-oci-guard")?;
+    let plain = Command::new("bash")
+        .arg(repo().join("images/build-oci.sh"))
+        .arg("--bin-dir")
+        .arg(dir)
+        .arg("--out")
+        .arg(&out)
+        .arg("session-pod")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    if built_with_insecure_sim(&bin)? {
+        // What `cargo test --workspace` builds (the tests need the simulator).
+        assert_eq!(plain.status.code(), Some(3), "refused: {stderr}");
+        assert!(stderr.contains("insecure-sim"), "{stderr}");
+        assert!(!out.join("session-pod").exists(), "no layout written");
+    } else {
+        assert!(
+            plain.status.success(),
+            "a production build is taken: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    check_image_with(
+        "session-pod",
+        "wasp-session-pod",
+        "wasp-session-pod",
+        false,
+        &["--allow-insecure-sim"],
+    )
 }
 
 #[test]
