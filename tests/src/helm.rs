@@ -203,3 +203,27 @@ pub fn render(
     )?;
     objects(&manifests)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn objects_are_every_document_but_notes_and_empty_ones() {
+        let manifests = json!({
+            "wasp/templates/NOTES.txt": "kubectl get pods",
+            "wasp/templates/a.yaml": "---\n# only a comment\n---\nkind: A\nmetadata: {name: a}\n---\nkind: B\n",
+            "wasp/templates/empty.yaml": "\n",
+        });
+        let objs = objects(&manifests).unwrap();
+        assert_eq!(
+            objs,
+            vec![
+                json!({"kind": "A", "metadata": {"name": "a"}}),
+                json!({"kind": "B"})
+            ]
+        );
+        assert!(objects(&json!([])).is_err());
+    }
+}
