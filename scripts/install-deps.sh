@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test world needs (idempotent, quick when already installed):
 # Redis, etcd, Go and the kubernetes source package (to build kube-apiserver/controller-manager),
-# kubectl, rsync, openssl (kube-up.sh makes its keys with it), and Chromium with its WebDriver
-# (chromium, chromium-driver: the console page's headless browser test), and Node ≥ 20.10 (the
-# seed-003 CRM test client). Run as root (CI and the dev machines are root); uses sudo otherwise.
+# kubectl, rsync, openssl (kube-up.sh makes its keys with it), Chromium with its WebDriver
+# (chromium, chromium-driver: the console page's headless browser test), umoci and skopeo (the
+# daemonless OCI image builds, images/build-oci.sh), python3-venv; then the Helm v4 SDK from
+# PyPI (helm-python-sdk) in a virtualenv under ${WASP_CACHE:-~/.cache/wasp}/venv, which
+# scripts/helm.py uses, and Node ≥ 20.10 (the seed-003 CRM test client). Run as root (CI and
+# the dev machines are root); uses sudo otherwise.
 set -euo pipefail
 
 SUDO=""
@@ -11,7 +14,7 @@ SUDO=""
 
 PKGS=(redis-server etcd-server golang-go rsync dpkg-dev openssl
       golang-github-modern-go-reflect2-dev curl ca-certificates
-      chromium chromium-driver)
+      chromium chromium-driver umoci skopeo python3 python3-venv)
 # Any kubectl will do; Debian's kubernetes-client conflicts with one installed from elsewhere.
 command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
 
@@ -55,6 +58,15 @@ for svc in redis-server etcd; do
     $SUDO systemctl stop "$svc" || true
   fi
 done
+
+# The Helm v4 SDK (no helm binary): a virtualenv of its own, made once, the version pinned.
+HELM_SDK_VERSION=0.2.2
+VENV=${WASP_CACHE:-$HOME/.cache/wasp}/venv
+if ! "$VENV/bin/python3" -c "import helm_python, sys; sys.exit(helm_python.__version__ != '$HELM_SDK_VERSION')" 2>/dev/null; then
+  echo "install-deps: installing helm-python-sdk $HELM_SDK_VERSION into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION"
+fi
 
 # Node ≥ 20.10 runs the seed-003 CRM test client (global fetch; WebSocket with
 # --experimental-websocket). Debian bookworm's nodejs is 18: npm's `node` package ships a

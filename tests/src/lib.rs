@@ -23,6 +23,7 @@ pub mod browser;
 pub mod cluster;
 pub mod crds;
 pub mod env;
+pub mod helm;
 pub mod openapi;
 pub mod redis_server;
 pub mod stream_clients;

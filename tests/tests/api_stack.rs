@@ -80,6 +80,7 @@ async fn status_when(api: &ApiReplica, user: &str, ok: impl Fn(&Value) -> bool) 
         ok(&s).then_some(s)
     })
     .await
+    .context("GET /status never showed what was waited for")
 }
 
 /// The `data` of an event frame exactly as written.
