@@ -674,8 +674,10 @@ fn varied_values() -> Value {
                 "adminRoles": ["admin", "ops"],
                 "jwksMinRefreshSeconds": 10,
                 "jwksMaxAgeSeconds": 1200,
-                "devInsecureAuth": true
+                "devInsecureAuth": true,
+                "requireExp": false
             },
+            "defaultStoragePolicy": "contactsOnly",
             "allowedOrigins": ["https://crm.example", "https://erp.example"],
             "maxFileSize": "512kb",
             "rateLimit": {"perSecond": 7, "burst": 9},
@@ -739,6 +741,9 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("JWKS_MIN_REFRESH_SECONDS", "10"),
         ("JWKS_MAX_AGE_SECONDS", "1200"),
         ("WASP_DEV_INSECURE_AUTH", "true"),
+        ("JWT_REQUIRE_EXP", "false"),
+        ("DEFAULT_STORAGE_POLICY", "contactsOnly"),
+        ("WASP_API_HOST", "0.0.0.0"),
         ("ALLOWED_ORIGINS", "https://crm.example,https://erp.example"),
         ("MAX_FILE_SIZE", "512kb"),
         ("RATE_LIMIT_PER_SECOND", "7"),
