@@ -113,7 +113,7 @@ async fn chats_list_newest_first_in_pages_and_keep_their_newest_message_and_name
         (ana.name.as_str(), ana.unread_count, ana.timestamp),
         ("Ana", 0, 500)
     );
-    assert_eq!(ana.last_message.unwrap().from_me, true);
+    assert!(ana.last_message.unwrap().from_me);
     let (all, _) = s.chats(0, 10).await.unwrap();
     assert_eq!(all[0].id.serialized, ANA, "newest activity first");
     // A name from the whitelist beats the push name.
