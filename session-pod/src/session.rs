@@ -666,17 +666,11 @@ async fn on_event(
         }
         Event::Receipt(r) => session.on_receipt(&client, r).await,
         Event::ClientOutdated(_) => {
+            let message = "WhatsApp refused this client version as outdated";
+            let _ = signals.send(Signal::Fatal("client_outdated", message.into()));
             session
-                .report_error(
-                    ErrorReason::ClientOutdated,
-                    "client_outdated",
-                    "WhatsApp refused this client version as outdated",
-                )
+                .report_error(ErrorReason::ClientOutdated, "client_outdated", message)
                 .await;
-            let _ = signals.send(Signal::Fatal(
-                "client_outdated",
-                "WhatsApp refused this client version as outdated".into(),
-            ));
         }
         Event::TemporaryBan(b) => {
             let message = format!(
@@ -684,10 +678,10 @@ async fn on_event(
                 b.code,
                 b.expire.num_seconds()
             );
+            let _ = signals.send(Signal::Fatal("temporary_ban", message.clone()));
             session
                 .report_error(ErrorReason::TemporaryBan, "temporary_ban", &message)
                 .await;
-            let _ = signals.send(Signal::Fatal("temporary_ban", message));
         }
         Event::ConnectFailure(f) => {
             let message = format!(
@@ -717,6 +711,18 @@ async fn on_event(
                 .await;
         }
         _ => {}
+    }
+}
+
+/// The next signal that ends a session rather than a run (a logout, a refusal); pending
+/// forever if none comes (the channel's senders outlive the run).
+async fn final_signal(rx: &mut mpsc::UnboundedReceiver<Signal>) -> Signal {
+    loop {
+        match rx.recv().await {
+            Some(s @ (Signal::LoggedOut(_) | Signal::Fatal(..))) => return s,
+            Some(_) => {}
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -1130,10 +1136,19 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
                             _ = shutdown.cancelled() => break,
                             _ = tokio::time::sleep(delay) => {}
                             _ = desired.wait_for(|d| *d != Desired::Run) => {}
-                            Some(Signal::LoggedOut(reason)) = rx.recv() => {
-                                on_logged_out(&session, &reason).await;
-                                session.desire(Desired::Stop);
-                            }
+                            // The ended run's last signals can come after it ended.
+                            sig = final_signal(&mut rx) => match sig {
+                                Signal::LoggedOut(reason) => {
+                                    on_logged_out(&session, &reason).await;
+                                    session.desire(Desired::Stop);
+                                }
+                                Signal::Fatal(category, message) => {
+                                    tracing::warn!(category, "WhatsApp refuses the session; not reconnecting");
+                                    session.set_phase(SessionPhase::Failed, Some(message)).await;
+                                    session.desire(Desired::Stop);
+                                }
+                                _ => {}
+                            },
                         }
                     }
                 }

@@ -668,3 +668,76 @@ async fn a_lid_addressed_contact_is_filed_under_its_phone_number() {
     assert_eq!(byphone["chat"]["lastMessage"]["body"], "via lid");
     drop(running);
 }
+
+/// WhatsApp refusing the session is reported, not retried: a temporary ban and an outdated
+/// client each give an `error` event and phase Failed with the reason in the state record (the
+/// operator shows it on the resource), instead of reconnecting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_or_an_outdated_client_fails_the_session_with_its_reason() {
+    use wasp_sim::faults::LoginFailure;
+    let (running, sim) = start_sim().await;
+    let user = unique_user("banned");
+    let opts = PodOpts::new(&user, &running.ws_url);
+    let (pod, phone, device) = paired_pod(&running, &sim, opts).await;
+    for (failure, category, reason) in [
+        (
+            LoginFailure {
+                reason: "402".into(),
+                code: Some(101),
+                expire: Some(3600),
+            },
+            "temporary_ban",
+            "TemporaryBan",
+        ),
+        (
+            LoginFailure {
+                reason: "405".into(),
+                code: None,
+                expire: None,
+            },
+            "client_outdated",
+            "ClientOutdated",
+        ),
+    ] {
+        let mut events = Events::tail(&user).await;
+        let before = wasp_common::session_state::read_state(&mut redis().await, &user)
+            .await
+            .unwrap()
+            .unwrap()
+            .reconnect_count;
+        sim.login_failure(Some(failure)).await.unwrap();
+        // The network drops; the reconnect meets the refusal.
+        sim.inject(&phone, device, wasp_sim::faults::SocketFault::Drop)
+            .await
+            .unwrap();
+        events
+            .wait_for(category, |k| match k {
+                Kind::Error(e) if e.category == category => Some(()),
+                _ => None,
+            })
+            .await;
+        events
+            .wait_for("status Failed", |k| match k {
+                Kind::Status(s) if s.phase == "Failed" => Some(()),
+                _ => None,
+            })
+            .await;
+        let mut conn = redis().await;
+        let state = wasp_common::session_state::read_state(&mut conn, &user)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.phase, wasp_common::SessionPhase::Failed);
+        assert_eq!(state.error_reason.as_deref(), Some(reason), "{state:?}");
+        assert!(
+            state.reconnect_count <= before + 1,
+            "a refused session is not retried: {state:?}"
+        );
+        // The refusal lifted, the user connects again: back without a scan.
+        sim.login_failure(None).await.unwrap();
+        let (st, _) = pod.api(Method::POST, "/v1/connect", None).await;
+        assert_eq!(st, 202);
+        events.ready().await;
+    }
+    drop(running);
+}

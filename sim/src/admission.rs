@@ -37,6 +37,12 @@ impl Sim {
     }
 
     fn login(&self, conn: ConnId, phone: String, device: u16, client_static: [u8; 32]) {
+        if let Some(f) = self.login_failure() {
+            info!(conn, reason = %f.reason, "login refused (fault)");
+            self.world()
+                .send(conn, Outbound::Close(Some(crate::stanza::failure_of(&f))));
+            return;
+        }
         let addr = DeviceAddr { phone, device };
         let mut w = self.world();
         let lid = w.accounts.get(&addr.phone).map(|a| a.lid.clone());

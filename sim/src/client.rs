@@ -236,6 +236,19 @@ impl SimClient {
         .await
     }
 
+    /// Refuses every login with `failure` (`None` clears it): a temporary ban is reason 402
+    /// with a code and an expiry, an outdated client reason 405.
+    pub async fn login_failure(
+        &self,
+        failure: Option<crate::faults::LoginFailure>,
+    ) -> Result<(), ClientError> {
+        self.post(
+            "/v1/faults/login-failure",
+            &crate::control_api::SetLoginFailure { failure },
+        )
+        .await
+    }
+
     /// Rotates the server's static Noise key (clients resume through XXfallback).
     pub async fn rotate_server_key(&self) -> Result<(), ClientError> {
         self.post("/v1/faults/rotate-server-key", &()).await

@@ -32,6 +32,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/unhandled-iqs", get(unhandled_iqs))
         .route("/v1/faults/socket", post(socket_fault))
         .route("/v1/faults/refuse", post(refuse))
+        .route("/v1/faults/login-failure", post(login_failure))
         .route("/v1/faults/delay", post(delay))
         .route("/v1/faults/ignore-acks", post(ignore_acks))
         .route("/v1/faults/rotate-server-key", post(rotate_server_key))
@@ -249,6 +250,18 @@ async fn socket_fault(
 
 async fn refuse(State(sim): State<Arc<Sim>>, Json(req): Json<Millis>) -> Json<()> {
     sim.refuse_connections_for(Duration::from_millis(req.millis));
+    Json(())
+}
+
+/// `{"failure": {"reason": "402", "code": 101, "expire": 3600}}` refuses every login so;
+/// `{"failure": null}` clears it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SetLoginFailure {
+    pub failure: Option<crate::faults::LoginFailure>,
+}
+
+async fn login_failure(State(sim): State<Arc<Sim>>, Json(req): Json<SetLoginFailure>) -> Json<()> {
+    sim.set_login_failure(req.failure);
     Json(())
 }
 

@@ -19,10 +19,22 @@ pub enum SocketFault {
     DeviceRemoved,
 }
 
+/// A login refusal as WhatsApp sends it: `<failure reason code? expire?>` (402 with a code and
+/// an expiry in seconds is a temporary ban, 405 an outdated client).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginFailure {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire: Option<u64>,
+}
+
 /// Server-wide faults with a duration.
 #[derive(Debug, Default)]
 pub struct GlobalFaults {
     refuse_until: Option<Instant>,
+    login_failure: Option<LoginFailure>,
     frame_delay: Duration,
     ignore_acks: bool,
 }
@@ -42,6 +54,15 @@ impl GlobalFaults {
 
     pub fn frame_delay(&self) -> Duration {
         self.frame_delay
+    }
+
+    /// Every login is refused with `failure` until it is cleared (`None`).
+    pub fn set_login_failure(&mut self, failure: Option<LoginFailure>) {
+        self.login_failure = failure;
+    }
+
+    pub fn login_failure(&self) -> Option<LoginFailure> {
+        self.login_failure.clone()
     }
 
     /// Receipts and acks from devices are lost on the way (the stanzas stay queued).

@@ -208,6 +208,15 @@ impl Sim {
         lock(&self.faults).set_frame_delay(d);
     }
 
+    /// Refuses every login with `failure` (a ban, an outdated client) until cleared.
+    pub fn set_login_failure(&self, failure: Option<crate::faults::LoginFailure>) {
+        lock(&self.faults).set_login_failure(failure);
+    }
+
+    pub fn login_failure(&self) -> Option<crate::faults::LoginFailure> {
+        lock(&self.faults).login_failure()
+    }
+
     /// While on, devices' receipts and acks are dropped, so what they received stays queued
     /// and is redelivered on their next connection.
     pub fn set_ignore_acks(&self, on: bool) {

@@ -112,6 +112,20 @@ pub fn failure(reason: &str) -> Node {
         .build()
 }
 
+/// `<failure reason code expire/>`: a refusal with its details (a ban's code and duration).
+pub fn failure_of(f: &crate::faults::LoginFailure) -> Node {
+    let mut b = NodeBuilder::new("failure")
+        .attr("reason", f.reason.as_str())
+        .attr("location", "sim");
+    if let Some(code) = f.code {
+        b = b.attr("code", code.to_string());
+    }
+    if let Some(expire) = f.expire {
+        b = b.attr("expire", expire.to_string());
+    }
+    b.build()
+}
+
 pub fn stream_error_code(code: &str) -> Node {
     NodeBuilder::new("stream:error").attr("code", code).build()
 }
