@@ -30,40 +30,7 @@ async fn call(
     user: &str,
     body: Option<Value>,
 ) -> Result<Value> {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token(user));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    Ok(serde_json::from_str(&call_text(req).await?)?)
-}
-
-/// A successful answer's body as sent, byte for byte; checked against the OpenAPI document
-/// (status documented, body fits the schema with no undocumented field).
-async fn call_text(req: reqwest::RequestBuilder) -> Result<String> {
-    let (client, req) = req.build_split();
-    let req = req?;
-    let method = req.method().as_str().to_owned();
-    let path = req.url().path().to_owned();
-    let r = client.execute(req).await?;
-    let status = r.status();
-    let body = r.text().await?;
-    ensure!(status.is_success(), "{method} {path}: {status} {body}");
-    let doc = wasp_e2e::openapi::Document::load()?;
-    let template = doc
-        .template_of(&method, &path)
-        .with_context(|| format!("{method} {path} is not in the OpenAPI document"))?;
-    doc.validate_response_strict(
-        &method,
-        &template,
-        status.as_u16(),
-        &serde_json::from_str(&body)?,
-    )
-    .with_context(|| {
-        format!("the answer of {method} {path} is not what the document says: {body}")
-    })?;
-    Ok(body)
+    common::api_call(method, url, &token(user), body).await
 }
 
 /// `GET /status` once it satisfies `ok`.
@@ -224,7 +191,7 @@ async fn scenario(world: &World) -> Result<()> {
     assert_eq!(msg["data"]["chatId"], chat.as_str(), "{msg}");
     assert_eq!(msg["data"]["eventId"], msg["id"], "{msg}");
     // The REST copy of the message is the same JSON, byte for byte.
-    let stored = call_text(
+    let stored = common::checked_text(
         reqwest::Client::new()
             .get(format!("{}/messages/{chat}?limit=5", a.base))
             .bearer_auth(token(&user)),

@@ -128,17 +128,7 @@ async fn call(
     user: &str,
     body: Option<Value>,
 ) -> Result<Value> {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token(user));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await?;
-    let status = r.status();
-    let text = r.text().await?;
-    ensure!(status.is_success(), "{url}: {status} {text}");
-    Ok(serde_json::from_str(&text)?)
+    common::api_call(method, url, &token(user), body).await
 }
 
 async fn scenario(

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use clap::Parser as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -260,4 +260,47 @@ impl ApiReplica {
             stop,
         })
     }
+}
+
+/// An API call with bearer `token`; the answer's JSON, checked by [`checked_text`].
+pub async fn api_call(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    Ok(serde_json::from_str(&checked_text(req).await?)?)
+}
+
+/// A successful answer's body as sent, byte for byte; checked against the OpenAPI document
+/// (status documented, body fits the schema with no undocumented field).
+pub async fn checked_text(req: reqwest::RequestBuilder) -> Result<String> {
+    let (client, req) = req.build_split();
+    let req = req?;
+    let method = req.method().as_str().to_owned();
+    let path = req.url().path().to_owned();
+    let r = client.execute(req).await?;
+    let status = r.status();
+    let body = r.text().await?;
+    ensure!(status.is_success(), "{method} {path}: {status} {body}");
+    let doc = wasp_e2e::openapi::Document::load()?;
+    let template = doc
+        .template_of(&method, &path)
+        .with_context(|| format!("{method} {path} is not in the OpenAPI document"))?;
+    doc.validate_response_strict(
+        &method,
+        &template,
+        status.as_u16(),
+        &serde_json::from_str(&body)?,
+    )
+    .with_context(|| {
+        format!("the answer of {method} {path} is not what the document says: {body}")
+    })?;
+    Ok(body)
 }
