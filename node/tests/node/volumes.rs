@@ -30,7 +30,8 @@ async fn an_empty_dir_is_shared_by_the_pods_containers_and_goes_with_the_pod() -
             "volumes": [{ "name": "scratch", "emptyDir": {} }],
             "containers": [
                 // The path convention: HELLO names the file under the volume's directory.
-                container("writer", r#"echo hi > "$HELLO"; echo "wrote $HELLO"; exec sleep 600"#),
+                // Written whole, then renamed: the reader must never see a created, empty file.
+                container("writer", r#"echo hi > "$HELLO.tmp"; mv "$HELLO.tmp" "$HELLO"; echo "wrote $HELLO"; exec sleep 600"#),
                 // The volume variable names the directory itself.
                 container("reader", r#"until [ -f "$WASP_NODE_VOLUME_SCRATCH/hello" ]; do sleep 0.1; done; echo "read $(cat "$WASP_NODE_VOLUME_SCRATCH/hello")"; exec sleep 600"#),
             ]
