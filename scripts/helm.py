@@ -101,9 +101,10 @@ def cmd_validate(args: argparse.Namespace) -> Any:
     return {"valid": True}
 
 
-def cmd_install(args: argparse.Namespace) -> Any:
+def release_cmd(args: argparse.Namespace, verb: str) -> Any:
+    """`install` or `upgrade` (the SDK's methods of the same name, same arguments)."""
     with cluster(args) as cfg:
-        return cfg.install(
+        return getattr(cfg, verb)(
             args.chart,
             args.release,
             load_values(args.values),
@@ -112,19 +113,14 @@ def cmd_install(args: argparse.Namespace) -> Any:
             wait=args.wait,
             dry_run=args.dry_run,
         )
+
+
+def cmd_install(args: argparse.Namespace) -> Any:
+    return release_cmd(args, "install")
 
 
 def cmd_upgrade(args: argparse.Namespace) -> Any:
-    with cluster(args) as cfg:
-        return cfg.upgrade(
-            args.chart,
-            args.release,
-            load_values(args.values),
-            namespace=args.namespace,
-            timeout=args.timeout,
-            wait=args.wait,
-            dry_run=args.dry_run,
-        )
+    return release_cmd(args, "upgrade")
 
 
 def cmd_apply(args: argparse.Namespace) -> Any:

@@ -976,6 +976,14 @@ async fn on_logged_out(session: &Arc<Session>, reason: &str) {
         .await;
 }
 
+/// WhatsApp refuses the session (a ban, an outdated client): Failed, and no reconnect until
+/// the user connects again.
+async fn on_refused(session: &Arc<Session>, category: &str, message: String) {
+    tracing::warn!(category, "WhatsApp refuses the session; not reconnecting");
+    session.set_phase(SessionPhase::Failed, Some(message)).await;
+    session.desire(Desired::Stop);
+}
+
 /// Logs out from WhatsApp (control API / operator finalizer) and purges the auth state.
 pub async fn logout(session: &Arc<Session>) {
     // The logout IQ first, on the live socket: stopping first raced it (the run's own
@@ -1071,11 +1079,7 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
                 continue;
             }
             Outcome::Fatal(category, message) => {
-                tracing::warn!(category, "WhatsApp refuses the session; not reconnecting");
-                session
-                    .set_phase(SessionPhase::Failed, Some(message.clone()))
-                    .await;
-                session.desire(Desired::Stop);
+                on_refused(&session, category, message).await;
                 continue;
             }
             Outcome::Cancelled => {
@@ -1143,9 +1147,7 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
                                     session.desire(Desired::Stop);
                                 }
                                 Signal::Fatal(category, message) => {
-                                    tracing::warn!(category, "WhatsApp refuses the session; not reconnecting");
-                                    session.set_phase(SessionPhase::Failed, Some(message)).await;
-                                    session.desire(Desired::Stop);
+                                    on_refused(&session, category, message).await;
                                 }
                                 _ => {}
                             },
