@@ -20,6 +20,7 @@
 
 pub mod bins;
 pub mod browser;
+pub mod chart_world;
 pub mod cluster;
 pub mod crds;
 pub mod env;

@@ -8,151 +8,65 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Api;
 use kube::api::{DeleteParams, WatchEvent, WatchParams};
 use kube::runtime::wait::conditions::is_deleted;
 use serde_json::{Value, json};
 use wasp_common::keys::UserKeys;
 use wasp_crds::{Phase, WhatsAppSession, names::session_name};
-use wasp_e2e::helm::Release;
-use wasp_e2e::node::{Image, Images, LocalNode, NodeOptions};
-use wasp_e2e::{TestEnv, bins, eventually, wait_for};
-use wasp_sim::client::SimClient;
-use wasp_sim::{Sim, SimKeys};
+use wasp_e2e::chart_world::ChartWorld;
+use wasp_e2e::{eventually, wait_for};
 
 use common::{WAIT, phase, wait_status};
-
-const JWT_SECRET: &str = "chart-stack-secret-chart-stack-secret";
-const RELEASE: &str = "wasp";
-/// The node's annotation with a Service's address (docs/node.md).
-const NODE_ADDRESS: &str = "wasp.dev/node-address";
-
-fn token(user: &str) -> String {
-    common::token(user, JWT_SECRET)
-}
 
 fn user() -> String {
     format!("dr-chart-{:x}@clinic.example", std::process::id())
 }
 
-/// A binary on `PATH` (the node's library takes paths; the binary's `--image` looks names up).
-fn on_path(name: &str) -> Result<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .with_context(|| format!("{name} is not on PATH (scripts/install-deps.sh)"))
-}
-
-/// The chart's images mapped to the built binaries and Debian's redis-server, as scripts/up does.
-fn images() -> Result<Images> {
-    let operator = bins::find("wasp-operator", "WASP_OPERATOR_BIN", "-p wasp-operator")?;
-    let api = bins::find("wasp-api", "WASP_API_BIN", "-p wasp-api")?;
-    Ok(Images::new()
-        .with("session-pod", Image::new(bins::session_pod()?))
-        .with("operator", Image::new(operator))
-        .with("api", Image::new(api))
-        .with("redis", Image::new(on_path("redis-server")?)))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_installed_chart_connects_chats_and_cleans_up() -> Result<()> {
     common::init_tracing();
-    let env = TestEnv::get();
-    let client = env.kube_client().await?;
-    let ns = env.namespace("chart-stack").await?;
-    let running = wasp_sim::start(
-        Sim::new(SimKeys::generate())?,
-        "127.0.0.1:0".parse()?,
-        "127.0.0.1:0".parse()?,
-    )
-    .await?;
-    let sim = SimClient::new(&running.control_url);
-    // Pods with a service account get a kubeconfig for the apiserver: the chart's RBAC applies.
-    let node = LocalNode::start_from_config(
-        env.kube_config().await?,
-        images()?,
-        NodeOptions::namespaced(&ns),
-    )
-    .await?;
-    let release = Release::new(env.repo_root(), env.kubeconfig_path(), &ns, RELEASE);
-    let values = json!({
-        "api": {"auth": {"jwtSecret": {"value": JWT_SECRET}}},
-        "session": {"whatsappUrl": running.ws_url},
-    });
     let t0 = Instant::now();
-    let installed = tokio::task::spawn_blocking({
-        let release = release.clone();
-        move || release.install(&[&values])
-    })
-    .await??;
-    ensure!(installed["status"] == "deployed", "{installed}");
-    eprintln!("chart stack: helm install in {:?}", t0.elapsed());
-
-    let result = scenario(&client, &ns, &sim, &node).await;
+    let world = ChartWorld::install("chart-stack", &json!({})).await?;
+    eprintln!(
+        "chart stack: helm install → API ready behind its Service in {:?}",
+        t0.elapsed()
+    );
+    let result = scenario(&world).await;
     if let Err(e) = &result {
         let name = session_name(&user());
         eprintln!(
             "chart stack test failed: {e:#}\n--- session pod {name} (last 60 lines) ---\n{}",
-            node.log_tail(&name, 60)
+            world.node.log_tail(&name, 60)
         );
     }
-    let uninstalled = tokio::task::spawn_blocking(move || release.uninstall()).await?;
-    node.shutdown().await?;
-    running.shutdown().await;
+    let shut = world.shutdown().await;
     result?;
-    uninstalled?;
-    Ok(())
-}
-
-/// The node's address of Service `name`, once it shows it.
-async fn service_address(services: &Api<Service>, name: &str) -> Result<String> {
-    eventually(WAIT, || async {
-        let svc = services.get_opt(name).await.ok()??;
-        svc.metadata.annotations?.get(NODE_ADDRESS).cloned()
-    })
-    .await
-    .with_context(|| format!("Service {name} never got a node address"))
+    shut
 }
 
 async fn call(
+    world: &ChartWorld,
     method: reqwest::Method,
-    url: &str,
+    path: &str,
     user: &str,
     body: Option<Value>,
 ) -> Result<Value> {
-    common::api_call(method, url, &token(user), body).await
+    let url = format!("{}{path}", world.api_base());
+    common::api_call(method, &url, &world.token(user), body).await
 }
 
-async fn scenario(
-    client: &kube::Client,
-    ns: &str,
-    sim: &SimClient,
-    node: &LocalNode,
-) -> Result<()> {
+async fn scenario(world: &ChartWorld) -> Result<()> {
     let t_start = Instant::now();
-    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let (client, ns, sim, node) = (&world.client, world.ns.as_str(), &world.sim, &world.node);
     let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), ns);
     let user = user();
     let name = session_name(&user);
-
-    // The API through its Service (port 80), once a replica is ready behind it.
-    let api_addr = service_address(&services, &format!("{RELEASE}-api")).await?;
-    let base = format!("http://{api_addr}");
-    wasp_e2e::wait::http_ready(&format!("{base}/health"), WAIT)
-        .await
-        .context("the chart's API never answered /health through its Service")?;
-    eprintln!(
-        "chart stack: API ready behind its Service in {:?}",
-        t_start.elapsed()
-    );
+    let api_addr = &world.api_addr;
 
     // When the WhatsAppSession appears (the API creates it on /connect): a watch open before
     // the connect.
@@ -169,19 +83,14 @@ async fn scenario(
 
     let mut ws = wasp_e2e::stream_clients::WsClient::connect(&format!(
         "ws://{api_addr}/?token={}",
-        token(&user)
+        world.token(&user)
     ))
     .await?;
     let hello = ws.next().await?;
     ensure!(hello["type"] == "status", "{hello}");
 
     let t0 = Instant::now();
-    let connected = call(
-        reqwest::Method::POST,
-        &format!("{base}/connect"),
-        &user,
-        None,
-    )
+    let connected = call(world, reqwest::Method::POST, "/connect", &user, None)
     .await?;
     ensure!(connected["success"] == true, "{connected}");
     let qr = ws.next_of("qr").await?;
@@ -223,8 +132,9 @@ async fn scenario(
 
     // The answer through /send; the contact decrypts it.
     let sent = call(
+        world,
         reqwest::Method::POST,
-        &format!("{base}/send"),
+        "/send",
         &user,
         Some(json!({"chatId": chat, "message": "see you at 10"})),
     )
@@ -239,12 +149,7 @@ async fn scenario(
     );
 
     // /disconnect logs out: the session pod stops.
-    let out = call(
-        reqwest::Method::POST,
-        &format!("{base}/disconnect"),
-        &user,
-        None,
-    )
+    let out = call(world, reqwest::Method::POST, "/disconnect", &user, None)
     .await?;
     ensure!(out["message"] == "logged out and disconnecting", "{out}");
     eventually(WAIT, || async { node.finished(&name).then_some(()) })
@@ -254,19 +159,7 @@ async fn scenario(
 
     // The user's data is in the chart's Redis (reached through its Service, with the Secret's
     // password) until the session is deleted.
-    let redis_addr = service_address(&services, &format!("{RELEASE}-redis")).await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let url = secrets
-        .get(&format!("{RELEASE}-redis"))
-        .await?
-        .data
-        .and_then(|d| d.get("url").map(|b| b.0.clone()))
-        .context("the chart's Redis Secret has no url")?;
-    let url = String::from_utf8(url)?.replace(&format!("{RELEASE}-redis.{ns}.svc"), &redis_addr);
-    let mut redis = redis::Client::open(url.as_str())?
-        .get_multiplexed_async_connection()
-        .await
-        .context("the chart's Redis through its Service")?;
+    let mut redis = world.redis().await?;
     let pattern = UserKeys::for_user(&user).scan_pattern();
     let before = scan(&mut redis, &pattern).await?;
     ensure!(!before.is_empty(), "no keys {pattern} in the chart's Redis");

@@ -1,0 +1,234 @@
+//! The chart-installed system of issue 10, as a platform team installs it: `charts/wasp` installed
+//! into a fresh namespace with the real Helm SDK, its pods (2 operators, 2 APIs, Redis) and the
+//! session pods run as processes of the built binaries by the local node (`wasp-node`), next to
+//! the WhatsApp simulator (in-process). Shared by the installed-chart end-to-end and chaos tests
+//! and the CR → QR benchmark.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::Api;
+use serde_json::{Value, json};
+use wasp_node::proxy::ADDRESS_ANNOTATION;
+use wasp_sim::client::SimClient;
+use wasp_sim::{Running as RunningSim, Sim, SimKeys};
+
+use crate::helm::Release;
+use crate::stream_clients::WsClient;
+use crate::node::{Image, Images, LocalNode, NodeOptions};
+use crate::{TestEnv, bins, eventually};
+
+/// How long the world waits for a part to come up.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// A binary on `PATH` (the node's library takes paths; the binary's `--image` looks names up).
+pub fn on_path(name: &str) -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} is not on PATH (scripts/install-deps.sh)"))
+}
+
+/// The chart's images mapped to the built binaries and Debian's redis-server, as `scripts/up`
+/// does (`charts/wasp/ci/local-values.yaml` names them).
+pub fn chart_images() -> Result<Images> {
+    let operator = bins::find("wasp-operator", "WASP_OPERATOR_BIN", "-p wasp-operator")?;
+    let api = bins::find("wasp-api", "WASP_API_BIN", "-p wasp-api")?;
+    Ok(Images::new()
+        .with("session-pod", Image::new(bins::session_pod()?))
+        .with("operator", Image::new(operator))
+        .with("api", Image::new(api))
+        .with("redis", Image::new(on_path("redis-server")?)))
+}
+
+/// The node's address of Service `name` in `ns`, once it shows it.
+pub async fn service_address(client: &kube::Client, ns: &str, name: &str) -> Result<String> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    eventually(WAIT, || async {
+        let svc = services.get_opt(name).await.ok()??;
+        svc.metadata.annotations?.get(ADDRESS_ANNOTATION).cloned()
+    })
+    .await
+    .with_context(|| format!("Service {name} never got a node address"))
+}
+
+/// A user paired by [`ChartWorld::pair`].
+pub struct Paired {
+    /// The simulated phone's number.
+    pub phone: String,
+    /// The user's WebSocket on the API Service, read past `ready`.
+    pub ws: WsClient,
+}
+
+/// One installed release with its node and simulator.
+pub struct ChartWorld {
+    pub client: kube::Client,
+    pub ns: String,
+    pub release: Release,
+    pub node: LocalNode,
+    pub sim: SimClient,
+    /// The in-process simulator (its `sim` for direct inspection).
+    pub running: RunningSim,
+    /// The HS256 secret the release's API verifies tokens with.
+    pub jwt_secret: String,
+    /// The API Service's node address (`host:port`), once a replica answered `/health` there.
+    pub api_addr: String,
+}
+
+impl ChartWorld {
+    /// The release's name in every chart world.
+    pub const RELEASE: &'static str = "wasp";
+
+    /// Starts the simulator and a node in a fresh namespace (`prefix-<n>`), installs the chart
+    /// with `values` on top of the local values (the simulator's URL and a JWT secret are set
+    /// here), and waits until the API answers `/health` through its Service.
+    pub async fn install(prefix: &str, values: &Value) -> Result<Self> {
+        let env = TestEnv::get();
+        let client = env.kube_client().await?;
+        let ns = env.namespace(prefix).await?;
+        let running = wasp_sim::start(
+            Sim::new(SimKeys::generate())?,
+            "127.0.0.1:0".parse()?,
+            "127.0.0.1:0".parse()?,
+        )
+        .await?;
+        let sim = SimClient::new(&running.control_url);
+        // Pods with a service account get a kubeconfig for the apiserver: the chart's RBAC applies.
+        let node = LocalNode::start_from_config(
+            env.kube_config().await?,
+            chart_images()?,
+            NodeOptions::namespaced(&ns),
+        )
+        .await?;
+        let release = Release::new(env.repo_root(), env.kubeconfig_path(), &ns, Self::RELEASE);
+        let jwt_secret = format!("{prefix}-jwt-secret-{:x}-0123456789abcdef", std::process::id());
+        let base = json!({
+            "api": {"auth": {"jwtSecret": {"value": jwt_secret}}},
+            "session": {"whatsappUrl": running.ws_url},
+        });
+        let installed = tokio::task::spawn_blocking({
+            let (release, values) = (release.clone(), values.clone());
+            move || release.install(&[&base, &values])
+        })
+        .await??;
+        ensure!(installed["status"] == "deployed", "{installed}");
+        let api_addr = service_address(&client, &ns, &format!("{}-api", Self::RELEASE)).await?;
+        crate::wait::http_ready(&format!("http://{api_addr}/health"), WAIT)
+            .await
+            .context("the chart's API never answered /health through its Service")?;
+        Ok(Self {
+            client,
+            ns,
+            release,
+            node,
+            sim,
+            running,
+            jwt_secret,
+            api_addr,
+        })
+    }
+
+    /// `http://<API Service address>`.
+    pub fn api_base(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// The simulator's WebSocket URL (the session pods' `whatsappUrl`).
+    pub fn whatsapp_url(&self) -> &str {
+        &self.running.ws_url
+    }
+
+    /// An HS256 token for `user`, valid for an hour, that the release's API accepts.
+    pub fn token(&self, user: &str) -> String {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+        let exp = jiff::Timestamp::now().as_second() + 3600;
+        encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": user, "exp": exp}),
+            &EncodingKey::from_secret(self.jwt_secret.as_bytes()),
+        )
+        .unwrap_or_default()
+    }
+
+    /// The node's address of one of the release's Services (`<release>-<suffix>`).
+    pub async fn service(&self, suffix: &str) -> Result<String> {
+        service_address(&self.client, &self.ns, &format!("{}-{suffix}", Self::RELEASE)).await
+    }
+
+    /// The chart's Redis URL (from its Secret, with its password) pointed at the node's address
+    /// of the Redis Service.
+    pub async fn redis_url(&self) -> Result<String> {
+        let addr = self.service("redis").await?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let url = secrets
+            .get(&format!("{}-redis", Self::RELEASE))
+            .await?
+            .data
+            .and_then(|d| d.get("url").map(|b| b.0.clone()))
+            .context("the chart's Redis Secret has no url")?;
+        Ok(String::from_utf8(url)?.replace(
+            &format!("{}-redis.{}.svc:6379", Self::RELEASE, self.ns),
+            &addr,
+        ))
+    }
+
+    /// A connection to the chart's Redis.
+    pub async fn redis(&self) -> Result<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.redis_url().await?.as_str())?
+            .get_multiplexed_async_connection()
+            .await
+            .context("the chart's Redis through its Service")
+    }
+
+    /// A CRM's first steps for `user`: a WebSocket open on the API Service (its hello read), POST
+    /// /connect, the `qr` event, a new simulated phone (`push_name`) scanning it, and `ready`.
+    /// The WebSocket is returned open, after `ready`.
+    pub async fn pair(&self, user: &str, push_name: &str) -> Result<Paired> {
+        let mut ws = WsClient::connect(&format!(
+            "ws://{}/?token={}",
+            self.api_addr,
+            self.token(user)
+        ))
+        .await?;
+        let hello = ws.next().await?;
+        ensure!(hello["type"] == "status", "{hello}");
+        let connected = reqwest::Client::new()
+            .post(format!("{}/connect", self.api_base()))
+            .bearer_auth(self.token(user))
+            .send()
+            .await?;
+        ensure!(
+            connected.status().is_success(),
+            "POST /connect: {}",
+            connected.status()
+        );
+        let qr = ws.next_of("qr").await?;
+        let code = qr["data"]["qr"].as_str().context("qr code")?;
+        let phone = self.sim.create_phone(None, Some(push_name)).await?;
+        self.sim.scan_qr(&phone.phone, code).await?;
+        let ready = ws.next_of("ready").await?;
+        ensure!(
+            ready["data"]["phone"]
+                .as_str()
+                .is_some_and(|p| p.contains(&phone.phone)),
+            "{ready}"
+        );
+        Ok(Paired {
+            phone: phone.phone,
+            ws,
+        })
+    }
+
+    /// Uninstalls the release, then stops the node (and so every pod) and the simulator. The
+    /// uninstall's error is returned after everything stopped.
+    pub async fn shutdown(self) -> Result<()> {
+        let release = self.release.clone();
+        let uninstalled = tokio::task::spawn_blocking(move || release.uninstall()).await?;
+        self.node.shutdown().await?;
+        self.running.shutdown().await;
+        uninstalled.map(drop)
+    }
+}
