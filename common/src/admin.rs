@@ -16,20 +16,32 @@ use tokio_util::sync::CancellationToken;
 /// Renders the binary's metrics registry.
 pub type EncodeMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Says whether the binary can do its work now (`/readyz`).
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AdminPort {
     encode: EncodeMetrics,
-    ready: Arc<AtomicBool>,
+    ready: Readiness,
 }
 
 impl AdminPort {
+    /// Ready while `ready` is set.
     pub fn new(
         encode: impl Fn() -> String + Send + Sync + 'static,
         ready: Arc<AtomicBool>,
     ) -> Self {
+        Self::with_readiness(encode, move || ready.load(Ordering::Relaxed))
+    }
+
+    /// Ready while `ready()` says so (asked at every probe).
+    pub fn with_readiness(
+        encode: impl Fn() -> String + Send + Sync + 'static,
+        ready: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
         Self {
             encode: Arc::new(encode),
-            ready,
+            ready: Arc::new(ready),
         }
     }
 
@@ -64,7 +76,7 @@ async fn metrics(State(port): State<AdminPort>) -> impl IntoResponse {
 }
 
 async fn readyz(State(port): State<AdminPort>) -> impl IntoResponse {
-    if port.ready.load(Ordering::Relaxed) {
+    if (port.ready)() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")

@@ -134,6 +134,11 @@ pub struct SessionState {
     /// connects again. Set it with [`SessionState::set_error`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_reason: Option<String>,
+    /// The fencing token of the lease the writer held (`leaseToken`): the record describes a
+    /// live process only while the user's lease still holds this token. `None` in records of
+    /// session pods older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<u64>,
     pub updated_at: Timestamp,
 }
 
@@ -148,8 +153,24 @@ impl SessionState {
             reconnect_count: 0,
             last_error: None,
             error_reason: None,
+            lease_token: None,
             updated_at: now,
         }
+    }
+
+    /// Whether the record can be believed as it stands, given the token the user's lease holds
+    /// now (`None`: no one holds it). A phase that claims a live socket (`Connected`,
+    /// `AwaitingScan`, `Reconnecting`) is only true while its writer still holds the lease: after
+    /// a kill -9 the record keeps saying `Connected` until a new process writes, and the dead
+    /// process's lease expires or is taken meanwhile. Outcomes (`LoggedOut`, `Failed`,
+    /// `Disconnected`) and `Starting` stay true without a writer. A record without a token (an
+    /// older session pod) is believed, as before.
+    pub fn is_current(&self, lease_token: Option<u64>) -> bool {
+        let live = matches!(
+            self.phase,
+            SessionPhase::Connected | SessionPhase::AwaitingScan | SessionPhase::Reconnecting
+        );
+        !live || self.lease_token.is_none() || self.lease_token == lease_token
     }
 
     /// Records a problem: its reason and its message (`lastError`).
@@ -232,6 +253,27 @@ pub async fn read_state<C: redis::aio::ConnectionLike + Send>(
     Ok(raw.map(|s| serde_json::from_str(&s)).transpose()?)
 }
 
+/// Reads the record and the fencing token the user's lease holds now (`None` when no one holds
+/// it), in one round trip: what [`SessionState::is_current`] needs.
+pub async fn read_state_and_lease<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    user_id: &str,
+) -> Result<(Option<SessionState>, Option<u64>), StateError> {
+    let keys = UserKeys::for_user(user_id);
+    let (raw, lease): (Option<String>, Option<String>) = redis::pipe()
+        .get(keys.state())
+        .get(keys.lease())
+        .query_async(conn)
+        .await?;
+    let state = raw.map(|s| serde_json::from_str(&s)).transpose()?;
+    Ok((state, lease.as_deref().and_then(lease_token_of)))
+}
+
+/// The token of a stored lease value (`<token>:<holder>`, `session-pod/src/lease.rs`).
+pub fn lease_token_of(value: &str) -> Option<u64> {
+    value.split_once(':')?.0.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +338,45 @@ mod tests {
         .unwrap();
         assert_eq!(newer.error_reason.as_deref(), Some("SomethingNew"));
         assert_eq!(newer.reason(), None);
+    }
+
+    #[test]
+    fn a_live_phase_is_believed_only_while_its_writer_holds_the_lease() {
+        let mut s = SessionState::new(SessionPhase::Connected, Timestamp::UNIX_EPOCH);
+        s.lease_token = Some(7);
+        assert!(s.is_current(Some(7)));
+        // Killed: its lease expired (no holder), or a new process took it (a higher token).
+        assert!(!s.is_current(None));
+        assert!(!s.is_current(Some(8)));
+        for live in [SessionPhase::AwaitingScan, SessionPhase::Reconnecting] {
+            s.phase = live;
+            assert!(!s.is_current(Some(8)), "{live:?}");
+        }
+        // Outcomes stay true after their writer is gone.
+        for outcome in [
+            SessionPhase::LoggedOut,
+            SessionPhase::Failed,
+            SessionPhase::Disconnected,
+            SessionPhase::Starting,
+        ] {
+            s.phase = outcome;
+            assert!(s.is_current(None), "{outcome:?}");
+        }
+        // An older pod's record has no token: believed as before.
+        s.phase = SessionPhase::Connected;
+        s.lease_token = None;
+        assert!(s.is_current(None));
+        assert_eq!(serde_json::to_value(&s).unwrap().get("leaseToken"), None);
+        s.lease_token = Some(9);
+        assert_eq!(serde_json::to_value(&s).unwrap()["leaseToken"], 9);
+    }
+
+    #[test]
+    fn lease_values_give_their_token() {
+        assert_eq!(lease_token_of("42:wa-bob-0123456789abcdef"), Some(42));
+        assert_eq!(lease_token_of("42"), None);
+        assert_eq!(lease_token_of("x:holder"), None);
+        assert_eq!(lease_token_of(""), None);
     }
 
     #[test]

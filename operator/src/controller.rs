@@ -20,7 +20,7 @@ use redis::aio::ConnectionManager;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use wasp_common::session_state::read_state;
+use wasp_common::session_state::read_state_and_lease;
 use wasp_crds::validate::validate_spec;
 use wasp_crds::{DesiredState, WhatsAppSession, labels::FINALIZER};
 
@@ -256,11 +256,12 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
     };
 
     let mut redis = ctx.redis.clone();
-    let state = read_state(&mut redis, &session.spec.user_id).await?;
+    let (state, lease_token) = read_state_and_lease(&mut redis, &session.spec.user_id).await?;
     let observed = Observed {
         session: &session,
         pod: pod.as_ref().map(PodView::of),
         state,
+        lease_token,
         problems,
         control_port: ctx.settings.control_port,
         now: Time(Timestamp::now()),

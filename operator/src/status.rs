@@ -48,6 +48,10 @@ pub struct Observed<'a> {
     pub session: &'a WhatsAppSession,
     pub pod: Option<PodView>,
     pub state: Option<SessionState>,
+    /// The fencing token the user's Redis lease holds now (`None`: no session pod holds it);
+    /// a record claiming a live socket is believed only while its writer holds the lease
+    /// ([`SessionState::is_current`]).
+    pub lease_token: Option<u64>,
     /// Problems found by `wasp_crds::validate::validate_spec`.
     pub problems: Vec<String>,
     pub control_port: u16,
@@ -97,7 +101,13 @@ fn phase_of(o: &Observed) -> Verdict {
                 Verdict::phase(Phase::Starting)
             }
             Some(_) => {
-                let reported = state_phase.unwrap_or(Phase::Starting);
+                // A record whose writer lost the lease (killed, its lease expired or taken by
+                // the restarted process) says nothing about the socket now: Starting, until
+                // the new holder writes.
+                let reported = match &o.state {
+                    Some(s) if s.is_current(o.lease_token) => Phase::from(s.phase),
+                    _ => Phase::Starting,
+                };
                 match o
                     .state
                     .as_ref()
@@ -408,11 +418,45 @@ mod tests {
         Observed {
             session: s,
             pod,
+            lease_token: st.as_ref().and_then(|s| s.lease_token),
             state: st,
             problems: vec![],
             control_port: 8080,
             now: at(100),
         }
+    }
+
+    #[test]
+    fn a_connected_record_of_a_process_that_lost_its_lease_shows_starting() {
+        let s = session();
+        let mut st = state(SessionPhase::Connected);
+        st.lease_token = Some(3);
+        let mut o = observe(&s, Some(running_pod()), Some(st.clone()));
+        assert_eq!(compute_status(&o).phase, Some(Phase::Connected));
+        // kill -9: the restarted process is ready, the dead one's lease expired.
+        o.lease_token = None;
+        let status = compute_status(&o);
+        assert_eq!(status.phase, Some(Phase::Starting));
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::READY)
+            .unwrap();
+        assert_eq!(ready.status, "False");
+        // The new process took the lease (a higher token) but has not written yet.
+        o.lease_token = Some(4);
+        assert_eq!(compute_status(&o).phase, Some(Phase::Starting));
+        // Its first write names its token: believed again.
+        st.lease_token = Some(4);
+        st.phase = SessionPhase::Connected;
+        o.state = Some(st);
+        assert_eq!(compute_status(&o).phase, Some(Phase::Connected));
+        // An outcome needs no live writer.
+        let mut out = state(SessionPhase::LoggedOut);
+        out.lease_token = Some(4);
+        o.state = Some(out);
+        o.lease_token = None;
+        assert_eq!(compute_status(&o).phase, Some(Phase::LoggedOut));
     }
 
     #[test]

@@ -124,14 +124,17 @@ pub async fn run(
         session: session.clone(),
         token: api::ControlToken(Arc::from(config.control_token.as_str())),
     });
-    let admin = wasp_common::admin::AdminPort::new(
+    let admin = wasp_common::admin::AdminPort::with_readiness(
         move || {
             let mut out = String::new();
             // Writing into a String cannot fail.
             let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
             out
         },
-        session.redis_ok.clone(),
+        {
+            let session = session.clone();
+            move || session.is_ready()
+        },
     )
     .router();
     let control_task = tokio::spawn({

@@ -195,6 +195,17 @@ impl Session {
         *self.lease_token.lock().unwrap()
     }
 
+    /// `/readyz`: Redis is reachable, and this process holds the user's lease or has been asked
+    /// not to run. A process restarted after a kill -9 waits for the dead one's lease to expire;
+    /// Ready meanwhile would let the operator believe the dead process's `Connected` record.
+    pub fn is_ready(&self) -> bool {
+        ready(
+            self.redis_ok.load(Ordering::Relaxed),
+            self.holds_lease.load(Ordering::Relaxed),
+            *self.desired.borrow(),
+        )
+    }
+
     pub fn desire(&self, d: Desired) {
         self.desired.send_replace(d);
     }
@@ -207,6 +218,7 @@ impl Session {
             let before = s.phase;
             f(&mut s);
             s.updated_at = jiff::Timestamp::now();
+            s.lease_token = *self.lease_token.lock().unwrap();
             (s.clone(), before != s.phase)
         };
         if !self.holds_lease.load(Ordering::Relaxed) {
@@ -782,6 +794,8 @@ async fn acquire_lease(session: &Arc<Session>, stop: &CancellationToken) -> Opti
                     *session.lease_token.lock().unwrap() = Some(lease.token);
                 }
                 session.holds_lease.store(true, Ordering::Relaxed);
+                // The record names the new token at once: until then it is the previous
+                // holder's, which the operator no longer believes (SessionState::is_current).
                 let state = session.state();
                 session.update(|s| *s = state).await;
                 let lost = CancellationToken::new();
@@ -996,6 +1010,11 @@ pub async fn logout(session: &Arc<Session>) {
     on_logged_out(session, "requested").await;
 }
 
+/// Readiness from what the process knows (see [`Session::is_ready`]).
+pub fn ready(redis_ok: bool, holds_lease: bool, desired: Desired) -> bool {
+    redis_ok && (holds_lease || desired != Desired::Run)
+}
+
 /// The supervisor. Returns when `shutdown` fires.
 pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
     let mut desired = session.desired.subscribe();
@@ -1201,6 +1220,16 @@ mod tests {
             group,
             "only LIDs move"
         );
+    }
+
+    #[test]
+    fn ready_only_with_redis_and_the_lease_or_asked_to_stop() {
+        assert!(ready(true, true, Desired::Run));
+        // Restarted after a kill -9: the dead process's lease has not expired yet.
+        assert!(!ready(true, false, Desired::Run));
+        assert!(ready(true, false, Desired::Stop), "stopped on request: still serves");
+        assert!(!ready(false, true, Desired::Run));
+        assert!(!ready(false, false, Desired::Stop));
     }
 
     #[test]

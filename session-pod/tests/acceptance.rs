@@ -247,16 +247,38 @@ async fn two_processes_one_socket() {
         .unwrap()
         .unwrap();
     assert_eq!(state.phase, wasp_common::SessionPhase::Connected);
+    assert_eq!(state.lease_token, Some(token_a), "the record names its writer's lease");
+    // B is up but not Ready while A holds the lease (issue 14: a Ready pod with a dead
+    // predecessor's Connected record made the operator show Connected for a dead socket).
+    let http = reqwest::Client::new();
+    let readyz = |admin: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{admin}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(readyz(b.admin.clone()).await, 503);
+    assert_eq!(readyz(a.admin.clone()).await, 200);
 
     // A dies without releasing; B takes over once the lease expires, with a newer token.
     let mut events = Events::tail(&user).await;
     a.kill9();
     events.ready().await;
     let (_, status_b) = b.api(Method::GET, "/v1/status", None).await;
-    assert!(
-        status_b["leaseToken"].as_u64().unwrap() > token_a,
-        "{status_b}"
-    );
+    let token_b = status_b["leaseToken"].as_u64().unwrap();
+    assert!(token_b > token_a, "{status_b}");
+    assert_eq!(readyz(b.admin.clone()).await, 200);
+    let (state, lease) = wasp_common::session_state::read_state_and_lease(&mut conn, &user)
+        .await
+        .unwrap();
+    let state = state.unwrap();
+    assert_eq!((state.lease_token, lease), (Some(token_b), Some(token_b)));
+    assert!(state.is_current(lease));
     let d = sim.device(&phone, device).await.unwrap().unwrap();
     assert!(d.connected);
     monitor.abort();
