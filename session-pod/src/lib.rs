@@ -41,6 +41,17 @@ pub enum RunError {
     Serve(#[from] std::io::Error),
 }
 
+/// Redis calls fail within seconds while Redis is away, instead of waiting for a reconnect
+/// (the defaults have no timeouts): the supervisor retries by its own policy, and a SIGTERM
+/// during an outage is not held up by the last writes.
+fn redis_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(5))
+        .set_number_of_retries(2)
+        .set_max_delay(1000)
+}
+
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -86,7 +97,15 @@ pub async fn run(
         );
     }
     let client = redis::Client::open(config.redis_url.as_str())?;
-    let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+    // Connecting retries for a while when Redis is down; a SIGTERM meanwhile must still stop
+    // the pod (a kubelet would otherwise wait out the grace period and SIGKILL it).
+    let conn = tokio::select! {
+        conn = redis::aio::ConnectionManager::new_with_config(client.clone(), redis_config()) => conn?,
+        _ = shutdown.cancelled() => {
+            tracing::info!("stopped before Redis was reachable");
+            return Ok(());
+        }
+    };
     let cipher = AuthCipher::with_previous(&master, &previous, &config.user_id);
     tracing::info!(
         key_id = cipher.current_key_id(),

@@ -1176,17 +1176,32 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
             }
         }
     }
-    let phase = session.state().phase;
-    if matches!(
-        phase,
-        SessionPhase::Connected | SessionPhase::AwaitingScan | SessionPhase::Reconnecting
-    ) {
-        session.set_phase(SessionPhase::Disconnected, None).await;
-    }
-    if let Some(l) = lease.take() {
-        l.release(&session).await;
+    // The last record and the lease's release, bounded: with Redis away they cannot be written,
+    // and the lease expires by itself (the operator then stops believing the record).
+    let last_writes = async {
+        let phase = session.state().phase;
+        if matches!(
+            phase,
+            SessionPhase::Connected | SessionPhase::AwaitingScan | SessionPhase::Reconnecting
+        ) {
+            session.set_phase(SessionPhase::Disconnected, None).await;
+        }
+        if let Some(l) = lease.take() {
+            l.release(&session).await;
+        }
+    };
+    if tokio::time::timeout(LAST_WRITES, last_writes)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "Redis unreachable at shutdown: the state record and lease are left to expire"
+        );
     }
 }
+
+/// How long a stopping pod tries to record its state and release its lease.
+const LAST_WRITES: Duration = Duration::from_secs(3);
 
 #[cfg(test)]
 mod tests {
@@ -1227,7 +1242,10 @@ mod tests {
         assert!(ready(true, true, Desired::Run));
         // Restarted after a kill -9: the dead process's lease has not expired yet.
         assert!(!ready(true, false, Desired::Run));
-        assert!(ready(true, false, Desired::Stop), "stopped on request: still serves");
+        assert!(
+            ready(true, false, Desired::Stop),
+            "stopped on request: still serves"
+        );
         assert!(!ready(false, true, Desired::Run));
         assert!(!ready(false, false, Desired::Stop));
     }

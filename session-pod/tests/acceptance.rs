@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use common::*;
 use reqwest::Method;
@@ -208,6 +209,63 @@ async fn logged_out_by_the_phone_purges_auth_state() {
     drop(running);
 }
 
+/// A SIGTERM stops the pod within seconds while Redis is away, at start or mid-run: it neither
+/// waits for a reconnect nor for its last writes (a kubelet would wait out the grace period,
+/// then SIGKILL). The restarted pod is not Ready and no one believes the stale record meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_pod_while_redis_is_away() {
+    let (running, _sim) = start_sim().await;
+    let exits_soon = |pod: &Pod, what: &str, limit: Duration| {
+        let t0 = std::time::Instant::now();
+        pod.term();
+        while pod.proc.exited().is_none() {
+            assert!(
+                t0.elapsed() < limit,
+                "{what}: still running {limit:?} after SIGTERM:\n{}",
+                pod.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{what}: exited {:?} after SIGTERM", t0.elapsed());
+    };
+
+    // Redis unreachable from the start.
+    let mut opts = PodOpts::new(&unique_user("noredis"), &running.ws_url);
+    let nothing = wasp_e2e::redis_server::free_port().unwrap();
+    opts.extra_env = vec![("REDIS_URL".into(), format!("redis://127.0.0.1:{nothing}"))];
+    let pod = Pod::start(&opts);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(pod.proc.exited().is_none(), "{}", pod.log_tail());
+    // Not after the client's own connect retries give up (seconds): at once.
+    exits_soon(&pod, "Redis never reachable", Duration::from_secs(2));
+
+    // Redis goes away under a running pod (holding its lease, showing a QR code).
+    let server = wasp_e2e::redis_server::RedisServer::start().unwrap();
+    let mut opts = PodOpts::new(&unique_user("lostredis"), &running.ws_url);
+    opts.extra_env = vec![("REDIS_URL".into(), server.url())];
+    let pod = Pod::start(&opts);
+    pod.wait_up().await;
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = http.get(format!("{}/readyz", pod.admin)).send().await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", pod.log_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = std::process::Command::new("kill")
+        .args(["-9", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Its last writes are bounded (3 s), then it stops.
+    exits_soon(&pod, "Redis lost mid-run", Duration::from_secs(10));
+    drop(running);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_one_socket() {
     let (running, sim) = start_sim().await;
@@ -247,7 +305,11 @@ async fn two_processes_one_socket() {
         .unwrap()
         .unwrap();
     assert_eq!(state.phase, wasp_common::SessionPhase::Connected);
-    assert_eq!(state.lease_token, Some(token_a), "the record names its writer's lease");
+    assert_eq!(
+        state.lease_token,
+        Some(token_a),
+        "the record names its writer's lease"
+    );
     // B is up but not Ready while A holds the lease (issue 14: a Ready pod with a dead
     // predecessor's Connected record made the operator show Connected for a dead socket).
     let http = reqwest::Client::new();

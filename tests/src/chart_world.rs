@@ -15,8 +15,8 @@ use wasp_sim::client::SimClient;
 use wasp_sim::{Running as RunningSim, Sim, SimKeys};
 
 use crate::helm::Release;
-use crate::stream_clients::WsClient;
 use crate::node::{Image, Images, LocalNode, NodeOptions};
+use crate::stream_clients::WsClient;
 use crate::{TestEnv, bins, eventually};
 
 /// How long the world waits for a part to come up.
@@ -104,7 +104,10 @@ impl ChartWorld {
         )
         .await?;
         let release = Release::new(env.repo_root(), env.kubeconfig_path(), &ns, Self::RELEASE);
-        let jwt_secret = format!("{prefix}-jwt-secret-{:x}-0123456789abcdef", std::process::id());
+        let jwt_secret = format!(
+            "{prefix}-jwt-secret-{:x}-0123456789abcdef",
+            std::process::id()
+        );
         let base = json!({
             "api": {"auth": {"jwtSecret": {"value": jwt_secret}}},
             "session": {"whatsappUrl": running.ws_url},
@@ -155,7 +158,12 @@ impl ChartWorld {
 
     /// The node's address of one of the release's Services (`<release>-<suffix>`).
     pub async fn service(&self, suffix: &str) -> Result<String> {
-        service_address(&self.client, &self.ns, &format!("{}-{suffix}", Self::RELEASE)).await
+        service_address(
+            &self.client,
+            &self.ns,
+            &format!("{}-{suffix}", Self::RELEASE),
+        )
+        .await
     }
 
     /// The chart's Redis URL (from its Secret, with its password) pointed at the node's address

@@ -66,6 +66,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's process id (to kill it in a test).
+    pub fn pid(&self) -> u32 {
+        self._proc.pid()
+    }
+
     /// `redis://127.0.0.1:<port>` (database 0).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

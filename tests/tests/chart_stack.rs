@@ -90,8 +90,7 @@ async fn scenario(world: &ChartWorld) -> Result<()> {
     ensure!(hello["type"] == "status", "{hello}");
 
     let t0 = Instant::now();
-    let connected = call(world, reqwest::Method::POST, "/connect", &user, None)
-    .await?;
+    let connected = call(world, reqwest::Method::POST, "/connect", &user, None).await?;
     ensure!(connected["success"] == true, "{connected}");
     let qr = ws.next_of("qr").await?;
     let t_qr = Instant::now();
@@ -149,8 +148,7 @@ async fn scenario(world: &ChartWorld) -> Result<()> {
     );
 
     // /disconnect logs out: the session pod stops.
-    let out = call(world, reqwest::Method::POST, "/disconnect", &user, None)
-    .await?;
+    let out = call(world, reqwest::Method::POST, "/disconnect", &user, None).await?;
     ensure!(out["message"] == "logged out and disconnecting", "{out}");
     eventually(WAIT, || async { node.finished(&name).then_some(()) })
         .await

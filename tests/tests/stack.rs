@@ -320,7 +320,10 @@ async fn scenario(
         .context("the paired device")?;
     let stream_mark = last_stream_id(redis, &keys.events()).await?;
     let old_connected_at = connected_at_of(&sessions.get(&name).await?);
-    ensure!(old_connected_at.is_some(), "a Connected session has connectedAt");
+    ensure!(
+        old_connected_at.is_some(),
+        "a Connected session has connectedAt"
+    );
     // connectedAt has whole seconds: the restarted process's differs from this one's.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t_kill = Instant::now();
@@ -354,7 +357,8 @@ async fn scenario(
     let again = wait_status(&sessions, &name, "Connected after kill -9", |s| {
         phase(s) == Some(Phase::Connected)
             && s.status.as_ref().and_then(|st| st.endpoint.as_deref()) == Some(endpoint.as_str())
-            && s.status.as_ref().and_then(|st| st.connected_at.as_ref()) != old_connected_at.as_ref()
+            && s.status.as_ref().and_then(|st| st.connected_at.as_ref())
+                != old_connected_at.as_ref()
     })
     .await?;
     // What a client of the CR saw: once the operator noticed the kill (the first phase other
