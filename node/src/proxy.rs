@@ -77,16 +77,42 @@ impl ServiceTable {
         if !self.watches(namespace) {
             return None;
         }
-        // Shared by every node of this process, so two nodes never hand out one address.
-        static NEXT: AtomicU32 = AtomicU32::new(0);
         let mut t = self.lock();
         let key = (namespace.to_owned(), name.to_owned());
         if let Some(ip) = t.addresses.get(&key) {
             return Some(*ip);
         }
-        let ip = policy::pod_address(self.block, NEXT.fetch_add(1, Ordering::Relaxed))?;
+        // Shared by every node of this process, so two nodes never hand out one address; an
+        // address adopted from a Service's annotation is skipped.
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let ip = loop {
+            let ip = policy::pod_address(self.block, NEXT.fetch_add(1, Ordering::Relaxed))?;
+            if take(ip) {
+                break ip;
+            }
+        };
         t.addresses.insert(key, ip);
         Some(ip)
+    }
+
+    /// Takes over the address a Service's annotation shows (a restarted node keeps its Services'
+    /// addresses, as a cluster keeps ClusterIPs), when the Service has none yet here, the address
+    /// is in this node's block and no other Service of this process has it. Returns whether the
+    /// Service now has that address.
+    pub fn adopt(&self, namespace: &str, name: &str, ip: Ipv4Addr) -> bool {
+        if !self.watches(namespace) || ip.octets()[..2] != [127, self.block] {
+            return false;
+        }
+        let mut t = self.lock();
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Some(have) = t.addresses.get(&key) {
+            return *have == ip;
+        }
+        if !take(ip) {
+            return false;
+        }
+        t.addresses.insert(key, ip);
+        true
     }
 
     /// The address already handed out to a Service, if any.
@@ -116,6 +142,30 @@ impl ServiceTable {
         let mut t = self.lock();
         t.existing = keys;
         t.external = external;
+    }
+}
+
+/// The Service addresses of every table of this process.
+static TAKEN: Mutex<Option<HashSet<Ipv4Addr>>> = Mutex::new(None);
+
+/// Marks `ip` as a Service address of this process; false if it already was one.
+fn take(ip: Ipv4Addr) -> bool {
+    TAKEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(ip)
+}
+
+/// A stopped node's addresses are free again (for a node restarted in the same process).
+impl Drop for ServiceTable {
+    fn drop(&mut self) {
+        let t = self.lock();
+        if let Some(taken) = TAKEN.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            for ip in t.addresses.values() {
+                taken.remove(ip);
+            }
+        }
     }
 }
 
@@ -227,6 +277,7 @@ pub(crate) async fn run(
                 Some((i, Ok(watcher::Event::Init))) => { seen.insert(i, HashSet::new()); }
                 Some((i, Ok(watcher::Event::InitApply(s)))) => {
                     let key = (s.namespace().unwrap_or_default(), s.name_any());
+                    adopt_shown(&table, &key, &s);
                     seen.entry(i).or_default().insert(key.clone());
                     services.insert(key, s);
                 }
@@ -237,7 +288,9 @@ pub(crate) async fn run(
                     }
                 }
                 Some((_, Ok(watcher::Event::Apply(s)))) => {
-                    services.insert((s.namespace().unwrap_or_default(), s.name_any()), s);
+                    let key = (s.namespace().unwrap_or_default(), s.name_any());
+                    adopt_shown(&table, &key, &s);
+                    services.insert(key, s);
                 }
                 Some((_, Ok(watcher::Event::Delete(s)))) => {
                     services.remove(&(s.namespace().unwrap_or_default(), s.name_any()));
@@ -274,6 +327,20 @@ pub(crate) async fn run(
                 tokio::spawn(annotate(client.clone(), ns.clone(), name.clone(), ip));
             }
         }
+    }
+}
+
+/// Keeps the address a Service's annotation shows (set by this node before a restart).
+fn adopt_shown(table: &ServiceTable, (ns, name): &ServiceKey, svc: &Service) {
+    let shown = svc
+        .annotations()
+        .get(ADDRESS_ANNOTATION)
+        .and_then(|a| a.parse::<Ipv4Addr>().ok());
+    if let Some(ip) = shown
+        && table.lookup(ns, name).is_none()
+        && table.adopt(ns, name, ip)
+    {
+        debug!(service = %format!("{ns}/{name}"), %ip, "kept the Service's address");
     }
 }
 
@@ -459,6 +526,31 @@ mod tests {
             json!({ "metadata": { "name": "x", "namespace": "clinic" }, "spec": { "ports": [{ "port": 1 }] } }),
         );
         assert!(ready_endpoints(&no_selector, &ports[0], all.iter().copied()).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_node_keeps_the_addresses_its_services_show() {
+        let t = ServiceTable::new(47, vec!["keep".into()]);
+        let shown = Ipv4Addr::new(127, 47, 9, 9);
+        assert!(t.adopt("keep", "wasp-api", shown));
+        assert_eq!(t.address("keep", "wasp-api"), Some(shown));
+        assert!(t.adopt("keep", "wasp-api", shown), "idempotent");
+        assert!(!t.adopt("keep", "wasp-api", Ipv4Addr::new(127, 47, 9, 10)));
+        // Another Service cannot take it, nor an address outside the block or namespace.
+        assert!(!t.adopt("keep", "other", shown));
+        assert!(!t.adopt("keep", "other", Ipv4Addr::new(127, 48, 0, 1)));
+        assert!(!t.adopt("elsewhere", "x", Ipv4Addr::new(127, 47, 9, 11)));
+        // Fresh addresses skip adopted ones (also another table's: the counter is per process).
+        let other = ServiceTable::new(47, vec!["keep".into()]);
+        let adopted: HashSet<Ipv4Addr> = (0..300)
+            .filter_map(|n| policy::pod_address(47, n))
+            .filter(|ip| other.adopt("keep", &format!("old-{ip}"), *ip))
+            .collect();
+        assert!(adopted.len() > 250, "{}", adopted.len());
+        for i in 0..5 {
+            let ip = t.address("keep", &format!("svc-{i}")).unwrap();
+            assert!(ip != shown && !adopted.contains(&ip), "{ip}");
+        }
     }
 
     #[test]

@@ -36,6 +36,63 @@ async fn redis_at(ip: Ipv4Addr) -> Result<redis::aio::MultiplexedConnection> {
         .await?)
 }
 
+/// A restarted node keeps the addresses its Services show (scripts/up prints the API's address;
+/// it must not change with a `scripts/down` and `scripts/up`), and takes up the pods again.
+#[tokio::test]
+async fn a_restarted_node_keeps_its_service_addresses() -> Result<()> {
+    let (client, ns, pods, node) = setup_with("node-svc-keep", shell_and_redis()).await?;
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    // Two Services, so the second's address is not simply the first one handed out.
+    for name in ["first", "wasp-redis"] {
+        create(&services, json!({
+            "metadata": { "name": name },
+            "spec": { "selector": { "app": "redis" }, "ports": [{ "port": 6379, "targetPort": "redis" }] }
+        }))
+        .await?;
+    }
+    pods.create(&PostParams::default(), &redis_pod("redis-1")?)
+        .await?;
+    ready(&pods, "redis-1").await?;
+    let shown = |svc: Service| {
+        svc.annotations()
+            .get(wasp_node::proxy::ADDRESS_ANNOTATION)
+            .and_then(|a| a.parse::<Ipv4Addr>().ok())
+    };
+    let before = eventually(LIMIT, || async {
+        shown(services.get("wasp-redis").await.ok()?)
+    })
+    .await?;
+    assert_eq!(node.service_ip("wasp-redis"), Some(before));
+    let name = node.name().to_owned();
+    node.shutdown().await?;
+
+    // The same node again (its name: the pods are bound to it).
+    let opts = wasp_node::NodeOptions {
+        name: Some(name),
+        service_block: Some(before.octets()[1]),
+        ..wasp_node::NodeOptions::namespaced(&ns)
+    };
+    let env = wasp_e2e::TestEnv::get();
+    let again =
+        wasp_node::LocalNode::start_from_config(env.kube_config().await?, shell_and_redis(), opts)
+            .await?;
+    ready(&pods, "redis-1").await?;
+    let after = eventually(LIMIT, || async { again.service_ip("wasp-redis") }).await?;
+    assert_eq!(
+        after, before,
+        "the Service kept its address across the restart"
+    );
+    eventually(LIMIT, || async {
+        let mut c = redis_at(after).await.ok()?;
+        let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+        pong.ok()
+    })
+    .await
+    .context("the restarted node proxies the kept address")?;
+    again.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn service_names_reach_the_ready_endpoint_and_follow_a_new_pod() -> Result<()> {
     let (client, ns, pods, node) = setup_with("node-svc", shell_and_redis()).await?;
