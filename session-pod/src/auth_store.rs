@@ -60,6 +60,11 @@ fn db_err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Database(Box::new(e))
 }
 
+/// A write refused because an earlier write of this client run failed ([`RedisAuthStore::fault`]).
+#[derive(Debug, thiserror::Error)]
+#[error("auth store fenced after a failed write: the client must reconnect")]
+pub struct Fenced;
+
 fn ser_err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Serialization(Box::new(e))
 }
@@ -128,6 +133,8 @@ struct Inner {
     /// cannot be undone by a task the client library left running (seen: its device-list
     /// record written after a logout purge).
     open: tokio::sync::RwLock<bool>,
+    /// Set by [`RedisAuthStore::fault`]; cleared by [`RedisAuthStore::reopen`].
+    faulted: tokio::sync::watch::Sender<bool>,
 }
 
 impl RedisAuthStore {
@@ -139,6 +146,7 @@ impl RedisAuthStore {
                 prefix: UserKeys::for_user(user_id).auth_prefix(),
                 rmw: Mutex::new(()),
                 open: tokio::sync::RwLock::new(true),
+                faulted: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -148,9 +156,48 @@ impl RedisAuthStore {
         *self.inner.open.write().await = false;
     }
 
-    /// Accepts writes again (a new client run, e.g. pairing after a logout).
+    /// Accepts writes again (a new client run, e.g. pairing after a logout, or a reconnect
+    /// after [`RedisAuthStore::fault`]).
     pub async fn reopen(&self) {
         *self.inner.open.write().await = true;
+        self.inner.faulted.send_replace(false);
+    }
+
+    /// Fences the store for the rest of this client run: every later write fails (with
+    /// [`Fenced`]) without reaching Redis, until [`RedisAuthStore::reopen`]. Called on the first
+    /// failed write (Redis unreachable, e.g. restarting) and when the inbound commit failed.
+    ///
+    /// Why: the client library then leaves the message unacknowledged, but its Signal session
+    /// in memory has already moved past it, and WhatsApp redelivers only on a new connection.
+    /// Once Redis is back, the next message's Signal flush would persist that advance, and
+    /// the redelivered copy could no longer be decrypted: lost (seen in the chart's Redis
+    /// restart test). Fenced, nothing of this run persists any more; the supervisor drops the
+    /// socket ([`RedisAuthStore::faulted`]) and reconnects with a new client that reads the
+    /// state as last committed, so the redelivered message decrypts and is stored once.
+    pub fn fault(&self) {
+        if !self.inner.faulted.send_replace(true) {
+            tracing::warn!("an auth-state write failed: fencing this client run");
+        }
+    }
+
+    /// Resolves once [`RedisAuthStore::fault`] fenced the current client run.
+    pub async fn faulted(&self) {
+        let mut rx = self.inner.faulted.subscribe();
+        let _ = rx.wait_for(|f| *f).await;
+    }
+
+    /// `Err` once fenced.
+    fn writable(&self) -> Result<()> {
+        if *self.inner.faulted.borrow() {
+            return Err(db_err(Fenced));
+        }
+        Ok(())
+    }
+
+    /// A write's Redis error: fences the run (see [`RedisAuthStore::fault`]).
+    fn write_err(&self, e: redis::RedisError) -> StoreError {
+        self.fault();
+        db_err(e)
     }
 
     fn key(&self, table: &str) -> String {
@@ -249,6 +296,7 @@ impl RedisAuthStore {
         if !*open {
             return Ok(());
         }
+        self.writable()?;
         let key = self.key(table);
         let mut cmd = redis::cmd("HSET");
         cmd.arg(&key);
@@ -263,27 +311,29 @@ impl RedisAuthStore {
         }
         cmd.query_async::<()>(&mut self.conn())
             .await
-            .map_err(db_err)
+            .map_err(|e| self.write_err(e))
     }
 
     async fn del(&self, table: &str, fields: &[String]) -> Result<u32> {
         if fields.is_empty() {
             return Ok(0);
         }
+        self.writable()?;
         redis::cmd("HDEL")
             .arg(self.key(table))
             .arg(fields)
             .query_async(&mut self.conn())
             .await
-            .map_err(db_err)
+            .map_err(|e| self.write_err(e))
     }
 
     async fn del_key(&self, table: &str) -> Result<()> {
+        self.writable()?;
         redis::cmd("UNLINK")
             .arg(self.key(table))
             .query_async::<()>(&mut self.conn())
             .await
-            .map_err(db_err)
+            .map_err(|e| self.write_err(e))
     }
 
     async fn get_json<T: DeserializeOwned>(&self, table: &str, field: &str) -> Result<Option<T>> {
@@ -654,12 +704,13 @@ impl ProtocolStore for RedisAuthStore {
         let fields: Vec<String> = device_jids.iter().map(|d| (*d).to_owned()).collect();
         let mut conn = self.conn();
         for key in self.table_keys(t::SK_DEVICES).await? {
+            self.writable()?;
             redis::cmd("HDEL")
                 .arg(&key)
                 .arg(&fields)
                 .query_async::<()>(&mut conn)
                 .await
-                .map_err(db_err)?;
+                .map_err(|e| self.write_err(e))?;
         }
         Ok(())
     }
@@ -669,11 +720,12 @@ impl ProtocolStore for RedisAuthStore {
         if keys.is_empty() {
             return Ok(());
         }
+        self.writable()?;
         redis::cmd("UNLINK")
             .arg(keys)
             .query_async::<()>(&mut self.conn())
             .await
-            .map_err(db_err)
+            .map_err(|e| self.write_err(e))
     }
 
     async fn get_lid_mapping(&self, lid: &str) -> Result<Option<LidPnMappingEntry>> {

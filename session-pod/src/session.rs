@@ -582,6 +582,8 @@ impl whatsapp_rust::InboundDurabilityHook for Hook {
     ) -> anyhow::Result<()> {
         self.0.commit_inbound(&client, batch).await.map_err(|e| {
             self.0.metrics.store_errors.inc();
+            // WhatsApp redelivers the unacked messages only on a new connection: reconnect.
+            self.0.auth.fault();
             tracing::warn!(error = %e, "inbound commit failed; messages stay unacked");
             anyhow::anyhow!("inbound commit failed: {}", e.category())
         })
@@ -911,6 +913,14 @@ async fn run_attempt(
     let outcome = loop {
         tokio::select! {
             _ = &mut handle => break None,
+            // A write failed (Redis unreachable): end this run, so that what it left
+            // unacknowledged is redelivered to a new client (see `RedisAuthStore::fault`).
+            _ = session.auth.faulted() => {
+                tracing::warn!("auth state not persisted: dropping the socket to reconnect");
+                client.disconnect().await;
+                let _ = (&mut handle).await;
+                break None;
+            }
             _ = cancel.cancelled() => {
                 // Graceful: flushes pending commits and device state, closes the socket.
                 client.disconnect().await;

@@ -352,3 +352,72 @@ async fn master_key_rotation_keeps_the_pairing() {
     assert_eq!(body["phase"], "Connected", "{body}");
     drop(running);
 }
+
+/// A write that fails (Redis unreachable or refusing) fences the store for the rest of the
+/// client run: later writes fail too, even once Redis accepts them again, so that nothing the
+/// run decrypted after the failure persists (the supervisor reconnects with a new client, see
+/// `RedisAuthStore::fault`); `reopen` (the next run) lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_fences_the_auth_store_until_the_next_client_run() {
+    use std::time::Duration;
+    use wacore::store::traits::SignalStore as _;
+    use wasp_session_pod::auth_store::RedisAuthStore;
+
+    // A Redis of its own, made to refuse writes (and only writes) for a while.
+    let server = wasp_e2e::redis_server::RedisServer::start().unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client.clone())
+        .await
+        .unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let refuse_writes = |on: bool| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(if on { 1 } else { 0 });
+        cmd
+    };
+    let user = unique_user("fence");
+    let cipher = AuthCipher::new(&MasterKey::parse(MASTER_KEY).unwrap(), &user);
+    let store = RedisAuthStore::new(conn, cipher, &user);
+    let fenced = |store: &RedisAuthStore| {
+        let store = store.clone();
+        async move {
+            tokio::time::timeout(Duration::from_millis(200), store.faulted())
+                .await
+                .is_ok()
+        }
+    };
+    let session = |s: Option<bytes::Bytes>| s.map(|b| b.to_vec());
+
+    store.put_session("peer.0", b"v1").await.unwrap();
+    assert!(!fenced(&store).await);
+
+    refuse_writes(true)
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    assert!(store.put_session("peer.0", b"v2").await.is_err());
+    assert!(fenced(&store).await, "a failed write fences the run");
+    refuse_writes(false)
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+
+    // Redis takes writes again; this run's store does not.
+    assert!(store.put_session("peer.0", b"v3").await.is_err());
+    assert!(store.delete_session("peer.0").await.is_err());
+    assert_eq!(
+        session(store.get_session("peer.0").await.unwrap()),
+        Some(b"v1".to_vec())
+    );
+
+    // The next client run writes again.
+    store.reopen().await;
+    assert!(!fenced(&store).await, "reopen lifts the fence");
+    store.put_session("peer.0", b"v4").await.unwrap();
+    assert_eq!(
+        session(store.get_session("peer.0").await.unwrap()),
+        Some(b"v4".to_vec())
+    );
+}

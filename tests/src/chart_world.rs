@@ -61,6 +61,8 @@ pub struct Paired {
     pub phone: String,
     /// The user's WebSocket on the API Service, read past `ready`.
     pub ws: WsClient,
+    /// The `ready` event (its `id` is where a client resumes with `?since=`).
+    pub ready: Value,
 }
 
 /// One installed release with its node and simulator.
@@ -76,6 +78,9 @@ pub struct ChartWorld {
     pub jwt_secret: String,
     /// The API Service's node address (`host:port`), once a replica answered `/health` there.
     pub api_addr: String,
+    /// The values the release was installed with, after the local values file: the world's own
+    /// (simulator URL, JWT secret), then the caller's. [`ChartWorld::upgrade`] passes them again.
+    pub values: [Value; 2],
 }
 
 impl ChartWorld {
@@ -113,7 +118,7 @@ impl ChartWorld {
             "session": {"whatsappUrl": running.ws_url},
         });
         let installed = tokio::task::spawn_blocking({
-            let (release, values) = (release.clone(), values.clone());
+            let (release, base, values) = (release.clone(), base.clone(), values.clone());
             move || release.install(&[&base, &values])
         })
         .await??;
@@ -131,7 +136,23 @@ impl ChartWorld {
             running,
             jwt_secret,
             api_addr,
+            values: [base, values.clone()],
         })
+    }
+
+    /// `helm upgrade` with the install's values and `extra` on top. Helm's upgrade (the SDK's,
+    /// as `scripts/helm.py` calls it) does not reuse the previous release's values, so without
+    /// them the simulator URL would fall back to the local values file's. The new revision's
+    /// summary, once it is deployed.
+    pub async fn upgrade(&self, extra: &Value) -> Result<Value> {
+        let upgraded = tokio::task::spawn_blocking({
+            let (release, [base, values], extra) =
+                (self.release.clone(), self.values.clone(), extra.clone());
+            move || release.upgrade(&[&base, &values, &extra])
+        })
+        .await??;
+        ensure!(upgraded["status"] == "deployed", "{upgraded}");
+        Ok(upgraded)
     }
 
     /// `http://<API Service address>`.
@@ -227,6 +248,7 @@ impl ChartWorld {
         Ok(Paired {
             phone: phone.phone,
             ws,
+            ready,
         })
     }
 
