@@ -82,6 +82,11 @@ pub struct Config {
     /// Lease time-to-live in milliseconds (renewed at a third of it).
     #[arg(long, env = "WASP_LEASE_TTL_MS", default_value_t = 15_000)]
     pub lease_ttl_ms: u64,
+    /// The pod's UID (the operator sets it from the downward API). A process restarted in the
+    /// same pod takes over a lease its dead predecessor left instead of waiting for it to expire:
+    /// a kubelet restarts a container only after the last one exited.
+    #[arg(long, env = "WASP_POD_UID")]
+    pub pod_uid: Option<String>,
     /// Approximate cap of the durable event stream (XADD MAXLEN ~).
     #[arg(long, env = "WASP_EVENTS_MAXLEN", default_value_t = 10_000)]
     pub events_maxlen: usize,

@@ -4,6 +4,12 @@
 //! that never goes back (`INCR lease:fence`), so a stale holder (a partitioned node whose lease
 //! expired) is recognisable: every renewal checks the stored value is still its own, and the pod
 //! drops its socket the moment a renewal fails. Atomic check-and-set via Lua scripts.
+//!
+//! **Same pod, new process.** A holder name starts with the pod's UID when the pod knows it
+//! (`<uid>/<random>`). A process restarted in the same pod (kill -9, a crash) takes over a lease
+//! whose holder has its own pod's UID at once, with a new token: a kubelet restarts a container
+//! only after the previous one exited, so that holder is dead. A process of another pod (a
+//! replacement, maybe while the old pod's node is cut off) waits for the lease to expire.
 
 use std::time::Duration;
 
@@ -14,11 +20,14 @@ const ACQUIRE: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local sep = string.find(cur, ':', 1, true)
-  if sep and string.sub(cur, sep + 1) == ARGV[1] then
+  local holder = sep and string.sub(cur, sep + 1) or ''
+  if holder == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return tonumber(string.sub(cur, 1, sep - 1))
   end
-  return -1
+  if ARGV[3] == '' or string.sub(holder, 1, string.len(ARGV[3])) ~= ARGV[3] then
+    return -1
+  end
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], token .. ':' .. ARGV[1], 'PX', ARGV[2])
@@ -59,7 +68,23 @@ pub fn lease_value(token: u64, holder: &str) -> String {
     format!("{token}:{holder}")
 }
 
-/// Tries once; `None` while another holder has it.
+/// A holder name: `<pod uid>/<random>` when the pod's UID is known (see the module docs), else
+/// `<session>-<random>` (never taken over).
+pub fn holder_name(pod_uid: Option<&str>, session: &str, random: u64) -> String {
+    match pod_uid.filter(|u| !u.is_empty()) {
+        Some(uid) => format!("{uid}/{random:016x}"),
+        None => format!("{session}-{random:016x}"),
+    }
+}
+
+/// The prefix of the holders `holder` may take over: those of its own pod (`<uid>/`), none for
+/// a holder without a pod UID.
+pub fn takeover_prefix(holder: &str) -> &str {
+    holder.find('/').map_or("", |i| &holder[..=i])
+}
+
+/// Tries once; `None` while another holder has it (a dead predecessor in the same pod does not
+/// count: its lease is taken over).
 pub async fn try_acquire<C: ConnectionLike + Send>(
     conn: &mut C,
     user_id: &str,
@@ -72,6 +97,7 @@ pub async fn try_acquire<C: ConnectionLike + Send>(
         .key(keys.lease_fence())
         .arg(holder)
         .arg(ttl.as_millis() as u64)
+        .arg(takeover_prefix(holder))
         .invoke_async(conn)
         .await?;
     Ok(u64::try_from(token).ok().map(|token| Lease {
@@ -106,4 +132,26 @@ pub async fn release<C: ConnectionLike + Send>(
         .invoke_async(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_of_a_pod_take_over_only_their_own_pods_leases() {
+        let a = holder_name(Some("7f3c-uid"), "wa-bob", 1);
+        let b = holder_name(Some("7f3c-uid"), "wa-bob", 2);
+        assert_eq!(a, "7f3c-uid/0000000000000001");
+        assert_ne!(a, b);
+        assert_eq!(takeover_prefix(&a), "7f3c-uid/");
+        assert!(b.starts_with(takeover_prefix(&a)));
+        let other_pod = holder_name(Some("9d21-uid"), "wa-bob", 1);
+        assert!(!other_pod.starts_with(takeover_prefix(&a)));
+        // Without a pod UID: the old name, and nothing to take over.
+        let plain = holder_name(None, "wa-bob", 3);
+        assert_eq!(plain, "wa-bob-0000000000000003");
+        assert_eq!(takeover_prefix(&plain), "");
+        assert_eq!(holder_name(Some(""), "wa-bob", 3), plain);
+    }
 }

@@ -131,7 +131,11 @@ pub async fn run(
             base: Duration::from_millis(config.reconnect_interval.max(1)),
         },
         lease_ttl: Duration::from_millis(config.lease_ttl_ms.max(1000)),
-        holder: format!("{}-{:016x}", config.session_name, rand::random::<u64>()),
+        holder: lease::holder_name(
+            config.pod_uid.as_deref(),
+            &config.session_name,
+            rand::random::<u64>(),
+        ),
     };
     let session = session::Session::new(settings, conn, store.clone(), auth, metrics);
     session

@@ -266,6 +266,47 @@ async fn sigterm_stops_the_pod_while_redis_is_away() {
     drop(running);
 }
 
+/// kill -9, and the process restarted in the same pod (the same WASP_POD_UID) takes the lease
+/// over at once instead of waiting out the dead one's 15 s; a process of another pod still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_restarted_in_the_same_pod_takes_over_its_lease_at_once() {
+    let (running, sim) = start_sim().await;
+    let user = unique_user("samepod");
+    let mut opts = PodOpts::new(&user, &running.ws_url);
+    opts.lease_ttl_ms = 15_000;
+    opts.extra_env = vec![("WASP_POD_UID".into(), "uid-first-pod".into())];
+    let (a, phone, device) = paired_pod(&running, &sim, opts.clone()).await;
+    let (_, status_a) = a.api(Method::GET, "/v1/status", None).await;
+    let token_a = status_a["leaseToken"].as_u64().unwrap();
+
+    let mut stranger_opts = opts.clone();
+    stranger_opts.extra_env = vec![("WASP_POD_UID".into(), "uid-other-pod".into())];
+    let stranger = Pod::start(&stranger_opts);
+    stranger.wait_up().await;
+
+    let mut events = Events::tail(&user).await;
+    a.kill9();
+    let t0 = std::time::Instant::now();
+    let again = Pod::start(&opts);
+    events.ready().await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "reconnected after {took:?}: it waited for the dead process's lease"
+    );
+    let (_, status) = again.api(Method::GET, "/v1/status", None).await;
+    assert!(status["leaseToken"].as_u64().unwrap() > token_a, "{status}");
+    let (_, other) = stranger.api(Method::GET, "/v1/status", None).await;
+    assert!(
+        other.get("leaseToken").is_none(),
+        "another pod never takes over: {other}"
+    );
+    let d = sim.device(&phone, device).await.unwrap().unwrap();
+    assert!(d.connected);
+    eprintln!("same pod: reconnected {took:?} after kill -9 (lease TTL 15 s)");
+    drop(running);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_one_socket() {
     let (running, sim) = start_sim().await;
