@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
+use prometheus_client::metrics::counter::Counter;
 use wasp_common::crypto::{MasterKey, keyring_ids, user_keyring};
 
 use crate::resources::PREVIOUS_MASTER_KEYS_KEY;
@@ -93,18 +94,21 @@ pub struct KeyCache {
     secret: String,
     key: String,
     ttl: Duration,
+    reads: Counter,
     // A tokio mutex held across the GET: concurrent reconciles wait for one read instead of
     // each reading.
     entries: tokio::sync::Mutex<HashMap<String, Cached>>,
 }
 
 impl KeyCache {
-    pub fn new(client: Client, secret: &str, key: &str) -> Self {
+    /// `reads` counts the GETs (`wasp_operator_master_key_reads_total`).
+    pub fn new(client: Client, secret: &str, key: &str, reads: Counter) -> Self {
         Self {
             client,
             secret: secret.to_owned(),
             key: key.to_owned(),
             ttl: KEYS_TTL,
+            reads,
             entries: tokio::sync::Mutex::default(),
         }
     }
@@ -124,6 +128,7 @@ impl KeyCache {
         }
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let name = format!("{namespace}/{}", self.secret);
+        self.reads.inc();
         let keys = match api.get_opt(&self.secret).await? {
             Some(secret) => MasterKeys::from_secret(&secret, &name, &self.key).map(Arc::new),
             None => Err(format!("master-key Secret {name} not found")),

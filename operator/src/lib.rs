@@ -114,6 +114,7 @@ pub async fn run(
             client.clone(),
             &config.master_key_secret,
             &config.master_key_secret_key,
+            handle.metrics.master_key_reads.clone(),
         ),
         resync: config.resync(),
         stale_default: config.stale_timeout(),

@@ -269,6 +269,7 @@ async fn session_pods_get_only_their_users_keyring_and_a_rotation_rolls_them() -
     use wasp_common::crypto::{AuthCipher, MasterKey, SealedWith, key_id};
     const NEW_KEY: &str = "4343434343434343434343434343434343434343434343434343434343434343";
     let (client, ns) = setup("op-keys").await?;
+    let started = std::time::Instant::now();
     let op = Operator::start(&client, &ns, &["--resync-seconds", "1"]).await?;
     let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
     let user = unique_user("keys");
@@ -371,6 +372,29 @@ async fn session_pods_get_only_their_users_keyring_and_a_rotation_rolls_them() -
     let only_new = AuthCipher::from_keyring(&keyring_of(&secrets, &name).await?)?;
     assert!(!only_new.has_previous());
     assert!(only_new.open(b"aad", &sealed).is_err());
+
+    // Many reconciles (one a second), few reads of the master-key Secret: one per 10 s.
+    let body = reqwest::get(format!("http://{}/metrics", op.admin))
+        .await?
+        .text()
+        .await?;
+    let counter = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+    };
+    let reads = counter("wasp_operator_master_key_reads_total");
+    let reconciles = counter("wasp_operator_reconciles_total");
+    let bound = (started.elapsed().as_secs_f64() / 10.0).ceil() + 1.0;
+    assert!(
+        reads >= 3.0 && reads <= bound,
+        "{reads} reads, at most {bound}"
+    );
+    assert!(
+        reconciles > 2.0 * reads,
+        "{reconciles} reconciles, {reads} reads"
+    );
     op.stop().await
 }
 
