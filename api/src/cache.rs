@@ -24,9 +24,30 @@ where
         + Sync
         + 'static,
 {
+    spawn_trimmed(api, config, stop, what, |_| {})
+}
+
+/// As [`spawn`], keeping of each object only what `trim` leaves.
+pub fn spawn_trimmed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    stop: CancellationToken,
+    what: &'static str,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
+        .modify(trim)
         .reflect(writer)
         .applied_objects();
     tokio::spawn(async move {

@@ -264,7 +264,8 @@ impl Tokens {
         let config = watcher::Config::default()
             .labels(labels::SESSION)
             .any_semantic();
-        let store = crate::cache::spawn(api, config, stop, "control Secret");
+        let store =
+            crate::cache::spawn_trimmed(api, config, stop, "control Secret", keep_only_token);
         Self {
             store,
             namespace: namespace.to_owned(),
@@ -288,6 +289,16 @@ impl Tokens {
             .ok()
             .filter(|t| !t.is_empty())
     }
+}
+
+/// The API needs a control Secret's token only: the user's keyring next to it (`userKeys`,
+/// for the session pod) is dropped before the cache stores the Secret.
+fn keep_only_token(secret: &mut Secret) {
+    if let Some(data) = secret.data.as_mut() {
+        data.retain(|k, _| k == "token");
+    }
+    secret.string_data = None;
+    secret.metadata.managed_fields = None;
 }
 
 /// Calls pods over HTTP with their control token.
@@ -366,6 +377,25 @@ impl PodApi for HttpPods {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_cache_keeps_no_keyring() {
+        use k8s_openapi::ByteString;
+        let mut secret = Secret {
+            data: Some(
+                [
+                    ("token".to_owned(), ByteString(b"tok".to_vec())),
+                    ("userKeys".to_owned(), ByteString(b"82:key".to_vec())),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        keep_only_token(&mut secret);
+        let data = secret.data.unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), vec!["token"]);
+        assert_eq!(data["token"].0, b"tok");
+    }
 
     #[test]
     fn calls_map_to_the_control_api() {

@@ -11,6 +11,13 @@
 //! matches the value's first byte; every key for legacy `1`). [`AuthCipher::open_checked`]
 //! says whether a value needs re-sealing under the current key. The id is only a hint: two
 //! keys may share one (1 in 254), and the AEAD tag decides which key really opens a value.
+//!
+//! **Per-user keyrings**: the operator holds the master keys and hands each session pod only
+//! its user's derived keys ([`user_keyring`]), as text: one `<key id>:<base64 of the 32-byte
+//! derived key>` entry per master key, the current one first, then the previous ones. A pod
+//! builds its cipher with [`AuthCipher::from_keyring`]; it behaves exactly like
+//! [`AuthCipher::with_previous`] over the same master keys, and cannot open another user's
+//! values (it never sees the master key they derive from).
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -35,12 +42,18 @@ pub enum CryptoError {
     Open,
     #[error("encryption failed")]
     Seal,
+    /// Names the entry's position only, never its text.
+    #[error(
+        "user keyring entry #{0} is not `<key id 2..=255>:<base64 of 32 bytes>` (or the keyring is empty)"
+    )]
+    BadKeyring(usize),
 }
 
 impl CryptoError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::BadMasterKey => "bad_master_key",
+            Self::BadKeyring(_) => "bad_keyring",
             Self::Truncated | Self::UnknownVersion(_) | Self::Open => "open",
             Self::Seal => "seal",
         }
@@ -84,6 +97,24 @@ impl MasterKey {
         let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadMasterKey)?;
         Ok(Self(key))
     }
+
+    /// Keys separated by commas, spaces or newlines; `#` starts a comment to the end of the
+    /// line (the previous master keys of a rotation). An error names the 1-based position of
+    /// the bad key, never its text.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, (usize, CryptoError)> {
+        entries(text)
+            .enumerate()
+            .map(|(i, k)| Self::parse(k).map_err(|e| (i + 1, e)))
+            .collect()
+    }
+}
+
+/// The non-empty entries of a list separated by commas or whitespace, `#` comments removed.
+fn entries(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .flat_map(|l| l.split(|c: char| c == ',' || c.is_whitespace()))
+        .filter(|k| !k.is_empty())
 }
 
 /// The per-user cipher over the current master key and the previous ones.
@@ -100,10 +131,10 @@ struct UserKey {
 }
 
 impl UserKey {
-    fn new(master: &MasterKey, user_id: &str) -> Self {
+    fn new(id: u8, derived: [u8; 32]) -> Self {
         Self {
-            id: key_id(master),
-            cipher: Aes256Gcm::new(&derive_user_key(master, user_id).into()),
+            id,
+            cipher: Aes256Gcm::new(&derived.into()),
         }
     }
 }
@@ -145,6 +176,35 @@ pub fn key_id(master: &MasterKey) -> u8 {
     2 + okm[0] % 254
 }
 
+/// The user's derived keys with their ids: the current master key's first, then each previous
+/// one's (a previous key equal to the current one is skipped).
+fn user_keys(current: &MasterKey, previous: &[MasterKey], user_id: &str) -> Vec<(u8, [u8; 32])> {
+    std::iter::once(current)
+        .chain(previous.iter().filter(|k| k.0 != current.0))
+        .map(|k| (key_id(k), derive_user_key(k, user_id)))
+        .collect()
+}
+
+/// One user's keyring (module docs): what a session pod needs to read and write that user's
+/// auth state, and nothing that opens another user's. Secret material: store it in a Secret.
+pub fn user_keyring(current: &MasterKey, previous: &[MasterKey], user_id: &str) -> String {
+    user_keys(current, previous, user_id)
+        .iter()
+        .map(|(id, key)| format!("{id}:{}", data_encoding::BASE64.encode(key)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The ids of a keyring's keys, comma separated, current first (safe to show: the same for
+/// every user, they tell master keys apart and say nothing about them).
+pub fn keyring_ids(current: &MasterKey, previous: &[MasterKey]) -> String {
+    std::iter::once(current)
+        .chain(previous.iter().filter(|k| k.0 != current.0))
+        .map(|k| key_id(k).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl AuthCipher {
     /// A cipher for one user with one master key.
     pub fn new(master: &MasterKey, user_id: &str) -> Self {
@@ -154,14 +214,44 @@ impl AuthCipher {
     /// A cipher for one user that seals with `current` and also opens values sealed with any
     /// of `previous` (master-key rotation).
     pub fn with_previous(current: &MasterKey, previous: &[MasterKey], user_id: &str) -> Self {
+        let mut keys = user_keys(current, previous, user_id).into_iter();
+        let Some((id, key)) = keys.next() else {
+            unreachable!("user_keys always yields the current key first")
+        };
         Self {
-            current: UserKey::new(current, user_id),
-            previous: previous
-                .iter()
-                .filter(|k| k.0 != current.0)
-                .map(|k| UserKey::new(k, user_id))
-                .collect(),
+            current: UserKey::new(id, key),
+            previous: keys.map(|(id, key)| UserKey::new(id, key)).collect(),
         }
+    }
+
+    /// The cipher of a keyring made by [`user_keyring`]: seals with its first key, opens with
+    /// any (the same ids and keys as [`AuthCipher::with_previous`] over the master keys it was
+    /// derived from). Entries are separated by commas or whitespace; `#` starts a comment.
+    pub fn from_keyring(text: &str) -> Result<Self, CryptoError> {
+        let mut keys: Vec<(u8, [u8; 32])> = Vec::new();
+        for (i, entry) in entries(text).enumerate() {
+            let bad = || CryptoError::BadKeyring(i + 1);
+            let (id, key) = entry.split_once(':').ok_or_else(bad)?;
+            let id: u8 = id.parse().map_err(|_| bad())?;
+            if id <= LEGACY_VERSION {
+                return Err(bad());
+            }
+            let key: [u8; 32] = data_encoding::BASE64
+                .decode(key.as_bytes())
+                .ok()
+                .and_then(|k| k.try_into().ok())
+                .ok_or_else(bad)?;
+            // As `with_previous`: a previous key equal to the current one is not a second key.
+            if keys.first().is_none_or(|(_, current)| *current != key) {
+                keys.push((id, key));
+            }
+        }
+        let mut keys = keys.into_iter();
+        let (id, key) = keys.next().ok_or(CryptoError::BadKeyring(1))?;
+        Ok(Self {
+            current: UserKey::new(id, key),
+            previous: keys.map(|(id, key)| UserKey::new(id, key)).collect(),
+        })
     }
 
     /// Whether previous master keys are configured (then stale values may exist).
@@ -172,6 +262,14 @@ impl AuthCipher {
     /// The id the current master key writes as a value's first byte.
     pub fn current_key_id(&self) -> u8 {
         self.current.id
+    }
+
+    /// The ids of all keys, current first (safe to log).
+    pub fn key_ids(&self) -> Vec<u8> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(|k| k.id)
+            .collect()
     }
 
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -342,6 +440,107 @@ mod tests {
         assert_eq!(
             AuthCipher::new(&mk(3), "u").open(b"k", &legacy),
             Err(CryptoError::Open)
+        );
+    }
+
+    #[test]
+    fn a_keyring_cipher_is_the_master_key_cipher_both_ways() {
+        let (current, previous) = (mk(2), [mk(1), mk(3)]);
+        let ring = user_keyring(&current, &previous, "u");
+        let from_ring = AuthCipher::from_keyring(&ring).unwrap();
+        let from_master = AuthCipher::with_previous(&current, &previous, "u");
+        assert_eq!(from_ring.key_ids(), from_master.key_ids());
+        assert_eq!(
+            from_ring.key_ids(),
+            vec![key_id(&mk(2)), key_id(&mk(1)), key_id(&mk(3))]
+        );
+        assert_eq!(
+            keyring_ids(&current, &previous),
+            format!("{},{},{}", key_id(&mk(2)), key_id(&mk(1)), key_id(&mk(3)))
+        );
+        assert!(from_ring.has_previous());
+        for (a, b) in [(&from_ring, &from_master), (&from_master, &from_ring)] {
+            let sealed = a.seal(b"k", b"v").unwrap();
+            assert_eq!(
+                b.open_checked(b"k", &sealed).unwrap(),
+                (b"v".to_vec(), SealedWith::Current)
+            );
+        }
+        // A value under a previous key is Stale through the keyring too.
+        let old = AuthCipher::new(&mk(3), "u").seal(b"k", b"v").unwrap();
+        assert_eq!(
+            from_ring.open_checked(b"k", &old).unwrap(),
+            (b"v".to_vec(), SealedWith::Stale)
+        );
+        // One key: no previous, nothing to re-seal.
+        let single = AuthCipher::from_keyring(&user_keyring(&mk(2), &[], "u")).unwrap();
+        assert!(!single.has_previous());
+        // A previous key equal to the current one is dropped on both sides.
+        let dup = user_keyring(&mk(2), &[mk(2)], "u");
+        assert_eq!(dup.lines().count(), 1);
+        assert_eq!(keyring_ids(&mk(2), &[mk(2)]), key_id(&mk(2)).to_string());
+        let dup_text = format!("{}, {}", dup, dup);
+        assert!(!AuthCipher::from_keyring(&dup_text).unwrap().has_previous());
+    }
+
+    #[test]
+    fn one_users_keyring_opens_nothing_of_another_user() {
+        let bob = AuthCipher::with_previous(&mk(2), &[mk(1)], "bob");
+        let sealed = bob.seal(b"k", b"v").unwrap();
+        let old = AuthCipher::new(&mk(1), "bob").seal(b"k", b"v").unwrap();
+        let alice = AuthCipher::from_keyring(&user_keyring(&mk(2), &[mk(1)], "alice")).unwrap();
+        assert_eq!(alice.open(b"k", &sealed), Err(CryptoError::Open));
+        assert_eq!(alice.open(b"k", &old), Err(CryptoError::Open));
+        // And the keyring text holds no master key.
+        let ring = user_keyring(&mk(2), &[mk(1)], "alice");
+        for m in [mk(1), mk(2)] {
+            assert!(!ring.contains(&data_encoding::BASE64.encode(&m.0)));
+        }
+    }
+
+    #[test]
+    fn bad_keyrings_are_refused_by_position_without_echoing() {
+        let good = user_keyring(&mk(2), &[], "u");
+        let key = data_encoding::BASE64.encode(&[7u8; 32]);
+        for (text, pos) in [
+            ("".to_owned(), 1),
+            ("# only a comment\n".to_owned(), 1),
+            (format!("{good}\nnope"), 2),
+            (format!("1:{key}"), 1),
+            (format!("0:{key}"), 1),
+            (format!("256:{key}"), 1),
+            (
+                format!("{good},9:{}", data_encoding::BASE64.encode(&[7u8; 31])),
+                2,
+            ),
+            (
+                format!("9:{}", data_encoding::HEXLOWER.encode(&[7u8; 32])),
+                1,
+            ),
+        ] {
+            let err = AuthCipher::from_keyring(&text).unwrap_err();
+            assert_eq!(err, CryptoError::BadKeyring(pos), "{text}");
+            assert!(!err.to_string().contains(&key), "{err}");
+        }
+        // Comments and separators as in the previous-keys lists.
+        let c =
+            AuthCipher::from_keyring(&format!("# rotated\n{good} # current\n, 9:{key}\n")).unwrap();
+        assert_eq!(c.key_ids(), vec![key_id(&mk(2)), 9]);
+        assert_eq!(format!("{c:?}"), "AuthCipher(..)");
+    }
+
+    #[test]
+    fn master_key_lists_have_comments_and_name_bad_positions() {
+        let a = "01".repeat(32);
+        let b = data_encoding::BASE64.encode(&[2u8; 32]);
+        let keys =
+            MasterKey::parse_list(&format!("# rotated 2026-11\n{a}, {b}\n\n  {a} # again\n"))
+                .unwrap();
+        assert_eq!(keys.len(), 3);
+        assert!(MasterKey::parse_list("").unwrap().is_empty());
+        assert_eq!(
+            MasterKey::parse_list(&format!("{a},nope")).unwrap_err(),
+            (2, CryptoError::BadMasterKey)
         );
     }
 

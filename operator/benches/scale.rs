@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use wasp_crds::WhatsAppSession;
@@ -39,6 +39,18 @@ async fn main() -> Result<()> {
     let client = env.kube_client().await?;
     env.install_crds(&client).await?;
     let ns = env.namespace("bench-scale").await?;
+    // The operator derives each user's keyring from this (it creates no pod without it).
+    let master = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("wasp-master-key".into()),
+            ..Default::default()
+        },
+        string_data: Some([("masterKey".to_owned(), "42".repeat(32))].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &master)
+        .await?;
 
     let log = std::env::temp_dir().join(format!("wasp-bench-operator-{ns}.log"));
     let mut operator = Command::new(env!("CARGO_BIN_EXE_wasp-operator"))

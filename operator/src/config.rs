@@ -36,7 +36,9 @@ pub struct Config {
     #[arg(long, env = "WASP_REDIS_SECRET_KEY", default_value = "url")]
     pub redis_secret_key: String,
 
-    /// Secret holding the master key the session pods derive auth-state encryption keys from.
+    /// Secret (in the session's namespace) holding the master key: the operator derives each
+    /// user's auth-state keys from it (session pods never see it). Its optional key
+    /// `previousMasterKeys` lists the previous master keys during a rotation.
     #[arg(
         long,
         env = "WASP_MASTER_KEY_SECRET",

@@ -25,6 +25,7 @@ use wasp_crds::validate::validate_spec;
 use wasp_crds::{DesiredState, WhatsAppSession, labels::FINALIZER};
 
 use crate::error::{Error, Result};
+use crate::keys::{KeyCache, KeyProblem, MasterKeys};
 use crate::metrics::Metrics;
 use crate::resources::{self, FIELD_MANAGER, PodSettings};
 use crate::status::{Observed, PodView, compute_status, transition};
@@ -32,6 +33,10 @@ use crate::{backoff, cleanup, sweeper};
 
 /// How long a finalizer waits between checks that the session pod is gone.
 const CLEANUP_RECHECK: Duration = Duration::from_secs(1);
+
+/// How soon a session whose master keys are unavailable is looked at again (the key cache
+/// reads the Secret at most once per `keys::KEYS_TTL` however many sessions wait).
+const KEYS_RECHECK: Duration = crate::keys::KEYS_TTL;
 
 /// Shared by every reconcile of one leadership term.
 pub struct Context {
@@ -42,6 +47,8 @@ pub struct Context {
     /// Turns true once `pods` holds the first list.
     pub pods_ready: tokio::sync::watch::Receiver<bool>,
     pub settings: PodSettings,
+    /// The master keys, per namespace: only the operator holds them.
+    pub keys: KeyCache,
     pub resync: Duration,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -65,6 +72,7 @@ pub struct Term {
     pub namespace: Option<String>,
     pub redis: ConnectionManager,
     pub settings: PodSettings,
+    pub keys: KeyCache,
     pub resync: Duration,
     pub stale_default: Duration,
     pub cleanup_interval: Duration,
@@ -148,6 +156,7 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
         pods,
         pods_ready,
         settings: term.settings,
+        keys: term.keys,
         resync: term.resync,
         recorder: term.recorder,
         metrics: term.metrics,
@@ -249,10 +258,17 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
     let cached = ctx
         .pods
         .get(&ObjectRef::new(&resources::pod_name(&session)).within(&ns));
-    let pod = if problems.is_empty() {
-        apply_pod(&session, cached.as_deref(), ctx).await?
+    // The master keys are read only for a session that wants a pod (a stopped one needs none).
+    let keys = if problems.is_empty() && session.spec.desired_state == DesiredState::Connected {
+        Some(ctx.keys.get(&ns).await?)
     } else {
-        cached.map(|p| (*p).clone())
+        None
+    };
+    let key_problem: Option<KeyProblem> = keys.clone().and_then(Result::err);
+    let pod = match (&keys, problems.is_empty()) {
+        (Some(Err(_)), _) | (_, false) => cached.map(|p| (*p).clone()),
+        (Some(Ok(keys)), true) => apply_pod(&session, cached.as_deref(), Some(keys), ctx).await?,
+        (None, true) => apply_pod(&session, cached.as_deref(), None, ctx).await?,
     };
 
     let mut redis = ctx.redis.clone();
@@ -263,6 +279,7 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
         state,
         lease_token,
         problems,
+        key_problem: key_problem.clone(),
         control_port: ctx.settings.control_port,
         now: Time(Timestamp::now()),
     };
@@ -295,13 +312,19 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
     if let Some(phase) = status.phase {
         ctx.metrics.set_phase(ObjectRef::from_obj(&session), phase);
     }
+    if let Some(problem) = key_problem {
+        warn!(session = %name, namespace = %ns, %problem, "master keys unavailable; the session pod is left as it is");
+        return Ok(Action::requeue(KEYS_RECHECK.min(ctx.resync)));
+    }
     Ok(Action::requeue(ctx.resync))
 }
 
-/// Brings the pod in line with the spec; returns the pod as it now is (or `None`).
+/// Brings the pod in line with the spec and the master keys (`None` only when the pod is not
+/// wanted); returns the pod as it now is (or `None`).
 async fn apply_pod(
     session: &WhatsAppSession,
     cached: Option<&Pod>,
+    keys: Option<&MasterKeys>,
     ctx: &Context,
 ) -> Result<Option<Pod>> {
     let ns = session
@@ -316,7 +339,8 @@ async fn apply_pod(
             Ok(None)
         }
         Some(pod) => {
-            let desired = resources::session_pod(session, &ctx.settings)?;
+            let keys = keys.ok_or(Error::MissingField("master keys"))?;
+            let desired = resources::session_pod(session, &ctx.settings, &keys.ids())?;
             if resources::pod_spec_hash(pod) == resources::pod_spec_hash(&desired) {
                 debug!(pod = %pod.name_any(), "pod up to date");
                 return Ok(Some(pod.clone()));
@@ -328,8 +352,10 @@ async fn apply_pod(
         }
         None if !wanted => Ok(None),
         None => {
-            ensure_control_secret(session, ctx).await?;
-            let desired = resources::session_pod(session, &ctx.settings)?;
+            let keys = keys.ok_or(Error::MissingField("master keys"))?;
+            // The Secret holds the keyring before a pod that reads it exists.
+            ensure_control_secret(session, &keys.keyring(&session.spec.user_id), ctx).await?;
+            let desired = resources::session_pod(session, &ctx.settings, &keys.ids())?;
             let params = PostParams {
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
@@ -364,22 +390,48 @@ async fn delete_pod(pods: &Api<Pod>, pod: &Pod) -> Result<()> {
     }
 }
 
-/// Creates the control-token Secret once; an existing one is kept (its token is in use).
-async fn ensure_control_secret(session: &WhatsAppSession, ctx: &Context) -> Result<()> {
+/// Creates the control Secret (a random token, the user's keyring) once; an existing one keeps
+/// its token (it is in use) and gets `keyring` if it holds another one (a master-key rotation,
+/// or a Secret made before keyrings existed). Called before each pod creation, so a pod always
+/// starts with the keyring its `WASP_USER_KEY_IDS` names.
+async fn ensure_control_secret(
+    session: &WhatsAppSession,
+    keyring: &str,
+    ctx: &Context,
+) -> Result<()> {
     let ns = session
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let secret = resources::control_secret(session, &resources::random_token())?;
+    let secret = resources::control_secret(session, &resources::random_token(), keyring)?;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
     match secrets.create(&params, &secret).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+        Ok(_) => return Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
     }
+    let name = resources::control_secret_name(session);
+    let existing = secrets.get(&name).await?;
+    if resources::holds_keyring(&existing, keyring) {
+        return Ok(());
+    }
+    // A merge patch of the one key: the token next to it is left as it is.
+    let patch = json!({ "data": { resources::USER_KEYS_KEY: data_encoding::BASE64.encode(keyring.as_bytes()) } });
+    secrets
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    info!(secret = %name, namespace = %ns, "user keyring updated (master keys changed)");
+    Ok(())
 }
 
 async fn add_finalizer(

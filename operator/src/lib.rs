@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod keys;
 pub mod metrics;
 pub mod resources;
 pub mod stale;
@@ -109,6 +110,12 @@ pub async fn run(
         namespace: config.namespace.clone(),
         redis: redis.clone(),
         settings: resources::PodSettings::from(&config),
+        keys: keys::KeyCache::new(
+            client.clone(),
+            &config.master_key_secret,
+            &config.master_key_secret_key,
+            handle.metrics.master_key_reads.clone(),
+        ),
         resync: config.resync(),
         stale_default: config.stale_timeout(),
         cleanup_interval: config.cleanup_interval(),

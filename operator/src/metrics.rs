@@ -30,6 +30,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub sessions: Family<PhaseLabels, Gauge>,
     pub stale_cleanups: Counter,
+    /// GETs of master-key Secrets (the key cache's misses: at most one per namespace per 10 s).
+    pub master_key_reads: Counter,
     pub leader: Gauge,
     phases: Mutex<HashMap<ObjectRef<WhatsAppSession>, Phase>>,
 }
@@ -42,6 +44,7 @@ impl Default for Metrics {
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let sessions = Family::<PhaseLabels, Gauge>::default();
         let stale_cleanups = Counter::default();
+        let master_key_reads = Counter::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -59,6 +62,11 @@ impl Default for Metrics {
             "stale_cleanups",
             "Stale sessions switched to disconnected",
             stale_cleanups.clone(),
+        );
+        registry.register(
+            "master_key_reads",
+            "Reads of a master-key Secret (cached for 10 s per namespace)",
+            master_key_reads.clone(),
         );
         registry.register(
             "leader",
@@ -79,6 +87,7 @@ impl Default for Metrics {
             reconcile_duration,
             sessions,
             stale_cleanups,
+            master_key_reads,
             leader,
             phases: Mutex::default(),
         }

@@ -1,5 +1,6 @@
 //! Desired objects of one WhatsAppSession, as pure functions of the resource and the operator's
-//! settings: the session Pod and its control-token Secret. Unit-tested without a cluster.
+//! settings: the session Pod and its control Secret (control token and the user's keyring).
+//! Unit-tested without a cluster.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,10 @@ pub const FIELD_MANAGER: &str = "wasp-operator";
 /// Key of the control token in the per-session Secret.
 pub const CONTROL_TOKEN_KEY: &str = "token";
 
+/// Key of the user's keyring (`wasp_common::crypto::user_keyring`) in the per-session Secret:
+/// the only auth-state key material a session pod gets.
+pub const USER_KEYS_KEY: &str = "userKeys";
+
 /// Unprivileged uid/gid of the session container (distroless "nonroot").
 const NONROOT_ID: i64 = 65532;
 
@@ -34,8 +39,6 @@ pub struct PodSettings {
     pub command: Vec<String>,
     pub redis_secret: String,
     pub redis_secret_key: String,
-    pub master_key_secret: String,
-    pub master_key_secret_key: String,
     pub whatsapp_url: Option<String>,
     pub control_port: u16,
     pub admin_port: u16,
@@ -48,8 +51,6 @@ impl From<&crate::Config> for PodSettings {
             command: c.session_command.clone(),
             redis_secret: c.redis_secret.clone(),
             redis_secret_key: c.redis_secret_key.clone(),
-            master_key_secret: c.master_key_secret.clone(),
-            master_key_secret_key: c.master_key_secret_key.clone(),
             whatsapp_url: c.whatsapp_url.clone(),
             control_port: c.session_control_port,
             admin_port: c.session_admin_port,
@@ -106,17 +107,34 @@ fn owner_metadata(session: &WhatsAppSession, name: String) -> Result<ObjectMeta>
     })
 }
 
-/// The per-session Secret; `token` is random and created once (see `controller`).
-pub fn control_secret(session: &WhatsAppSession, token: &str) -> Result<Secret> {
+/// The per-session Secret; `token` is random and created once, `userKeys` follows the master
+/// keys (see `controller`).
+pub fn control_secret(session: &WhatsAppSession, token: &str, keyring: &str) -> Result<Secret> {
     Ok(Secret {
         metadata: owner_metadata(session, control_secret_name(session))?,
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(
-            CONTROL_TOKEN_KEY.into(),
-            ByteString(token.as_bytes().to_vec()),
-        )])),
+        data: Some(BTreeMap::from([
+            (
+                CONTROL_TOKEN_KEY.into(),
+                ByteString(token.as_bytes().to_vec()),
+            ),
+            (
+                USER_KEYS_KEY.into(),
+                ByteString(keyring.as_bytes().to_vec()),
+            ),
+        ])),
         ..Default::default()
     })
+}
+
+/// Whether an existing control Secret already holds `keyring` (else it is patched before a pod
+/// that reads it is created).
+pub fn holds_keyring(secret: &Secret, keyring: &str) -> bool {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(USER_KEYS_KEY))
+        .is_some_and(|v| v.0 == keyring.as_bytes())
 }
 
 /// 32 random bytes, URL-safe base64: the bearer token wasp-api presents to this session's pod.
@@ -134,10 +152,6 @@ fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
-    env_secret_ref(name, secret, key, false)
-}
-
-fn env_secret_ref(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -145,7 +159,7 @@ fn env_secret_ref(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.into(),
                 key: key.into(),
-                optional: Some(optional),
+                optional: Some(false),
             }),
             ..Default::default()
         }),
@@ -153,11 +167,18 @@ fn env_secret_ref(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar
 }
 
 /// Key of the master-key Secret that may hold the previous master keys (comma or newline
-/// separated) during a rotation: the session pod opens values sealed under them and re-seals
-/// them under the current key (docs/session-pod.md, "Master-key rotation").
+/// separated) during a rotation: the operator puts the user's keys derived from them into the
+/// keyring, so the session pod opens values sealed under them and re-seals them under the
+/// current key (docs/session-pod.md, "Master-key rotation").
 pub const PREVIOUS_MASTER_KEYS_KEY: &str = "previousMasterKeys";
 
-fn session_env(session: &WhatsAppSession, settings: &PodSettings) -> Result<Vec<EnvVar>> {
+/// `key_ids`: the ids of the keyring's keys (`MasterKeys::ids`), a plain value so that a
+/// rotation changes the pod's spec hash.
+fn session_env(
+    session: &WhatsAppSession,
+    settings: &PodSettings,
+    key_ids: &str,
+) -> Result<Vec<EnvVar>> {
     let spec = &session.spec;
     let mut env = vec![
         env_value("WASP_USER_ID", spec.user_id.clone()),
@@ -181,17 +202,14 @@ fn session_env(session: &WhatsAppSession, settings: &PodSettings) -> Result<Vec<
             &settings.redis_secret,
             &settings.redis_secret_key,
         ),
+        // The user's keyring, never the master key: a compromised pod reads one user's auth
+        // state only.
         env_secret(
-            "WASP_MASTER_KEY",
-            &settings.master_key_secret,
-            &settings.master_key_secret_key,
+            "WASP_USER_KEYS",
+            &control_secret_name(session),
+            USER_KEYS_KEY,
         ),
-        env_secret_ref(
-            "WASP_PREVIOUS_MASTER_KEYS",
-            &settings.master_key_secret,
-            PREVIOUS_MASTER_KEYS_KEY,
-            true,
-        ),
+        env_value("WASP_USER_KEY_IDS", key_ids),
         env_secret(
             "WASP_CONTROL_TOKEN",
             &control_secret_name(session),
@@ -263,7 +281,11 @@ fn http_probe(path: &str, port: u16, period: i32) -> Probe {
 }
 
 /// The session pod without its spec-hash annotation.
-fn pod_without_hash(session: &WhatsAppSession, settings: &PodSettings) -> Result<Pod> {
+fn pod_without_hash(
+    session: &WhatsAppSession,
+    settings: &PodSettings,
+    key_ids: &str,
+) -> Result<Pod> {
     let overrides = &session.spec.pod;
     let container = Container {
         name: "session".into(),
@@ -288,7 +310,7 @@ fn pod_without_hash(session: &WhatsAppSession, settings: &PodSettings) -> Result
                 ..Default::default()
             },
         ]),
-        env: Some(session_env(session, settings)?),
+        env: Some(session_env(session, settings, key_ids)?),
         resources: Some(
             overrides
                 .resources
@@ -359,9 +381,14 @@ fn spec_hash(pod: &Pod) -> Result<String> {
     Ok(h)
 }
 
-/// The desired session pod, annotated with the hash of its own content.
-pub fn session_pod(session: &WhatsAppSession, settings: &PodSettings) -> Result<Pod> {
-    let mut pod = pod_without_hash(session, settings)?;
+/// The desired session pod, annotated with the hash of its own content; `key_ids` as in
+/// `session_env`.
+pub fn session_pod(
+    session: &WhatsAppSession,
+    settings: &PodSettings,
+    key_ids: &str,
+) -> Result<Pod> {
+    let mut pod = pod_without_hash(session, settings, key_ids)?;
     let hash = spec_hash(&pod)?;
     pod.metadata.annotations = Some(BTreeMap::from([(labels::POD_SPEC_HASH.into(), hash)]));
     Ok(pod)
@@ -389,14 +416,14 @@ mod tests {
         s
     }
 
+    const IDS: &str = "42";
+
     fn settings() -> PodSettings {
         PodSettings {
             image: "wasp/session-pod:test".into(),
             command: vec![],
             redis_secret: "wasp-redis".into(),
             redis_secret_key: "url".into(),
-            master_key_secret: "wasp-master-key".into(),
-            master_key_secret_key: "masterKey".into(),
             whatsapp_url: None,
             control_port: 8080,
             admin_port: 9090,
@@ -416,7 +443,7 @@ mod tests {
     #[test]
     fn pod_is_owned_labelled_and_named_after_the_session() {
         let s = session();
-        let pod = session_pod(&s, &settings()).unwrap();
+        let pod = session_pod(&s, &settings(), IDS).unwrap();
         assert_eq!(
             pod.metadata.name.as_deref(),
             Some(s.metadata.name.as_deref().unwrap())
@@ -440,7 +467,7 @@ mod tests {
 
     #[test]
     fn pod_is_locked_down() {
-        let pod = session_pod(&session(), &settings()).unwrap();
+        let pod = session_pod(&session(), &settings(), IDS).unwrap();
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.automount_service_account_token, Some(false));
         let psc = spec.security_context.as_ref().unwrap();
@@ -461,19 +488,14 @@ mod tests {
     #[test]
     fn secrets_come_from_secret_refs_never_from_values() {
         let s = session();
-        let env = env_of(&session_pod(&s, &settings()).unwrap());
+        let env = env_of(&session_pod(&s, &settings(), IDS).unwrap());
         assert_eq!(
             env["WASP_USER_ID"].value.as_deref(),
             Some("doctor@clinic.com")
         );
         for (name, secret, key) in [
             ("REDIS_URL", "wasp-redis".to_owned(), "url"),
-            ("WASP_MASTER_KEY", "wasp-master-key".to_owned(), "masterKey"),
-            (
-                "WASP_PREVIOUS_MASTER_KEYS",
-                "wasp-master-key".to_owned(),
-                PREVIOUS_MASTER_KEYS_KEY,
-            ),
+            ("WASP_USER_KEYS", control_secret_name(&s), USER_KEYS_KEY),
             (
                 "WASP_CONTROL_TOKEN",
                 control_secret_name(&s),
@@ -501,12 +523,21 @@ mod tests {
                 .and_then(|v| v.secret_key_ref.as_ref())
                 .and_then(|r| r.optional)
         };
-        assert_eq!(optional("WASP_MASTER_KEY"), Some(false));
-        assert_eq!(
-            optional("WASP_PREVIOUS_MASTER_KEYS"),
-            Some(true),
-            "only present during a rotation"
-        );
+        assert_eq!(optional("WASP_USER_KEYS"), Some(false));
+        assert_eq!(env["WASP_USER_KEY_IDS"].value.as_deref(), Some(IDS));
+        // The master key reaches no session pod, under any name.
+        for e in env.values() {
+            let r = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref());
+            assert!(
+                r.is_none_or(|r| r.name != "wasp-master-key"),
+                "{} reads the master-key Secret",
+                e.name
+            );
+            assert!(!e.name.contains("MASTER"), "{}", e.name);
+        }
         assert_eq!(env["MAX_RECONNECT_ATTEMPTS"].value.as_deref(), Some("5"));
         assert_eq!(env["RECONNECT_INTERVAL"].value.as_deref(), Some("5000"));
     }
@@ -524,7 +555,7 @@ mod tests {
             limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
             ..Default::default()
         });
-        let pod = session_pod(&s, &settings()).unwrap();
+        let pod = session_pod(&s, &settings(), IDS).unwrap();
         let spec = pod.spec.unwrap();
         assert_eq!(
             spec.containers[0].image.as_deref(),
@@ -552,7 +583,7 @@ mod tests {
     fn hash_changes_with_the_pod_but_not_with_desired_state() {
         let s = session();
         let h = |s: &WhatsAppSession| {
-            pod_spec_hash(&session_pod(s, &settings()).unwrap())
+            pod_spec_hash(&session_pod(s, &settings(), IDS).unwrap())
                 .unwrap()
                 .to_owned()
         };
@@ -564,15 +595,22 @@ mod tests {
         let mut stopped = s.clone();
         stopped.spec.desired_state = DesiredState::Disconnected;
         assert_eq!(base, h(&stopped));
+        // A rotation (other key ids) makes another pod.
+        let rotated = session_pod(&s, &settings(), "42,7").unwrap();
+        assert_ne!(Some(base.as_str()), pod_spec_hash(&rotated));
     }
 
     #[test]
     fn control_secret_is_owned_and_holds_the_token() {
         let s = session();
-        let secret = control_secret(&s, "tok").unwrap();
+        let secret = control_secret(&s, "tok", "42:ring").unwrap();
         assert_eq!(secret.metadata.name, Some(control_secret_name(&s)));
         assert!(secret.metadata.owner_references.is_some());
-        assert_eq!(secret.data.unwrap()[CONTROL_TOKEN_KEY].0, b"tok");
+        assert!(holds_keyring(&secret, "42:ring"));
+        assert!(!holds_keyring(&secret, "42:other"));
+        let data = secret.data.unwrap();
+        assert_eq!(data[CONTROL_TOKEN_KEY].0, b"tok");
+        assert_eq!(data[USER_KEYS_KEY].0, b"42:ring");
         let (a, b) = (random_token(), random_token());
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
@@ -582,7 +620,7 @@ mod tests {
     fn a_session_without_namespace_or_uid_is_an_error_not_a_panic() {
         let s = WhatsAppSession::for_user("x");
         assert!(matches!(
-            session_pod(&s, &settings()),
+            session_pod(&s, &settings(), IDS),
             Err(Error::MissingField(_))
         ));
     }

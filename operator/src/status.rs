@@ -54,6 +54,9 @@ pub struct Observed<'a> {
     pub lease_token: Option<u64>,
     /// Problems found by `wasp_crds::validate::validate_spec`.
     pub problems: Vec<String>,
+    /// Why the operator cannot read the master keys (`keys::MasterKeys::from_secret`): no pod
+    /// is created or replaced until it can.
+    pub key_problem: Option<String>,
     pub control_port: u16,
     pub now: Time,
 }
@@ -76,7 +79,24 @@ impl Verdict {
     }
 }
 
+/// The Ready reason while the master keys are unavailable.
+pub const MASTER_KEY_UNAVAILABLE: &str = "MasterKeyUnavailable";
+
 fn phase_of(o: &Observed) -> Verdict {
+    let verdict = phase_of_parts(o);
+    match &o.key_problem {
+        // The operator's own problem, unless something more specific is being reported; a
+        // running pod keeps running (its phase stays), none is created (Pending).
+        Some(e) if verdict.error.is_none() && verdict.problem.is_none() => Verdict {
+            phase: verdict.phase,
+            error: Some(e.clone()),
+            problem: Some(MASTER_KEY_UNAVAILABLE.to_owned()),
+        },
+        _ => verdict,
+    }
+}
+
+fn phase_of_parts(o: &Observed) -> Verdict {
     if !o.problems.is_empty() {
         return Verdict {
             phase: Phase::Failed,
@@ -421,6 +441,7 @@ mod tests {
             lease_token: st.as_ref().and_then(|s| s.lease_token),
             state: st,
             problems: vec![],
+            key_problem: None,
             control_port: 8080,
             now: at(100),
         }
@@ -554,6 +575,50 @@ mod tests {
         let st = compute_status(&o);
         assert_eq!(st.phase, Some(Phase::Failed));
         assert!(st.last_error.unwrap().contains("phoneNumber"));
+    }
+
+    #[test]
+    fn unavailable_master_keys_are_pending_with_the_reason_and_one_warning() {
+        let mut s = session();
+        let problem = Some("master-key Secret clinic/wasp-master-key not found".to_owned());
+        let mut o = observe(&s, None, None);
+        o.key_problem = problem.clone();
+        let st = compute_status(&o);
+        assert_eq!(st.phase, Some(Phase::Pending));
+        assert!(st.last_error.as_deref().unwrap().contains("not found"));
+        let ready = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::READY)
+            .unwrap();
+        assert_eq!(ready.reason, MASTER_KEY_UNAVAILABLE);
+        let t = transition(None, &st).unwrap();
+        assert!(t.warning);
+        assert_eq!(t.reason, MASTER_KEY_UNAVAILABLE);
+        assert!(t.note.contains("not found"), "{}", t.note);
+        // Once reported, the same problem is no news.
+        s.status = Some(st.clone());
+        let mut again = observe(&s, None, None);
+        again.key_problem = problem.clone();
+        assert_eq!(transition(Some(&st), &compute_status(&again)), None);
+        // A running pod keeps its phase; a more specific problem (invalid spec) wins.
+        let mut running = observe(
+            &s,
+            Some(running_pod()),
+            Some(state(SessionPhase::Connected)),
+        );
+        running.key_problem = problem.clone();
+        assert_eq!(compute_status(&running).phase, Some(Phase::Connected));
+        running.problems = vec!["bad".into()];
+        assert!(
+            compute_status(&running)
+                .last_error
+                .unwrap()
+                .contains("invalid spec")
+        );
+        // Fixed: the reason goes away.
+        let fixed = compute_status(&observe(&s, None, None));
+        assert_eq!(fixed.last_error, None);
     }
 
     #[test]

@@ -88,11 +88,33 @@ impl Operator {
     }
 }
 
+/// The master key of every test namespace (the operator reads it; pods get keyrings).
+const MASTER_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+/// The master-key Secret the operator reads by default (`wasp-master-key`, key `masterKey`).
+fn master_secret(current: &str, previous: Option<&str>) -> Secret {
+    let mut data = BTreeMap::from([("masterKey".to_owned(), current.to_owned())]);
+    if let Some(p) = previous {
+        data.insert("previousMasterKeys".into(), p.into());
+    }
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("wasp-master-key".into()),
+            ..Default::default()
+        },
+        string_data: Some(data),
+        ..Default::default()
+    }
+}
+
 async fn setup(prefix: &str) -> Result<(Client, String)> {
     let env = TestEnv::get();
     let client = env.kube_client().await?;
     env.install_crds(&client).await?;
     let ns = env.namespace(prefix).await?;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &master_secret(MASTER_KEY, None))
+        .await?;
     Ok((client, ns))
 }
 
@@ -219,6 +241,203 @@ async fn creates_owned_pod_and_secret_and_serves_metrics() -> Result<()> {
             .status(),
         200
     );
+    op.stop().await
+}
+
+fn env_var<'a>(pod: &'a Pod, name: &str) -> Option<&'a k8s_openapi::api::core::v1::EnvVar> {
+    pod.spec.as_ref()?.containers[0]
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+}
+
+/// The keyring in a session's control Secret, as its pod would read it.
+async fn keyring_of(secrets: &Api<Secret>, name: &str) -> Result<String> {
+    let secret = secrets.get(&format!("{name}-control")).await?;
+    let data = secret.data.context("control Secret without data")?;
+    Ok(String::from_utf8(
+        data.get("userKeys").context("no userKeys")?.0.clone(),
+    )?)
+}
+
+/// Issue 14 (blast radius of one user): the pod gets its user's keyring from its own Secret and
+/// nothing of the master-key Secret; the keyring opens what the master key seals for that user
+/// (and nothing of another user); a rotation re-derives the keyring and replaces the pod.
+#[tokio::test]
+async fn session_pods_get_only_their_users_keyring_and_a_rotation_rolls_them() -> Result<()> {
+    use wasp_common::crypto::{AuthCipher, MasterKey, SealedWith, key_id};
+    const NEW_KEY: &str = "4343434343434343434343434343434343434343434343434343434343434343";
+    let (client, ns) = setup("op-keys").await?;
+    let started = std::time::Instant::now();
+    let op = Operator::start(&client, &ns, &["--resync-seconds", "1"]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let user = unique_user("keys");
+    let name = create_session(&sessions, &user).await?.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pod = wait_pod(&pods, &name).await?;
+
+    let (old, new) = (MasterKey::parse(MASTER_KEY)?, MasterKey::parse(NEW_KEY)?);
+    // No reference to the master-key Secret, no master key under any name.
+    let env = pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    for e in &env {
+        let r = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref());
+        assert!(
+            r.is_none_or(|r| r.name != "wasp-master-key"),
+            "{} reads the master-key Secret",
+            e.name
+        );
+        assert!(!e.name.contains("MASTER"), "{}", e.name);
+        assert!(e.value.as_deref() != Some(MASTER_KEY), "{}", e.name);
+    }
+    let keys_ref = env_var(&pod, "WASP_USER_KEYS")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.clone())
+        .context("WASP_USER_KEYS from a Secret")?;
+    assert_eq!(
+        (keys_ref.name.as_str(), keys_ref.key.as_str()),
+        (format!("{name}-control").as_str(), "userKeys")
+    );
+    let ids = |pod: &Pod| env_var(pod, "WASP_USER_KEY_IDS").and_then(|e| e.value.clone());
+    assert_eq!(ids(&pod), Some(key_id(&old).to_string()));
+
+    // The keyring opens what the master key sealed for this user, and nothing of another's.
+    let ring = keyring_of(&secrets, &name).await?;
+    assert!(!ring.contains(MASTER_KEY));
+    let pod_cipher = AuthCipher::from_keyring(&ring)?;
+    let sealed = AuthCipher::with_previous(&old, &[], &user).seal(b"aad", b"auth row")?;
+    assert_eq!(pod_cipher.open(b"aad", &sealed)?, b"auth row");
+    let others = AuthCipher::new(&old, "another-user").seal(b"aad", b"auth row")?;
+    assert!(pod_cipher.open(b"aad", &others).is_err());
+    let token = secrets.get(&format!("{name}-control")).await?.data.unwrap()["token"].clone();
+
+    // Rotation: new current key, the old one previous. The operator re-derives (within the key
+    // cache's 10 s), patches the Secret and replaces the pod.
+    secrets
+        .replace(
+            "wasp-master-key",
+            &PostParams::default(),
+            &master_secret(NEW_KEY, Some(MASTER_KEY)),
+        )
+        .await?;
+    let first = pod.uid().unwrap();
+    let second = eventually(Duration::from_secs(45), || async {
+        let p = pods.get_opt(&name).await.ok().flatten()?;
+        (p.uid().unwrap() != first && p.metadata.deletion_timestamp.is_none()).then_some(p)
+    })
+    .await?;
+    assert_eq!(
+        ids(&second),
+        Some(format!("{},{}", key_id(&new), key_id(&old)))
+    );
+    let ring = keyring_of(&secrets, &name).await?;
+    let rotated = AuthCipher::from_keyring(&ring)?;
+    // Old values open and are marked for re-sealing; new ones are sealed under the new key.
+    assert_eq!(
+        rotated.open_checked(b"aad", &sealed)?,
+        (b"auth row".to_vec(), SealedWith::Stale)
+    );
+    let resealed = rotated.seal(b"aad", b"auth row")?;
+    assert_eq!(
+        AuthCipher::new(&new, &user).open(b"aad", &resealed)?,
+        b"auth row"
+    );
+    // The control token is the one the API already uses.
+    assert_eq!(
+        secrets.get(&format!("{name}-control")).await?.data.unwrap()["token"],
+        token
+    );
+
+    // Old key dropped: the keyring and the pod follow again.
+    secrets
+        .replace(
+            "wasp-master-key",
+            &PostParams::default(),
+            &master_secret(NEW_KEY, None),
+        )
+        .await?;
+    let second_uid = second.uid().unwrap();
+    let third = eventually(Duration::from_secs(45), || async {
+        let p = pods.get_opt(&name).await.ok().flatten()?;
+        (p.uid().unwrap() != second_uid && p.metadata.deletion_timestamp.is_none()).then_some(p)
+    })
+    .await?;
+    assert_eq!(ids(&third), Some(key_id(&new).to_string()));
+    let only_new = AuthCipher::from_keyring(&keyring_of(&secrets, &name).await?)?;
+    assert!(!only_new.has_previous());
+    assert!(only_new.open(b"aad", &sealed).is_err());
+
+    // Many reconciles (one a second), few reads of the master-key Secret: one per 10 s.
+    let body = reqwest::get(format!("http://{}/metrics", op.admin))
+        .await?
+        .text()
+        .await?;
+    let counter = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+    };
+    let reads = counter("wasp_operator_master_key_reads_total");
+    let reconciles = counter("wasp_operator_reconciles_total");
+    let bound = (started.elapsed().as_secs_f64() / 10.0).ceil() + 1.0;
+    assert!(
+        reads >= 3.0 && reads <= bound,
+        "{reads} reads, at most {bound}"
+    );
+    assert!(
+        reconciles > 2.0 * reads,
+        "{reconciles} reconciles, {reads} reads"
+    );
+    op.stop().await
+}
+
+/// Without its master-key Secret the operator creates no pod, says why in the status and one
+/// Warning event, and goes on once the Secret exists.
+#[tokio::test]
+async fn a_missing_master_key_secret_is_reported_and_then_recovered() -> Result<()> {
+    let (client, ns) = setup("op-nokey").await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .delete("wasp-master-key", &DeleteParams::default())
+        .await?;
+    let op = Operator::start(&client, &ns, &[]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let name = create_session(&sessions, &unique_user("nokey"))
+        .await?
+        .name_any();
+    let s = wait_status(&sessions, &name, |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.last_error.as_deref())
+            .is_some_and(|e| e.contains("wasp-master-key") && e.contains("not found"))
+    })
+    .await?;
+    assert_eq!(phase(&s), Some(Phase::Pending));
+    eventually(WAIT, || async {
+        has_event(&client, &ns, &name, "MasterKeyUnavailable", "Warning")
+            .await
+            .then_some(())
+    })
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    assert!(pods.get_opt(&name).await?.is_none());
+
+    secrets
+        .create(&PostParams::default(), &master_secret(MASTER_KEY, None))
+        .await?;
+    wait_pod(&pods, &name).await?;
+    wait_status(&sessions, &name, |s| {
+        phase(s) == Some(Phase::Starting)
+            && s.status.as_ref().is_some_and(|st| st.last_error.is_none())
+    })
+    .await?;
     op.stop().await
 }
 

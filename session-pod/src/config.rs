@@ -1,10 +1,13 @@
-//! The pod's configuration: exactly the environment the operator sets (`session_env`), plus a
-//! master-key file path for a Secret mounted as a file.
+//! The pod's configuration: exactly the environment the operator sets (`session_env`), plus
+//! file paths for keys in a Secret mounted as a file. The auth-state keys come either as this
+//! user's keyring (`WASP_USER_KEYS`, what the operator gives: the pod never sees the master key)
+//! or, for direct use, as the master key(s) the keyring is derived from.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use wasp_common::crypto::AuthCipher;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PairingMethod {
@@ -45,7 +48,15 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: String,
-    /// 32-byte master key (64 hex chars or base64). Prefer `--master-key-file`.
+    /// This user's auth-state keyring (`<key id>:<base64 key>` entries, current first), as the
+    /// operator derives it from the master keys. Instead of the master-key settings.
+    #[arg(long, env = "WASP_USER_KEYS", hide_env_values = true)]
+    pub user_keys: Option<String>,
+    /// File holding this user's keyring (a mounted Secret); wins over `WASP_USER_KEYS`.
+    #[arg(long, env = "WASP_USER_KEYS_FILE")]
+    pub user_keys_file: Option<PathBuf>,
+    /// 32-byte master key (64 hex chars or base64), for running without the operator; the
+    /// operator passes `WASP_USER_KEYS` instead. Prefer `--master-key-file`.
     #[arg(long, env = "WASP_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
     /// File holding the master key (a mounted Secret); wins over `WASP_MASTER_KEY`.
@@ -110,8 +121,17 @@ impl std::fmt::Debug for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no master key: set WASP_MASTER_KEY or WASP_MASTER_KEY_FILE")]
+    #[error(
+        "no auth-state key: set WASP_USER_KEYS(_FILE) (the user's keyring) or WASP_MASTER_KEY(_FILE)"
+    )]
     NoMasterKey,
+    #[error(
+        "both a user keyring (WASP_USER_KEYS/_FILE) and master keys (WASP_MASTER_KEY/_FILE, \
+         WASP_PREVIOUS_MASTER_KEYS/_FILE) are set: give exactly one"
+    )]
+    TwoKeySources,
+    #[error("reading the user keys file: {0}")]
+    UserKeysFile(std::io::Error),
     #[error("reading the master key file: {0}")]
     MasterKeyFile(std::io::Error),
     #[error("reading the previous master keys file: {0}")]
@@ -134,6 +154,34 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The user's auth-state cipher, from exactly one source: the keyring, or the master key
+    /// (with any previous ones) it would be derived from.
+    pub fn cipher(&self) -> Result<AuthCipher, ConfigError> {
+        let keyring = self.user_keys_file.is_some() || self.user_keys.is_some();
+        let master = self.master_key_file.is_some()
+            || self.master_key.is_some()
+            || self.previous_master_keys_file.is_some()
+            || self.previous_master_keys.is_some();
+        if keyring && master {
+            return Err(ConfigError::TwoKeySources);
+        }
+        if keyring {
+            let text = match (&self.user_keys_file, &self.user_keys) {
+                (Some(path), _) => {
+                    std::fs::read_to_string(path).map_err(ConfigError::UserKeysFile)?
+                }
+                (None, Some(k)) => k.clone(),
+                (None, None) => unreachable!("checked above"),
+            };
+            return Ok(AuthCipher::from_keyring(&text)?);
+        }
+        Ok(AuthCipher::with_previous(
+            &self.master_key()?,
+            &self.previous_master_keys()?,
+            &self.user_id,
+        ))
+    }
+
     pub fn master_key(&self) -> Result<wasp_common::crypto::MasterKey, ConfigError> {
         let text = match (&self.master_key_file, &self.master_key) {
             (Some(path), _) => std::fs::read_to_string(path).map_err(ConfigError::MasterKeyFile)?,
@@ -177,15 +225,8 @@ impl Config {
 
 /// Keys separated by commas, spaces or newlines; `#` starts a comment to the end of the line.
 fn parse_key_list(text: &str) -> Result<Vec<wasp_common::crypto::MasterKey>, ConfigError> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or_default())
-        .flat_map(|l| l.split(|c: char| c == ',' || c.is_whitespace()))
-        .filter(|k| !k.is_empty())
-        .enumerate()
-        .map(|(i, k)| {
-            wasp_common::crypto::MasterKey::parse(k).map_err(|e| ConfigError::PreviousKey(i + 1, e))
-        })
-        .collect()
+    wasp_common::crypto::MasterKey::parse_list(text)
+        .map_err(|(i, e)| ConfigError::PreviousKey(i, e))
 }
 
 /// Whether a ws(s) URL's host is a loopback address (`localhost`, 127.0.0.0/8, `::1`).
@@ -232,6 +273,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("nope"), "{err}");
+    }
+
+    fn config(env: &[(&str, &str)]) -> Config {
+        let mut args = vec![
+            "wasp-session-pod".to_owned(),
+            "--user-id=alice".into(),
+            "--session-name=s".into(),
+            "--session-namespace=n".into(),
+            "--redis-url=redis://x".into(),
+            "--control-token=t".into(),
+        ];
+        args.extend(env.iter().map(|(k, v)| format!("--{k}={v}")));
+        Config::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn exactly_one_key_source_and_both_give_the_same_cipher() {
+        use wasp_common::crypto::{MasterKey, user_keyring};
+        let (a, b) = ("01".repeat(32), "02".repeat(32));
+        let (ka, kb) = (MasterKey::parse(&a).unwrap(), MasterKey::parse(&b).unwrap());
+        let ring = user_keyring(&kb, &[ka], "alice");
+        let from_ring = config(&[("user-keys", &ring)]).cipher().unwrap();
+        let from_master = config(&[("master-key", &b), ("previous-master-keys", &a)])
+            .cipher()
+            .unwrap();
+        assert_eq!(from_ring.key_ids(), from_master.key_ids());
+        let sealed = from_master.seal(b"k", b"v").unwrap();
+        assert_eq!(from_ring.open(b"k", &sealed).unwrap(), b"v");
+        // The keyring from a file, as a mounted Secret.
+        let dir = std::env::temp_dir().join(format!("wasp-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("userKeys");
+        std::fs::write(&file, format!("{ring}\n")).unwrap();
+        let from_file = config(&[("user-keys-file", file.to_str().unwrap())])
+            .cipher()
+            .unwrap();
+        assert_eq!(from_file.open(b"k", &sealed).unwrap(), b"v");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        for both in [
+            &[("user-keys", ring.as_str()), ("master-key", b.as_str())][..],
+            &[
+                ("user-keys", ring.as_str()),
+                ("previous-master-keys", a.as_str()),
+            ],
+        ] {
+            assert!(matches!(
+                config(both).cipher(),
+                Err(ConfigError::TwoKeySources)
+            ));
+        }
+        assert!(matches!(
+            config(&[]).cipher(),
+            Err(ConfigError::NoMasterKey)
+        ));
+        let err = config(&[("user-keys", "5:secretish")])
+            .cipher()
+            .unwrap_err();
+        assert!(!err.to_string().contains("secretish"), "{err}");
     }
 
     #[test]

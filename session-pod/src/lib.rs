@@ -19,7 +19,6 @@ use std::time::Duration;
 use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use wasp_common::crypto::AuthCipher;
 use wasp_common::keys::UserKeys;
 use wasp_common::session_state::SessionRef;
 
@@ -88,8 +87,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let master = config.master_key()?;
-    let previous = config.previous_master_keys()?;
+    let cipher = config.cipher()?;
     if cfg!(feature = "insecure-sim") {
         tracing::warn!(
             url = %config.whatsapp_url,
@@ -106,11 +104,10 @@ pub async fn run(
             return Ok(());
         }
     };
-    let cipher = AuthCipher::with_previous(&master, &previous, &config.user_id);
     tracing::info!(
         key_id = cipher.current_key_id(),
-        previous = previous.len(),
-        "auth-state master key"
+        key_ids = ?cipher.key_ids(),
+        "auth-state keys"
     );
     let auth = auth_store::RedisAuthStore::new(conn.clone(), cipher, &config.user_id);
     let store = store::Store::new(conn.clone(), &config.user_id, config.events_maxlen);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use wasp_common::crypto::{AuthCipher, MasterKey};
+use wasp_common::crypto::{AuthCipher, MasterKey, user_keyring};
 use wasp_common::keys::UserKeys;
 
 /// Every value of every key of the user, as bytes (strings, hashes, lists, sets, zsets, streams).
@@ -268,9 +268,10 @@ async fn stop(pod: &Pod) {
     }
 }
 
-/// Master-key rotation: paired under key A; restarted with current B and previous [A] it
-/// connects without a scan and re-seals every row under B; restarted with B alone it still
-/// connects. A is then useless: nothing of the user opens with it.
+/// Master-key rotation: paired under key A; restarted with the user's keyring of current B and
+/// previous [A] (what the operator gives) it connects without a scan and re-seals every row
+/// under B; restarted with the master key B alone it still connects. A is then useless:
+/// nothing of the user opens with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_key_rotation_keeps_the_pairing() {
     const KEY_B: &str = "0202020202020202020202020202020202020202020202020202020202020202";
@@ -291,18 +292,14 @@ async fn master_key_rotation_keeps_the_pairing() {
         assert!(only_b.open(&aad(k, f), v).is_err(), "{k} {f} opens with B");
     }
 
-    // current = B, previous = [A] (as a file: one key per line, with a comment).
-    let dir = wasp_e2e::procs::scratch_dir("wasp-rotation").unwrap();
-    let previous = dir.join("previous-master-keys");
-    std::fs::write(&previous, format!("# retired 2026-11-22\n{MASTER_KEY}\n")).unwrap();
+    // current = B, previous = [A], the operator's way: only the user's keyring derived from
+    // them (WASP_USER_KEYS), no master key.
     let mut rotated = opts.clone();
-    rotated.extra_env = vec![
-        ("WASP_MASTER_KEY".into(), KEY_B.into()),
-        (
-            "WASP_PREVIOUS_MASTER_KEYS_FILE".into(),
-            previous.display().to_string(),
-        ),
-    ];
+    rotated.master_key = None;
+    rotated.extra_env = vec![(
+        "WASP_USER_KEYS".into(),
+        user_keyring(&key_b, std::slice::from_ref(&key_a), &user),
+    )];
     let mut live = Live::subscribe(&user).await;
     let pod = Pod::start(&rotated);
     let ready = ready_without_scan(&mut live, "ready with B, previous A").await;
@@ -325,9 +322,9 @@ async fn master_key_rotation_keeps_the_pairing() {
         );
     }
 
-    // B alone: still paired, still the same device.
+    // B alone, as a master key given directly: still paired, still the same device.
     let mut only_b_opts = opts.clone();
-    only_b_opts.extra_env = vec![("WASP_MASTER_KEY".into(), KEY_B.into())];
+    only_b_opts.master_key = Some(KEY_B.into());
     let mut live = Live::subscribe(&user).await;
     let pod = Pod::start(&only_b_opts);
     let ready = ready_without_scan(&mut live, "ready with B alone").await;
@@ -420,4 +417,79 @@ async fn a_failed_write_fences_the_auth_store_until_the_next_client_run() {
         session(store.get_session("peer.0").await.unwrap()),
         Some(b"v4".to_vec())
     );
+}
+
+/// Blast radius of one user (issue 14): a pod that has only user A's keyring cannot open user
+/// B's auth state. B is paired under its own keyring; a process that claims to be B but holds
+/// only A's keyring (what a compromised pod of A could try with Redis access) opens none of
+/// B's rows: it never logs in as B's device but asks for a new scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_with_only_its_own_keyring_cannot_open_another_users_auth_state() {
+    let (running, sim) = start_sim().await;
+    let master = MasterKey::parse(MASTER_KEY).unwrap();
+    let (alice, bob) = (unique_user("alice"), unique_user("bob"));
+    let mut bob_opts = PodOpts::new(&bob, &running.ws_url);
+    bob_opts.master_key = None;
+    bob_opts.extra_env = vec![("WASP_USER_KEYS".into(), user_keyring(&master, &[], &bob))];
+    let (pod, phone, device) = paired_pod(&running, &sim, bob_opts.clone()).await;
+    stop(&pod).await;
+    let logins = sim.device(&phone, device).await.unwrap().unwrap().logins;
+    let rows = auth_rows(&bob).await;
+    assert!(rows.len() > 10, "{} auth rows", rows.len());
+    let alice_ring = user_keyring(&master, &[], &alice);
+    let with_alices = AuthCipher::from_keyring(&alice_ring).unwrap();
+    let with_bobs = AuthCipher::new(&master, &bob);
+    for (k, f, v) in &rows {
+        assert!(with_bobs.open(&aad(k, f), v).is_ok(), "{k} {f} is B's");
+        assert!(
+            with_alices.open(&aad(k, f), v).is_err(),
+            "{k} {f} opens with A's keyring"
+        );
+    }
+
+    // The pod process itself: user B, A's keyring only. It cannot load B's device record, so
+    // it never connects (no login, no QR, nothing written), and gives up as Failed.
+    let mut intruder = bob_opts.clone();
+    intruder.extra_env = vec![("WASP_USER_KEYS".into(), alice_ring)];
+    let pod = Pod::start(&intruder);
+    pod.wait_up().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = pod.api(reqwest::Method::GET, "/v1/status", None).await;
+        assert_ne!(body["phase"], "Connected", "{body}");
+        assert_ne!(body["phase"], "AwaitingScan", "{body}");
+        if body["phase"] == "Failed" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{body}\n{}",
+            pod.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let log = pod.proc.log_tail(200);
+    assert!(
+        log.contains("failed to initialize the device store"),
+        "{log}"
+    );
+    stop(&pod).await;
+    assert_eq!(
+        sim.device(&phone, device).await.unwrap().unwrap().logins,
+        logins,
+        "B's device logged in"
+    );
+    let mut after = auth_rows(&bob).await;
+    let mut before = rows.clone();
+    after.sort();
+    before.sort();
+    assert!(after == before, "the intruder changed B's auth state");
+
+    // B's own pod is unaffected: connected without a scan.
+    let mut live = Live::subscribe(&bob).await;
+    let pod = Pod::start(&bob_opts);
+    let ready = ready_without_scan(&mut live, "B again with its own keyring").await;
+    assert_eq!(ready.phone, phone);
+    stop(&pod).await;
+    drop(running);
 }

@@ -154,13 +154,32 @@ fn api_config(objs: &[Value], fullname: &str) -> wasp_api::config::Config {
         .unwrap_or_else(|e| panic!("the API refuses the chart's env {args:?}: {e}"))
 }
 
+/// The session pod reads no master key: not by env, not from the master-key Secret by any
+/// name; its auth-state keys are its user's keyring from its own control Secret.
+fn assert_no_master_key(pod: &Value, master_secret: &str) {
+    let text = pod.to_string();
+    assert!(
+        !text.contains(&format!("\"{master_secret}\"")),
+        "the session pod references the master-key Secret {master_secret}: {text}"
+    );
+    assert!(!text.contains("MASTER"), "{text}");
+    let env = env_of(&pod["spec"]["containers"][0]);
+    let control = format!(
+        "{}-control",
+        pod["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    assert_eq!(env["WASP_USER_KEYS"], format!("secret:{control}/userKeys"));
+    assert_eq!(env["WASP_USER_KEY_IDS"], "42");
+}
+
 /// The session pod the operator would create under this release's settings.
 fn session_pod(config: &wasp_operator::Config) -> Value {
     let mut session = wasp_crds::WhatsAppSession::for_user("dr.meier@clinic.example");
     session.metadata.namespace = Some(NS.into());
     session.metadata.uid = Some("00000000-0000-4000-8000-000000000001".into());
     let settings = wasp_operator::resources::PodSettings::from(config);
-    let pod = wasp_operator::resources::session_pod(&session, &settings).expect("session pod");
+    let pod =
+        wasp_operator::resources::session_pod(&session, &settings, "42").expect("session pod");
     serde_json::to_value(pod).expect("pod as JSON")
 }
 
@@ -475,6 +494,7 @@ fn rbac_is_least_privilege_and_namespaced() -> anyhow::Result<()> {
             "/pods delete",
             "/secrets get",
             "/secrets create",
+            "/secrets patch",
             "events.k8s.io/events create",
             "events.k8s.io/events patch",
             "coordination.k8s.io/leases get",
@@ -807,7 +827,15 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     let pod = session_pod(&op);
     let env = env_of(&pod["spec"]["containers"][0]);
     assert_eq!(env["REDIS_URL"], "secret:crm-redis/uri");
-    assert_eq!(env["WASP_MASTER_KEY"], "secret:clinic-master/mk");
+    // The operator reads the master key; the pod gets only its user's keyring.
+    assert_eq!(
+        (
+            op.master_key_secret.as_str(),
+            op.master_key_secret_key.as_str()
+        ),
+        ("clinic-master", "mk")
+    );
+    assert_no_master_key(&pod, "clinic-master");
     assert_eq!(env["WASP_WHATSAPP_URL"], "wss://wa.example/ws/chat");
     assert_eq!(
         pod["spec"]["containers"][0]["image"],
@@ -822,7 +850,8 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     let pod = session_pod(&op);
     let env = env_of(&pod["spec"]["containers"][0]);
     assert_eq!(env["REDIS_URL"], "secret:wasp-redis/url");
-    assert_eq!(env["WASP_MASTER_KEY"], "secret:wasp-master-key/masterKey");
+    assert_eq!(op.master_key_secret, "wasp-master-key");
+    assert_no_master_key(&pod, "wasp-master-key");
     assert!(has(&objs, "Secret", "wasp-redis") && has(&objs, "Secret", "wasp-master-key"));
     assert_eq!(
         pod["spec"]["containers"][0]["image"],

@@ -61,6 +61,8 @@ pub struct PodOpts {
     pub storage_policy: &'static str,
     pub lease_ttl_ms: u64,
     pub pairing: Option<String>,
+    /// `WASP_MASTER_KEY`; `None` when the test gives the keys otherwise (a keyring).
+    pub master_key: Option<String>,
     pub extra_env: Vec<(String, String)>,
 }
 
@@ -72,6 +74,7 @@ impl PodOpts {
             storage_policy: "all",
             lease_ttl_ms: 3000,
             pairing: None,
+            master_key: Some(MASTER_KEY.to_owned()),
             extra_env: Vec::new(),
         }
     }
@@ -120,13 +123,15 @@ impl Pod {
             .env("WASP_CONTROL_ADDR", format!("127.0.0.1:{cp}"))
             .env("WASP_ADMIN_ADDR", format!("127.0.0.1:{ap}"))
             .env("REDIS_URL", redis_url())
-            .env("WASP_MASTER_KEY", MASTER_KEY)
             .env("WASP_CONTROL_TOKEN", TOKEN)
             .env("WASP_STORAGE_POLICY", o.storage_policy)
             .env("WASP_WHATSAPP_URL", &o.ws_url)
             .env("WASP_LEASE_TTL_MS", o.lease_ttl_ms.to_string())
             .env("MAX_RECONNECT_ATTEMPTS", "5")
             .env("RECONNECT_INTERVAL", "200");
+        if let Some(key) = &o.master_key {
+            cmd.env("WASP_MASTER_KEY", key);
+        }
         if let Some(phone) = &o.pairing {
             cmd.env("WASP_PAIRING_METHOD", "pairingCode")
                 .env("WASP_PAIRING_PHONE", phone);
