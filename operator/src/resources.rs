@@ -166,6 +166,21 @@ fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// A downward-API value of the pod itself.
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                api_version: None,
+                field_path: path.into(),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 /// Key of the master-key Secret that may hold the previous master keys (comma or newline
 /// separated) during a rotation: the operator puts the user's keys derived from them into the
 /// keyring, so the session pod opens values sealed under them and re-seals them under the
@@ -210,6 +225,9 @@ fn session_env(
             USER_KEYS_KEY,
         ),
         env_value("WASP_USER_KEY_IDS", key_ids),
+        // A process restarted in this pod takes over its dead predecessor's lease at once
+        // (session-pod/src/lease.rs).
+        env_field("WASP_POD_UID", "metadata.uid"),
         env_secret(
             "WASP_CONTROL_TOKEN",
             &control_secret_name(session),
@@ -525,6 +543,12 @@ mod tests {
         };
         assert_eq!(optional("WASP_USER_KEYS"), Some(false));
         assert_eq!(env["WASP_USER_KEY_IDS"].value.as_deref(), Some(IDS));
+        let uid = env["WASP_POD_UID"].value_from.as_ref();
+        assert_eq!(
+            uid.and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str()),
+            Some("metadata.uid")
+        );
         // The master key reaches no session pod, under any name.
         for e in env.values() {
             let r = e
