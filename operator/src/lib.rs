@@ -131,53 +131,84 @@ pub async fn run(
         controller::run_term(term(), shutdown.clone()).await;
     } else {
         let duration = config.lease_duration_seconds.max(3);
-        let manager = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
-            .with_namespace(config.lease_namespace())
-            .with_identity(&handle.identity)
-            .with_duration(duration)
-            .with_grace((duration / 3).max(1))
-            .build()
-            .await?;
-        let (mut leading, task) = manager.watch().await;
+        let build = || {
+            LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+                .with_namespace(config.lease_namespace())
+                .with_identity(&handle.identity)
+                .with_duration(duration)
+                .with_grace((duration / 3).max(1))
+                .build()
+        };
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(client.clone(), &config.lease_namespace());
         info!(identity = %handle.identity, lease = %config.lease_name, "waiting for leadership");
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
+        'election: loop {
+            let (mut leading, task) = build().await?.watch().await;
+            loop {
+                // A waiting candidate's manager sleeps until the holder's lease would expire,
+                // even when the holder released it on a clean stop (a rolling upgrade):
+                // restarted, it takes the free lease at once.
+                tokio::select! {
+                    _ = shutdown.cancelled() => { task.abort(); break 'election }
+                    changed = leading.wait_for(|l| *l) => if changed.is_err() { task.abort(); break 'election },
+                    _ = lease_released(&leases, &config.lease_name), if !*leading.borrow() => {
+                        info!(identity = %handle.identity, "the leader released the lease; taking it");
+                        task.abort();
+                        continue 'election;
+                    }
+                }
+                info!(identity = %handle.identity, "leading: controller started");
+                handle.metrics.leader.set(1);
+                let term_stop = shutdown.child_token();
+                let mut lost = leading.clone();
+                let stop = term_stop.clone();
+                let watch_loss = tokio::spawn(async move {
+                    let _ = lost.wait_for(|l| !*l).await;
+                    stop.cancel();
+                });
+                controller::run_term(term(), term_stop).await;
+                watch_loss.abort();
+                handle.metrics.leader.set(0);
+                handle.metrics.forget_all();
+                if shutdown.is_cancelled() {
+                    task.abort();
+                    break 'election;
+                }
+                warn!(identity = %handle.identity, "lost leadership: controller stopped");
             }
-            info!(identity = %handle.identity, "leading: controller started");
-            handle.metrics.leader.set(1);
-            let term_stop = shutdown.child_token();
-            let mut lost = leading.clone();
-            let stop = term_stop.clone();
-            let watch_loss = tokio::spawn(async move {
-                let _ = lost.wait_for(|l| !*l).await;
-                stop.cancel();
-            });
-            controller::run_term(term(), term_stop).await;
-            watch_loss.abort();
-            handle.metrics.leader.set(0);
-            handle.metrics.forget_all();
-            if shutdown.is_cancelled() {
-                break;
-            }
-            warn!(identity = %handle.identity, "lost leadership: controller stopped");
         }
-        drop(leading);
-        match task.await {
-            Ok(Ok(manager)) => {
+        // Released now, not when the manager's task would next wake (up to the lease's
+        // duration): the next leader starts at once. Releasing checks that we hold it.
+        match build().await {
+            Ok(manager) => {
                 if let Err(e) = manager.release().await {
                     warn!(error = %e, "could not release the leader lease");
                 }
             }
-            Ok(Err(e)) => warn!(error = %e, "leader election ended with an error"),
-            Err(e) => warn!(error = %e, "leader election task panicked"),
+            Err(e) => warn!(error = %e, "could not release the leader lease"),
         }
     }
     handle.metrics.leader.set(0);
     shutdown.cancel();
     admin_task.await.map_err(std::io::Error::other)??;
     Ok(())
+}
+
+/// Resolves once Lease `name` has no holder (its holder released it), polled every second with
+/// the `get` the operator's Role already allows.
+async fn lease_released(leases: &kube::Api<k8s_openapi::api::coordination::v1::Lease>, name: &str) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(Some(lease)) = leases.get_opt(name).await
+            && lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref())
+                .is_none_or(str::is_empty)
+        {
+            return;
+        }
+    }
 }
 
 /// Subscribes to the session pods' state announcements and forwards them as reconcile triggers,

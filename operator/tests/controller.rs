@@ -800,6 +800,42 @@ async fn with_two_replicas_only_the_leader_writes_and_the_other_takes_over() -> 
     follower.stop().await
 }
 
+/// A rolling upgrade stops the leader cleanly: it releases the Lease, and the waiting replica
+/// leads within seconds, not after the lease's duration (30 s here).
+#[tokio::test]
+async fn a_cleanly_stopped_leader_hands_over_at_once() -> Result<()> {
+    let (client, ns) = setup("op-handover").await?;
+    let lease_args = [
+        "--leader-election",
+        "true",
+        "--lease-duration-seconds",
+        "30",
+    ];
+    let a = Operator::start(&client, &ns, &lease_args).await?;
+    eventually(WAIT, || async { a.handle.is_leader().then_some(()) }).await?;
+    let b = Operator::start(&client, &ns, &lease_args).await?;
+    // b has seen a valid lease held by a and waits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!b.handle.is_leader());
+    let t0 = std::time::Instant::now();
+    a.stop().await?;
+    let stopped = t0.elapsed();
+    eventually(WAIT, || async { b.handle.is_leader().then_some(()) }).await?;
+    let took = t0.elapsed();
+    eprintln!("handover: leader stopped in {stopped:?}, the other leads after {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the follower took {took:?} (the lease lasts 30 s)"
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let lease = leases.get("wasp-operator").await?;
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some(b.handle.identity.as_str())
+    );
+    b.stop().await
+}
+
 #[tokio::test]
 async fn a_malformed_session_gets_a_warning_and_others_keep_reconciling() -> Result<()> {
     let (client, ns) = setup("op-malformed").await?;
