@@ -5,6 +5,7 @@
 //! and the CR → QR benchmark.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -15,12 +16,12 @@ use wasp_sim::client::SimClient;
 use wasp_sim::{Running as RunningSim, Sim, SimKeys};
 
 use crate::helm::Release;
-use crate::stream_clients::WsClient;
 use crate::node::{Image, Images, LocalNode, NodeOptions};
+use crate::stream_clients::WsClient;
 use crate::{TestEnv, bins, eventually};
 
 /// How long the world waits for a part to come up.
-pub const WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+pub const WAIT: Duration = Duration::from_secs(90);
 
 /// A binary on `PATH` (the node's library takes paths; the binary's `--image` looks names up).
 pub fn on_path(name: &str) -> Result<PathBuf> {
@@ -55,6 +56,16 @@ pub async fn service_address(client: &kube::Client, ns: &str, name: &str) -> Res
     .with_context(|| format!("Service {name} never got a node address"))
 }
 
+/// How long [`ChartWorld::install`] took, from the start of `helm install` (the simulator, node
+/// and namespace were ready before it).
+#[derive(Debug, Clone, Copy)]
+pub struct InstallTimes {
+    /// The Helm SDK's install call: the release's objects created (no `--wait`).
+    pub helm: Duration,
+    /// Until an API replica answered `/health` through the API Service.
+    pub api_ready: Duration,
+}
+
 /// A user paired by [`ChartWorld::pair`].
 pub struct Paired {
     /// The simulated phone's number.
@@ -76,6 +87,7 @@ pub struct ChartWorld {
     pub jwt_secret: String,
     /// The API Service's node address (`host:port`), once a replica answered `/health` there.
     pub api_addr: String,
+    pub install_times: InstallTimes,
 }
 
 impl ChartWorld {
@@ -104,21 +116,30 @@ impl ChartWorld {
         )
         .await?;
         let release = Release::new(env.repo_root(), env.kubeconfig_path(), &ns, Self::RELEASE);
-        let jwt_secret = format!("{prefix}-jwt-secret-{:x}-0123456789abcdef", std::process::id());
+        let jwt_secret = format!(
+            "{prefix}-jwt-secret-{:x}-0123456789abcdef",
+            std::process::id()
+        );
         let base = json!({
             "api": {"auth": {"jwtSecret": {"value": jwt_secret}}},
             "session": {"whatsappUrl": running.ws_url},
         });
+        let t_helm = Instant::now();
         let installed = tokio::task::spawn_blocking({
             let (release, values) = (release.clone(), values.clone());
             move || release.install(&[&base, &values])
         })
         .await??;
+        let helm = t_helm.elapsed();
         ensure!(installed["status"] == "deployed", "{installed}");
         let api_addr = service_address(&client, &ns, &format!("{}-api", Self::RELEASE)).await?;
         crate::wait::http_ready(&format!("http://{api_addr}/health"), WAIT)
             .await
             .context("the chart's API never answered /health through its Service")?;
+        let install_times = InstallTimes {
+            helm,
+            api_ready: t_helm.elapsed(),
+        };
         Ok(Self {
             client,
             ns,
@@ -128,6 +149,7 @@ impl ChartWorld {
             running,
             jwt_secret,
             api_addr,
+            install_times,
         })
     }
 
@@ -155,7 +177,12 @@ impl ChartWorld {
 
     /// The node's address of one of the release's Services (`<release>-<suffix>`).
     pub async fn service(&self, suffix: &str) -> Result<String> {
-        service_address(&self.client, &self.ns, &format!("{}-{suffix}", Self::RELEASE)).await
+        service_address(
+            &self.client,
+            &self.ns,
+            &format!("{}-{suffix}", Self::RELEASE),
+        )
+        .await
     }
 
     /// The chart's Redis URL (from its Secret, with its password) pointed at the node's address
