@@ -18,12 +18,14 @@
 //! (it trusts the simulator):
 //!
 //! ```sh
-//! cargo build --release --locked -p wasp-operator -p wasp-api -p wasp-session-pod \
-//!     --features wasp-session-pod/insecure-sim --bins
+//! cargo build --release --locked -p wasp-operator -p wasp-api --bins
+//! cargo build --release --locked -p wasp-session-pod --features insecure-sim --bin wasp-session-pod
 //! cargo bench --locked -p wasp-e2e --bench chart_qr -- [--users 30] [--burst 10] [--bursts 3]
 //! ```
 //!
-//! (`WASP_OPERATOR_BIN`, `WASP_API_BIN`, `WASP_POD_BIN` name other builds.)
+//! The session pod needs a build of its own: `--features wasp-session-pod/insecure-sim` beside
+//! other `-p` packages leaves the feature off (a pod that then fails the simulator's certificate
+//! chain, and no QR). `WASP_OPERATOR_BIN`, `WASP_API_BIN`, `WASP_POD_BIN` name other builds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use futures::StreamExt as _;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::runtime::watcher;
@@ -45,6 +48,9 @@ use wasp_crds::WhatsAppSession;
 use wasp_crds::names::session_name;
 use wasp_e2e::chart_world::{ChartWorld, WAIT, chart_images};
 use wasp_e2e::stream_clients::WsClient;
+
+/// How long one sample may take before the run fails.
+const SAMPLE_WAIT: Duration = Duration::from_secs(30);
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -211,13 +217,14 @@ async fn sample(
             .await
             .with_context(|| format!("creating {name}"))
     };
+    // Bounded as a whole: a pod that cannot reach the simulator keeps sending status frames.
     let qr = async {
-        ws.next_of("qr")
+        tokio::time::timeout(SAMPLE_WAIT, ws.next_of("qr"))
             .await
-            .with_context(|| format!("no qr for {name}"))?;
+            .with_context(|| format!("no qr for {name} within {SAMPLE_WAIT:?}"))??;
         anyhow::Ok(Instant::now())
     };
-    let spawned = tokio::time::timeout(WAIT, async {
+    let spawned = tokio::time::timeout(SAMPLE_WAIT, async {
         loop {
             if world.node.process_of(&name).is_some() {
                 return Instant::now();
@@ -302,7 +309,8 @@ async fn main() -> Result<()> {
     let bursts = arg("--bursts", 3);
     let images = chart_images().context(
         "the chart's binaries (build them first: cargo build --release --locked -p wasp-operator \
-         -p wasp-api -p wasp-session-pod --features wasp-session-pod/insecure-sim --bins)",
+         -p wasp-api --bins; cargo build --release --locked -p wasp-session-pod --features \
+         insecure-sim --bin wasp-session-pod)",
     )?;
     println!("binaries (wasp-node's images):");
     for (image, bin) in images.rules() {
@@ -327,12 +335,35 @@ async fn main() -> Result<()> {
 }
 
 async fn run(world: &ChartWorld, users: usize, burst: usize, bursts: usize) -> Result<()> {
+    // When helm install started, on the wall clock (the install has just returned).
+    let helm_at =
+        jiff::Timestamp::now() - jiff::SignedDuration::try_from(world.install_times.api_ready)?;
     let probes = Probes::start(world).await?;
     let user =
         |kind: &str, i: usize| format!("bench-{kind}-{i}-{:x}@clinic.example", std::process::id());
 
+    let warm_at = jiff::Timestamp::now();
     let warm = sample(world, &probes, &user("warm", 0), None).await?;
     print_sample("warm-up", &warm);
+    // What the first CR waited for: the operators' leader election (the Lease's acquireTime,
+    // microseconds, from the same clock).
+    let leases: Api<Lease> = Api::namespaced(world.client.clone(), &world.ns);
+    let acquired = leases
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|l| l.spec?.acquire_time.map(|t| t.0))
+        .min();
+    match acquired {
+        Some(at) => println!(
+            "  operator leader lease acquired {:.2} s after helm install started; the warm-up CR \
+             was created {:.2} s after it",
+            at.duration_since(helm_at).as_secs_f64(),
+            warm_at.duration_since(helm_at).as_secs_f64()
+        ),
+        None => println!("  no operator Lease with an acquireTime in {}", world.ns),
+    }
 
     let mut seq = Vec::with_capacity(users);
     for i in 0..users {

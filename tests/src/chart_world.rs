@@ -87,6 +87,7 @@ pub struct ChartWorld {
     pub jwt_secret: String,
     /// The API Service's node address (`host:port`), once a replica answered `/health` there.
     pub api_addr: String,
+    /// How long the install took (the CR → QR benchmark reports it).
     pub install_times: InstallTimes,
 }
 
