@@ -5,6 +5,7 @@
 //! and the CR → QR benchmark.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -20,7 +21,7 @@ use crate::stream_clients::WsClient;
 use crate::{TestEnv, bins, eventually};
 
 /// How long the world waits for a part to come up.
-pub const WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+pub const WAIT: Duration = Duration::from_secs(90);
 
 /// A binary on `PATH` (the node's library takes paths; the binary's `--image` looks names up).
 pub fn on_path(name: &str) -> Result<PathBuf> {
@@ -55,6 +56,16 @@ pub async fn service_address(client: &kube::Client, ns: &str, name: &str) -> Res
     .with_context(|| format!("Service {name} never got a node address"))
 }
 
+/// How long [`ChartWorld::install`] took, from the start of `helm install` (the simulator, node
+/// and namespace were ready before it).
+#[derive(Debug, Clone, Copy)]
+pub struct InstallTimes {
+    /// The Helm SDK's install call: the release's objects created (no `--wait`).
+    pub helm: Duration,
+    /// Until an API replica answered `/health` through the API Service.
+    pub api_ready: Duration,
+}
+
 /// A user paired by [`ChartWorld::pair`].
 pub struct Paired {
     /// The simulated phone's number.
@@ -76,11 +87,14 @@ pub struct ChartWorld {
     pub running: RunningSim,
     /// The HS256 secret the release's API verifies tokens with.
     pub jwt_secret: String,
-    /// The API Service's node address (`host:port`), once a replica answered `/health` there.
+    /// The API Service's node address (its IP; the Service's port is 80), once a replica
+    /// answered `/health` there.
     pub api_addr: String,
     /// The values the release was installed with, after the local values file: the world's own
     /// (simulator URL, JWT secret), then the caller's. [`ChartWorld::upgrade`] passes them again.
     pub values: [Value; 2],
+    /// How long the install took (the CR → QR benchmark reports it).
+    pub install_times: InstallTimes,
 }
 
 impl ChartWorld {
@@ -117,16 +131,22 @@ impl ChartWorld {
             "api": {"auth": {"jwtSecret": {"value": jwt_secret}}},
             "session": {"whatsappUrl": running.ws_url},
         });
+        let t_helm = Instant::now();
         let installed = tokio::task::spawn_blocking({
             let (release, base, values) = (release.clone(), base.clone(), values.clone());
             move || release.install(&[&base, &values])
         })
         .await??;
+        let helm = t_helm.elapsed();
         ensure!(installed["status"] == "deployed", "{installed}");
         let api_addr = service_address(&client, &ns, &format!("{}-api", Self::RELEASE)).await?;
         crate::wait::http_ready(&format!("http://{api_addr}/health"), WAIT)
             .await
             .context("the chart's API never answered /health through its Service")?;
+        let install_times = InstallTimes {
+            helm,
+            api_ready: t_helm.elapsed(),
+        };
         Ok(Self {
             client,
             ns,
@@ -137,6 +157,7 @@ impl ChartWorld {
             jwt_secret,
             api_addr,
             values: [base, values.clone()],
+            install_times,
         })
     }
 
