@@ -103,7 +103,8 @@ impl ChartWorld {
 
     /// Starts the simulator and a node in a fresh namespace (`prefix-<n>`), installs the chart
     /// with `values` on top of the local values (the simulator's URL and a JWT secret are set
-    /// here), and waits until the API answers `/health` through its Service.
+    /// here), and waits until the API answers `/health` through its Service and the chart's Redis
+    /// answers PING.
     pub async fn install(prefix: &str, values: &Value) -> Result<Self> {
         let env = TestEnv::get();
         let client = env.kube_client().await?;
@@ -147,7 +148,7 @@ impl ChartWorld {
             helm,
             api_ready: t_helm.elapsed(),
         };
-        Ok(Self {
+        let world = Self {
             client,
             ns,
             release,
@@ -158,7 +159,16 @@ impl ChartWorld {
             api_addr,
             values: [base, values.clone()],
             install_times,
+        };
+        // The API answers before Redis may: tests that read the chart's Redis start after it.
+        eventually(WAIT, || async {
+            let mut conn = world.redis().await.ok()?;
+            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            pong.ok()
         })
+        .await
+        .context("the chart's Redis never answered PING through its Service")?;
+        Ok(world)
     }
 
     /// `helm upgrade` with the install's values and `extra` on top. Helm's upgrade (the SDK's,
