@@ -16,15 +16,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use wasp_crds::WhatsAppSession;
 use wasp_e2e::TestEnv;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use wasp_e2e::bench_arg as arg;
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

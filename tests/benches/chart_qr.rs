@@ -46,20 +46,12 @@ use wasp_common::events::{Envelope, Kind};
 use wasp_common::keys::UserKeys;
 use wasp_crds::WhatsAppSession;
 use wasp_crds::names::session_name;
+use wasp_e2e::bench_arg as arg;
 use wasp_e2e::chart_world::{ChartWorld, WAIT, chart_images};
 use wasp_e2e::stream_clients::WsClient;
 
 /// How long one sample may take before the run fails.
 const SAMPLE_WAIT: Duration = Duration::from_secs(30);
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// When each session's Pod object and first QR were first seen, by session name and by the
 /// user's live channel.

@@ -38,6 +38,17 @@ pub use wasp_node::kubelet;
 pub use wasp_node::procs;
 
 pub use env::TestEnv;
+
+/// A benchmark's numeric option `name <n>` from the command line (`cargo bench … -- --users 30`),
+/// `default` when absent or not a number.
+pub fn bench_arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 pub use kubelet::{mark_pod_running, mark_pod_terminated};
 pub use wait::{TimedOut, eventually, wait_for};
 pub use wasp_node::{Image, Images, LocalNode, NodeOptions};
