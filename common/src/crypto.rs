@@ -29,6 +29,7 @@ pub const LEGACY_VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const HKDF_SALT: &[u8] = b"wasp/auth-state/v1";
 const KEY_ID_SALT: &[u8] = b"wasp/master-key-id/v1";
+const REDIS_PASSWORD_SALT: &[u8] = b"wasp/redis-password/v1";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
@@ -163,6 +164,18 @@ pub fn derive_user_key(master: &MasterKey, user_id: &str) -> [u8; 32] {
     hk.expand(user_id.as_bytes(), &mut okm)
         .expect("32 bytes is a valid HKDF output length");
     okm
+}
+
+/// The password of the user's own Redis ACL user (`crate::acl`): HKDF-SHA256 with its own salt,
+/// so it says nothing about the auth-state keys; 64 hex characters. Derived, not stored: the
+/// operator re-creates every ACL user after a Redis restart from the master keys alone.
+pub fn redis_password(master: &MasterKey, user_id: &str) -> String {
+    let hk = Hkdf::<Sha256>::new(Some(REDIS_PASSWORD_SALT), &master.0);
+    let mut okm = [0u8; 32];
+    #[allow(clippy::expect_used)]
+    hk.expand(user_id.as_bytes(), &mut okm)
+        .expect("32 bytes is a valid HKDF output length");
+    data_encoding::HEXLOWER.encode(&okm)
 }
 
 /// The one-byte id of a master key, in `2..=255` (HKDF-SHA256 with its own salt, so it says
@@ -564,5 +577,16 @@ mod tests {
             format!("{:?}", MasterKey::parse(&hex).unwrap()),
             "MasterKey(..)"
         );
+    }
+
+    #[test]
+    fn redis_passwords_are_per_user_per_master_key_and_unlike_the_auth_keys() {
+        let (m1, m2) = (MasterKey::from_bytes([1; 32]), MasterKey::from_bytes([2; 32]));
+        let p = redis_password(&m1, "a@x");
+        assert_eq!(p, redis_password(&m1, "a@x"));
+        assert_eq!(p.len(), 64);
+        assert_ne!(p, redis_password(&m1, "b@x"));
+        assert_ne!(p, redis_password(&m2, "a@x"));
+        assert_ne!(p, data_encoding::HEXLOWER.encode(&derive_user_key(&m1, "a@x")));
     }
 }

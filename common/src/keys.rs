@@ -70,6 +70,20 @@ impl UserKeys {
         self.key("auth:")
     }
 
+    /// Set of the auth tables written (suffixes of [`Self::auth_prefix`]): the pod finds its
+    /// per-group tables and purges its auth state from it, because its Redis user may not SCAN
+    /// (key names would show other users' chat ids). Under the auth prefix itself, so a purge
+    /// by prefix takes it too.
+    pub fn auth_tables(&self) -> String {
+        self.key("auth:#tables")
+    }
+
+    /// Marker: [`Self::auth_tables`] lists every table, those written before it existed too
+    /// (`purge::index_auth_tables`).
+    pub fn auth_indexed(&self) -> String {
+        self.key("auth:#indexed")
+    }
+
     /// The single-socket lease (value: holder and fencing token).
     pub fn lease(&self) -> String {
         self.key("lease")
@@ -150,6 +164,8 @@ mod tests {
             k.auth_prefix(),
             k.lease(),
             k.lease_fence(),
+            k.auth_tables(),
+            k.auth_indexed(),
             k.chats(),
             k.messages("x@c.us"),
             k.message_data("x@c.us"),

@@ -3,6 +3,7 @@
 //! for the operator, and what every binary shares: telemetry init, the admin port, shutdown.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod admin;
 pub mod control;
 pub mod crypto;

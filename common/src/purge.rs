@@ -44,10 +44,67 @@ pub async fn purge_user<C: ConnectionLike + Send>(
     delete_matching(conn, &UserKeys::for_user(user_id).scan_pattern()).await
 }
 
-/// Deletes only the user's auth state (the device was logged out; a new scan is needed).
+/// Deletes only the user's auth state (the device was logged out; a new scan is needed), by its
+/// table index ([`UserKeys::auth_tables`]): a session pod's Redis user may not SCAN.
 pub async fn purge_auth<C: ConnectionLike + Send>(
     conn: &mut C,
     user_id: &str,
 ) -> redis::RedisResult<usize> {
-    delete_matching(conn, &UserKeys::for_user(user_id).auth_scan_pattern()).await
+    let keys = UserKeys::for_user(user_id);
+    let tables: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys.auth_tables())
+        .query_async(conn)
+        .await?;
+    let mut doomed: Vec<String> = tables
+        .iter()
+        .map(|t| format!("{}{t}", keys.auth_prefix()))
+        .collect();
+    doomed.push(keys.auth_tables());
+    doomed.push(keys.auth_indexed());
+    redis::cmd("UNLINK").arg(doomed).query_async(conn).await
+}
+
+/// Adds the auth tables written before the table index existed to it, once per user (SCAN:
+/// run by the operator, the Redis admin, before it starts a session pod).
+pub async fn index_auth_tables<C: ConnectionLike + Send>(
+    conn: &mut C,
+    user_id: &str,
+) -> redis::RedisResult<()> {
+    let keys = UserKeys::for_user(user_id);
+    let done: bool = redis::cmd("EXISTS")
+        .arg(keys.auth_indexed())
+        .query_async(conn)
+        .await?;
+    if done {
+        return Ok(());
+    }
+    let mut cursor: u64 = 0;
+    let mut tables = Vec::new();
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(keys.auth_scan_pattern())
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(conn)
+            .await?;
+        tables.extend(
+            found
+                .iter()
+                .filter_map(|k| k.strip_prefix(&keys.auth_prefix()))
+                .filter(|t| !t.starts_with('#'))
+                .map(str::to_owned),
+        );
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut pipe = redis::pipe();
+    if !tables.is_empty() {
+        pipe.cmd("SADD").arg(keys.auth_tables()).arg(&tables).ignore();
+    }
+    pipe.cmd("SET").arg(keys.auth_indexed()).arg(1).ignore();
+    pipe.query_async(conn).await
 }

@@ -1,6 +1,6 @@
 //! The finalizer's work when a WhatsAppSession is deleted: log the device out while the session
 //! pod can still be reached, make sure the pod is gone (so nothing writes the user's keys again),
-//! then purge every Redis key of the user. Each step treats "already done" as success.
+//! then purge every Redis key of the user and delete its Redis user. Each step treats "already done" as success.
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::DeleteParams;
@@ -39,6 +39,11 @@ pub async fn finalize(session: &WhatsAppSession, ctx: &Context) -> Result<bool> 
     let mut redis = ctx.redis.clone();
     let purged = purge_user(&mut redis, &session.spec.user_id).await?;
     info!(session = %session.name_any(), namespace = %ns, keys = purged, "purged the user's data");
+    if let Some(users) = ctx.session_users.as_ref()
+        && users.delete(&mut redis, &session.spec.user_id).await?
+    {
+        info!(session = %session.name_any(), namespace = %ns, "deleted the session's Redis user");
+    }
     Ok(true)
 }
 

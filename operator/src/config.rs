@@ -36,6 +36,13 @@ pub struct Config {
     #[arg(long, env = "WASP_REDIS_SECRET_KEY", default_value = "url")]
     pub redis_secret_key: String,
 
+    /// Redis credentials of the session pods. `per-session`: each pod its own ACL user, allowed
+    /// only its user's keys and channels (the operator's REDIS_URL must be a Redis 7+ admin
+    /// that may run ACL SETUSER/DELUSER). `shared`: every pod gets the Secret above, for a
+    /// Redis that forbids ACL changes; one compromised pod can then reach every user's data.
+    #[arg(long, env = "WASP_REDIS_ACL", value_enum, default_value_t = RedisAcl::PerSession)]
+    pub redis_acl: RedisAcl,
+
     /// Secret (in the session's namespace) holding the master key: the operator derives each
     /// user's auth-state keys from it (session pods never see it). Its optional key
     /// `previousMasterKeys` lists the previous master keys during a rotation.
@@ -108,6 +115,13 @@ pub struct Config {
     pub log_format: String,
 }
 
+/// `--redis-acl`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisAcl {
+    PerSession,
+    Shared,
+}
+
 impl Config {
     pub fn cleanup_interval(&self) -> Duration {
         Duration::from_millis(self.session_cleanup_interval_ms.max(1))
@@ -147,6 +161,16 @@ mod tests {
         ]);
         assert_eq!(c.stale_timeout(), Duration::from_millis(1500));
         assert_eq!(c.lease_namespace(), "clinic");
+    }
+
+    #[test]
+    fn session_pods_get_their_own_redis_users_unless_told_to_share() {
+        assert_eq!(Config::parse_from(["x"]).redis_acl, RedisAcl::PerSession);
+        assert_eq!(
+            Config::parse_from(["x", "--redis-acl", "shared"]).redis_acl,
+            RedisAcl::Shared
+        );
+        assert!(Config::try_parse_from(["x", "--redis-acl", "none"]).is_err());
     }
 
     #[test]

@@ -24,10 +24,11 @@ use wasp_common::session_state::read_state_and_lease;
 use wasp_crds::validate::validate_spec;
 use wasp_crds::{DesiredState, WhatsAppSession, labels::FINALIZER};
 
+use crate::acl::SessionUsers;
 use crate::error::{Error, Result};
 use crate::keys::{KeyCache, KeyProblem, MasterKeys};
 use crate::metrics::Metrics;
-use crate::resources::{self, FIELD_MANAGER, PodSettings};
+use crate::resources::{self, FIELD_MANAGER, PodCredentials, PodSettings};
 use crate::status::{Observed, PodView, compute_status, transition};
 use crate::{backoff, cleanup, sweeper};
 
@@ -49,6 +50,8 @@ pub struct Context {
     pub settings: PodSettings,
     /// The master keys, per namespace: only the operator holds them.
     pub keys: KeyCache,
+    /// The session pods' own Redis users; `None` with shared Redis credentials.
+    pub session_users: Option<Arc<SessionUsers>>,
     pub resync: Duration,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -73,6 +76,7 @@ pub struct Term {
     pub redis: ConnectionManager,
     pub settings: PodSettings,
     pub keys: KeyCache,
+    pub session_users: Option<Arc<SessionUsers>>,
     pub resync: Duration,
     pub stale_default: Duration,
     pub cleanup_interval: Duration,
@@ -157,6 +161,7 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
         pods_ready,
         settings: term.settings,
         keys: term.keys,
+        session_users: term.session_users,
         resync: term.resync,
         recorder: term.recorder,
         metrics: term.metrics,
@@ -176,6 +181,11 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
             async move { stop.cancelled().await }
         });
     let store = controller.store();
+    let acl_keeper = tokio::spawn(crate::acl::keep_after_restarts(
+        ctx.clone(),
+        store.clone(),
+        stop.clone(),
+    ));
     let sweeper = tokio::spawn(sweeper::sweep(
         store,
         ctx.clone(),
@@ -194,6 +204,7 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
         .await;
     stop.cancel();
     let _ = sweeper.await;
+    let _ = acl_keeper.await;
 }
 
 async fn reconcile(session: Arc<WhatsAppSession>, ctx: Arc<Context>) -> Result<Action> {
@@ -267,7 +278,10 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
     let key_problem: Option<KeyProblem> = keys.clone().and_then(Result::err);
     let pod = match (&keys, problems.is_empty()) {
         (Some(Err(_)), _) | (_, false) => cached.map(|p| (*p).clone()),
-        (Some(Ok(keys)), true) => apply_pod(&session, cached.as_deref(), Some(keys), ctx).await?,
+        (Some(Ok(keys)), true) => {
+            let redis_url = session_redis_user(&session, keys, ctx).await?;
+            apply_pod(&session, cached.as_deref(), Some((keys, redis_url)), ctx).await?
+        }
         (None, true) => apply_pod(&session, cached.as_deref(), None, ctx).await?,
     };
 
@@ -319,14 +333,40 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
     Ok(Action::requeue(ctx.resync))
 }
 
+/// Creates or updates the session's own Redis user (per-session credentials) and returns the
+/// URL its pod uses; `None` with shared credentials. A Redis that refuses (not an admin, ACLs
+/// forbidden, older than 7) gets a Warning event saying what to do.
+async fn session_redis_user(
+    session: &WhatsAppSession,
+    keys: &MasterKeys,
+    ctx: &Context,
+) -> Result<Option<String>> {
+    let Some(users) = ctx.session_users.as_ref() else {
+        return Ok(None);
+    };
+    let mut redis = ctx.redis.clone();
+    match users.ensure(&mut redis, &session.spec.user_id, keys).await {
+        Ok(url) => Ok(Some(url)),
+        Err(e) => {
+            let note = format!(
+                "cannot create the session's Redis user ({e}); the operator's Redis credentials must allow ACL SETUSER on Redis 7+, or run the operator with --redis-acl shared (chart: operator.redisAcl: shared)"
+            );
+            publish(ctx, session, EventType::Warning, "RedisUserFailed", "Reconcile", note).await;
+            Err(e)
+        }
+    }
+}
+
 /// Brings the pod in line with the spec and the master keys (`None` only when the pod is not
-/// wanted); returns the pod as it now is (or `None`).
+/// wanted); returns the pod as it now is (or `None`). `creds`: the master keys and the pod's
+/// Redis URL (with per-session users).
 async fn apply_pod(
     session: &WhatsAppSession,
     cached: Option<&Pod>,
-    keys: Option<&MasterKeys>,
+    creds: Option<(&MasterKeys, Option<String>)>,
     ctx: &Context,
 ) -> Result<Option<Pod>> {
+    let keys = creds.as_ref().map(|(k, _)| *k);
     let ns = session
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
@@ -352,9 +392,21 @@ async fn apply_pod(
         }
         None if !wanted => Ok(None),
         None => {
-            let keys = keys.ok_or(Error::MissingField("master keys"))?;
-            // The Secret holds the keyring before a pod that reads it exists.
-            ensure_control_secret(session, &keys.keyring(&session.spec.user_id), ctx).await?;
+            let (keys, redis_url) = creds.ok_or(Error::MissingField("master keys"))?;
+            // Auth tables written before the table index existed join it (a pod's own Redis
+            // user may not SCAN to find them).
+            wasp_common::purge::index_auth_tables(&mut ctx.redis.clone(), &session.spec.user_id)
+                .await?;
+            if redis_url.is_none() {
+                publish(ctx, session, EventType::Warning, "SharedRedisCredentials", "CreatePod",
+                    "the session pod gets the shared Redis credentials (operator --redis-acl shared): a compromised pod can reach every user's data".into()).await;
+            }
+            // The Secret holds the keyring (and Redis URL) before a pod that reads it exists.
+            let creds = PodCredentials {
+                keyring: keys.keyring(&session.spec.user_id),
+                redis_url,
+            };
+            ensure_control_secret(session, &creds, ctx).await?;
             let desired = resources::session_pod(session, &ctx.settings, &keys.ids())?;
             let params = PostParams {
                 field_manager: Some(FIELD_MANAGER.into()),
@@ -390,20 +442,20 @@ async fn delete_pod(pods: &Api<Pod>, pod: &Pod) -> Result<()> {
     }
 }
 
-/// Creates the control Secret (a random token, the user's keyring) once; an existing one keeps
-/// its token (it is in use) and gets `keyring` if it holds another one (a master-key rotation,
-/// or a Secret made before keyrings existed). Called before each pod creation, so a pod always
-/// starts with the keyring its `WASP_USER_KEY_IDS` names.
+/// Creates the control Secret (a random token and `creds`) once; an existing one keeps its
+/// token (it is in use) and gets those of `creds` it holds other values of (a master-key
+/// rotation, a switch to per-session Redis users, a Secret made before either existed). Called
+/// before each pod creation, so a pod always starts with what its spec names.
 async fn ensure_control_secret(
     session: &WhatsAppSession,
-    keyring: &str,
+    creds: &PodCredentials,
     ctx: &Context,
 ) -> Result<()> {
     let ns = session
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let secret = resources::control_secret(session, &resources::random_token(), keyring)?;
+    let secret = resources::control_secret(session, &resources::random_token(), creds)?;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
@@ -415,11 +467,15 @@ async fn ensure_control_secret(
     }
     let name = resources::control_secret_name(session);
     let existing = secrets.get(&name).await?;
-    if resources::holds_keyring(&existing, keyring) {
+    let stale = resources::stale_credentials(&existing, creds);
+    if stale.is_empty() {
         return Ok(());
     }
-    // A merge patch of the one key: the token next to it is left as it is.
-    let patch = json!({ "data": { resources::USER_KEYS_KEY: data_encoding::BASE64.encode(keyring.as_bytes()) } });
+    // A merge patch of those keys: the token next to them is left as it is.
+    let data: serde_json::Map<String, serde_json::Value> = stale
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), data_encoding::BASE64.encode(v.as_bytes()).into()))
+        .collect();
     secrets
         .patch(
             &name,
@@ -427,10 +483,11 @@ async fn ensure_control_secret(
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
             },
-            &Patch::Merge(&patch),
+            &Patch::Merge(&json!({ "data": data })),
         )
         .await?;
-    info!(secret = %name, namespace = %ns, "user keyring updated (master keys changed)");
+    let keys: Vec<&str> = stale.iter().map(|(k, _)| *k).collect();
+    info!(secret = %name, namespace = %ns, ?keys, "control Secret updated (master keys or Redis user changed)");
     Ok(())
 }
 

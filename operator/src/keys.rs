@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use prometheus_client::metrics::counter::Counter;
-use wasp_common::crypto::{MasterKey, keyring_ids, user_keyring};
+use wasp_common::crypto::{MasterKey, keyring_ids, redis_password, user_keyring};
 
 use crate::resources::PREVIOUS_MASTER_KEYS_KEY;
 
@@ -69,6 +69,19 @@ impl MasterKeys {
     /// The user's keyring: what goes into the session's control Secret.
     pub fn keyring(&self, user_id: &str) -> String {
         user_keyring(&self.current, &self.previous, user_id)
+    }
+
+    /// The passwords of the user's Redis ACL user, the current key's first (the one the pod
+    /// gets), then each previous key's (accepted during a rotation, by pods not yet replaced).
+    pub fn redis_passwords(&self, user_id: &str) -> Vec<String> {
+        let mut out = vec![redis_password(&self.current, user_id)];
+        for k in &self.previous {
+            let p = redis_password(k, user_id);
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// The keys' ids, current first: the pod's `WASP_USER_KEY_IDS` (so a rotation changes the

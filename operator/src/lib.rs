@@ -5,6 +5,7 @@
 //! Lease — the controller (`controller`) and the stale-session sweeper (`sweeper`).
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod backoff;
 pub mod cleanup;
 pub mod config;
@@ -49,6 +50,8 @@ pub enum RunError {
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("admin server: {0}")]
     Admin(#[from] std::io::Error),
+    #[error("--redis-acl per-session: {0}")]
+    RedisUrl(#[from] wasp_common::acl::UrlError),
 }
 
 /// A handle to the running operator's observable state (used by tests and benchmarks).
@@ -89,6 +92,16 @@ pub async fn run(
     let redis_client = redis::Client::open(config.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis_client.clone()).await?;
 
+    let session_users = match config.redis_acl {
+        config::RedisAcl::PerSession => {
+            Some(Arc::new(acl::SessionUsers::new(&config.redis_url)?))
+        }
+        config::RedisAcl::Shared => {
+            warn!("session pods share the Redis credentials (--redis-acl shared): a compromised pod can reach every user's data");
+            None
+        }
+    };
+
     let metrics = handle.metrics.clone();
     let admin_port = AdminPort::new(move || metrics.encode(), handle.ready.clone());
     let admin_task = tokio::spawn(admin_port.serve(admin, shutdown.clone()));
@@ -116,6 +129,7 @@ pub async fn run(
             &config.master_key_secret_key,
             handle.metrics.master_key_reads.clone(),
         ),
+        session_users: session_users.clone(),
         resync: config.resync(),
         stale_default: config.stale_timeout(),
         cleanup_interval: config.cleanup_interval(),

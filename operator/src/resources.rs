@@ -1,5 +1,6 @@
 //! Desired objects of one WhatsAppSession, as pure functions of the resource and the operator's
-//! settings: the session Pod and its control Secret (control token and the user's keyring).
+//! settings: the session Pod and its control Secret (control token, the user's keyring and,
+//! with per-session Redis users, the pod's Redis URL).
 //! Unit-tested without a cluster.
 
 use std::collections::BTreeMap;
@@ -29,6 +30,9 @@ pub const CONTROL_TOKEN_KEY: &str = "token";
 /// the only auth-state key material a session pod gets.
 pub const USER_KEYS_KEY: &str = "userKeys";
 
+/// Key of the session pod's Redis URL (its own ACL user, `crate::acl`) in the per-session Secret.
+pub const REDIS_URL_KEY: &str = "redisUrl";
+
 /// Unprivileged uid/gid of the session container (distroless "nonroot").
 const NONROOT_ID: i64 = 65532;
 
@@ -39,6 +43,9 @@ pub struct PodSettings {
     pub command: Vec<String>,
     pub redis_secret: String,
     pub redis_secret_key: String,
+    /// Each session pod authenticates as its own Redis user (its URL in the control Secret),
+    /// else every pod gets the shared `redis_secret`.
+    pub redis_per_session: bool,
     pub whatsapp_url: Option<String>,
     pub control_port: u16,
     pub admin_port: u16,
@@ -51,6 +58,7 @@ impl From<&crate::Config> for PodSettings {
             command: c.session_command.clone(),
             redis_secret: c.redis_secret.clone(),
             redis_secret_key: c.redis_secret_key.clone(),
+            redis_per_session: c.redis_acl == crate::config::RedisAcl::PerSession,
             whatsapp_url: c.whatsapp_url.clone(),
             control_port: c.session_control_port,
             admin_port: c.session_admin_port,
@@ -109,32 +117,59 @@ fn owner_metadata(session: &WhatsAppSession, name: String) -> Result<ObjectMeta>
 
 /// The per-session Secret; `token` is random and created once, `userKeys` follows the master
 /// keys (see `controller`).
-pub fn control_secret(session: &WhatsAppSession, token: &str, keyring: &str) -> Result<Secret> {
+pub fn control_secret(
+    session: &WhatsAppSession,
+    token: &str,
+    creds: &PodCredentials,
+) -> Result<Secret> {
+    let mut data = BTreeMap::from([(
+        CONTROL_TOKEN_KEY.to_owned(),
+        ByteString(token.as_bytes().to_vec()),
+    )]);
+    data.extend(
+        creds
+            .entries()
+            .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec()))),
+    );
     Ok(Secret {
         metadata: owner_metadata(session, control_secret_name(session))?,
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([
-            (
-                CONTROL_TOKEN_KEY.into(),
-                ByteString(token.as_bytes().to_vec()),
-            ),
-            (
-                USER_KEYS_KEY.into(),
-                ByteString(keyring.as_bytes().to_vec()),
-            ),
-        ])),
+        data: Some(data),
         ..Default::default()
     })
 }
 
-/// Whether an existing control Secret already holds `keyring` (else it is patched before a pod
-/// that reads it is created).
-pub fn holds_keyring(secret: &Secret, keyring: &str) -> bool {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(USER_KEYS_KEY))
-        .is_some_and(|v| v.0 == keyring.as_bytes())
+/// What the control Secret holds for the pod besides the token, derived by the operator.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PodCredentials {
+    /// The user's keyring (`wasp_common::crypto::user_keyring`).
+    pub keyring: String,
+    /// The pod's Redis URL with its own ACL user; `None` with shared Redis credentials.
+    pub redis_url: Option<String>,
+}
+
+impl std::fmt::Debug for PodCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PodCredentials(..)")
+    }
+}
+
+impl PodCredentials {
+    fn entries(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        std::iter::once((USER_KEYS_KEY, self.keyring.as_str()))
+            .chain(self.redis_url.as_deref().map(|u| (REDIS_URL_KEY, u)))
+    }
+}
+
+/// The entries of `creds` an existing control Secret lacks or holds another value of (a
+/// master-key rotation, a Secret made before keyrings or per-session users existed): patched
+/// in before a pod that reads them is created. Empty when the Secret is up to date.
+pub fn stale_credentials<'a>(secret: &Secret, creds: &'a PodCredentials) -> Vec<(&'static str, &'a str)> {
+    let data = secret.data.clone().unwrap_or_default();
+    creds
+        .entries()
+        .filter(|(k, v)| data.get(*k).is_none_or(|have| have.0 != v.as_bytes()))
+        .collect()
 }
 
 /// 32 random bytes, URL-safe base64: the bearer token wasp-api presents to this session's pod.
@@ -212,11 +247,17 @@ fn session_env(
             "WASP_ADMIN_ADDR",
             format!("0.0.0.0:{}", settings.admin_port),
         ),
-        env_secret(
-            "REDIS_URL",
-            &settings.redis_secret,
-            &settings.redis_secret_key,
-        ),
+        // Its own Redis user (only its user's keys and channels), unless the operator runs
+        // with shared Redis credentials.
+        if settings.redis_per_session {
+            env_secret("REDIS_URL", &control_secret_name(session), REDIS_URL_KEY)
+        } else {
+            env_secret(
+                "REDIS_URL",
+                &settings.redis_secret,
+                &settings.redis_secret_key,
+            )
+        },
         // The user's keyring, never the master key: a compromised pod reads one user's auth
         // state only.
         env_secret(
@@ -442,6 +483,7 @@ mod tests {
             command: vec![],
             redis_secret: "wasp-redis".into(),
             redis_secret_key: "url".into(),
+            redis_per_session: false,
             whatsapp_url: None,
             control_port: 8080,
             admin_port: 9090,
@@ -625,19 +667,72 @@ mod tests {
     }
 
     #[test]
-    fn control_secret_is_owned_and_holds_the_token() {
+    fn control_secret_is_owned_and_holds_the_token_and_the_credentials() {
         let s = session();
-        let secret = control_secret(&s, "tok", "42:ring").unwrap();
+        let creds = PodCredentials {
+            keyring: "42:ring".into(),
+            redis_url: Some("redis://wasp-session-x:pw@redis:6379".into()),
+        };
+        let secret = control_secret(&s, "tok", &creds).unwrap();
         assert_eq!(secret.metadata.name, Some(control_secret_name(&s)));
         assert!(secret.metadata.owner_references.is_some());
-        assert!(holds_keyring(&secret, "42:ring"));
-        assert!(!holds_keyring(&secret, "42:other"));
-        let data = secret.data.unwrap();
+        assert!(stale_credentials(&secret, &creds).is_empty());
+        let rotated = PodCredentials {
+            keyring: "42:other".into(),
+            ..creds.clone()
+        };
+        assert_eq!(
+            stale_credentials(&secret, &rotated),
+            vec![(USER_KEYS_KEY, "42:other")]
+        );
+        let data = secret.data.clone().unwrap();
         assert_eq!(data[CONTROL_TOKEN_KEY].0, b"tok");
         assert_eq!(data[USER_KEYS_KEY].0, b"42:ring");
+        assert_eq!(data[REDIS_URL_KEY].0, b"redis://wasp-session-x:pw@redis:6379");
+        // A Secret made with shared credentials gets the URL when per-session users come.
+        let shared = control_secret(
+            &s,
+            "tok",
+            &PodCredentials {
+                redis_url: None,
+                ..creds.clone()
+            },
+        )
+        .unwrap();
+        assert!(!shared.data.unwrap().contains_key(REDIS_URL_KEY));
+        let fresh = control_secret(&s, "tok", &PodCredentials { redis_url: None, ..creds.clone() }).unwrap();
+        assert_eq!(
+            stale_credentials(&fresh, &creds),
+            vec![(REDIS_URL_KEY, "redis://wasp-session-x:pw@redis:6379")]
+        );
+        assert!(!format!("{creds:?}").contains("pw"), "Debug shows no secret");
         let (a, b) = (random_token(), random_token());
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
+    }
+
+    #[test]
+    fn with_per_session_users_the_pod_reads_its_redis_url_from_its_own_secret() {
+        let s = session();
+        let per_session = PodSettings {
+            redis_per_session: true,
+            ..settings()
+        };
+        let env = env_of(&session_pod(&s, &per_session, IDS).unwrap());
+        let r = env["REDIS_URL"]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            (control_secret_name(&s).as_str(), REDIS_URL_KEY)
+        );
+        // Switching modes replaces the pod (its environment differs).
+        assert_ne!(
+            pod_spec_hash(&session_pod(&s, &per_session, IDS).unwrap()),
+            pod_spec_hash(&session_pod(&s, &settings(), IDS).unwrap())
+        );
     }
 
     #[test]

@@ -37,20 +37,23 @@ struct Operator {
 
 impl Operator {
     async fn start(client: &Client, ns: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with(client, ns, &TestEnv::get().redis_url(), extra).await
+    }
+
+    /// With a Redis of the test's own (one it restarts).
+    async fn start_with(client: &Client, ns: &str, redis_url: &str, extra: &[&str]) -> Result<Self> {
         // Operator logs show up with a failing test's output (RUST_LOG overrides the level).
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "wasp_operator=info".into());
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(filter)
             .try_init();
-        let env = TestEnv::get();
-        let redis_url = env.redis_url();
         let mut args = vec![
             "wasp-operator",
             "--namespace",
             ns,
             "--redis-url",
-            &redis_url,
+            redis_url,
             "--session-image",
             "wasp/session-pod:test",
         ];
@@ -1025,5 +1028,83 @@ async fn a_reported_ban_shows_in_the_status_and_as_one_warning_event() -> Result
     let s = wait_status(&sessions, &name, |s| phase(s) == Some(Phase::Connected)).await?;
     assert_eq!(ready_reason(&s).as_deref(), Some("Connected"));
     assert_eq!(s.status.unwrap().last_error, None);
+    op.stop().await
+}
+
+/// Each session pod's own Redis user (issue 14): made before the pod exists, handed to it in its
+/// control Secret (its `REDIS_URL`), allowed only its user's keys; made again when Redis
+/// restarts (ACL users made at run time are in no append-only file); deleted with the session.
+#[tokio::test]
+async fn each_session_gets_its_own_redis_user_kept_across_redis_restarts_and_deleted_with_it()
+-> Result<()> {
+    let (client, ns) = setup("op-acl").await?;
+    let mut server = wasp_e2e::redis_server::RedisServer::start()?;
+    let op = Operator::start_with(&client, &ns, &server.url(), &[]).await?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let (user, other) = (unique_user("acl"), unique_user("acl-other"));
+    let name = create_session(&sessions, &user).await?.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = wait_pod(&pods, &name).await?;
+
+    let url_ref = env_var(&pod, "REDIS_URL")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.clone())
+        .context("REDIS_URL from a Secret")?;
+    assert_eq!(
+        (url_ref.name.as_str(), url_ref.key.as_str()),
+        (format!("{name}-control").as_str(), "redisUrl")
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let data = secrets.get(&format!("{name}-control")).await?.data.unwrap();
+    let url = String::from_utf8(data["redisUrl"].0.clone())?;
+    let acl_user = wasp_common::acl::session_user_name(&user);
+    assert!(url.starts_with(&format!("redis://{acl_user}:")), "{url}");
+
+    let (mine, theirs) = (UserKeys::for_user(&user), UserKeys::for_user(&other));
+    let as_pod = redis::Client::open(url.as_str())?;
+    let mut conn = as_pod.get_multiplexed_async_connection().await?;
+    let _: () = redis::cmd("SET")
+        .arg(mine.state())
+        .arg("{}")
+        .query_async(&mut conn)
+        .await?;
+    let refused = redis::cmd("GET")
+        .arg(theirs.state())
+        .query_async::<Option<String>>(&mut conn)
+        .await
+        .expect_err("another user's key");
+    assert_eq!(refused.code(), Some("NOPERM"), "{refused}");
+
+    // Redis restarts empty: the operator sees the new run id and makes the user again.
+    server.restart()?;
+    let t0 = std::time::Instant::now();
+    eventually(WAIT, || async {
+        let mut c = as_pod.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .ok()
+    })
+    .await?;
+    eprintln!("session user back {:?} after the Redis restart", t0.elapsed());
+
+    let mut admin = redis::Client::open(server.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    assert!(wasp_common::acl::user_exists(&mut admin, &acl_user).await?);
+    sessions.delete(&name, &DeleteParams::default()).await?;
+    eventually(WAIT, || async {
+        sessions.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await?;
+    assert!(
+        !wasp_common::acl::user_exists(&mut admin, &acl_user).await?,
+        "the session's Redis user outlived it"
+    );
+    let e = as_pod
+        .get_multiplexed_async_connection()
+        .await
+        .err()
+        .context("the deleted user still authenticates")?;
+    assert_eq!(e.kind(), redis::ErrorKind::AuthenticationFailed, "{e}");
     op.stop().await
 }

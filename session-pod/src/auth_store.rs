@@ -4,7 +4,9 @@
 //! prekey ids, message ids: addresses, never key material), value = [`AuthCipher::seal`] of the
 //! row with `<redis key> NUL <field>` as associated data — a value copied to another row, table
 //! or user fails to open. Batches are one pipelined `HSET`. Everything of the user's auth state
-//! is under `UserKeys::auth_prefix`, so logout purges it with one prefix scan.
+//! is under `UserKeys::auth_prefix`; every table written is listed in `UserKeys::auth_tables`
+//! (added in the same pipeline as the write), which is how the pod finds its per-group tables
+//! and purges on logout: its Redis user may not SCAN.
 //!
 //! Read-modify-write operations (token merges, msg-secret merges, the LID ⇄ phone index) run
 //! under one in-process lock; the single-socket lease guarantees one process per user.
@@ -127,6 +129,8 @@ struct Inner {
     conn: ConnectionManager,
     cipher: AuthCipher,
     prefix: String,
+    /// `UserKeys::auth_tables`.
+    tables: String,
     rmw: Mutex<()>,
     /// `true` while writes are accepted. Writes hold the read side; `close` takes the write
     /// side, so once it returns no write is in flight and none will start: a purge after it
@@ -144,6 +148,7 @@ impl RedisAuthStore {
                 conn,
                 cipher,
                 prefix: UserKeys::for_user(user_id).auth_prefix(),
+                tables: UserKeys::for_user(user_id).auth_tables(),
                 rmw: Mutex::new(()),
                 open: tokio::sync::RwLock::new(true),
                 faulted: tokio::sync::watch::Sender::new(false),
@@ -298,8 +303,11 @@ impl RedisAuthStore {
         }
         self.writable()?;
         let key = self.key(table);
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(&key);
+        let mut pipe = redis::pipe();
+        // The table's name goes into the index with its first row (and again with each write:
+        // SADD of a member already there is a no-op, cheaper than asking first).
+        pipe.cmd("SADD").arg(&self.inner.tables).arg(table).ignore();
+        let cmd = pipe.cmd("HSET").arg(&key).ignore();
         let mut any = false;
         for (field, plain) in rows {
             let sealed = self.seal(&key, &field, &plain)?;
@@ -309,7 +317,7 @@ impl RedisAuthStore {
         if !any {
             return Ok(());
         }
-        cmd.query_async::<()>(&mut self.conn())
+        pipe.query_async::<()>(&mut self.conn())
             .await
             .map_err(|e| self.write_err(e))
     }
@@ -329,8 +337,14 @@ impl RedisAuthStore {
 
     async fn del_key(&self, table: &str) -> Result<()> {
         self.writable()?;
-        redis::cmd("UNLINK")
+        redis::pipe()
+            .cmd("UNLINK")
             .arg(self.key(table))
+            .ignore()
+            .cmd("SREM")
+            .arg(&self.inner.tables)
+            .arg(table)
+            .ignore()
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(|e| self.write_err(e))
@@ -406,36 +420,19 @@ impl RedisAuthStore {
         Ok(report)
     }
 
-    /// Keys of the tables whose name starts with `table_prefix` (per-group tables).
+    /// Keys of the tables whose name starts with `table_prefix` (per-group tables), from the
+    /// table index.
     async fn table_keys(&self, table_prefix: &str) -> Result<Vec<String>> {
-        let pattern = format!(
-            "{}*",
-            self.key(table_prefix)
-                .replace('{', "\\{")
-                .replace('}', "\\}")
-                .replace('*', "\\*")
-                .replace('?', "\\?")
-                .replace('[', "\\[")
-        );
-        let mut conn = self.conn();
-        let mut cursor: u64 = 0;
-        let mut out = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn)
-                .await
-                .map_err(db_err)?;
-            out.extend(keys);
-            if next == 0 {
-                return Ok(out);
-            }
-            cursor = next;
-        }
+        let tables: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&self.inner.tables)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(db_err)?;
+        Ok(tables
+            .iter()
+            .filter(|t| t.starts_with(table_prefix))
+            .map(|t| self.key(t))
+            .collect())
     }
 }
 
@@ -721,8 +718,18 @@ impl ProtocolStore for RedisAuthStore {
             return Ok(());
         }
         self.writable()?;
-        redis::cmd("UNLINK")
-            .arg(keys)
+        let tables: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&self.inner.prefix))
+            .collect();
+        redis::pipe()
+            .cmd("UNLINK")
+            .arg(&keys)
+            .ignore()
+            .cmd("SREM")
+            .arg(&self.inner.tables)
+            .arg(tables)
+            .ignore()
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(|e| self.write_err(e))

@@ -227,7 +227,8 @@ async fn auth_rows(user: &str) -> Vec<(String, String, Vec<u8>)> {
         .await
         .unwrap();
     let mut rows = Vec::new();
-    for key in keys {
+    // The table index and its marker are bookkeeping, not rows.
+    for key in keys.into_iter().filter(|k| !k.contains(":auth:#")) {
         let fields: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
             .arg(&key)
             .query_async(&mut conn)
@@ -492,4 +493,115 @@ async fn a_pod_with_only_its_own_keyring_cannot_open_another_users_auth_state() 
     assert_eq!(ready.phone, phone);
     stop(&pod).await;
     drop(running);
+}
+
+/// A session pod's own Redis user (what the operator creates, `wasp_common::acl`): its keys
+/// and channels work; another user's keys, channels and scripts over them, listing keys, the
+/// global announcement channel (but for PUBLISH) and admin commands get NOPERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_pods_redis_user_gets_noperm_outside_its_own_user() {
+    let (me, other) = (unique_user("acl-me"), unique_user("acl-other"));
+    let (mine, theirs) = (UserKeys::for_user(&me), UserKeys::for_user(&other));
+    // The other user's data exists: NOPERM, not an empty answer, is what keeps it private.
+    let mut admin = redis().await;
+    let _: () = redis::cmd("HSET")
+        .arg(theirs.auth_prefix() + "session")
+        .arg("f")
+        .arg("v")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = session_redis_url(&me);
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+
+    let _: () = redis::cmd("SET")
+        .arg(mine.state())
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg(wasp_common::keys::STATE_CHANGED_CHANNEL)
+        .arg("default/wa-test")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(n >= 0);
+
+    let noperm = |what: &str, r: redis::RedisResult<redis::Value>| match r {
+        Err(e) if e.code() == Some("NOPERM") => {}
+        other => panic!("{what}: expected NOPERM, got {other:?}"),
+    };
+    let other_auth = theirs.auth_prefix() + "session";
+    let cases: Vec<(&str, redis::Cmd)> = vec![
+        ("GET of another user's key", redis::cmd("GET").arg(theirs.state()).clone()),
+        ("HGETALL of another user's auth table", redis::cmd("HGETALL").arg(&other_auth).clone()),
+        ("SET of another user's key", redis::cmd("SET").arg(theirs.lease()).arg("mine").clone()),
+        ("DEL of another user's key", redis::cmd("DEL").arg(&other_auth).clone()),
+        (
+            "a script declaring another user's key",
+            redis::cmd("EVAL")
+                .arg("return redis.call('HGETALL', KEYS[1])")
+                .arg(1)
+                .arg(&other_auth)
+                .clone(),
+        ),
+        (
+            "a script reaching another user's key undeclared",
+            redis::cmd("EVAL")
+                .arg("return redis.call('HGETALL', ARGV[1])")
+                .arg(1)
+                .arg(mine.state())
+                .arg(&other_auth)
+                .clone(),
+        ),
+        (
+            "PUBLISH on another user's channel",
+            redis::cmd("PUBLISH").arg(theirs.events_channel()).arg("forged").clone(),
+        ),
+        ("SCAN", redis::cmd("SCAN").arg(0).arg("COUNT").arg(1000).clone()),
+        ("KEYS", redis::cmd("KEYS").arg("*").clone()),
+        ("FLUSHALL", redis::cmd("FLUSHALL").clone()),
+        ("CONFIG GET", redis::cmd("CONFIG").arg("GET").arg("*").clone()),
+        ("ACL SETUSER", redis::cmd("ACL").arg("SETUSER").arg("evil").arg("on").clone()),
+    ];
+    for (what, cmd) in cases {
+        let r = cmd.query_async::<redis::Value>(&mut conn).await;
+        if what.starts_with("a script") {
+            // A script's refused call is a script error: NOPERM, or Redis 7.0's wording.
+            let e = r.expect_err(what).to_string();
+            assert!(
+                e.contains("NOPERM") || e.contains("can't access at least one of the keys"),
+                "{what}: {e}"
+            );
+        } else {
+            noperm(what, r);
+        }
+    }
+
+    // Subscriptions: its own events channel yes; another user's, or the global one, no.
+    let mut ps = client.get_async_pubsub().await.unwrap();
+    ps.subscribe(mine.events_channel()).await.unwrap();
+    // (A plain connection: redis-rs's async pub/sub does not surface a refused SUBSCRIBE.)
+    let refused = |args: &[&str]| {
+        let mut c = client.get_connection().unwrap();
+        let e = redis::cmd(args[0])
+            .arg(&args[1..])
+            .query::<redis::Value>(&mut c)
+            .expect_err(args[1]);
+        assert_eq!(e.code(), Some("NOPERM"), "{args:?}: {e}");
+    };
+    refused(&["SUBSCRIBE", &theirs.events_channel()]);
+    refused(&["SUBSCRIBE", wasp_common::keys::STATE_CHANGED_CHANNEL]);
+    refused(&["PSUBSCRIBE", "wasp:*"]);
+
+    // The data the refused commands aimed at is untouched.
+    let v: Option<String> = redis::cmd("HGET")
+        .arg(&other_auth)
+        .arg("f")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("v"));
 }

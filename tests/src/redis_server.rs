@@ -24,22 +24,13 @@ impl RedisServer {
     /// directory (its log is `redis.log` there; deleted when the test binary exits) and waits until
     /// it answers PING.
     pub fn start() -> anyhow::Result<Self> {
-        let bin = std::env::var("WASP_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         // The port is found by binding port 0 and released before redis binds it; should another
         // process take it in between, redis exits with "Address already in use" and we try again.
         let mut last_err = None;
         for _ in 0..3 {
             let port = free_port()?;
             let dir = scratch_dir(&format!("wasp-e2e-redis-{port}"))?;
-            let log = dir.join("redis.log");
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--daemonize", "no", "--protected-mode", "yes"])
-                .arg("--dir")
-                .arg(&dir);
-            let proc = Supervised::spawn("redis-server", cmd, &log, Some(&dir))
-                .context("is redis-server installed? (scripts/install-deps.sh)")?;
+            let proc = spawn_server(port, &dir)?;
             match wait_for_pong(&proc, port, Duration::from_secs(20)) {
                 Ok(()) => {
                     return Ok(Self {
@@ -55,6 +46,33 @@ impl RedisServer {
             }
         }
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    /// Kills the server (SIGKILL) and starts a new one on the same port: a new run id and,
+    /// without persistence, none of the old keys or ACL users (a Redis restart without AOF).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let pid = self.pid().to_string();
+        Command::new("kill").args(["-9", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self._proc.exited().is_none() {
+            if Instant::now() > deadline {
+                bail!("redis-server {pid} did not die");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The port is ours until another process takes it; retry while it is still closing.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let proc = spawn_server(self.port, &self.dir)?;
+            match wait_for_pong(&proc, self.port, Duration::from_secs(10)) {
+                Ok(()) => {
+                    self._proc = proc;
+                    return Ok(());
+                }
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// Its working directory (holds `redis.log`).
@@ -75,6 +93,19 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+}
+
+/// `redis-server` (env `WASP_REDIS_SERVER`, else from `PATH`) on `port`, working in `dir`.
+fn spawn_server(port: u16, dir: &Path) -> anyhow::Result<Supervised> {
+    let bin = std::env::var("WASP_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--daemonize", "no", "--protected-mode", "yes"])
+        .arg("--dir")
+        .arg(dir);
+    Supervised::spawn("redis-server", cmd, &dir.join("redis.log"), Some(dir))
+        .context("is redis-server installed? (scripts/install-deps.sh)")
 }
 
 /// A loopback TCP port nothing listens on right now.

@@ -53,6 +53,25 @@ pub fn unique_user(tag: &str) -> String {
     format!("{tag}-{:08x}@clinic.test", rand::random::<u32>())
 }
 
+/// The URL a session pod of `user` gets: its own Redis ACL user, as the operator makes it, so
+/// every test of the pod also proves the ACL allows what the pod does (a missing command fails
+/// the test with NOPERM).
+pub fn session_redis_url(user: &str) -> String {
+    let password = format!("test-{}", wasp_common::user_hash(user));
+    let name = wasp_common::acl::session_user_name(user);
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&name)
+        .arg(wasp_common::acl::session_user_rules(user, &[password.clone()]))
+        .query(&mut conn)
+        .unwrap();
+    wasp_common::acl::with_credentials(&redis_url(), &name, &password).unwrap()
+}
+
 /// Options of one pod process.
 #[derive(Clone, Debug)]
 pub struct PodOpts {
@@ -122,7 +141,7 @@ impl Pod {
             .env("WASP_SESSION_NAMESPACE", "default")
             .env("WASP_CONTROL_ADDR", format!("127.0.0.1:{cp}"))
             .env("WASP_ADMIN_ADDR", format!("127.0.0.1:{ap}"))
-            .env("REDIS_URL", redis_url())
+            .env("REDIS_URL", session_redis_url(&o.user))
             .env("WASP_CONTROL_TOKEN", TOKEN)
             .env("WASP_STORAGE_POLICY", o.storage_policy)
             .env("WASP_WHATSAPP_URL", &o.ws_url)

@@ -1,0 +1,223 @@
+//! The session pods' own Redis users (`wasp_common::acl` holds the rules): the operator, as the
+//! Redis admin, creates each user before its pod starts, brings it up to date when the master
+//! keys change (the password is derived from them), re-creates every user after Redis restarts
+//! (ACL users created at run time are not in the append-only file), and deletes it with the
+//! session. With `--redis-acl shared` none of this runs and the pods share the Secret's URL.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use wasp_common::acl::{self, UrlError};
+use wasp_crds::{DesiredState, WhatsAppSession};
+
+use crate::controller::Context;
+use crate::error::Result;
+use crate::keys::MasterKeys;
+
+/// How often the Redis server's `run_id` is read: a restarted Redis (new run id) has lost the
+/// session users, and each pod's reconnects fail until they are back.
+pub const RESTART_POLL: Duration = Duration::from_secs(1);
+
+/// The session users this operator applied: ACL user name → fingerprint of the rules and the
+/// Redis run id (`INFO server`, as last read by [`keep_after_restarts`]) they were applied
+/// under. A reconcile sends `ACL SETUSER` only when the rules changed or Redis may have
+/// restarted since; the keeper re-applies every user applied under another run id (or before
+/// it first read one), so a restart at any moment is caught.
+pub struct SessionUsers {
+    base_url: String,
+    state: Mutex<Applied>,
+}
+
+#[derive(Default)]
+struct Applied {
+    /// The run id the keeper last read; `None` before its first read.
+    run_id: Option<String>,
+    users: HashMap<String, ([u8; 32], Option<String>)>,
+}
+
+impl Applied {
+    fn current(&self, name: &str, fingerprint: &[u8; 32]) -> bool {
+        self.run_id.is_some()
+            && self
+                .users
+                .get(name)
+                .is_some_and(|(f, run)| f == fingerprint && *run == self.run_id)
+    }
+
+    fn stale(&self, name: &str) -> bool {
+        self.users
+            .get(name)
+            .is_some_and(|(_, run)| self.run_id.is_none() || *run != self.run_id)
+    }
+}
+
+impl SessionUsers {
+    /// `base_url`: the operator's own Redis URL; each pod gets it with its user's credentials.
+    pub fn new(base_url: &str) -> Result<Self, UrlError> {
+        acl::with_credentials(base_url, "check", "check")?;
+        Ok(Self {
+            base_url: base_url.to_owned(),
+            state: Mutex::default(),
+        })
+    }
+
+    /// Creates or updates the user's ACL user (a no-op when this operator already applied the
+    /// same rules to this Redis run); returns the Redis URL its session pod uses.
+    pub async fn ensure(
+        &self,
+        redis: &mut ConnectionManager,
+        user_id: &str,
+        keys: &MasterKeys,
+    ) -> Result<String> {
+        let passwords = keys.redis_passwords(user_id);
+        let name = acl::session_user_name(user_id);
+        let rules = acl::session_user_rules(user_id, &passwords);
+        let fingerprint: [u8; 32] = Sha256::digest(rules.join("\n").as_bytes()).into();
+        if !self.lock().current(&name, &fingerprint) {
+            // The run id as known *before* the write: if Redis restarts after it, the keeper
+            // reads a newer one and applies the user again.
+            let run = self.lock().run_id.clone();
+            acl::set_user(redis, &name, &rules).await?;
+            self.lock().users.insert(name.clone(), (fingerprint, run));
+        }
+        // The URL parsed at start; replacing its credentials cannot fail now.
+        Ok(acl::with_credentials(&self.base_url, &name, &passwords[0]).unwrap_or_default())
+    }
+
+    /// Deletes the user's ACL user (Redis closes its connections); `true` if it existed.
+    pub async fn delete(&self, redis: &mut ConnectionManager, user_id: &str) -> Result<bool> {
+        let name = acl::session_user_name(user_id);
+        let existed = acl::delete_user(redis, &name).await?;
+        self.lock().users.remove(&name);
+        Ok(existed)
+    }
+
+    /// Records the run id just read; `true` if some user was applied under another one (or
+    /// before any was read) and must be applied again.
+    fn observe_run(&self, run_id: &str) -> bool {
+        let mut state = self.lock();
+        state.run_id = Some(run_id.to_owned());
+        let names: Vec<String> = state.users.keys().cloned().collect();
+        names.iter().any(|n| state.stale(n))
+    }
+
+    fn is_stale(&self, user_id: &str) -> bool {
+        self.lock().stale(&acl::session_user_name(user_id))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The `run_id` line of `INFO server`.
+pub fn run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(str::trim)
+}
+
+/// Re-creates the session users when Redis restarts (its `run_id` changes), until `stop`.
+pub async fn keep_after_restarts(
+    ctx: std::sync::Arc<Context>,
+    sessions: Store<WhatsAppSession>,
+    stop: CancellationToken,
+) {
+    let Some(users) = ctx.session_users.as_ref() else {
+        return;
+    };
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(RESTART_POLL) => {}
+            }
+        }
+        first = false;
+        let mut redis = ctx.redis.clone();
+        let info: String = match redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut redis)
+            .await
+        {
+            Ok(info) => info,
+            Err(_) => continue, // Redis away: the next poll sees the new run id.
+        };
+        let Some(now) = run_id(&info) else {
+            continue;
+        };
+        if !users.observe_run(now) {
+            continue;
+        }
+        let (mut applied, mut failed) = (0usize, 0usize);
+        for session in sessions.state() {
+            if session.spec.desired_state != DesiredState::Connected
+                || session.metadata.deletion_timestamp.is_some()
+                || !users.is_stale(&session.spec.user_id)
+            {
+                continue;
+            }
+            let Some(ns) = session.namespace() else {
+                continue;
+            };
+            let Ok(Ok(keys)) = ctx.keys.get(&ns).await else {
+                failed += 1;
+                continue;
+            };
+            match users.ensure(&mut redis, &session.spec.user_id, &keys).await {
+                Ok(_) => applied += 1,
+                Err(e) => {
+                    failed += 1;
+                    warn!(session = %session.name_any(), error = %e, "could not re-create the session's Redis user");
+                }
+            }
+        }
+        info!(applied, failed, "session Redis users applied again (Redis restarted, or first look)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n";
+        assert_eq!(run_id(info), Some("abc123"));
+        assert_eq!(run_id("# Server\r\n"), None);
+    }
+
+    #[test]
+    fn users_applied_under_another_run_id_or_before_the_first_read_are_stale() {
+        let users = SessionUsers::new("redis://r:6379").unwrap();
+        let fp = [7; 32];
+        let name = acl::session_user_name("a@x");
+        // Applied before the keeper's first read: stale at that read, even if nothing restarted.
+        users.lock().users.insert(name.clone(), (fp, None));
+        assert!(users.observe_run("A"));
+        assert!(users.is_stale("a@x"));
+        users.lock().users.insert(name.clone(), (fp, Some("A".into())));
+        assert!(!users.observe_run("A"));
+        assert!(users.lock().current(&name, &fp));
+        assert!(!users.lock().current(&name, &[8; 32]), "other rules");
+        // Redis restarted.
+        assert!(users.observe_run("B"));
+        assert!(users.is_stale("a@x"));
+        assert!(!users.lock().current(&name, &fp));
+        assert!(!users.is_stale("never-applied@x"));
+    }
+
+    #[test]
+    fn a_url_that_cannot_carry_a_user_is_refused_at_start() {
+        assert!(SessionUsers::new("redis://:pw@redis:6379").is_ok());
+        assert!(SessionUsers::new("redis+unix:///tmp/redis.sock").is_err());
+    }
+}
