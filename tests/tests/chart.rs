@@ -670,6 +670,7 @@ fn varied_values() -> Value {
             "staleConnectionTimeoutMs": 3600000,
             "resyncSeconds": 120,
             "reconcileConcurrency": 8,
+            "redisAcl": "shared",
             "adminPort": 18081,
             "logLevel": "debug",
             "logFormat": "text"
@@ -737,6 +738,7 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("STALE_CONNECTION_TIMEOUT", "3600000"),
         ("WASP_RESYNC_SECONDS", "120"),
         ("WASP_RECONCILE_CONCURRENCY", "8"),
+        ("WASP_REDIS_ACL", "shared"),
         ("WASP_LEADER_ELECTION", "false"),
         ("WASP_LEASE_NAME", "my-lease"),
         ("POD_NAMESPACE", "field:metadata.namespace"),
@@ -823,7 +825,8 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     assert_eq!(api_ports[0]["containerPort"], 13001);
     assert_eq!(api_ports[1]["containerPort"], 19091);
 
-    // The session pod made under these settings reads what the chart provides.
+    // The session pod made under these settings reads what the chart provides (shared
+    // credentials: the chart's Redis Secret).
     let pod = session_pod(&op);
     let env = env_of(&pod["spec"]["containers"][0]);
     assert_eq!(env["REDIS_URL"], "secret:crm-redis/uri");
@@ -849,7 +852,9 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     api_config(&objs, "wasp");
     let pod = session_pod(&op);
     let env = env_of(&pod["spec"]["containers"][0]);
-    assert_eq!(env["REDIS_URL"], "secret:wasp-redis/url");
+    // By default each pod has its own Redis user, its URL in its own control Secret.
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    assert_eq!(env["REDIS_URL"], format!("secret:{name}-control/redisUrl"));
     assert_eq!(op.master_key_secret, "wasp-master-key");
     assert_no_master_key(&pod, "wasp-master-key");
     assert!(has(&objs, "Secret", "wasp-redis") && has(&objs, "Secret", "wasp-master-key"));

@@ -147,6 +147,25 @@ async fn scenario(world: &ChartWorld) -> Result<()> {
         "{received:?}"
     );
 
+    // Who is connected to the chart's Redis: the session pod as its own user, the API as
+    // `wasp-api`, neither as the admin (the operator's default user).
+    let mut admin = world.redis().await?;
+    let pod_user = wasp_common::acl::session_user_name(&user);
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await?;
+    let users: Vec<&str> = clients
+        .lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("user=")))
+        .collect();
+    ensure!(users.contains(&pod_user.as_str()), "no client of {pod_user}: {users:?}");
+    ensure!(users.contains(&"wasp-api"), "the API is not connected as wasp-api: {users:?}");
+    ensure!(
+        wasp_common::acl::user_exists(&mut admin, &pod_user).await?,
+        "no ACL user {pod_user}"
+    );
+
     // /disconnect logs out: the session pod stops.
     let out = call(world, reqwest::Method::POST, "/disconnect", &user, None).await?;
     ensure!(out["message"] == "logged out and disconnecting", "{out}");
@@ -178,6 +197,10 @@ async fn scenario(world: &ChartWorld) -> Result<()> {
     ensure!(
         left.is_empty(),
         "the user's keys outlived the session: {left:?}"
+    );
+    ensure!(
+        !wasp_common::acl::user_exists(&mut redis, &pod_user).await?,
+        "the session's Redis user outlived it"
     );
     eprintln!("chart stack: whole flow in {:?}", t_start.elapsed());
     Ok(())
