@@ -167,7 +167,10 @@ mod tests {
     fn rules_allow_only_the_users_own_prefix_and_publish_on_the_global_channel() {
         let rules = session_user_rules("doctor@clinic.com", &["pw1".into(), "pw2".into()]);
         let h = user_hash("doctor@clinic.com");
-        assert_eq!(rules[0], "reset", "reset first: nothing of an older rule set survives");
+        assert_eq!(
+            rules[0], "reset",
+            "reset first: nothing of an older rule set survives"
+        );
         assert!(rules.contains(&format!("~wasp:{{{h}}}:*")));
         assert!(rules.contains(&format!("&wasp:{{{h}}}:*")));
         assert_eq!(
@@ -189,7 +192,14 @@ mod tests {
         );
         let minus_all = rules.iter().position(|r| r == "-@all").unwrap();
         assert!(rules[minus_all..].iter().any(|r| r == "+hset"));
-        for forbidden in ["+scan", "+keys", "+psubscribe", "+acl", "+config", "+flushall"] {
+        for forbidden in [
+            "+scan",
+            "+keys",
+            "+psubscribe",
+            "+acl",
+            "+config",
+            "+flushall",
+        ] {
             assert!(!rules.iter().any(|r| r == forbidden), "{forbidden}");
         }
     }
@@ -199,10 +209,7 @@ mod tests {
         let a = session_user_name("a@x");
         assert_ne!(a, session_user_name("b@x"));
         assert!(a.starts_with("wasp-session-"));
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        );
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
 
     #[test]

@@ -581,12 +581,18 @@ mod tests {
 
     #[test]
     fn redis_passwords_are_per_user_per_master_key_and_unlike_the_auth_keys() {
-        let (m1, m2) = (MasterKey::from_bytes([1; 32]), MasterKey::from_bytes([2; 32]));
+        let (m1, m2) = (
+            MasterKey::from_bytes([1; 32]),
+            MasterKey::from_bytes([2; 32]),
+        );
         let p = redis_password(&m1, "a@x");
         assert_eq!(p, redis_password(&m1, "a@x"));
         assert_eq!(p.len(), 64);
         assert_ne!(p, redis_password(&m1, "b@x"));
         assert_ne!(p, redis_password(&m2, "a@x"));
-        assert_ne!(p, data_encoding::HEXLOWER.encode(&derive_user_key(&m1, "a@x")));
+        assert_ne!(
+            p,
+            data_encoding::HEXLOWER.encode(&derive_user_key(&m1, "a@x"))
+        );
     }
 }

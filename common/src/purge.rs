@@ -103,7 +103,10 @@ pub async fn index_auth_tables<C: ConnectionLike + Send>(
     }
     let mut pipe = redis::pipe();
     if !tables.is_empty() {
-        pipe.cmd("SADD").arg(keys.auth_tables()).arg(&tables).ignore();
+        pipe.cmd("SADD")
+            .arg(keys.auth_tables())
+            .arg(&tables)
+            .ignore();
     }
     pipe.cmd("SET").arg(keys.auth_indexed()).arg(1).ignore();
     pipe.query_async(conn).await

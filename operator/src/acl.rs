@@ -180,7 +180,10 @@ pub async fn keep_after_restarts(
                 }
             }
         }
-        info!(applied, failed, "session Redis users applied again (Redis restarted, or first look)");
+        info!(
+            applied,
+            failed, "session Redis users applied again (Redis restarted, or first look)"
+        );
     }
 }
 
@@ -204,7 +207,10 @@ mod tests {
         users.lock().users.insert(name.clone(), (fp, None));
         assert!(users.observe_run("A"));
         assert!(users.is_stale("a@x"));
-        users.lock().users.insert(name.clone(), (fp, Some("A".into())));
+        users
+            .lock()
+            .users
+            .insert(name.clone(), (fp, Some("A".into())));
         assert!(!users.observe_run("A"));
         assert!(users.lock().current(&name, &fp));
         assert!(!users.lock().current(&name, &[8; 32]), "other rules");

@@ -351,7 +351,15 @@ async fn session_redis_user(
             let note = format!(
                 "cannot create the session's Redis user ({e}); the operator's Redis credentials must allow ACL SETUSER on Redis 7+, or run the operator with --redis-acl shared (chart: operator.redisAcl: shared)"
             );
-            publish(ctx, session, EventType::Warning, "RedisUserFailed", "Reconcile", note).await;
+            publish(
+                ctx,
+                session,
+                EventType::Warning,
+                "RedisUserFailed",
+                "Reconcile",
+                note,
+            )
+            .await;
             Err(e)
         }
     }
@@ -474,7 +482,12 @@ async fn ensure_control_secret(
     // A merge patch of those keys: the token next to them is left as it is.
     let data: serde_json::Map<String, serde_json::Value> = stale
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), data_encoding::BASE64.encode(v.as_bytes()).into()))
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                data_encoding::BASE64.encode(v.as_bytes()).into(),
+            )
+        })
         .collect();
     secrets
         .patch(

@@ -93,11 +93,11 @@ pub async fn run(
     let redis = redis::aio::ConnectionManager::new(redis_client.clone()).await?;
 
     let session_users = match config.redis_acl {
-        config::RedisAcl::PerSession => {
-            Some(Arc::new(acl::SessionUsers::new(&config.redis_url)?))
-        }
+        config::RedisAcl::PerSession => Some(Arc::new(acl::SessionUsers::new(&config.redis_url)?)),
         config::RedisAcl::Shared => {
-            warn!("session pods share the Redis credentials (--redis-acl shared): a compromised pod can reach every user's data");
+            warn!(
+                "session pods share the Redis credentials (--redis-acl shared): a compromised pod can reach every user's data"
+            );
             None
         }
     };

@@ -41,7 +41,12 @@ impl Operator {
     }
 
     /// With a Redis of the test's own (one it restarts).
-    async fn start_with(client: &Client, ns: &str, redis_url: &str, extra: &[&str]) -> Result<Self> {
+    async fn start_with(
+        client: &Client,
+        ns: &str,
+        redis_url: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         // Operator logs show up with a failing test's output (RUST_LOG overrides the level).
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "wasp_operator=info".into());
         let _ = tracing_subscriber::fmt()
@@ -1079,13 +1084,13 @@ async fn each_session_gets_its_own_redis_user_kept_across_redis_restarts_and_del
     let t0 = std::time::Instant::now();
     eventually(WAIT, || async {
         let mut c = as_pod.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .ok()
+        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
     })
     .await?;
-    eprintln!("session user back {:?} after the Redis restart", t0.elapsed());
+    eprintln!(
+        "session user back {:?} after the Redis restart",
+        t0.elapsed()
+    );
 
     let mut admin = redis::Client::open(server.url())?
         .get_multiplexed_async_connection()
@@ -1106,5 +1111,61 @@ async fn each_session_gets_its_own_redis_user_kept_across_redis_restarts_and_del
         .err()
         .context("the deleted user still authenticates")?;
     assert_eq!(e.kind(), redis::ErrorKind::AuthenticationFailed, "{e}");
+    op.stop().await
+}
+
+/// A Redis that refuses ACL changes: in per-session mode no pod starts (it would need a user it
+/// cannot get) and a Warning event names the fallback; with `--redis-acl shared` the pod gets
+/// the shared Secret, and a Warning event says what that costs.
+#[tokio::test]
+async fn a_redis_that_refuses_acl_changes_gets_a_warning_and_shared_is_the_explicit_fallback()
+-> Result<()> {
+    let (client, ns) = setup("op-noacl").await?;
+    let server = wasp_e2e::redis_server::RedisServer::start()?;
+    // A managed Redis's typical grant: everything but ACL administration.
+    let mut admin = redis::Client::open(server.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("tenant")
+        .arg(&["on", ">tenant-pw", "~*", "&*", "+@all", "-acl"][..])
+        .query_async(&mut admin)
+        .await?;
+    let url = wasp_common::acl::with_credentials(&server.url(), "tenant", "tenant-pw")?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
+    let op = Operator::start_with(&client, &ns, &url, &[]).await?;
+    let name = create_session(&sessions, &unique_user("noacl"))
+        .await?
+        .name_any();
+    eventually(WAIT, || async {
+        has_event(&client, &ns, &name, "RedisUserFailed", "Warning")
+            .await
+            .then_some(())
+    })
+    .await?;
+    assert!(
+        pods.get_opt(&name).await?.is_none(),
+        "a pod started without its Redis user"
+    );
+    op.stop().await?;
+
+    let op = Operator::start_with(&client, &ns, &url, &["--redis-acl", "shared"]).await?;
+    let pod = wait_pod(&pods, &name).await?;
+    let url_ref = env_var(&pod, "REDIS_URL")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.clone())
+        .context("REDIS_URL from a Secret")?;
+    assert_eq!(
+        (url_ref.name.as_str(), url_ref.key.as_str()),
+        ("wasp-redis", "url")
+    );
+    eventually(WAIT, || async {
+        has_event(&client, &ns, &name, "SharedRedisCredentials", "Warning")
+            .await
+            .then_some(())
+    })
+    .await?;
     op.stop().await
 }

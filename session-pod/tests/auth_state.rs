@@ -535,10 +535,22 @@ async fn a_session_pods_redis_user_gets_noperm_outside_its_own_user() {
     };
     let other_auth = theirs.auth_prefix() + "session";
     let cases: Vec<(&str, redis::Cmd)> = vec![
-        ("GET of another user's key", redis::cmd("GET").arg(theirs.state()).clone()),
-        ("HGETALL of another user's auth table", redis::cmd("HGETALL").arg(&other_auth).clone()),
-        ("SET of another user's key", redis::cmd("SET").arg(theirs.lease()).arg("mine").clone()),
-        ("DEL of another user's key", redis::cmd("DEL").arg(&other_auth).clone()),
+        (
+            "GET of another user's key",
+            redis::cmd("GET").arg(theirs.state()).clone(),
+        ),
+        (
+            "HGETALL of another user's auth table",
+            redis::cmd("HGETALL").arg(&other_auth).clone(),
+        ),
+        (
+            "SET of another user's key",
+            redis::cmd("SET").arg(theirs.lease()).arg("mine").clone(),
+        ),
+        (
+            "DEL of another user's key",
+            redis::cmd("DEL").arg(&other_auth).clone(),
+        ),
         (
             "a script declaring another user's key",
             redis::cmd("EVAL")
@@ -558,13 +570,29 @@ async fn a_session_pods_redis_user_gets_noperm_outside_its_own_user() {
         ),
         (
             "PUBLISH on another user's channel",
-            redis::cmd("PUBLISH").arg(theirs.events_channel()).arg("forged").clone(),
+            redis::cmd("PUBLISH")
+                .arg(theirs.events_channel())
+                .arg("forged")
+                .clone(),
         ),
-        ("SCAN", redis::cmd("SCAN").arg(0).arg("COUNT").arg(1000).clone()),
+        (
+            "SCAN",
+            redis::cmd("SCAN").arg(0).arg("COUNT").arg(1000).clone(),
+        ),
         ("KEYS", redis::cmd("KEYS").arg("*").clone()),
         ("FLUSHALL", redis::cmd("FLUSHALL").clone()),
-        ("CONFIG GET", redis::cmd("CONFIG").arg("GET").arg("*").clone()),
-        ("ACL SETUSER", redis::cmd("ACL").arg("SETUSER").arg("evil").arg("on").clone()),
+        (
+            "CONFIG GET",
+            redis::cmd("CONFIG").arg("GET").arg("*").clone(),
+        ),
+        (
+            "ACL SETUSER",
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("evil")
+                .arg("on")
+                .clone(),
+        ),
     ];
     for (what, cmd) in cases {
         let r = cmd.query_async::<redis::Value>(&mut conn).await;

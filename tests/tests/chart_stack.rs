@@ -159,8 +159,14 @@ async fn scenario(world: &ChartWorld) -> Result<()> {
         .lines()
         .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("user=")))
         .collect();
-    ensure!(users.contains(&pod_user.as_str()), "no client of {pod_user}: {users:?}");
-    ensure!(users.contains(&"wasp-api"), "the API is not connected as wasp-api: {users:?}");
+    ensure!(
+        users.contains(&pod_user.as_str()),
+        "no client of {pod_user}: {users:?}"
+    );
+    ensure!(
+        users.contains(&"wasp-api"),
+        "the API is not connected as wasp-api: {users:?}"
+    );
     ensure!(
         wasp_common::acl::user_exists(&mut admin, &pod_user).await?,
         "no ACL user {pod_user}"

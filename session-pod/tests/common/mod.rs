@@ -66,7 +66,10 @@ pub fn session_redis_url(user: &str) -> String {
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&name)
-        .arg(wasp_common::acl::session_user_rules(user, &[password.clone()]))
+        .arg(wasp_common::acl::session_user_rules(
+            user,
+            std::slice::from_ref(&password),
+        ))
         .query(&mut conn)
         .unwrap();
     wasp_common::acl::with_credentials(&redis_url(), &name, &password).unwrap()
