@@ -51,6 +51,14 @@ ours_alive() {
   [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$STATE/"
 }
 
+# The process this script just started as NAME still runs (exists and is no zombie), whether or
+# not it has exec'd yet.
+started_alive() {
+  local pid
+  pid=$(cat "$STATE/pids/$1.pid" 2>/dev/null) || return 1
+  [ -r "/proc/$pid/stat" ] && [ "$(awk '{print $3}' "/proc/$pid/stat")" != Z ]
+}
+
 if ours_alive kube-apiserver && [ -f "$STATE/kubeconfig" ]; then
   say "already running in $STATE"
   echo "$STATE/kubeconfig"
@@ -116,7 +124,10 @@ wait_until() { # NAME TIMEOUT_S DESCRIPTION CMD...
   shift 3
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
-    if ! ours_alive "$name"; then
+    # Alive = the PID we just started still exists. Not ours_alive: between fork and exec the
+    # child's cmdline is still this script's (no "$STATE/" in it), and on a loaded machine the
+    # first poll lands in that window, which read as "exited" with an empty log.
+    if ! started_alive "$name"; then
       say "$name exited while waiting for $what; end of logs/$name.log:"
       tail -n 25 "$STATE/logs/$name.log" >&2
       return 1

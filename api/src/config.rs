@@ -29,7 +29,12 @@ pub struct Config {
     pub namespace: String,
 
     /// Redis, for the operator's cleanup statistics.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
 
     /// HS256 secret shared with the CRM (seed `JWT_SECRET`).

@@ -44,9 +44,18 @@ pub async fn purge_user<C: ConnectionLike + Send>(
     delete_matching(conn, &UserKeys::for_user(user_id).scan_pattern()).await
 }
 
-/// Deletes only the user's auth state (the device was logged out; a new scan is needed), by its
-/// table index ([`UserKeys::auth_tables`]): a session pod's Redis user may not SCAN.
+/// Deletes only the user's auth state (the device was logged out; a new scan is needed), every
+/// key under its prefix (SCAN: the API and the operator; a session pod uses [`purge_own_auth`]).
 pub async fn purge_auth<C: ConnectionLike + Send>(
+    conn: &mut C,
+    user_id: &str,
+) -> redis::RedisResult<usize> {
+    delete_matching(conn, &UserKeys::for_user(user_id).auth_scan_pattern()).await
+}
+
+/// [`purge_auth`] by the table index ([`UserKeys::auth_tables`]), for the session pod, whose
+/// own Redis user may not SCAN.
+pub async fn purge_own_auth<C: ConnectionLike + Send>(
     conn: &mut C,
     user_id: &str,
 ) -> redis::RedisResult<usize> {

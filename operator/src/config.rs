@@ -17,7 +17,12 @@ pub struct Config {
     pub namespace: Option<String>,
 
     /// Redis the operator reads session state from and purges on delete.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
 
     /// Image of the session pods.

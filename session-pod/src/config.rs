@@ -46,7 +46,7 @@ pub struct Config {
     pub control_addr: SocketAddr,
     #[arg(long, env = "WASP_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_addr: SocketAddr,
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: String,
     /// This user's auth-state keyring (`<key id>:<base64 key>` entries, current first), as the
     /// operator derives it from the master keys. Instead of the master-key settings.

@@ -976,7 +976,7 @@ async fn run_attempt(
 async fn on_logged_out(session: &Arc<Session>, reason: &str) {
     session.auth.close().await;
     let mut conn = session.conn.clone();
-    match wasp_common::purge::purge_auth(&mut conn, &session.settings.user_id).await {
+    match wasp_common::purge::purge_own_auth(&mut conn, &session.settings.user_id).await {
         Ok(n) => tracing::info!(keys = n, "logged out: auth state purged"),
         Err(e) => tracing::warn!(error = %e, "purging auth state after logout"),
     }
