@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -22,10 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wasp_common::session_state::read_state_and_lease;
 use wasp_crds::validate::validate_spec;
-use wasp_crds::{DesiredState, WhatsAppSession, labels::FINALIZER};
+use wasp_crds::{
+    DesiredState, WhatsAppSession,
+    labels::{self, FINALIZER},
+};
 
 use crate::acl::SessionUsers;
 use crate::error::{Error, Result};
+use crate::events::Recorder;
 use crate::keys::{KeyCache, KeyProblem, MasterKeys};
 use crate::metrics::Metrics;
 use crate::resources::{self, FIELD_MANAGER, PodCredentials, PodSettings};
@@ -90,11 +94,34 @@ pub struct Term {
 /// Keeps what the reconciler reads of a cached pod (metadata, phase, conditions, IP): the spec
 /// and container statuses are most of a pod's size.
 fn slim_pod(pod: &mut Pod) {
-    pod.managed_fields_mut().clear();
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    // Labels only select the watch; the reconciler never reads them from the cache.
+    meta.labels = None;
+    meta.generate_name = None;
+    meta.creation_timestamp = None;
+    // Only the spec-hash annotation is compared.
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| k == labels::POD_SPEC_HASH);
+    }
     pod.spec = None;
     if let Some(status) = pod.status.as_mut() {
-        status.container_statuses = None;
-        status.init_container_statuses = None;
+        // `PodView::of` reads the phase, the IP and whether `Ready` is `True`.
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            pod_ip: status.pod_ip.take(),
+            conditions: status.conditions.take().map(|cs| {
+                cs.into_iter()
+                    .filter(|c| c.type_ == "Ready")
+                    .map(|c| k8s_openapi::api::core::v1::PodCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        };
     }
 }
 

@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod events;
 pub mod keys;
 pub mod metrics;
 pub mod resources;
@@ -24,7 +25,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
+
+use crate::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::net::TcpListener;
