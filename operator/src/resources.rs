@@ -173,7 +173,10 @@ impl PodCredentials {
 /// The entries of `creds` an existing control Secret lacks or holds another value of (a
 /// master-key rotation, a Secret made before keyrings or per-session users existed): patched
 /// in before a pod that reads them is created. Empty when the Secret is up to date.
-pub fn stale_credentials<'a>(secret: &Secret, creds: &'a PodCredentials) -> Vec<(&'static str, &'a str)> {
+pub fn stale_credentials<'a>(
+    secret: &Secret,
+    creds: &'a PodCredentials,
+) -> Vec<(&'static str, &'a str)> {
     let data = secret.data.clone().unwrap_or_default();
     creds
         .entries()
@@ -316,8 +319,14 @@ fn session_env(
     if let Some(url) = &settings.whatsapp_url {
         env.push(env_value("WASP_WHATSAPP_URL", url.clone()));
     }
-    env.push(env_value(UNHASHED_ENV[0], settings.admission_rate.to_string()));
-    env.push(env_value(UNHASHED_ENV[1], settings.admission_burst.to_string()));
+    env.push(env_value(
+        UNHASHED_ENV[0],
+        settings.admission_rate.to_string(),
+    ));
+    env.push(env_value(
+        UNHASHED_ENV[1],
+        settings.admission_burst.to_string(),
+    ));
     Ok(env)
 }
 
@@ -719,7 +728,10 @@ mod tests {
         let data = secret.data.clone().unwrap();
         assert_eq!(data[CONTROL_TOKEN_KEY].0, b"tok");
         assert_eq!(data[USER_KEYS_KEY].0, b"42:ring");
-        assert_eq!(data[REDIS_URL_KEY].0, b"redis://wasp-session-x:pw@redis:6379");
+        assert_eq!(
+            data[REDIS_URL_KEY].0,
+            b"redis://wasp-session-x:pw@redis:6379"
+        );
         // A Secret made with shared credentials gets the URL when per-session users come.
         let shared = control_secret(
             &s,
@@ -731,12 +743,23 @@ mod tests {
         )
         .unwrap();
         assert!(!shared.data.unwrap().contains_key(REDIS_URL_KEY));
-        let fresh = control_secret(&s, "tok", &PodCredentials { redis_url: None, ..creds.clone() }).unwrap();
+        let fresh = control_secret(
+            &s,
+            "tok",
+            &PodCredentials {
+                redis_url: None,
+                ..creds.clone()
+            },
+        )
+        .unwrap();
         assert_eq!(
             stale_credentials(&fresh, &creds),
             vec![(REDIS_URL_KEY, "redis://wasp-session-x:pw@redis:6379")]
         );
-        assert!(!format!("{creds:?}").contains("pw"), "Debug shows no secret");
+        assert!(
+            !format!("{creds:?}").contains("pw"),
+            "Debug shows no secret"
+        );
         let (a, b) = (random_token(), random_token());
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);

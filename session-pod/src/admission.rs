@@ -74,7 +74,10 @@ return at - now
 ";
 
 /// Asks the bucket for a slot; the wait until it (Redis' clock).
-pub async fn request(conn: &mut ConnectionManager, policy: &AdmissionPolicy) -> redis::RedisResult<Duration> {
+pub async fn request(
+    conn: &mut ConnectionManager,
+    policy: &AdmissionPolicy,
+) -> redis::RedisResult<Duration> {
     let ms: u64 = redis::Script::new(SCRIPT)
         .key(wasp_common::keys::ADMISSION)
         .arg(policy.interval_ms())
@@ -142,7 +145,10 @@ mod tests {
     #[test]
     fn no_window_exceeds_burst_plus_rate() {
         // 1,000 pods at 7 logins/s, burst 5, asking at scattered times.
-        let p = AdmissionPolicy { rate: 7.0, burst: 5 };
+        let p = AdmissionPolicy {
+            rate: 7.0,
+            burst: 5,
+        };
         let interval = p.interval_ms();
         let mut tat = None;
         let mut grants = Vec::new();
@@ -154,20 +160,38 @@ mod tests {
         }
         grants.sort_unstable();
         for (i, &start) in grants.iter().enumerate() {
-            let inside = grants[i..].iter().take_while(|&&g| g < start + 1000).count();
-            assert!(inside as u32 <= p.burst + 7, "{inside} in the second from {start}");
+            let inside = grants[i..]
+                .iter()
+                .take_while(|&&g| g < start + 1000)
+                .count();
+            assert!(
+                inside as u32 <= p.burst + 7,
+                "{inside} in the second from {start}"
+            );
         }
     }
 
     #[test]
     fn interval_and_fallback() {
-        let p = AdmissionPolicy { rate: 3.0, burst: 10 };
+        let p = AdmissionPolicy {
+            rate: 3.0,
+            burst: 10,
+        };
         assert_eq!(p.interval_ms(), 334);
         assert!(p.enabled());
-        assert!(!AdmissionPolicy { rate: 0.0, burst: 1 }.enabled());
+        assert!(
+            !AdmissionPolicy {
+                rate: 0.0,
+                burst: 1
+            }
+            .enabled()
+        );
         assert_eq!(p.fallback_delay(0.0), Duration::ZERO);
         assert_eq!(p.fallback_delay(1.0), Duration::from_millis(3340));
-        let fast = AdmissionPolicy { rate: 1000.0, burst: 1 };
+        let fast = AdmissionPolicy {
+            rate: 1000.0,
+            burst: 1,
+        };
         assert_eq!(fast.fallback_delay(0.5), Duration::from_millis(500));
     }
 }
