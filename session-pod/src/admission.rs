@@ -21,6 +21,10 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+/// The longest slot wait a pod accepts: the key is shared, so a bad value in it (a bug, or a
+/// compromised pod writing it) must not keep the fleet offline for longer.
+pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+
 /// What a pod is told: the rate (logins per second, fleet-wide; 0 = unpaced) and the burst.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdmissionPolicy {
@@ -93,7 +97,7 @@ pub async fn wait_for_slot(conn: &mut ConnectionManager, policy: &AdmissionPolic
         return Duration::ZERO;
     }
     match request(conn, policy).await {
-        Ok(d) => d,
+        Ok(d) => d.min(MAX_WAIT),
         Err(e) => {
             let d = policy.fallback_delay(rand::random::<f64>());
             tracing::warn!(error = %e, delay = ?d, "admission bucket unavailable; jittered wait instead");
