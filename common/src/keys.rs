@@ -8,6 +8,12 @@ use crate::ids::user_hash;
 /// `namespace/name` of the WhatsAppSession, so the operator reconciles just that object.
 pub const STATE_CHANGED_CHANNEL: &str = "wasp:session-state-changed";
 
+/// The fleet-wide login admission bucket (a GCRA "theoretical arrival time", milliseconds):
+/// every session pod reserves a slot in it before a paired device logs in to WhatsApp, so a
+/// restart storm reaches WhatsApp at a bounded rate. Touched only by the session pod's
+/// admission Lua script (`EVAL`/`EVALSHA`); the one key a pod's Redis user shares.
+pub const ADMISSION: &str = "wasp:admission";
+
 /// Hash with the operator's stale-session cleanup statistics (seed 000's `/api/admin/cleanup-stats`).
 pub const CLEANUP_STATS: &str = "wasp:cleanup-stats";
 

@@ -118,6 +118,15 @@ pub struct Config {
     /// Log format: json or text.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+
+    /// Fleet-wide logins per second the session pods make to WhatsApp (a restart storm is
+    /// paced to it; 0 = unpaced); passed to the session pods as `WASP_ADMISSION_RATE`.
+    #[arg(long, env = "WASP_ADMISSION_RATE", default_value_t = 10.0)]
+    pub admission_rate: f64,
+
+    /// Logins let through at once before the rate applies (`WASP_ADMISSION_BURST`).
+    #[arg(long, env = "WASP_ADMISSION_BURST", default_value_t = 10)]
+    pub admission_burst: u32,
 }
 
 /// `--redis-acl`.

@@ -49,7 +49,14 @@ pub struct PodSettings {
     pub whatsapp_url: Option<String>,
     pub control_port: u16,
     pub admin_port: u16,
+    /// Fleet-wide login pacing (`WASP_ADMISSION_RATE`, `WASP_ADMISSION_BURST`): outside the
+    /// pod's spec hash, so changing it does not replace every running pod.
+    pub admission_rate: f64,
+    pub admission_burst: u32,
 }
+
+/// Environment variables left out of the spec hash: tuning that pods pick up when next created.
+const UNHASHED_ENV: [&str; 2] = ["WASP_ADMISSION_RATE", "WASP_ADMISSION_BURST"];
 
 impl From<&crate::Config> for PodSettings {
     fn from(c: &crate::Config) -> Self {
@@ -62,6 +69,8 @@ impl From<&crate::Config> for PodSettings {
             whatsapp_url: c.whatsapp_url.clone(),
             control_port: c.session_control_port,
             admin_port: c.session_admin_port,
+            admission_rate: c.admission_rate,
+            admission_burst: c.admission_burst,
         }
     }
 }
@@ -310,6 +319,14 @@ fn session_env(
     if let Some(url) = &settings.whatsapp_url {
         env.push(env_value("WASP_WHATSAPP_URL", url.clone()));
     }
+    env.push(env_value(
+        UNHASHED_ENV[0],
+        settings.admission_rate.to_string(),
+    ));
+    env.push(env_value(
+        UNHASHED_ENV[1],
+        settings.admission_burst.to_string(),
+    ));
     Ok(env)
 }
 
@@ -435,7 +452,13 @@ fn pod_without_hash(
 
 /// Short hash of what the pod would be; a running pod with another hash is out of date.
 fn spec_hash(pod: &Pod) -> Result<String> {
-    let digest = Sha256::digest(serde_json::to_vec(pod)?);
+    let mut pod = pod.clone();
+    for c in pod.spec.iter_mut().flat_map(|s| s.containers.iter_mut()) {
+        if let Some(env) = c.env.as_mut() {
+            env.retain(|e| !UNHASHED_ENV.contains(&e.name.as_str()));
+        }
+    }
+    let digest = Sha256::digest(serde_json::to_vec(&pod)?);
     let mut h = data_encoding::BASE32_NOPAD
         .encode(&digest)
         .to_ascii_lowercase();
@@ -488,6 +511,8 @@ mod tests {
             redis_secret_key: "url".into(),
             redis_per_session: false,
             whatsapp_url: None,
+            admission_rate: 10.0,
+            admission_burst: 10,
             control_port: 8080,
             admin_port: 9090,
         }
@@ -664,6 +689,18 @@ mod tests {
         let mut stopped = s.clone();
         stopped.spec.desired_state = DesiredState::Disconnected;
         assert_eq!(base, h(&stopped));
+        // The fleet's login pacing is not the pod's spec: a new rate replaces no pod.
+        let repaced = PodSettings {
+            admission_rate: 2.5,
+            admission_burst: 3,
+            ..settings()
+        };
+        let repaced_pod = session_pod(&s, &repaced, IDS).unwrap();
+        assert_eq!(Some(base.as_str()), pod_spec_hash(&repaced_pod));
+        assert_eq!(
+            env_of(&repaced_pod)["WASP_ADMISSION_RATE"].value.as_deref(),
+            Some("2.5")
+        );
         // A rotation (other key ids) makes another pod.
         let rotated = session_pod(&s, &settings(), "42,7").unwrap();
         assert_ne!(Some(base.as_str()), pod_spec_hash(&rotated));

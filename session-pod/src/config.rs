@@ -91,6 +91,13 @@ pub struct Config {
     #[arg(long, env = "WASP_WHATSAPP_URL", default_value = DEFAULT_WHATSAPP_URL)]
     pub whatsapp_url: String,
     /// Lease time-to-live in milliseconds (renewed at a third of it).
+    /// Fleet-wide logins per second to WhatsApp (all session pods share one bucket in Redis,
+    /// `wasp:admission`); 0 turns pacing off.
+    #[arg(long, env = "WASP_ADMISSION_RATE", default_value_t = 10.0)]
+    pub admission_rate: f64,
+    /// Logins let through at once before the rate applies.
+    #[arg(long, env = "WASP_ADMISSION_BURST", default_value_t = 10)]
+    pub admission_burst: u32,
     #[arg(long, env = "WASP_LEASE_TTL_MS", default_value_t = 15_000)]
     pub lease_ttl_ms: u64,
     /// The pod's UID (the operator sets it from the downward API). A process restarted in the

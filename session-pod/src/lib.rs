@@ -1,6 +1,7 @@
 //! wasp-session-pod: one user's WhatsApp Web session. See `docs/session-pod.md`.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod auth_store;
 pub mod backoff;
@@ -128,6 +129,10 @@ pub async fn run(
             base: Duration::from_millis(config.reconnect_interval.max(1)),
         },
         lease_ttl: Duration::from_millis(config.lease_ttl_ms.max(1000)),
+        admission: admission::AdmissionPolicy {
+            rate: config.admission_rate,
+            burst: config.admission_burst,
+        },
         holder: lease::holder_name(
             config.pod_uid.as_deref(),
             &config.session_name,

@@ -54,6 +54,7 @@ pub struct SessionSettings {
     pub policy: ReconnectPolicy,
     pub lease_ttl: Duration,
     pub holder: String,
+    pub admission: crate::admission::AdmissionPolicy,
 }
 
 /// State shared by the supervisor, the client callbacks and the control API.
@@ -1020,6 +1021,12 @@ pub async fn logout(session: &Arc<Session>) {
     on_logged_out(session, "requested").await;
 }
 
+/// Whether the auth state holds a paired device (its next connect is a login, not a pairing).
+async fn paired(session: &Session) -> bool {
+    use wacore::store::traits::DeviceStore as _;
+    matches!(session.auth.load().await, Ok(Some(d)) if d.pn.is_some())
+}
+
 /// Readiness from what the process knows (see [`Session::is_ready`]).
 pub fn ready(redis_ok: bool, holds_lease: bool, desired: Desired) -> bool {
     redis_ok && (holds_lease || desired != Desired::Run)
@@ -1031,6 +1038,7 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
     let mut failures: u32 = 0;
     let mut lease: Option<LeaseGuard> = None;
     let mut resealed = false;
+    let mut after_pairing = false;
     session.set_phase(SessionPhase::Starting, None).await;
     'outer: loop {
         // Wait until asked to run.
@@ -1087,8 +1095,29 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
                 cancel.cancel();
             })
         };
+        // A paired device's login waits for its slot in the fleet's admission bucket (not a
+        // new pairing, nor the login that follows one: see `admission`).
+        if !after_pairing && paired(&session).await {
+            let wait = crate::admission::wait_for_slot(
+                &mut session.conn.clone(),
+                &session.settings.admission,
+            )
+            .await;
+            if !wait.is_zero() {
+                tracing::info!(?wait, "login paced by the admission bucket");
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        after_pairing = false;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let result = run_attempt(&session, &cancel, tx, &mut rx).await;
+        let result = if cancel.is_cancelled() {
+            Ok(Outcome::Cancelled)
+        } else {
+            run_attempt(&session, &cancel, tx, &mut rx).await
+        };
         watcher.abort();
         let outcome = match result {
             Ok(o) => o,
@@ -1134,6 +1163,7 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
             }
             Outcome::Ended { connected, restart } => {
                 if restart {
+                    after_pairing = true;
                     continue;
                 }
                 if connected {

@@ -67,6 +67,14 @@ impl Sim {
             dev.conn = Some(conn);
             dev.logins += 1;
         }
+        if w.admissions.len() >= crate::world::MAX_ADMISSIONS {
+            w.admissions.pop_front();
+        }
+        w.admissions.push_back(crate::world::Admission {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            phone: addr.phone.clone(),
+            device: addr.device,
+        });
         if let Some(c) = w.conns.get_mut(&conn) {
             c.device = Some(addr.clone());
         }

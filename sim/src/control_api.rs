@@ -25,6 +25,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/phones/{phone}/devices/{device}", delete(remove_device))
         .route("/v1/devices", get(devices))
         .route("/v1/sockets", get(sockets))
+        .route("/v1/admissions", get(admissions))
         .route("/v1/contacts", get(list_contacts).post(create_contact))
         .route("/v1/contacts/{phone}/send", post(contact_send))
         .route("/v1/contacts/{phone}/received", get(contact_received))
@@ -180,6 +181,27 @@ async fn devices(State(sim): State<Arc<Sim>>) -> Json<Vec<crate::sim::DeviceInfo
 
 async fn sockets(State(sim): State<Arc<Sim>>) -> Json<Vec<crate::sim::SocketInfo>> {
     Json(sim.sockets())
+}
+
+#[derive(serde::Deserialize)]
+struct Since {
+    #[serde(default)]
+    since_ms: i64,
+    #[serde(default)]
+    window_ms: Option<i64>,
+}
+
+/// The admission log (`?since_ms=` Unix ms) and, with `?window_ms=`, the most logins seen in
+/// any window of that length.
+async fn admissions(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<Since>,
+) -> Json<serde_json::Value> {
+    let log = sim.admissions(q.since_ms);
+    let max = q
+        .window_ms
+        .map(|w| crate::world::max_in_window(&log, w.max(1)));
+    Json(serde_json::json!({ "admissions": log, "max_in_window": max }))
 }
 
 async fn list_contacts(State(sim): State<Arc<Sim>>) -> Json<Vec<crate::sim::ContactInfo>> {

@@ -308,6 +308,17 @@ impl Sim {
         self.notify_changed();
     }
 
+    /// The admission log: every accepted login (a paired device's handshake completed and
+    /// answered `<success>`) at or after `since_ms` (Unix milliseconds), oldest first.
+    pub fn admissions(&self, since_ms: i64) -> Vec<crate::world::Admission> {
+        let w = self.world();
+        w.admissions
+            .iter()
+            .filter(|a| a.at_ms >= since_ms)
+            .cloned()
+            .collect()
+    }
+
     pub fn sockets(&self) -> Vec<SocketInfo> {
         let w = self.world();
         let mut out: Vec<SocketInfo> = w

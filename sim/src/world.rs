@@ -145,6 +145,34 @@ pub struct World {
     pub next_stanza: u64,
     /// Iqs the simulator had no specific answer for (a gap in the simulation).
     pub unhandled_iqs: Vec<String>,
+    /// Every accepted login, oldest first (at most [`MAX_ADMISSIONS`]).
+    pub admissions: std::collections::VecDeque<Admission>,
+}
+
+/// Accepted logins remembered before the oldest are forgotten.
+pub const MAX_ADMISSIONS: usize = 100_000;
+
+/// One accepted login: a paired device's handshake completed and it was sent `<success>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Admission {
+    /// Unix time, milliseconds.
+    pub at_ms: i64,
+    pub phone: String,
+    pub device: u16,
+}
+
+/// The most admissions inside any window of `window_ms` (half-open `[t, t + window)`), for
+/// admissions sorted by time.
+pub fn max_in_window(admissions: &[Admission], window_ms: i64) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..admissions.len() {
+        while admissions[hi].at_ms - admissions[lo].at_ms >= window_ms {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
 }
 
 impl World {
@@ -216,5 +244,28 @@ impl World {
 mod hex32 {
     pub fn serialize<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&data_encoding::HEXLOWER.encode(v))
+    }
+}
+
+#[cfg(test)]
+mod admission_log_tests {
+    use super::*;
+
+    fn at(ms: &[i64]) -> Vec<Admission> {
+        ms.iter()
+            .map(|&at_ms| Admission {
+                at_ms,
+                phone: "1".into(),
+                device: 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_busiest_window() {
+        assert_eq!(max_in_window(&[], 1000), 0);
+        assert_eq!(max_in_window(&at(&[0, 999, 1000, 1500, 1999]), 1000), 3);
+        assert_eq!(max_in_window(&at(&[0, 1000, 2000]), 1000), 1);
+        assert_eq!(max_in_window(&at(&[5, 5, 5]), 1), 3);
     }
 }
