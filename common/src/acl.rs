@@ -9,7 +9,7 @@ use redis::aio::ConnectionLike;
 use sha2::{Digest, Sha256};
 
 use crate::ids::user_hash;
-use crate::keys::{STATE_CHANGED_CHANNEL, UserKeys};
+use crate::keys::{ADMISSION, STATE_CHANGED_CHANNEL, UserKeys};
 
 /// Every command a session pod sends, its Lua scripts included (Redis checks the commands a
 /// script calls against the caller's ACL too). Grouped by what uses them; a new command in the
@@ -19,6 +19,8 @@ pub const SESSION_POD_COMMANDS: &[&str] = &[
     // `CLIENT SETINFO`, which redis-rs sends on connect and ignores the answer of: Redis 7.0
     // has no such command, and an unknown name fails the whole SETUSER.
     "ping",
+    // the login admission script's clock (keyless)
+    "time",
     "evalsha",
     "eval",
     "script|load",
@@ -90,8 +92,15 @@ pub fn session_user_rules(user_id: &str, passwords: &[String]) -> Vec<String> {
     rules.push(format!("&{own}"));
     rules.push("-@all".to_owned());
     rules.extend(SESSION_POD_COMMANDS.iter().map(|c| format!("+{c}")));
-    // A selector: PUBLISH, and only PUBLISH, on the global announcement channel.
+    // Selectors: PUBLISH, and only PUBLISH, on the global announcement channel; and the one
+    // shared key, the fleet's login admission bucket, with what its script calls. ACLs cannot
+    // limit a key to a script, so a compromised pod could write the bucket directly: the worst
+    // it does is delay logins, and a pod waits at most 15 minutes for a slot
+    // (session-pod/src/admission.rs).
     rules.push(format!("(+publish &{STATE_CHANGED_CHANNEL})"));
+    rules.push(format!(
+        "(~{ADMISSION} +eval +evalsha +script|load +get +set +time)"
+    ));
     rules
 }
 
@@ -184,6 +193,11 @@ mod tests {
             "one channel pattern outside the selector"
         );
         assert!(rules.contains(&"(+publish &wasp:session-state-changed)".to_owned()));
+        assert!(
+            rules.contains(
+                &"(~wasp:admission +eval +evalsha +script|load +get +set +time)".to_owned()
+            )
+        );
         assert!(rules.contains(&format!("#{}", password_hash("pw1"))));
         assert!(rules.contains(&format!("#{}", password_hash("pw2"))));
         assert!(

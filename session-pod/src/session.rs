@@ -1103,6 +1103,7 @@ pub async fn supervise(session: Arc<Session>, shutdown: CancellationToken) {
                 &session.settings.admission,
             )
             .await;
+            tracing::debug!(?wait, "admission slot");
             if !wait.is_zero() {
                 tracing::info!(?wait, "login paced by the admission bucket");
                 tokio::select! {

@@ -129,6 +129,21 @@ impl SimClient {
         self.get("/v1/devices").await
     }
 
+    /// The admission log (every accepted login) from `since_ms` (Unix ms), in time order.
+    pub async fn admissions(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<crate::world::Admission>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Log {
+            admissions: Vec<crate::world::Admission>,
+        }
+        let log: Log = self
+            .get(&format!("/v1/admissions?since_ms={since_ms}"))
+            .await?;
+        Ok(log.admissions)
+    }
+
     /// One linked device of `phone`, if the simulator has it (also once removed).
     pub async fn device(
         &self,

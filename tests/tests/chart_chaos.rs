@@ -13,6 +13,8 @@
 //!   `RedisAuthStore::fault`);
 //! - kill -9 of the API replica serving the WebSocket: the client resumes through the Service
 //!   with no gap and no duplicate;
+//! - a restart storm: all 20 session pods' processes killed at once: every session back without
+//!   a scan, every message once, the logins paced by the fleet's admission bucket;
 //! - `helm upgrade` with a changed operator value: the operators roll, the session pod's process
 //!   and the CR's Connected phase do not change, messages keep flowing.
 //!
@@ -967,6 +969,96 @@ async fn a_chart_upgrade_rolls_the_operators_and_keeps_sessions_connected() -> R
         scene.same_device(world).await?;
         eprintln!(
             "chaos upgrade: operators rolled in {t_rolled:?}, {leader} leads after {t_leader:?}; CR phases seen {seen:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The restart storm (issue 14, item 2), at CI size: 20 connected sessions, every session
+/// pod's process killed at once (the node restarts them all together), each contact writing
+/// while its user's pod is down. Every session is back Connected on its one device without a
+/// QR code, every message arrives exactly once, and the simulator's admission log shows the
+/// logins paced by the fleet-wide bucket (`operator.admission`): after the burst no more than
+/// `rate` a second. Unpaced (or with the bucket refused by the pods' Redis ACL, where they fall
+/// back to a random wait within a second) all 20 log in within about a second, which fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_storm_of_20_session_pods_is_paced_and_needs_no_scan() -> Result<()> {
+    const N: usize = 20;
+    const RATE: usize = 5;
+    const BURST: usize = 5;
+    let values = json!({"operator": {"admission": {"rate": RATE, "burst": BURST}}});
+    let pods = [
+        session_name(&user("storm0")),
+        session_name(&user("storm19")),
+    ];
+    let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
+    with_world("chaos-storm", values, &pods, async |world| {
+        let mut scenes = Vec::new();
+        for i in 0..N {
+            scenes.push(Scene::pair(world, &format!("storm{i}")).await?);
+        }
+        let mut logins = Vec::new();
+        for s in &scenes {
+            s.connected(world, "Connected before the storm").await?;
+            logins.push(s.device(world).await?.0);
+        }
+        let since = jiff::Timestamp::now().as_millisecond();
+        let t_kill = Instant::now();
+        for s in &scenes {
+            world.node.kill9(&s.pod).await?;
+        }
+        let body = "written during the storm";
+        let mut sent = Vec::new();
+        for s in &scenes {
+            let id = world.sim.contact_send(&s.contact, &s.phone, body).await?;
+            sent.push(vec![Sent {
+                body: body.into(),
+                id,
+            }]);
+        }
+        for (s, l) in scenes.iter().zip(&logins) {
+            s.relogged_in(world, *l).await?;
+        }
+        let t_back = t_kill.elapsed();
+        for s in &scenes {
+            s.connected(world, "Connected after the storm").await?;
+        }
+
+        let log = world.sim.admissions(since).await?;
+        let phones: BTreeSet<&str> = log.iter().map(|a| a.phone.as_str()).collect();
+        for s in &scenes {
+            ensure!(phones.contains(s.phone.as_str()), "{} never logged in: {log:?}", s.phone);
+        }
+        let busiest = wasp_sim::world::max_in_window(&log, 1000);
+        // Slots are exact; a login completes a handshake after its slot, so allow two of
+        // latency spread on top of burst + rate.
+        ensure!(
+            busiest <= BURST + RATE + 2,
+            "{busiest} logins within one second (burst {BURST}, rate {RATE}/s): {log:?}"
+        );
+        let span_ms = log.last().map_or(0, |a| a.at_ms) - log.first().map_or(0, |a| a.at_ms);
+        let paced_ms = ((N - BURST) * 1000 / RATE) as i64;
+        ensure!(
+            span_ms >= paced_ms - 300,
+            "the logins took {span_ms} ms, pacing needs about {paced_ms} ms: {log:?}"
+        );
+
+        let bodies = vec![body.to_owned()];
+        for s in &scenes {
+            s.collector.wait_for(&bodies, "after the storm").await?;
+        }
+        // A late duplicate would come now.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (s, sent) in scenes.iter().zip(&sent) {
+            let seen = s.collector.stop();
+            exactly_once(sent, &seen.messages, "the WebSocket")?;
+            ensure!(seen.qrs == 0, "{} showed {} QR codes", s.pod, seen.qrs);
+            s.same_device(world).await?;
+        }
+        eprintln!(
+            "chaos storm: {N} pods killed at once → all logged in again in {t_back:?}; {} logins over {span_ms} ms, busiest second {busiest} (burst {BURST}, rate {RATE}/s)",
+            log.len()
         );
         Ok(())
     })
