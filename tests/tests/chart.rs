@@ -671,6 +671,7 @@ fn varied_values() -> Value {
             "resyncSeconds": 120,
             "reconcileConcurrency": 8,
             "redisAcl": "shared",
+            "admission": {"rate": 2.5, "burst": 4},
             "adminPort": 18081,
             "logLevel": "debug",
             "logFormat": "text"
@@ -739,6 +740,8 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("WASP_RESYNC_SECONDS", "120"),
         ("WASP_RECONCILE_CONCURRENCY", "8"),
         ("WASP_REDIS_ACL", "shared"),
+        ("WASP_ADMISSION_RATE", "2.5"),
+        ("WASP_ADMISSION_BURST", "4"),
         ("WASP_LEADER_ELECTION", "false"),
         ("WASP_LEASE_NAME", "my-lease"),
         ("POD_NAMESPACE", "field:metadata.namespace"),
