@@ -196,6 +196,23 @@ async fn has_event(client: &Client, ns: &str, name: &str, reason: &str, type_: &
     })
 }
 
+/// Waits until the object `name` has an Event `reason` of `type_`.
+async fn wait_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    type_: &str,
+) -> Result<()> {
+    eventually(WAIT, || async {
+        has_event(client, ns, name, reason, type_)
+            .await
+            .then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn creates_owned_pod_and_secret_and_serves_metrics() -> Result<()> {
     let (client, ns) = setup("op-create").await?;
@@ -428,12 +445,7 @@ async fn a_missing_master_key_secret_is_reported_and_then_recovered() -> Result<
     })
     .await?;
     assert_eq!(phase(&s), Some(Phase::Pending));
-    eventually(WAIT, || async {
-        has_event(&client, &ns, &name, "MasterKeyUnavailable", "Warning")
-            .await
-            .then_some(())
-    })
-    .await?;
+    wait_event(&client, &ns, &name, "MasterKeyUnavailable", "Warning").await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     assert!(pods.get_opt(&name).await?.is_none());
 
@@ -474,12 +486,7 @@ async fn running_pod_and_session_state_give_connected_status_with_endpoint() -> 
     for c in [conditions::READY, conditions::PAIRED, conditions::POD_READY] {
         assert!(is_true(&st.conditions, c), "{c}: {:?}", st.conditions);
     }
-    eventually(WAIT, || async {
-        has_event(&client, &ns, &name, "SessionConnected", "Normal")
-            .await
-            .then_some(())
-    })
-    .await?;
+    wait_event(&client, &ns, &name, "SessionConnected", "Normal").await?;
 
     // The phone disconnects: the session pod reports Reconnecting, the status follows.
     let mut state = SessionState::new(SessionPhase::Reconnecting, Timestamp::now());
@@ -870,12 +877,7 @@ async fn a_malformed_session_gets_a_warning_and_others_keep_reconciling() -> Res
             .unwrap()
             .contains("phoneNumber")
     );
-    eventually(WAIT, || async {
-        has_event(&client, &ns, &bad, "SessionFailed", "Warning")
-            .await
-            .then_some(())
-    })
-    .await?;
+    wait_event(&client, &ns, &bad, "SessionFailed", "Warning").await?;
     assert!(
         pods.get_opt(&bad).await?.is_none(),
         "no pod for a malformed session"
@@ -935,12 +937,7 @@ async fn stale_sessions_are_switched_to_disconnected_and_reported() -> Result<()
         pods.get_opt(&name).await.ok()?.is_none().then_some(())
     })
     .await?;
-    eventually(WAIT, || async {
-        has_event(&client, &ns, &name, "StaleSessionStopped", "Normal")
-            .await
-            .then_some(())
-    })
-    .await?;
+    wait_event(&client, &ns, &name, "StaleSessionStopped", "Normal").await?;
     let mut conn = redis().await?;
     let stats: BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(CLEANUP_STATS)
@@ -1140,12 +1137,7 @@ async fn a_redis_that_refuses_acl_changes_gets_a_warning_and_shared_is_the_expli
     let name = create_session(&sessions, &unique_user("noacl"))
         .await?
         .name_any();
-    eventually(WAIT, || async {
-        has_event(&client, &ns, &name, "RedisUserFailed", "Warning")
-            .await
-            .then_some(())
-    })
-    .await?;
+    wait_event(&client, &ns, &name, "RedisUserFailed", "Warning").await?;
     assert!(
         pods.get_opt(&name).await?.is_none(),
         "a pod started without its Redis user"
@@ -1161,11 +1153,6 @@ async fn a_redis_that_refuses_acl_changes_gets_a_warning_and_shared_is_the_expli
         (url_ref.name.as_str(), url_ref.key.as_str()),
         ("wasp-redis", "url")
     );
-    eventually(WAIT, || async {
-        has_event(&client, &ns, &name, "SharedRedisCredentials", "Warning")
-            .await
-            .then_some(())
-    })
-    .await?;
+    wait_event(&client, &ns, &name, "SharedRedisCredentials", "Warning").await?;
     op.stop().await
 }
