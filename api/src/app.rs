@@ -27,6 +27,7 @@ use crate::routes::{admin, proxy, session};
 use crate::sessions::Sessions;
 use crate::stream::hub::Hub;
 use crate::stream::{sse, ws};
+use crate::webhooks::routes as webhooks;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -37,6 +38,7 @@ pub struct AppState {
     pub redis: Arc<Redis>,
     pub pods: Arc<dyn PodApi>,
     pub hub: Hub,
+    pub webhooks: crate::webhooks::WebhookConfig,
     pub started: Instant,
     /// Ends long-lived streams (WebSocket, SSE) when the API stops.
     pub shutdown: CancellationToken,
@@ -74,6 +76,15 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/chat-by-phone", get(proxy::chat_by_phone))
         .route("/logs", get(proxy::logs))
         .route("/admin/sessions", get(admin::sessions))
+        .route(
+            "/webhooks",
+            get(webhooks::list).put(webhooks::put).delete(webhooks::delete),
+        )
+        .route("/admin/webhooks/dead-letters", get(webhooks::dead_letters))
+        .route(
+            "/admin/webhooks/dead-letters/replay",
+            post(webhooks::replay),
+        )
         .route("/api/whatsapp/status", get(session::status_alias))
         .route("/api/whatsapp/connect", post(session::connect_alias))
         .route("/api/whatsapp/contact/add", post(proxy::contact_add))
@@ -157,7 +168,7 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .filter(|o| !o.is_empty())
         .collect();
     let base = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
         .expose_headers([REQUEST_ID])
         .max_age(Duration::from_secs(600));

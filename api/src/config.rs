@@ -138,6 +138,75 @@ pub struct Config {
         value_parser = parse_storage_policy
     )]
     pub default_storage_policy: StoragePolicy,
+
+    #[command(flatten)]
+    pub webhooks: WebhookFlags,
+}
+
+/// Webhook settings (docs/webhooks.md).
+#[derive(Clone, clap::Args)]
+pub struct WebhookFlags {
+    /// Key (32 bytes, hex or base64) that seals the users' webhook signing secrets in Redis.
+    /// Without it users cannot set webhooks (`PUT /webhooks` answers 503).
+    #[arg(long, env = "WASP_WEBHOOK_KEY", hide_env_values = true)]
+    pub webhook_key: Option<String>,
+    /// Webhooks for every user's events: a JSON list of `{name, url, events, secret}`.
+    #[arg(long, env = "WASP_GLOBAL_WEBHOOKS", hide_env_values = true, default_value = "")]
+    pub global_webhooks: String,
+    /// Deliver webhooks from this replica (every replica shares the work; off: serve only).
+    #[arg(long, env = "WEBHOOK_DISPATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_dispatch: bool,
+    /// Accept plain `http://` webhook URLs (receivers on a trusted network only).
+    #[arg(long, env = "WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_http: bool,
+    /// Private networks webhooks may call (CIDRs, comma separated), e.g. an in-cluster CRM.
+    #[arg(long, env = "WEBHOOK_ALLOW_NETS", value_delimiter = ',')]
+    pub webhook_allow_nets: Vec<ipnet::IpNet>,
+    /// Host names webhooks may call whatever they resolve to (comma separated).
+    #[arg(long, env = "WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
+    pub webhook_allow_hosts: Vec<String>,
+    /// Timeout of one delivery attempt.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// The first retry's wait (doubling per attempt, with jitter).
+    #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub webhook_retry_base_ms: u64,
+    /// The longest wait between attempts.
+    #[arg(long, env = "WEBHOOK_RETRY_MAX_MS", default_value_t = 600_000)]
+    pub webhook_retry_max_ms: u64,
+    /// Give up on an event (dead letter) this many seconds after it happened.
+    #[arg(long, env = "WEBHOOK_MAX_AGE_SECONDS", default_value_t = 86_400)]
+    pub webhook_max_age_seconds: u64,
+    /// The delivery lease: endpoints of a replica that died move after at most this long.
+    #[arg(long, env = "WEBHOOK_LEASE_TTL_MS", default_value_t = 10_000)]
+    pub webhook_lease_ttl_ms: u64,
+}
+
+impl WebhookFlags {
+    pub fn policy(&self) -> crate::webhooks::policy::UrlPolicy {
+        crate::webhooks::policy::UrlPolicy {
+            allow_http: self.webhook_allow_http,
+            allow_nets: self.webhook_allow_nets.clone(),
+            allow_hosts: self
+                .webhook_allow_hosts
+                .iter()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
+        }
+    }
+
+    pub fn timing(&self) -> crate::webhooks::dispatcher::Timing {
+        let ms = |v: u64| Duration::from_millis(v.max(1));
+        crate::webhooks::dispatcher::Timing {
+            backoff: crate::webhooks::schedule::Backoff {
+                base: ms(self.webhook_retry_base_ms),
+                max: ms(self.webhook_retry_max_ms),
+                max_age: Duration::from_secs(self.webhook_max_age_seconds.max(1)),
+            },
+            lease_ttl: ms(self.webhook_lease_ttl_ms.max(300)),
+        }
+    }
 }
 
 impl Config {
@@ -180,6 +249,9 @@ impl std::fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_file_size", &self.max_file_size)
             .field("default_storage_policy", &self.default_storage_policy)
+            .field("webhook_key_set", &self.webhooks.webhook_key.is_some())
+            .field("webhook_allow_http", &self.webhooks.webhook_allow_http)
+            .field("webhook_allow_nets", &self.webhooks.webhook_allow_nets)
             .finish_non_exhaustive()
     }
 }

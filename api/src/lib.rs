@@ -19,6 +19,7 @@ pub mod stats;
 pub mod stream;
 pub mod validate;
 pub mod view;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +43,8 @@ use stream::hub::Hub;
 pub enum RunError {
     #[error("invalid REDIS_URL: {0}")]
     RedisUrl(#[from] redis::RedisError),
+    #[error("webhook settings: {0}")]
+    Webhooks(String),
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -58,6 +61,72 @@ pub async fn run(
     let tokens = pods::Tokens::start(client.clone(), &config.namespace, shutdown.clone());
     let pods = Arc::new(HttpPods::new(tokens, config.upstream_timeout()));
     run_with_pods(config, client, listener, admin, pods, shutdown).await
+}
+
+/// Checks the webhook settings and, unless this replica only serves, starts its dispatcher.
+fn start_webhooks(
+    config: &Config,
+    redis: &Arc<Redis>,
+    hub: &Hub,
+    sessions: &Sessions,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> Result<webhooks::WebhookConfig, RunError> {
+    let flags = &config.webhooks;
+    let policy = Arc::new(flags.policy());
+    let globals = webhooks::parse_globals(&flags.global_webhooks, &policy).map_err(RunError::Webhooks)?;
+    let secrets = match flags.webhook_key.as_deref().filter(|k| !k.trim().is_empty()) {
+        Some(k) => Some(webhooks::store::SecretBox::new(
+            wasp_common::crypto::MasterKey::parse(k)
+                .map_err(|_| RunError::Webhooks("WASP_WEBHOOK_KEY is not 32 bytes of hex or base64".into()))?,
+        )),
+        None => None,
+    };
+    if flags.webhook_dispatch {
+        let sender = webhooks::deliver::Sender::new(
+            policy.clone(),
+            Duration::from_millis(flags.webhook_timeout_ms.max(100)),
+        )
+        .map_err(|e| RunError::Webhooks(e.to_string()))?;
+        let (redis, hub, sessions, metrics) =
+            (redis.clone(), hub.clone(), sessions.clone(), metrics.clone());
+        // Without a key, a replica still delivers the global webhooks; users' secrets stay shut.
+        let box_ = secrets
+            .clone()
+            .unwrap_or_else(|| webhooks::store::SecretBox::new(wasp_common::crypto::MasterKey::from_bytes(rand::random())));
+        let timing = flags.timing();
+        let globals = Arc::new(globals);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let conn = loop {
+                match redis.conn().await {
+                    Ok(c) => break c,
+                    Err(_) => tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    },
+                }
+            };
+            let me = format!("{:016x}", rand::random::<u64>());
+            webhooks::dispatcher::Dispatcher {
+                store: webhooks::store::Store {
+                    conn,
+                    timeout: redis.timeout(),
+                },
+                hub,
+                sessions,
+                sender,
+                secrets: box_,
+                globals,
+                metrics,
+                timing,
+                me,
+            }
+            .run(shutdown)
+            .await;
+        });
+    }
+    Ok(webhooks::WebhookConfig { policy, secrets })
 }
 
 /// [`run`] with a given way of calling session pods (tests use fakes).
@@ -78,6 +147,8 @@ pub async fn run_with_pods(
     let sessions = Sessions::start(client, &config.namespace, timeout, shutdown.clone())
         .with_default_storage_policy(config.default_storage_policy);
     let redis = Arc::new(Redis::new(&config.redis_url, timeout)?);
+    let hub = Hub::start(redis.clone(), metrics.clone(), timeout, shutdown.clone());
+    let webhooks = start_webhooks(&config, &redis, &hub, &sessions, &metrics, &shutdown)?;
     let state = AppState {
         auth: AuthContext {
             authenticator: Authenticator::from_config(&config),
@@ -87,7 +158,8 @@ pub async fn run_with_pods(
         sessions: sessions.clone(),
         redis: redis.clone(),
         pods,
-        hub: Hub::start(redis, metrics.clone(), timeout, shutdown.clone()),
+        hub,
+        webhooks,
         started: Instant::now(),
         shutdown: shutdown.clone(),
     };

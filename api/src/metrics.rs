@@ -49,6 +49,67 @@ pub struct Metrics {
     stream_feeds: Gauge,
     stream_events: Family<EventLabels, Counter>,
     stream_lagged: Counter,
+    pub webhooks: WebhookMetrics,
+}
+
+/// The webhook dispatcher's metrics (this replica's share of the work).
+#[derive(Default)]
+pub struct WebhookMetrics {
+    /// Events delivered (2xx).
+    pub delivered: Counter,
+    /// Failed attempts by reason (`connect`, `timeout`, `status_5xx`, `refused_address`, ...).
+    pub failures: Family<ReasonLabels, Counter>,
+    /// Events given up on (after the maximum age) and filed as dead letters.
+    pub dead_letters: Counter,
+    /// Endpoints this replica delivers to.
+    pub endpoints: Gauge,
+    /// Endpoints whose head event is waiting for a retry (each holds its events back, in order).
+    pub retrying: Gauge,
+    /// Age of the oldest event waiting for a retry on this replica, in seconds.
+    pub oldest_pending_seconds: Gauge,
+}
+
+impl WebhookMetrics {
+    pub fn failure(&self, reason: &str) {
+        self.failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "webhook_deliveries",
+            "Webhook events delivered (2xx)",
+            self.delivered.clone(),
+        );
+        registry.register(
+            "webhook_failures",
+            "Failed webhook attempts, by reason",
+            self.failures.clone(),
+        );
+        registry.register(
+            "webhook_dead_letters",
+            "Webhook events given up on and filed as dead letters",
+            self.dead_letters.clone(),
+        );
+        registry.register(
+            "webhook_endpoints",
+            "Webhook endpoints this replica delivers to",
+            self.endpoints.clone(),
+        );
+        registry.register(
+            "webhook_retrying_endpoints",
+            "Webhook endpoints waiting to retry their oldest event",
+            self.retrying.clone(),
+        );
+        registry.register(
+            "webhook_oldest_pending_age_seconds",
+            "Age of the oldest webhook event waiting for a retry on this replica",
+            self.oldest_pending_seconds.clone(),
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -70,6 +131,8 @@ impl Metrics {
         let stream_feeds = Gauge::default();
         let stream_events = Family::<EventLabels, Counter>::default();
         let stream_lagged = Counter::default();
+        let webhooks = WebhookMetrics::default();
+        webhooks.register(&mut registry);
         registry.register(
             "stream_clients",
             "Connected event-stream clients, by transport",
@@ -120,6 +183,7 @@ impl Metrics {
             stream_feeds,
             stream_events,
             stream_lagged,
+            webhooks,
         }
     }
 

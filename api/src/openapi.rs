@@ -10,6 +10,7 @@ use crate::routes::{admin, proxy, session};
 use crate::stream::event::ClientEvent;
 use crate::stream::{sse, ws};
 use crate::view;
+use crate::webhooks::routes as webhooks;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +40,11 @@ use crate::view;
         admin::sessions,
         admin::sessions_alias,
         admin::cleanup_stats,
+        webhooks::list,
+        webhooks::put,
+        webhooks::delete,
+        webhooks::dead_letters,
+        webhooks::replay,
         ws::websocket,
         sse::qr_events,
     ),
@@ -53,6 +59,15 @@ use crate::view;
         view::SendRequest,
         view::ContactAddRequest,
         view::SuccessResponse,
+        crate::webhooks::model::WebhookRequest,
+        crate::webhooks::model::WebhookView,
+        crate::webhooks::model::WebhookCreated,
+        crate::webhooks::model::WebhookList,
+        crate::webhooks::model::Delivery,
+        crate::webhooks::model::DeliveryError,
+        crate::webhooks::model::DeadLetter,
+        webhooks::DeadLetterList,
+        webhooks::ReplayResponse,
         wasp_common::model::Message,
         wasp_common::model::MessageKey,
         wasp_common::model::Chat,

@@ -152,7 +152,40 @@ impl UserKeys {
     pub fn stats(&self) -> String {
         self.key("stats")
     }
+
+    /// Hash of the user's webhook endpoints (endpoint id → JSON, the secret sealed).
+    pub fn webhooks(&self) -> String {
+        self.key("wh:endpoints")
+    }
+
+    /// Hash of one endpoint's delivery state for this user: `cursor` (the last event handled,
+    /// `<stream id>/<part>`), last delivery and error, failing since.
+    pub fn webhook_state(&self, endpoint: &str) -> String {
+        self.key(&format!("wh:state:{endpoint}"))
+    }
+
+    /// The lease of the API replica delivering to one endpoint for this user (value: replica).
+    pub fn webhook_lease(&self, endpoint: &str) -> String {
+        self.key(&format!("wh:lease:{endpoint}"))
+    }
+
+    /// Capped list of events given up on (JSON dead letters), newest first.
+    pub fn webhook_dead(&self) -> String {
+        self.key("wh:dead")
+    }
+
+    /// List of dead letters an admin asked to deliver again, for one endpoint.
+    pub fn webhook_replay(&self, endpoint: &str) -> String {
+        self.key(&format!("wh:replay:{endpoint}"))
+    }
 }
+
+/// Set of the user ids that have webhook endpoints of their own (the dispatcher's index).
+pub const WEBHOOK_USERS: &str = "wasp:webhooks:users";
+/// Sorted set of the live webhook dispatchers (API replicas), scored by their last heartbeat (ms).
+pub const WEBHOOK_REPLICAS: &str = "wasp:webhooks:replicas";
+/// Counter bumped on every webhook configuration change: dispatchers reload when it moves.
+pub const WEBHOOK_VERSION: &str = "wasp:webhooks:version";
 
 #[cfg(test)]
 mod tests {
@@ -181,6 +214,11 @@ mod tests {
             k.contacts(),
             k.logs(),
             k.stats(),
+            k.webhooks(),
+            k.webhook_state("api"),
+            k.webhook_lease("api"),
+            k.webhook_dead(),
+            k.webhook_replay("api"),
         ] {
             assert!(key.starts_with(k.prefix()));
         }

@@ -1,0 +1,540 @@
+//! The webhooks' Redis side: endpoints (secrets sealed), each endpoint's durable cursor and
+//! delivery state, the delivery leases, the live-dispatcher registry, dead letters and replays.
+//! Every key of a user is under the user's hash tag (`wasp_common::keys::UserKeys`), so
+//! deleting the session purges its webhooks with the rest.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use redis::streams::StreamRangeReply;
+use wasp_common::crypto::{AuthCipher, MasterKey};
+use wasp_common::keys::{UserKeys, WEBHOOK_REPLICAS, WEBHOOK_USERS, WEBHOOK_VERSION};
+
+use super::model::{DeadLetter, Delivery, DeliveryError, StoredEndpoint};
+use crate::error::ApiError;
+use crate::stream::event::StreamId;
+
+/// Dead letters kept per user (oldest dropped first).
+pub const DEAD_LETTER_CAP: isize = 10_000;
+
+/// One Redis call with the API's timeout.
+pub async fn run<T>(
+    timeout: Duration,
+    what: &'static str,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| ApiError::unavailable("redis", format!("{what} timed out")))?
+        .map_err(|e| ApiError::unavailable("redis", e))
+}
+
+/// Seals and opens signing secrets with a per-user key derived from the webhook key.
+#[derive(Clone)]
+pub struct SecretBox {
+    key: MasterKey,
+}
+
+impl std::fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBox(..)")
+    }
+}
+
+impl SecretBox {
+    pub fn new(key: MasterKey) -> Self {
+        Self { key }
+    }
+
+    fn aad(user_id: &str, endpoint: &str) -> Vec<u8> {
+        format!("{}#{endpoint}", UserKeys::for_user(user_id).webhooks()).into_bytes()
+    }
+
+    pub fn seal(&self, user_id: &str, endpoint: &str, secret: &str) -> Result<String, ApiError> {
+        let sealed = AuthCipher::new(&self.key, user_id)
+            .seal(&Self::aad(user_id, endpoint), secret.as_bytes())
+            .map_err(|e| ApiError::unavailable("webhook key", e))?;
+        Ok(data_encoding::BASE64.encode(&sealed))
+    }
+
+    pub fn open(&self, user_id: &str, endpoint: &str, sealed: &str) -> Option<String> {
+        let bytes = data_encoding::BASE64.decode(sealed.as_bytes()).ok()?;
+        let plain = AuthCipher::new(&self.key, user_id)
+            .open(&Self::aad(user_id, endpoint), &bytes)
+            .ok()?;
+        String::from_utf8(plain).ok()
+    }
+}
+
+/// A new Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes.
+pub fn new_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("whsec_{}", data_encoding::BASE64.encode(&bytes))
+}
+
+/// Where an endpoint stands for one user.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointState {
+    /// The last event handled (delivered, filtered out or dead-lettered).
+    pub cursor: Option<(StreamId, u8)>,
+    pub last_delivery: Option<Delivery>,
+    pub last_error: Option<DeliveryError>,
+    pub failing_since: Option<i64>,
+}
+
+pub fn parse_cursor(text: &str) -> Option<(StreamId, u8)> {
+    let (id, part) = text.split_once('/')?;
+    Some((id.parse().ok()?, part.parse().ok()?))
+}
+
+pub fn format_cursor((id, part): (StreamId, u8)) -> String {
+    format!("{id}/{part}")
+}
+
+pub fn parse_state(fields: &HashMap<String, String>) -> EndpointState {
+    fn json<T: serde::de::DeserializeOwned>(fields: &HashMap<String, String>, k: &str) -> Option<T> {
+        fields.get(k).and_then(|v| serde_json::from_str(v).ok())
+    }
+    EndpointState {
+        cursor: fields.get("cursor").and_then(|c| parse_cursor(c)),
+        last_delivery: json(fields, "lastDelivery"),
+        last_error: json(fields, "lastError"),
+        failing_since: fields.get("failingSince").and_then(|v| v.parse().ok()),
+    }
+}
+
+/// The Redis side of webhooks for one API replica.
+#[derive(Clone)]
+pub struct Store {
+    pub conn: ConnectionManager,
+    pub timeout: Duration,
+}
+
+impl Store {
+    pub async fn endpoints(&self, user_id: &str) -> Result<Vec<StoredEndpoint>, ApiError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = run(
+            self.timeout,
+            "HGETALL",
+            conn.hgetall(UserKeys::for_user(user_id).webhooks()),
+        )
+        .await?;
+        let mut list: Vec<StoredEndpoint> = all
+            .values()
+            .filter_map(|v| serde_json::from_str(v).ok())
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(list)
+    }
+
+    /// Saves an endpoint. A new one starts at the end of the user's stream: it receives what
+    /// happens from now on, not the history.
+    pub async fn put(&self, ep: &StoredEndpoint) -> Result<(), ApiError> {
+        let keys = UserKeys::for_user(&ep.user_id);
+        let mut conn = self.conn.clone();
+        let top: StreamRangeReply = run(
+            self.timeout,
+            "XREVRANGE",
+            conn.xrevrange_count(keys.events(), "+", "-", 1),
+        )
+        .await?;
+        let start = top
+            .ids
+            .first()
+            .and_then(|e| e.id.parse().ok())
+            .unwrap_or(StreamId::ZERO);
+        let json = serde_json::to_string(ep).unwrap_or_default();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(keys.webhooks(), &ep.id, json)
+            .ignore()
+            .hset_nx(
+                keys.webhook_state(&ep.id),
+                "cursor",
+                format_cursor((start, u8::MAX)),
+            )
+            .ignore()
+            .sadd(WEBHOOK_USERS, &ep.user_id)
+            .ignore()
+            .incr(WEBHOOK_VERSION, 1)
+            .ignore();
+        run(self.timeout, "HSET", pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Removes an endpoint and its state; whether it existed.
+    pub async fn delete(&self, user_id: &str, id: &str) -> Result<bool, ApiError> {
+        let keys = UserKeys::for_user(user_id);
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hdel(keys.webhooks(), id)
+            .del(keys.webhook_state(id))
+            .ignore()
+            .del(keys.webhook_replay(id))
+            .ignore()
+            .hlen(keys.webhooks())
+            .incr(WEBHOOK_VERSION, 1)
+            .ignore();
+        let (removed, left): (i64, i64) =
+            run(self.timeout, "HDEL", pipe.query_async(&mut conn)).await?;
+        if left == 0 {
+            run(
+                self.timeout,
+                "SREM",
+                conn.srem::<_, _, ()>(WEBHOOK_USERS, user_id),
+            )
+            .await?;
+        }
+        Ok(removed > 0)
+    }
+
+    pub async fn state(&self, user_id: &str, id: &str) -> Result<EndpointState, ApiError> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = run(
+            self.timeout,
+            "HGETALL",
+            conn.hgetall(UserKeys::for_user(user_id).webhook_state(id)),
+        )
+        .await?;
+        Ok(parse_state(&fields))
+    }
+
+    /// The cursor, starting a new global endpoint's at the end of the stream.
+    pub async fn cursor_or_end(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> Result<(StreamId, u8), ApiError> {
+        if let Some(c) = self.state(user_id, id).await?.cursor {
+            return Ok(c);
+        }
+        let keys = UserKeys::for_user(user_id);
+        let mut conn = self.conn.clone();
+        let top: StreamRangeReply = run(
+            self.timeout,
+            "XREVRANGE",
+            conn.xrevrange_count(keys.events(), "+", "-", 1),
+        )
+        .await?;
+        let start = (
+            top.ids
+                .first()
+                .and_then(|e| e.id.parse().ok())
+                .unwrap_or(StreamId::ZERO),
+            u8::MAX,
+        );
+        let _: () = run(
+            self.timeout,
+            "HSETNX",
+            conn.hset_nx(keys.webhook_state(id), "cursor", format_cursor(start)),
+        )
+        .await?;
+        Ok(self.state(user_id, id).await?.cursor.unwrap_or(start))
+    }
+
+    pub async fn advance(
+        &self,
+        user_id: &str,
+        id: &str,
+        cursor: (StreamId, u8),
+    ) -> Result<(), ApiError> {
+        let mut conn = self.conn.clone();
+        run(
+            self.timeout,
+            "HSET",
+            conn.hset::<_, _, _, ()>(
+                UserKeys::for_user(user_id).webhook_state(id),
+                "cursor",
+                format_cursor(cursor),
+            ),
+        )
+        .await
+    }
+
+    pub async fn delivered(
+        &self,
+        user_id: &str,
+        id: &str,
+        cursor: Option<(StreamId, u8)>,
+        delivery: &Delivery,
+    ) -> Result<(), ApiError> {
+        let key = UserKeys::for_user(user_id).webhook_state(id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(
+                &key,
+                "lastDelivery",
+                serde_json::to_string(delivery).unwrap_or_default(),
+            )
+            .ignore()
+            .hdel(&key, "failingSince")
+            .ignore();
+        if let Some(c) = cursor {
+            pipe.hset(&key, "cursor", format_cursor(c)).ignore();
+        }
+        let mut conn = self.conn.clone();
+        run(self.timeout, "HSET", pipe.query_async::<()>(&mut conn)).await
+    }
+
+    pub async fn failed(
+        &self,
+        user_id: &str,
+        id: &str,
+        error: &DeliveryError,
+    ) -> Result<(), ApiError> {
+        let key = UserKeys::for_user(user_id).webhook_state(id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(
+                &key,
+                "lastError",
+                serde_json::to_string(error).unwrap_or_default(),
+            )
+            .ignore()
+            .hset_nx(&key, "failingSince", error.at)
+            .ignore();
+        let mut conn = self.conn.clone();
+        run(self.timeout, "HSET", pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Files an event as given up on and moves the cursor past it, in one step.
+    pub async fn dead_letter(
+        &self,
+        user_id: &str,
+        letter: &DeadLetter,
+        cursor: Option<(StreamId, u8)>,
+    ) -> Result<(), ApiError> {
+        let keys = UserKeys::for_user(user_id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .lpush(
+                keys.webhook_dead(),
+                serde_json::to_string(letter).unwrap_or_default(),
+            )
+            .ignore()
+            .ltrim(keys.webhook_dead(), 0, DEAD_LETTER_CAP - 1)
+            .ignore();
+        if let Some(c) = cursor {
+            pipe.hset(keys.webhook_state(&letter.endpoint_id), "cursor", format_cursor(c))
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        run(self.timeout, "LPUSH", pipe.query_async::<()>(&mut conn)).await
+    }
+
+    pub async fn dead_letters(&self, user_id: &str) -> Result<Vec<DeadLetter>, ApiError> {
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = run(
+            self.timeout,
+            "LRANGE",
+            conn.lrange(UserKeys::for_user(user_id).webhook_dead(), 0, -1),
+        )
+        .await?;
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+
+    pub async fn dead_letter_count(&self, user_id: &str) -> Result<u64, ApiError> {
+        let mut conn = self.conn.clone();
+        run(
+            self.timeout,
+            "LLEN",
+            conn.llen(UserKeys::for_user(user_id).webhook_dead()),
+        )
+        .await
+    }
+
+    /// Moves every dead letter to its endpoint's replay list, oldest first (one transaction:
+    /// none is lost or doubled); how many.
+    pub async fn replay_dead_letters(&self, user_id: &str) -> Result<usize, ApiError> {
+        let keys = UserKeys::for_user(user_id);
+        let script = redis::Script::new(
+            r"
+            local letters = redis.call('LRANGE', KEYS[1], 0, -1)
+            redis.call('DEL', KEYS[1])
+            for i = #letters, 1, -1 do
+              local ep = cjson.decode(letters[i])['endpointId']
+              redis.call('RPUSH', ARGV[1] .. ep, letters[i])
+            end
+            return #letters
+            ",
+        );
+        let mut conn = self.conn.clone();
+        let prefix = keys.webhook_replay("");
+        let n: usize = run(
+            self.timeout,
+            "EVAL",
+            script
+                .key(keys.webhook_dead())
+                .arg(prefix)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(n)
+    }
+
+    /// The next dead letter to deliver again for an endpoint.
+    pub async fn next_replay(&self, user_id: &str, id: &str) -> Result<Option<DeadLetter>, ApiError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = run(
+            self.timeout,
+            "LINDEX",
+            conn.lindex(UserKeys::for_user(user_id).webhook_replay(id), 0),
+        )
+        .await?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    pub async fn replay_done(&self, user_id: &str, id: &str) -> Result<(), ApiError> {
+        let mut conn = self.conn.clone();
+        run(
+            self.timeout,
+            "LPOP",
+            conn.lpop::<_, ()>(UserKeys::for_user(user_id).webhook_replay(id), None),
+        )
+        .await
+    }
+
+    /// Users with endpoints of their own.
+    pub async fn users(&self) -> Result<Vec<String>, ApiError> {
+        let mut conn = self.conn.clone();
+        run(self.timeout, "SMEMBERS", conn.smembers(WEBHOOK_USERS)).await
+    }
+
+    pub async fn version(&self) -> Result<i64, ApiError> {
+        let mut conn = self.conn.clone();
+        let v: Option<i64> = run(self.timeout, "GET", conn.get(WEBHOOK_VERSION)).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Records this replica as alive and returns every live replica (heartbeat within `ttl`).
+    pub async fn heartbeat(&self, me: &str, ttl: Duration) -> Result<Vec<String>, ApiError> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .zadd(WEBHOOK_REPLICAS, me, now)
+            .ignore()
+            .zrembyscore(WEBHOOK_REPLICAS, "-inf", now - ttl.as_millis() as i64)
+            .ignore()
+            .zrange(WEBHOOK_REPLICAS, 0, -1);
+        let mut conn = self.conn.clone();
+        let (live,): (Vec<String>,) =
+            run(self.timeout, "ZADD", pipe.query_async(&mut conn)).await?;
+        Ok(live)
+    }
+
+    pub async fn leave(&self, me: &str) -> Result<(), ApiError> {
+        let mut conn = self.conn.clone();
+        run(
+            self.timeout,
+            "ZREM",
+            conn.zrem::<_, _, ()>(WEBHOOK_REPLICAS, me),
+        )
+        .await
+    }
+
+    /// Takes or keeps an endpoint's lease; whether this replica holds it now.
+    pub async fn hold_lease(
+        &self,
+        user_id: &str,
+        id: &str,
+        me: &str,
+        ttl: Duration,
+    ) -> Result<bool, ApiError> {
+        let script = redis::Script::new(
+            r"
+            local holder = redis.call('GET', KEYS[1])
+            if holder == ARGV[1] then
+              redis.call('PEXPIRE', KEYS[1], ARGV[2])
+              return 1
+            end
+            if not holder then
+              redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+              return 1
+            end
+            return 0
+            ",
+        );
+        let mut conn = self.conn.clone();
+        let held: i64 = run(
+            self.timeout,
+            "EVAL",
+            script
+                .key(UserKeys::for_user(user_id).webhook_lease(id))
+                .arg(me)
+                .arg(ttl.as_millis() as u64)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(held == 1)
+    }
+
+    pub async fn release_lease(&self, user_id: &str, id: &str, me: &str) -> Result<(), ApiError> {
+        let script = redis::Script::new(
+            r"
+            if redis.call('GET', KEYS[1]) == ARGV[1] then
+              return redis.call('DEL', KEYS[1])
+            end
+            return 0
+            ",
+        );
+        let mut conn = self.conn.clone();
+        let _: i64 = run(
+            self.timeout,
+            "EVAL",
+            script
+                .key(UserKeys::for_user(user_id).webhook_lease(id))
+                .arg(me)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_and_state_round_trip() {
+        let c = (StreamId { ms: 17, seq: 2 }, 1);
+        assert_eq!(parse_cursor(&format_cursor(c)), Some(c));
+        assert_eq!(parse_cursor("17-2"), None);
+        assert_eq!(parse_cursor("17-2/x"), None);
+        let fields: HashMap<String, String> = [
+            ("cursor", "5-0/255"),
+            ("lastDelivery", r#"{"at":3,"eventId":"5-0","status":204}"#),
+            ("failingSince", "9"),
+            ("lastError", "garbage"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let s = parse_state(&fields);
+        assert_eq!(s.cursor, Some((StreamId { ms: 5, seq: 0 }, 255)));
+        assert_eq!(s.last_delivery.map(|d| d.status), Some(204));
+        assert_eq!(s.failing_since, Some(9));
+        assert_eq!(s.last_error, None, "an unreadable field reads as absent");
+    }
+
+    #[test]
+    fn secrets_are_sealed_per_user_and_endpoint() {
+        let b = SecretBox::new(MasterKey::from_bytes([7; 32]));
+        let s = new_secret();
+        assert!(s.starts_with("whsec_") && s.len() > 40);
+        assert_ne!(s, new_secret());
+        let sealed = b.seal("u1", "api", &s).unwrap();
+        assert!(!sealed.contains(&s[6..]));
+        assert_eq!(b.open("u1", "api", &sealed).as_deref(), Some(s.as_str()));
+        assert_eq!(b.open("u2", "api", &sealed), None, "another user's key");
+        assert_eq!(b.open("u1", "other", &sealed), None, "another endpoint");
+        let other = SecretBox::new(MasterKey::from_bytes([8; 32]));
+        assert_eq!(other.open("u1", "api", &sealed), None);
+    }
+}
