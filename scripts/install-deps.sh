@@ -67,6 +67,13 @@ if ! "$VENV/bin/python3" -c "import helm_python, sys; sys.exit(helm_python.__ver
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION"
 fi
+# The Standard Webhooks reference implementation: the webhook tests verify wasp's signatures
+# with it, not with wasp's own code.
+STANDARDWEBHOOKS_VERSION=1.1.0
+if ! "$VENV/bin/pip" show standardwebhooks 2>/dev/null | grep -qx "Version: $STANDARDWEBHOOKS_VERSION"; then
+  echo "install-deps: installing standardwebhooks $STANDARDWEBHOOKS_VERSION into $VENV" >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
+fi
 
 # Node ≥ 20.10 runs the seed-003 CRM test client (global fetch; WebSocket with
 # --experimental-websocket). Debian bookworm's nodejs is 18: npm's `node` package ships a

@@ -78,7 +78,9 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/admin/sessions", get(admin::sessions))
         .route(
             "/webhooks",
-            get(webhooks::list).put(webhooks::put).delete(webhooks::delete),
+            get(webhooks::list)
+                .put(webhooks::put)
+                .delete(webhooks::delete),
         )
         .route("/admin/webhooks/dead-letters", get(webhooks::dead_letters))
         .route(
@@ -168,7 +170,13 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .filter(|o| !o.is_empty())
         .collect();
     let base = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
         .expose_headers([REQUEST_ID])
         .max_age(Duration::from_secs(600));

@@ -151,7 +151,12 @@ pub struct WebhookFlags {
     #[arg(long, env = "WASP_WEBHOOK_KEY", hide_env_values = true)]
     pub webhook_key: Option<String>,
     /// Webhooks for every user's events: a JSON list of `{name, url, events, secret}`.
-    #[arg(long, env = "WASP_GLOBAL_WEBHOOKS", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "WASP_GLOBAL_WEBHOOKS",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub global_webhooks: String,
     /// Deliver webhooks from this replica (every replica shares the work; off: serve only).
     #[arg(long, env = "WEBHOOK_DISPATCH", default_value_t = true, action = clap::ArgAction::Set)]

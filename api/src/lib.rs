@@ -74,11 +74,17 @@ fn start_webhooks(
 ) -> Result<webhooks::WebhookConfig, RunError> {
     let flags = &config.webhooks;
     let policy = Arc::new(flags.policy());
-    let globals = webhooks::parse_globals(&flags.global_webhooks, &policy).map_err(RunError::Webhooks)?;
-    let secrets = match flags.webhook_key.as_deref().filter(|k| !k.trim().is_empty()) {
+    let globals =
+        webhooks::parse_globals(&flags.global_webhooks, &policy).map_err(RunError::Webhooks)?;
+    let secrets = match flags
+        .webhook_key
+        .as_deref()
+        .filter(|k| !k.trim().is_empty())
+    {
         Some(k) => Some(webhooks::store::SecretBox::new(
-            wasp_common::crypto::MasterKey::parse(k)
-                .map_err(|_| RunError::Webhooks("WASP_WEBHOOK_KEY is not 32 bytes of hex or base64".into()))?,
+            wasp_common::crypto::MasterKey::parse(k).map_err(|_| {
+                RunError::Webhooks("WASP_WEBHOOK_KEY is not 32 bytes of hex or base64".into())
+            })?,
         )),
         None => None,
     };
@@ -88,12 +94,18 @@ fn start_webhooks(
             Duration::from_millis(flags.webhook_timeout_ms.max(100)),
         )
         .map_err(|e| RunError::Webhooks(e.to_string()))?;
-        let (redis, hub, sessions, metrics) =
-            (redis.clone(), hub.clone(), sessions.clone(), metrics.clone());
+        let (redis, hub, sessions, metrics) = (
+            redis.clone(),
+            hub.clone(),
+            sessions.clone(),
+            metrics.clone(),
+        );
         // Without a key, a replica still delivers the global webhooks; users' secrets stay shut.
-        let box_ = secrets
-            .clone()
-            .unwrap_or_else(|| webhooks::store::SecretBox::new(wasp_common::crypto::MasterKey::from_bytes(rand::random())));
+        let box_ = secrets.clone().unwrap_or_else(|| {
+            webhooks::store::SecretBox::new(wasp_common::crypto::MasterKey::from_bytes(
+                rand::random(),
+            ))
+        });
         let timing = flags.timing();
         let globals = Arc::new(globals);
         let shutdown = shutdown.clone();

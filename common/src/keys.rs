@@ -186,6 +186,8 @@ pub const WEBHOOK_USERS: &str = "wasp:webhooks:users";
 pub const WEBHOOK_REPLICAS: &str = "wasp:webhooks:replicas";
 /// Counter bumped on every webhook configuration change: dispatchers reload when it moves.
 pub const WEBHOOK_VERSION: &str = "wasp:webhooks:version";
+/// Prefix of the keys holding when each global webhook was first configured (unix ms).
+pub const WEBHOOK_GLOBAL_SINCE: &str = "wasp:webhooks:global-since:";
 
 #[cfg(test)]
 mod tests {

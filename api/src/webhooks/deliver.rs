@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use super::policy::{Refused, UrlPolicy};
 use super::schedule::{parse_retry_after, reason_for_status};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,9 +35,8 @@ impl Resolve for GuardedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = addrs
                 .iter()
                 .copied()
@@ -78,7 +77,12 @@ impl Sender {
         Ok(Self { client, policy })
     }
 
-    pub async fn send(&self, url: &str, headers: &[(&'static str, String)], body: String) -> Outcome {
+    pub async fn send(
+        &self,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: String,
+    ) -> Outcome {
         // Literal addresses never reach the resolver: `check_url` checks them, on every attempt.
         let url = match self.policy.check_url(url) {
             Ok(u) => u,

@@ -19,11 +19,11 @@ use standardwebhooks::Webhook;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::GlobalWebhook;
 use super::deliver::{Outcome, Sender};
 use super::model::{DeadLetter, Delivery, DeliveryError, Endpoint, before, payload, webhook_id};
 use super::schedule::{Backoff, owner};
 use super::store::{SecretBox, Store};
-use super::GlobalWebhook;
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::stream::event::{ClientEvent, StreamId};
@@ -77,7 +77,8 @@ impl Dispatcher {
     /// Runs until `shutdown`, then gives its leases and its registry entry up.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut running: HashMap<String, Running> = HashMap::new();
-        let mut endpoints: Vec<Endpoint> = Vec::new();
+        let mut own: Vec<Endpoint> = Vec::new();
+        let mut global_since: Vec<i64> = Vec::new();
         let mut version = -1;
         let mut loaded = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(TICK);
@@ -95,15 +96,35 @@ impl Dispatcher {
             };
             let now_version = self.store.version().await.unwrap_or(version);
             if now_version != version || loaded.elapsed() >= RELOAD {
-                match self.endpoints().await {
+                match self.user_endpoints().await {
                     Ok(list) => {
-                        endpoints = list;
+                        tracing::debug!(
+                            endpoints = list.len(),
+                            version = now_version,
+                            "webhook endpoints loaded"
+                        );
+                        own = list;
                         version = now_version;
                         loaded = tokio::time::Instant::now();
                     }
                     Err(e) => tracing::debug!(error = %e, "loading webhook endpoints failed"),
                 }
             }
+            // Global endpoints follow the sessions cache (in memory) at every tick.
+            if global_since.len() != self.globals.len() {
+                let mut since = Vec::new();
+                for g in self.globals.iter() {
+                    match self.store.global_since(&g.name).await {
+                        Ok(s) => since.push(s),
+                        Err(_) => break,
+                    }
+                }
+                global_since = since;
+            }
+            let endpoints: Vec<Endpoint> = match self.global_endpoints(&global_since).await {
+                Ok(globals) => own.iter().cloned().chain(globals).collect(),
+                Err(_) => own.clone(),
+            };
             running.retain(|_, r| !r.task.is_finished());
             let wanted: HashMap<String, &Endpoint> = endpoints
                 .iter()
@@ -119,17 +140,15 @@ impl Dispatcher {
                 keep
             });
             for (key, ep) in wanted {
-                if !running.contains_key(&key) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                    tracing::debug!(endpoint = %slot.key(), "delivering to a webhook endpoint");
                     let stop = shutdown.child_token();
-                    let task = tokio::spawn(self.clone().work((*ep).clone(), stop.clone()));
-                    running.insert(
-                        key,
-                        Running {
-                            endpoint: ep.clone(),
-                            stop,
-                            task,
-                        },
-                    );
+                    let task = tokio::spawn(self.clone().work(ep.clone(), stop.clone()));
+                    slot.insert(Running {
+                        endpoint: ep.clone(),
+                        stop,
+                        task,
+                    });
                 }
             }
             self.metrics.webhooks.endpoints.set(running.len() as i64);
@@ -141,8 +160,8 @@ impl Dispatcher {
         let _ = self.store.leave(&self.me).await;
     }
 
-    /// Every endpoint to deliver to: each user's own, and each global one for every session.
-    async fn endpoints(&self) -> Result<Vec<Endpoint>, crate::error::ApiError> {
+    /// The users' own endpoints (from Redis).
+    async fn user_endpoints(&self) -> Result<Vec<Endpoint>, crate::error::ApiError> {
         let mut out = Vec::new();
         for user in self.store.users().await? {
             for stored in self.store.endpoints(&user).await? {
@@ -157,18 +176,34 @@ impl Dispatcher {
                     url: stored.url,
                     events: stored.events,
                     secret,
+                    start_ms: 0,
                 });
             }
         }
+        Ok(out)
+    }
+
+    /// Each global endpoint for every session.
+    async fn global_endpoints(
+        &self,
+        global_since: &[i64],
+    ) -> Result<Vec<Endpoint>, crate::error::ApiError> {
+        let mut out = Vec::new();
         if !self.globals.is_empty() {
             for session in self.sessions.all().await? {
-                for g in self.globals.iter() {
+                let created_ms = session
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(0, |t| t.0.as_millisecond());
+                for (g, since) in self.globals.iter().zip(global_since) {
                     out.push(Endpoint {
                         id: g.endpoint_id(),
                         user_id: session.spec.user_id.clone(),
                         url: g.url.clone(),
                         events: g.events.clone(),
                         secret: g.secret.clone(),
+                        start_ms: created_ms.max(*since),
                     });
                 }
             }
@@ -181,13 +216,12 @@ impl Dispatcher {
     async fn work(self, ep: Endpoint, stop: CancellationToken) {
         let ttl = self.timing.lease_ttl;
         loop {
-            match self
+            if let Ok(true) = self
                 .store
                 .hold_lease(&ep.user_id, &ep.id, &self.me, ttl)
                 .await
             {
-                Ok(true) => break,
-                Ok(false) | Err(_) => {}
+                break;
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -217,7 +251,10 @@ impl Dispatcher {
         }
         lost.cancel();
         let _ = keeper.await;
-        let _ = self.store.release_lease(&ep.user_id, &ep.id, &self.me).await;
+        let _ = self
+            .store
+            .release_lease(&ep.user_id, &ep.id, &self.me)
+            .await;
     }
 
     async fn deliver_all(
@@ -225,10 +262,13 @@ impl Dispatcher {
         ep: &Endpoint,
         stop: &CancellationToken,
     ) -> Result<(), crate::error::ApiError> {
-        let mut cursor = self.store.cursor_or_end(&ep.user_id, &ep.id).await?;
+        let mut cursor = self
+            .store
+            .cursor_or_start(&ep.user_id, &ep.id, ep.start_ms)
+            .await?;
         let mut sub = self
             .hub
-            .subscribe(&ep.user_id, before(cursor.0))
+            .subscribe(&ep.user_id, Some(resume_point(cursor)))
             .await?;
         let hash = wasp_common::user_hash(&ep.user_id);
         let mut failing = false;
@@ -455,6 +495,16 @@ fn same(a: &Endpoint, b: &Endpoint) -> bool {
     a.url == b.url && a.events == b.events && a.secret == b.secret
 }
 
+/// Where the stream is read from for a cursor: after its entry when the whole entry was handled,
+/// else from the entry itself (its remaining events follow; [`handled`] skips the rest).
+pub fn resume_point((id, part): (StreamId, u8)) -> StreamId {
+    if part == u8::MAX {
+        id
+    } else {
+        before(id).unwrap_or(StreamId::ZERO)
+    }
+}
+
 /// Whether the event at `at` was handled already, given the cursor (`part` `u8::MAX`: the
 /// whole entry).
 pub fn handled(at: (StreamId, u8), cursor: (StreamId, u8)) -> bool {
@@ -470,8 +520,18 @@ mod tests {
         let id = StreamId { ms: 5, seq: 1 };
         let next = StreamId { ms: 5, seq: 2 };
         assert!(handled((id, 0), (id, 0)));
-        assert!(!handled((id, 1), (id, 0)), "the second event of the entry is not done");
+        assert!(
+            !handled((id, 1), (id, 0)),
+            "the second event of the entry is not done"
+        );
         assert!(handled((id, 1), (id, u8::MAX)), "the whole entry");
         assert!(!handled((next, 0), (id, u8::MAX)));
+        assert_eq!(resume_point((id, u8::MAX)), id);
+        assert_eq!(resume_point((id, 0)), StreamId { ms: 5, seq: 0 });
+        assert_eq!(
+            resume_point((StreamId::ZERO, u8::MAX)),
+            StreamId::ZERO,
+            "all of a new stream"
+        );
     }
 }

@@ -97,7 +97,8 @@ mod tests {
     fn global_webhooks_are_checked_at_start() {
         let p = UrlPolicy::default();
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let ok = format!(r#"[{{"name":"crm","url":"https://crm.example.com/h","secret":"{secret}"}}]"#);
+        let ok =
+            format!(r#"[{{"name":"crm","url":"https://crm.example.com/h","secret":"{secret}"}}]"#);
         let list = parse_globals(&ok, &p).unwrap();
         assert_eq!(list[0].events, ["*"]);
         assert_eq!(list[0].endpoint_id(), "global-crm");
@@ -109,11 +110,16 @@ mod tests {
             format!(
                 r#"[{{"name":"a","url":"https://a.example/","secret":"{secret}"}},{{"name":"a","url":"https://b.example/","secret":"{secret}"}}]"#
             ),
-            format!(r#"[{{"name":"crm","url":"https://crm.example.com/","secret":"{secret}","events":["qr"]}}]"#),
+            format!(
+                r#"[{{"name":"crm","url":"https://crm.example.com/","secret":"{secret}","events":["qr"]}}]"#
+            ),
             "{".into(),
         ] {
             let err = parse_globals(&bad, &p).unwrap_err();
-            assert!(!err.contains("MfKQ9r8G"), "errors never show the secret: {err}");
+            assert!(
+                !err.contains("MfKQ9r8G"),
+                "errors never show the secret: {err}"
+            );
         }
     }
 }

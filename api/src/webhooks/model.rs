@@ -43,6 +43,10 @@ pub struct Endpoint {
     pub events: Vec<String>,
     /// `whsec_…`.
     pub secret: String,
+    /// Where a global endpoint's first delivery for this user starts (unix ms): the later of
+    /// the session's creation and the global webhook's first appearance. Users' own endpoints
+    /// get their cursor when they are configured.
+    pub start_ms: i64,
 }
 
 impl Endpoint {
@@ -219,8 +223,12 @@ mod tests {
     fn the_event_filter_takes_known_names_or_everything() {
         assert_eq!(parse_events(None).unwrap(), ["message"]);
         assert_eq!(
-            parse_events(Some(vec!["message_ack".into(), " message".into(), "message".into()]))
-                .unwrap(),
+            parse_events(Some(vec![
+                "message_ack".into(),
+                " message".into(),
+                "message".into()
+            ]))
+            .unwrap(),
             ["message", "message_ack"]
         );
         assert_eq!(parse_events(Some(vec!["*".into()])).unwrap(), ["*"]);
@@ -234,9 +242,16 @@ mod tests {
             url: String::new(),
             events: vec!["message".into()],
             secret: String::new(),
+            start_ms: 0,
         };
         assert!(ep.wants("message") && !ep.wants("message_create"));
-        assert!(Endpoint { events: vec!["*".into()], ..ep }.wants("status"));
+        assert!(
+            Endpoint {
+                events: vec!["*".into()],
+                ..ep
+            }
+            .wants("status")
+        );
     }
 
     #[test]

@@ -40,13 +40,7 @@ pub enum Refused {
 const MAX_URL: usize = 2048;
 
 /// Names that always mean "this machine" or "this cluster".
-const INTERNAL_SUFFIXES: [&str; 5] = [
-    "localhost",
-    ".localhost",
-    ".local",
-    ".internal",
-    ".svc",
-];
+const INTERNAL_SUFFIXES: [&str; 5] = ["localhost", ".localhost", ".local", ".internal", ".svc"];
 
 impl UrlPolicy {
     /// Parses and checks a URL's form (scheme, credentials, literal addresses, internal names).
@@ -73,9 +67,9 @@ impl UrlPolicy {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
                 if !self.host_allowed(&name)
                     && (!name.contains('.')
-                        || INTERNAL_SUFFIXES.iter().any(|s| {
-                            name == s.trim_start_matches('.') || name.ends_with(s)
-                        })
+                        || INTERNAL_SUFFIXES
+                            .iter()
+                            .any(|s| name == s.trim_start_matches('.') || name.ends_with(s))
                         || name.ends_with(".cluster.local"))
                 {
                     return Err(Refused::InternalName(name));
@@ -217,7 +211,10 @@ mod tests {
             p.check_url("http://crm.example.com/").unwrap_err(),
             Refused::Scheme
         );
-        assert_eq!(p.check_url("ftp://x.example/").unwrap_err(), Refused::Invalid);
+        assert_eq!(
+            p.check_url("ftp://x.example/").unwrap_err(),
+            Refused::Invalid
+        );
         assert_eq!(p.check_url("not a url").unwrap_err(), Refused::Invalid);
         assert_eq!(
             p.check_url("https://u:p@crm.example.com/").unwrap_err(),
@@ -256,11 +253,17 @@ mod tests {
         assert!(p.check_url("http://127.0.0.2:8080/hook").is_ok());
         assert!(p.check_url("http://127.0.0.1:8080/hook").is_err());
         assert!(p.check_url("https://crm.crm.svc.cluster.local/").is_ok());
-        assert!(p.check_addr(Some("crm.crm.svc.cluster.local."), ip("10.96.0.7")).is_ok());
+        assert!(
+            p.check_addr(Some("crm.crm.svc.cluster.local."), ip("10.96.0.7"))
+                .is_ok()
+        );
         assert_eq!(
             p.check_addr(Some("evil.example"), ip("10.96.0.7")),
             Err(Refused::InternalAddress(ip("10.96.0.7")))
         );
-        assert!(p.check_addr(None, ip("::ffff:127.0.0.2")).is_ok(), "mapped form too");
+        assert!(
+            p.check_addr(None, ip("::ffff:127.0.0.2")).is_ok(),
+            "mapped form too"
+        );
     }
 }

@@ -50,7 +50,8 @@ async fn view(store: &Store, ep: &StoredEndpoint) -> Result<WebhookView, ApiErro
 /// Checks a URL as configured: its form, then every address its name has now (the dispatcher
 /// checks again at every connect).
 pub async fn check_url(policy: &UrlPolicy, text: &str) -> Result<String, ApiError> {
-    let refused = |e: &dyn std::fmt::Display| ApiError::bad_request("webhook_url_refused", e.to_string());
+    let refused =
+        |e: &dyn std::fmt::Display| ApiError::bad_request("webhook_url_refused", e.to_string());
     let url = policy.check_url(text).map_err(|e| refused(&e))?;
     if let Some(url::Host::Domain(name)) = url.host()
         && !policy.host_allowed(name)
@@ -72,7 +73,9 @@ pub async fn check_url(policy: &UrlPolicy, text: &str) -> Result<String, ApiErro
             ));
         }
         for a in addrs {
-            policy.check_addr(Some(name), a.ip()).map_err(|e| refused(&e))?;
+            policy
+                .check_addr(Some(name), a.ip())
+                .map_err(|e| refused(&e))?;
         }
     }
     Ok(url.to_string())
@@ -165,7 +168,11 @@ pub async fn delete(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> Result<Json<SuccessResponse>, ApiError> {
-    if !store(&state).await?.delete(&me.user_id, USER_ENDPOINT).await? {
+    if !store(&state)
+        .await?
+        .delete(&me.user_id, USER_ENDPOINT)
+        .await?
+    {
         return Err(ApiError::NotFound("no webhook is set".into()));
     }
     Ok(Json(SuccessResponse {

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+/// The longest `Retry-After` honoured.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
 /// Retry timing (operator settings).
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -32,10 +35,10 @@ impl Backoff {
     /// The wait before attempt `attempt + 1` (`attempt` ≥ 1 failed so far): "full jitter",
     /// uniform in `[ceiling/2, ceiling]` (`unit` ∈ [0, 1) is the random draw), so that many
     /// endpoints failing together do not retry together. A `Retry-After` from the receiver
-    /// wins, within `max`.
+    /// wins (within an hour; the maximum age still applies).
     pub fn wait(&self, attempt: u32, unit: f64, retry_after: Option<Duration>) -> Duration {
         if let Some(ra) = retry_after {
-            return ra.min(self.max);
+            return ra.min(RETRY_AFTER_CAP);
         }
         let exp = 1u32 << attempt.saturating_sub(1).min(20);
         let ceiling = self.base.saturating_mul(exp).min(self.max);
@@ -55,8 +58,13 @@ pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp().as_second();
-    Some(Duration::from_secs(at.saturating_sub(now_unix).max(0) as u64))
+    let at = jiff::fmt::rfc2822::parse(value)
+        .ok()?
+        .timestamp()
+        .as_second();
+    Some(Duration::from_secs(
+        at.saturating_sub(now_unix).max(0) as u64
+    ))
 }
 
 /// The replica that should deliver to `endpoint` among `replicas` (highest random weight).
@@ -105,9 +113,14 @@ mod tests {
             Duration::from_secs(7)
         );
         assert_eq!(
-            b.wait(1, 0.5, Some(Duration::from_secs(7200))),
-            Duration::from_secs(60),
-            "a Retry-After beyond the ceiling is capped"
+            b.wait(1, 0.5, Some(Duration::from_secs(120))),
+            Duration::from_secs(120),
+            "the receiver knows best, beyond the back-off's ceiling too"
+        );
+        assert_eq!(
+            b.wait(1, 0.5, Some(Duration::from_secs(86_400))),
+            Duration::from_secs(3600),
+            "within an hour"
         );
         assert!(!b.give_up(Duration::from_secs(3000), Duration::from_secs(60)));
         assert!(b.give_up(Duration::from_secs(3590), Duration::from_secs(60)));

@@ -11,7 +11,9 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use wasp_common::crypto::{AuthCipher, MasterKey};
-use wasp_common::keys::{UserKeys, WEBHOOK_REPLICAS, WEBHOOK_USERS, WEBHOOK_VERSION};
+use wasp_common::keys::{
+    UserKeys, WEBHOOK_GLOBAL_SINCE, WEBHOOK_REPLICAS, WEBHOOK_USERS, WEBHOOK_VERSION,
+};
 
 use super::model::{DeadLetter, Delivery, DeliveryError, StoredEndpoint};
 use crate::error::ApiError;
@@ -95,7 +97,10 @@ pub fn format_cursor((id, part): (StreamId, u8)) -> String {
 }
 
 pub fn parse_state(fields: &HashMap<String, String>) -> EndpointState {
-    fn json<T: serde::de::DeserializeOwned>(fields: &HashMap<String, String>, k: &str) -> Option<T> {
+    fn json<T: serde::de::DeserializeOwned>(
+        fields: &HashMap<String, String>,
+        k: &str,
+    ) -> Option<T> {
         fields.get(k).and_then(|v| serde_json::from_str(v).ok())
     }
     EndpointState {
@@ -202,37 +207,46 @@ impl Store {
         Ok(parse_state(&fields))
     }
 
-    /// The cursor, starting a new global endpoint's at the end of the stream.
-    pub async fn cursor_or_end(
+    /// The cursor, starting a new one just before `start_ms` (every event from then on).
+    pub async fn cursor_or_start(
         &self,
         user_id: &str,
         id: &str,
+        start_ms: i64,
     ) -> Result<(StreamId, u8), ApiError> {
         if let Some(c) = self.state(user_id, id).await?.cursor {
             return Ok(c);
         }
-        let keys = UserKeys::for_user(user_id);
-        let mut conn = self.conn.clone();
-        let top: StreamRangeReply = run(
-            self.timeout,
-            "XREVRANGE",
-            conn.xrevrange_count(keys.events(), "+", "-", 1),
-        )
-        .await?;
+        let start = StreamId {
+            ms: start_ms.max(0) as u64,
+            seq: 0,
+        };
         let start = (
-            top.ids
-                .first()
-                .and_then(|e| e.id.parse().ok())
-                .unwrap_or(StreamId::ZERO),
+            super::model::before(start).unwrap_or(StreamId::ZERO),
             u8::MAX,
         );
+        let mut conn = self.conn.clone();
         let _: () = run(
             self.timeout,
             "HSETNX",
-            conn.hset_nx(keys.webhook_state(id), "cursor", format_cursor(start)),
+            conn.hset_nx(
+                UserKeys::for_user(user_id).webhook_state(id),
+                "cursor",
+                format_cursor(start),
+            ),
         )
         .await?;
         Ok(self.state(user_id, id).await?.cursor.unwrap_or(start))
+    }
+
+    /// When a global webhook was first configured anywhere in the fleet (unix ms; set once).
+    pub async fn global_since(&self, name: &str) -> Result<i64, ApiError> {
+        let key = format!("{WEBHOOK_GLOBAL_SINCE}{name}");
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut conn = self.conn.clone();
+        let _: bool = run(self.timeout, "SETNX", conn.set_nx(&key, now)).await?;
+        let since: Option<i64> = run(self.timeout, "GET", conn.get(&key)).await?;
+        Ok(since.unwrap_or(now))
     }
 
     pub async fn advance(
@@ -318,8 +332,12 @@ impl Store {
             .ltrim(keys.webhook_dead(), 0, DEAD_LETTER_CAP - 1)
             .ignore();
         if let Some(c) = cursor {
-            pipe.hset(keys.webhook_state(&letter.endpoint_id), "cursor", format_cursor(c))
-                .ignore();
+            pipe.hset(
+                keys.webhook_state(&letter.endpoint_id),
+                "cursor",
+                format_cursor(c),
+            )
+            .ignore();
         }
         let mut conn = self.conn.clone();
         run(self.timeout, "LPUSH", pipe.query_async::<()>(&mut conn)).await
@@ -379,7 +397,11 @@ impl Store {
     }
 
     /// The next dead letter to deliver again for an endpoint.
-    pub async fn next_replay(&self, user_id: &str, id: &str) -> Result<Option<DeadLetter>, ApiError> {
+    pub async fn next_replay(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> Result<Option<DeadLetter>, ApiError> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = run(
             self.timeout,

@@ -97,6 +97,17 @@ impl Replica {
         Self::serve(client, ns, Some(pods), listener, &[]).await
     }
 
+    /// [`Replica::start`] with `extra` flags after the defaults.
+    pub async fn start_with(
+        client: &Client,
+        ns: &str,
+        pods: Arc<dyn PodApi>,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(client, ns, Some(pods), listener, extra).await
+    }
+
     /// A replica that calls session pods over HTTP as in production (`wasp_api::run`), with
     /// `extra` flags after the defaults (e.g. a lower rate limit).
     pub async fn start_http(client: &Client, ns: &str, extra: &[&str]) -> Result<Self> {
