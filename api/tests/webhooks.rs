@@ -10,118 +10,22 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, ensure};
-use axum::http::{HeaderMap, StatusCode};
+use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 use wasp_api::pods::NotWired;
 use wasp_e2e::eventually;
+
+use wasp_e2e::webhook_receiver::{Got, Receiver, verify_with_reference};
 
 use common::{Producer, Replica, namespace, own_message, put_session, text_message, token};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WEBHOOK_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-/// One request as the receiver got it.
-#[derive(Debug, Clone)]
-struct Got {
-    headers: HashMap<String, String>,
-    body: String,
-    path: String,
-    at: Instant,
-}
-
-impl Got {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-    fn id(&self) -> &str {
-        &self.headers["webhook-id"]
-    }
-}
-
-/// A webhook receiver: records every request, answers `status` (and `Retry-After` when set).
-#[derive(Clone)]
-struct Receiver {
-    got: Arc<Mutex<Vec<Got>>>,
-    status: Arc<AtomicU16>,
-    retry_after: Arc<AtomicU64>,
-    base: String,
-}
-
-impl Receiver {
-    async fn start() -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
-            .await
-            .context("binding 127.0.0.2")?;
-        let r = Receiver {
-            got: Arc::default(),
-            status: Arc::new(AtomicU16::new(204)),
-            retry_after: Arc::new(AtomicU64::new(0)),
-            base: format!("http://{}", listener.local_addr()?),
-        };
-        let app = axum::Router::new().fallback({
-            let r = r.clone();
-            move |uri: axum::http::Uri, headers: HeaderMap, body: String| {
-                let r = r.clone();
-                async move {
-                    let status = r.status.load(Ordering::SeqCst);
-                    r.got.lock().unwrap().push(Got {
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                            .collect(),
-                        body,
-                        path: uri.path().to_owned(),
-                        at: Instant::now(),
-                    });
-                    let mut resp = axum::response::Response::new(axum::body::Body::empty());
-                    *resp.status_mut() = StatusCode::from_u16(status).unwrap();
-                    let ra = r.retry_after.load(Ordering::SeqCst);
-                    if ra > 0 {
-                        resp.headers_mut()
-                            .insert("retry-after", ra.to_string().parse().unwrap());
-                    }
-                    resp
-                }
-            }
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(r)
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-
-    fn answer(&self, status: u16) {
-        self.status.store(status, Ordering::SeqCst);
-    }
-
-    /// Waits until `n` requests satisfying `ok` arrived.
-    async fn wait_for(
-        &self,
-        n: usize,
-        within: Duration,
-        ok: impl Fn(&Got) -> bool,
-    ) -> Result<Vec<Got>> {
-        eventually(within, || async {
-            let got: Vec<Got> = self.got().into_iter().filter(|g| ok(g)).collect();
-            (got.len() >= n).then_some(got)
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "the receiver never got {n} matching requests (got {} in all)",
-                self.got().len()
-            )
-        })
-    }
-}
 
 fn flags(extra: &[&'static str]) -> Vec<&'static str> {
     let mut f = vec![
@@ -168,36 +72,6 @@ async fn put_webhook(r: &Replica, user: &str, body: Value) -> Result<(u16, Value
         Some(body),
     )
     .await
-}
-
-/// Verifies deliveries with PyPI's `standardwebhooks` (scripts/install-deps.sh installs it).
-fn verify_with_reference(secret: &str, got: &[Got]) -> Result<usize> {
-    use std::io::Write as _;
-    let cache = std::env::var("WASP_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/wasp", std::env::var("HOME").unwrap_or_default()));
-    let mut child = std::process::Command::new(format!("{cache}/venv/bin/python3"))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/verify_webhooks.py"
-        ))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running the venv's python3 (scripts/install-deps.sh makes it)")?;
-    let mut stdin = child.stdin.take().unwrap();
-    for g in got {
-        let line = json!({"secret": secret, "headers": g.headers, "body": g.body});
-        writeln!(stdin, "{line}")?;
-    }
-    drop(stdin);
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "standardwebhooks refused a delivery: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ pub mod openapi;
 pub mod redis_server;
 pub mod stream_clients;
 pub mod wait;
+pub mod webhook_receiver;
 
 /// The local node (`wasp-node`), as the tests have always reached it: `wasp_e2e::node::LocalNode`.
 pub use wasp_node as node;

@@ -82,9 +82,20 @@ fn user() -> String {
     format!("dr-{:x}@clinic.example", std::process::id())
 }
 
+/// The replicas deliver webhooks, plain http allowed to the test's receiver only.
+const WEBHOOK_FLAGS: [&str; 6] = [
+    "--webhook-key",
+    "5e1f0a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7",
+    "--webhook-allow-http",
+    "true",
+    "--webhook-allow-nets",
+    "127.0.0.2/32",
+];
+
 async fn scenario(world: &World) -> Result<()> {
-    let a = ApiReplica::start(world, JWT_SECRET).await?;
-    let b = ApiReplica::start(world, JWT_SECRET).await?;
+    let a = ApiReplica::start_with(world, JWT_SECRET, &WEBHOOK_FLAGS).await?;
+    let b = ApiReplica::start_with(world, JWT_SECRET, &WEBHOOK_FLAGS).await?;
+    let receiver = wasp_e2e::webhook_receiver::Receiver::start().await?;
     let user = user();
     let name = session_name(&user);
     let ws_url = |r: &ApiReplica, since: Option<&str>| {
@@ -164,6 +175,18 @@ async fn scenario(world: &World) -> Result<()> {
     assert_eq!(status["phoneNumber"], phone.phone.as_str(), "{status}");
 
     eprintln!("api stack: contact at {:?}", t0.elapsed());
+    // The CRM also has a webhook (it may run where no socket stays open).
+    let hook = call(
+        reqwest::Method::PUT,
+        &format!("{}/webhooks", b.base),
+        &user,
+        Some(json!({"url": format!("{}/wasp", receiver.base), "events": ["message"]})),
+    )
+    .await?;
+    let webhook_secret = hook["secret"]
+        .as_str()
+        .context("no webhook secret")?
+        .to_owned();
     // A contact writes: `message` on the WebSocket (replica a) and the SSE stream (replica b).
     let contact = world.sim.create_contact(None, Some("Ann")).await?;
     call(
@@ -209,6 +232,21 @@ async fn scenario(world: &World) -> Result<()> {
         sse_id.as_deref(),
         msg["id"].as_str(),
         "the same event id on both replicas"
+    );
+    // The webhook got the same event, signed: verified with PyPI's standardwebhooks.
+    let hooked = receiver.wait_for(1, WAIT, |g| g.path == "/wasp").await?;
+    let delivered = hooked[0].json();
+    assert_eq!(delivered["type"], "message", "{delivered}");
+    assert_eq!(delivered["id"], msg["id"]);
+    assert_eq!(delivered["userId"], user.as_str());
+    assert_eq!(
+        serde_json::to_string(&delivered["data"])?,
+        serde_json::to_string(&msg["data"])?,
+        "the WebSocket's message JSON"
+    );
+    assert_eq!(
+        wasp_e2e::webhook_receiver::verify_with_reference(&webhook_secret, &hooked)?,
+        1
     );
 
     eprintln!("api stack: send at {:?}", t0.elapsed());
