@@ -165,8 +165,8 @@ pub struct WebhookFlags {
     #[arg(long, env = "WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_http: bool,
     /// Private networks webhooks may call (CIDRs, comma separated), e.g. an in-cluster CRM.
-    #[arg(long, env = "WEBHOOK_ALLOW_NETS", value_delimiter = ',')]
-    pub webhook_allow_nets: Vec<ipnet::IpNet>,
+    #[arg(long, env = "WEBHOOK_ALLOW_NETS", default_value = "", value_parser = parse_nets)]
+    pub webhook_allow_nets: Nets,
     /// Host names webhooks may call whatever they resolve to (comma separated).
     #[arg(long, env = "WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
     pub webhook_allow_hosts: Vec<String>,
@@ -187,11 +187,28 @@ pub struct WebhookFlags {
     pub webhook_lease_ttl_ms: u64,
 }
 
+/// A comma-separated list of CIDRs (empty: none).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Nets(pub Vec<ipnet::IpNet>);
+
+pub fn parse_nets(input: &str) -> Result<Nets, String> {
+    input
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse()
+                .map_err(|_| format!("{n:?} is not a CIDR like 10.0.0.0/8"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Nets)
+}
+
 impl WebhookFlags {
     pub fn policy(&self) -> crate::webhooks::policy::UrlPolicy {
         crate::webhooks::policy::UrlPolicy {
             allow_http: self.webhook_allow_http,
-            allow_nets: self.webhook_allow_nets.clone(),
+            allow_nets: self.webhook_allow_nets.0.clone(),
             allow_hosts: self
                 .webhook_allow_hosts
                 .iter()

@@ -268,6 +268,7 @@ fn defaults_render_every_part_with_secure_pods() -> anyhow::Result<()> {
         "Service/wasp-api",
         "Service/wasp-api-metrics",
         "Service/wasp-operator-metrics",
+        "Secret/wasp-webhooks",
         "Service/wasp-redis",
         "ServiceAccount/wasp-api",
         "ServiceAccount/wasp-operator",
@@ -704,6 +705,18 @@ fn varied_values() -> Value {
             "maxFileSize": "512kb",
             "rateLimit": {"perSecond": 7, "burst": 9},
             "upstreamTimeoutMs": 2500000,
+            "webhooks": {
+                "dispatch": false,
+                "allowHttp": true,
+                "allowNets": ["10.20.0.0/16", "fd00::/8"],
+                "allowHosts": ["crm.crm.svc.cluster.local"],
+                "timeoutMs": 3000,
+                "retryBaseMs": 200,
+                "retryMaxMs": 60000,
+                "maxAgeSeconds": 3600,
+                "leaseTtlMs": 5000,
+                "existingSecret": "crm-webhooks"
+            },
             "logLevel": "wasp_api=debug,info",
             "logFormat": "text"
         },
@@ -774,6 +787,17 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("RATE_LIMIT_PER_SECOND", "7"),
         ("RATE_LIMIT_BURST", "9"),
         ("UPSTREAM_TIMEOUT_MS", "2500000"),
+        ("WASP_WEBHOOK_KEY", "secret:crm-webhooks/key"),
+        ("WASP_GLOBAL_WEBHOOKS", "secret:crm-webhooks/global"),
+        ("WEBHOOK_DISPATCH", "false"),
+        ("WEBHOOK_ALLOW_HTTP", "true"),
+        ("WEBHOOK_ALLOW_NETS", "10.20.0.0/16,fd00::/8"),
+        ("WEBHOOK_ALLOW_HOSTS", "crm.crm.svc.cluster.local"),
+        ("WEBHOOK_TIMEOUT_MS", "3000"),
+        ("WEBHOOK_RETRY_BASE_MS", "200"),
+        ("WEBHOOK_RETRY_MAX_MS", "60000"),
+        ("WEBHOOK_MAX_AGE_SECONDS", "3600"),
+        ("WEBHOOK_LEASE_TTL_MS", "5000"),
         ("LOG_LEVEL", "wasp_api=debug,info"),
         ("LOG_FORMAT", "text"),
     ];
@@ -820,6 +844,14 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     assert_eq!(api.jwt_audience, vec!["crm".to_owned(), "erp".into()]);
     assert_eq!(api.upstream_timeout_ms, 2_500_000);
     assert!(api.dev_insecure_auth);
+    let hooks = &api.webhooks;
+    assert!(!hooks.webhook_dispatch && hooks.webhook_allow_http);
+    assert_eq!(hooks.policy().allow_nets.len(), 2);
+    assert_eq!(hooks.policy().allow_hosts, ["crm.crm.svc.cluster.local"]);
+    assert_eq!(
+        hooks.timing().backoff.max_age,
+        std::time::Duration::from_secs(3600)
+    );
 
     // Ports in the pod specs follow the settings.
     let op_ports = &container(find(&objs, "Deployment", "wasp-operator"))["ports"];
@@ -894,7 +926,10 @@ fn varied_values_render_what_they_say() -> anyhow::Result<()> {
         "redis": {"enabled": false},
         "externalRedis": {"existingSecret": "crm-redis", "existingSecretKey": "uri"},
         "masterKey": {"existingSecret": "crm-master"},
-        "api": {"auth": {"jwtSecret": {"existingSecret": "crm-jwt"}}}
+        "api": {
+            "auth": {"jwtSecret": {"existingSecret": "crm-jwt"}},
+            "webhooks": {"existingSecret": "crm-webhooks"}
+        }
     })])?;
     assert!(
         !objs.iter().any(|o| o["kind"] == "Secret"),
@@ -904,6 +939,7 @@ fn varied_values_render_what_they_say() -> anyhow::Result<()> {
     let env = env_of(container(find(&objs, "Deployment", "wasp-api")));
     assert_eq!(env["JWT_SECRET"], "secret:crm-jwt/jwtSecret");
     assert_eq!(env["REDIS_URL"], "secret:crm-redis/uri");
+    assert_eq!(env["WASP_WEBHOOK_KEY"], "secret:crm-webhooks/key");
     let env = env_of(container(find(&objs, "Deployment", "wasp-operator")));
     assert_eq!(env["WASP_MASTER_KEY_SECRET"], "crm-master");
     assert_eq!(env["WASP_REDIS_SECRET"], "crm-redis");

@@ -96,6 +96,10 @@ url
 {{- default (printf "%s-jwt" (include "wasp.fullname" .)) .Values.api.auth.jwtSecret.existingSecret -}}
 {{- end -}}
 
+{{- define "wasp.webhooksSecretName" -}}
+{{- default (printf "%s-webhooks" (include "wasp.fullname" .)) .Values.api.webhooks.existingSecret -}}
+{{- end -}}
+
 {{- define "wasp.leaseName" -}}
 {{- default (printf "%s-operator" (include "wasp.fullname" .)) .Values.operator.leaderElection.leaseName -}}
 {{- end -}}
