@@ -141,9 +141,20 @@ impl ChartWorld {
         let helm = t_helm.elapsed();
         ensure!(installed["status"] == "deployed", "{installed}");
         let api_addr = service_address(&client, &ns, &format!("{}-api", Self::RELEASE)).await?;
-        crate::wait::http_ready(&format!("http://{api_addr}/health"), WAIT)
-            .await
-            .context("the chart's API never answered /health through its Service")?;
+        if let Err(e) = crate::wait::http_ready(&format!("http://{api_addr}/health"), WAIT).await {
+            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(client.clone(), &ns);
+            let mut logs = String::new();
+            for p in pods.list(&Default::default()).await?.items {
+                let name = kube::ResourceExt::name_any(&p);
+                if name.contains("-api-") {
+                    logs.push_str(&format!("--- {name} ---\n{}\n", node.log_tail(&name, 20)));
+                }
+            }
+            return Err(e).context(format!(
+                "the chart's API never answered /health through its Service\n{logs}"
+            ));
+        }
         let install_times = InstallTimes {
             helm,
             api_ready: t_helm.elapsed(),

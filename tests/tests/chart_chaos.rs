@@ -13,6 +13,8 @@
 //!   `RedisAuthStore::fault`);
 //! - kill -9 of the API replica serving the WebSocket: the client resumes through the Service
 //!   with no gap and no duplicate;
+//! - kill -9 of the API replica delivering a webhook: the other replica resumes at the
+//!   durable cursor, nothing lost, order kept, signatures verify with the reference library;
 //! - a restart storm: all 20 session pods' processes killed at once: every session back without
 //!   a scan, every message once, the logins paced by the fleet's admission bucket;
 //! - `helm upgrade` with a changed operator value: the operators roll, the session pod's process
@@ -788,6 +790,110 @@ async fn kill_9_of_the_api_replica_serving_a_websocket_loses_and_doubles_nothing
             sent.len(),
             seen.drops,
             seen.resumes
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The webhook endpoints an API replica delivers to (`wasp_api_webhook_endpoints`).
+async fn webhook_endpoints(ip: std::net::Ipv4Addr) -> Result<i64> {
+    let text = reqwest::get(format!("http://{ip}:{API_ADMIN_PORT}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("wasp_api_webhook_endpoints "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// kill -9 of the API replica delivering a CRM's webhook while the contact writes: the other
+/// replica takes the endpoint over (once the dead one's heartbeat and lease have expired) at
+/// the durable cursor, and every message reaches the receiver, signed, in order; a repeat is
+/// only the event that was in flight, with the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_api_replica_delivering_a_webhook_loses_nothing() -> Result<()> {
+    let pod = session_name(&user("hooks"));
+    let values = json!({"api": {"webhooks": {
+        "allowHttp": true, "allowNets": ["127.0.0.2/32"],
+        "retryBaseMs": 100, "retryMaxMs": 1000, "leaseTtlMs": 2000
+    }}});
+    with_world("chaos-hooks", values, &[&pod], async |world| {
+        let node = &world.node;
+        let receiver = wasp_e2e::webhook_receiver::Receiver::start().await?;
+        let scene = Scene::pair(world, "hooks").await?;
+        let created: Value = reqwest::Client::new()
+            .put(format!("{}/webhooks", world.api_base()))
+            .bearer_auth(world.token(&scene.user))
+            .json(&json!({"url": format!("{}/crm", receiver.base)}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let secret = created["secret"].as_str().context("no secret")?.to_owned();
+        let load = scene.load(world);
+        receiver.wait_for(20, WAIT, |_| true).await?;
+        let delivering = eventually(WAIT, || async {
+            let mut found = Vec::new();
+            for p in api_pods(world).await.ok()? {
+                let name = p.name_any();
+                if webhook_endpoints(node.pod_ip(&name)?).await.ok()? > 0 {
+                    found.push(name);
+                }
+            }
+            (found.len() == 1).then(|| found.remove(0))
+        })
+        .await
+        .context("no single API replica delivers the webhook")?;
+        let pid = node.process_of(&delivering).context("the API pod's process")?;
+        let at_kill = receiver.got().len();
+        let t_kill = Instant::now();
+        ensure!(node.kill9(&delivering).await? == pid);
+        receiver
+            .wait_for(at_kill + 10, Duration::from_secs(60), |_| true)
+            .await
+            .context("deliveries never resumed after the kill")?;
+        let t_resumed = t_kill.elapsed();
+        let sent = load.finish().await?;
+        let bodies: Vec<String> = sent.iter().map(|s| s.body.clone()).collect();
+        let got = eventually(Duration::from_secs(60), || async {
+            let got = receiver.got();
+            let seen: BTreeSet<String> = got
+                .iter()
+                .filter_map(|g| g.json()["data"]["body"].as_str().map(str::to_owned))
+                .collect();
+            bodies.iter().all(|b| seen.contains(b)).then_some(got)
+        })
+        .await
+        .context("not every message reached the webhook")?;
+        // In order; a repeat only of the event just before, with the same webhook id.
+        let index: std::collections::HashMap<&str, usize> =
+            bodies.iter().enumerate().map(|(i, b)| (b.as_str(), i)).collect();
+        let mut last: Option<(usize, String)> = None;
+        let mut repeats = 0;
+        for g in &got {
+            let body = g.json()["data"]["body"].as_str().unwrap_or_default().to_owned();
+            let i = index[body.as_str()];
+            if let Some((l, id)) = &last {
+                ensure!(i == *l || i == l + 1, "out of order: {i} after {l}");
+                if i == *l {
+                    ensure!(g.id() == id, "a repeat with another id");
+                    repeats += 1;
+                }
+            }
+            last = Some((i, g.id().to_owned()));
+        }
+        ensure!(
+            wasp_e2e::webhook_receiver::verify_with_reference(&secret, &got)? == got.len()
+        );
+        eprintln!(
+            "chaos hooks: {} messages, {} deliveries ({repeats} repeats); killed {delivering} (pid {pid}), deliveries resumed in {t_resumed:?}",
+            sent.len(),
+            got.len()
         );
         Ok(())
     })
