@@ -61,21 +61,25 @@ impl Receiver {
                 let r = r.clone();
                 async move {
                     let status = r.status.load(Ordering::SeqCst);
-                    r.got.lock().unwrap().push(Got {
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                            .collect(),
-                        body,
-                        path: uri.path().to_owned(),
-                        at: Instant::now(),
-                    });
+                    r.got
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(Got {
+                            headers: headers
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                                .collect(),
+                            body,
+                            path: uri.path().to_owned(),
+                            at: Instant::now(),
+                        });
                     let mut resp = axum::response::Response::new(axum::body::Body::empty());
-                    *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                    *resp.status_mut() =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                     let ra = r.retry_after.load(Ordering::SeqCst);
                     if ra > 0 {
                         resp.headers_mut()
-                            .insert("retry-after", ra.to_string().parse().unwrap());
+                            .insert("retry-after", axum::http::HeaderValue::from(ra));
                     }
                     resp
                 }
@@ -86,7 +90,10 @@ impl Receiver {
     }
 
     pub fn got(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
+        self.got
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn answer(&self, status: u16) {
@@ -126,7 +133,7 @@ pub fn verify_with_reference(secret: &str, got: &[Got]) -> Result<usize> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("running the venv's python3 (scripts/install-deps.sh makes it)")?;
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stdin = child.stdin.take().context("the verifier's stdin")?;
     for g in got {
         let line = json!({"secret": secret, "headers": g.headers, "body": g.body});
         writeln!(stdin, "{line}")?;

@@ -15,7 +15,7 @@ use super::store::{SecretBox, Store, new_secret};
 use super::{USER_ENDPOINT, WebhookConfig};
 use crate::app::AppState;
 use crate::auth::extract::{AdminUser, AuthUser};
-use crate::error::{ApiError, ApiJson, ApiQuery, AuthRefusals, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiQuery, AuthRefusals, ErrorBody, JsonBodyRefusals};
 use crate::view::SuccessResponse;
 
 async fn store(state: &AppState) -> Result<Store, ApiError> {
@@ -108,6 +108,7 @@ pub async fn list(
         (status = 201, description = "Created; `secret` is shown this once", body = WebhookCreated),
         (status = 200, description = "Updated (`secret` only when rotated)", body = WebhookCreated),
         (status = 400, description = "Bad body, refused or unresolvable URL, unknown event type", body = ErrorBody),
+        JsonBodyRefusals,
         AuthRefusals,
         (status = 503, description = "Redis unavailable, or no webhook key configured", body = ErrorBody)))]
 pub async fn put(
