@@ -378,7 +378,9 @@ async fn the_console_shows_the_pods_qr_then_connected() -> Result<()> {
 
 async fn console_scenario(world: &World, user: &str) -> Result<()> {
     use wasp_e2e::browser::Browser;
-    let api = ApiReplica::start(world, JWT_SECRET).await?;
+    // The same webhook settings as the other test's replicas: every dispatcher on this Redis
+    // may be the one that delivers that test's webhook.
+    let api = ApiReplica::start_with(world, JWT_SECRET, &WEBHOOK_FLAGS).await?;
     let state_is = |s: &str| format!("document.body.dataset.state === '{s}'");
     let browser = Browser::start().await?;
     browser
