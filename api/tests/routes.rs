@@ -322,6 +322,19 @@ fn protected_routes() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/api/admin/cleanup-stats", None),
         (Method::GET, "/", None),
         (Method::GET, "/api/whatsapp/qr", None),
+        (Method::GET, "/webhooks", None),
+        (
+            Method::PUT,
+            "/webhooks",
+            Some(json!({"url": "https://crm.example.com/hook"})),
+        ),
+        (Method::DELETE, "/webhooks", None),
+        (Method::GET, "/admin/webhooks/dead-letters?userId=u", None),
+        (
+            Method::POST,
+            "/admin/webhooks/dead-letters/replay?userId=u",
+            None,
+        ),
     ]
 }
 
@@ -336,6 +349,7 @@ fn protected_routes_cover_the_openapi_document() {
         for (method, op) in [
             ("GET", &item.get),
             ("POST", &item.post),
+            ("PUT", &item.put),
             ("DELETE", &item.delete),
         ] {
             if op.is_some() && path != "/health" {
@@ -362,10 +376,11 @@ fn protected_routes_cover_the_openapi_document() {
     assert_eq!(documented, tested);
 }
 
-const ADMIN_ROUTES: [&str; 3] = [
+const ADMIN_ROUTES: [&str; 4] = [
     "/admin/sessions",
     "/api/whatsapp/sessions/active",
     "/api/admin/cleanup-stats",
+    "/admin/webhooks/dead-letters?userId=u",
 ];
 
 #[tokio::test]
