@@ -705,6 +705,11 @@ async fn pods_of(world: &ChartWorld, component: &str) -> Result<Vec<Pod>> {
 /// The WebSocket clients a replica serves (`wasp_api_stream_clients{transport="websocket"}` on
 /// its admin port).
 async fn websocket_clients(ip: std::net::Ipv4Addr) -> Result<i64> {
+    api_metric(ip, r#"wasp_api_stream_clients{transport="websocket"} "#).await
+}
+
+/// One value of an API replica's metrics (the line starting with `prefix`; 0 when absent).
+async fn api_metric(ip: std::net::Ipv4Addr, prefix: &str) -> Result<i64> {
     let text = reqwest::get(format!("http://{ip}:{API_ADMIN_PORT}/metrics"))
         .await?
         .error_for_status()?
@@ -712,7 +717,7 @@ async fn websocket_clients(ip: std::net::Ipv4Addr) -> Result<i64> {
         .await?;
     Ok(text
         .lines()
-        .find_map(|l| l.strip_prefix(r#"wasp_api_stream_clients{transport="websocket"} "#))
+        .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0))
 }
@@ -798,16 +803,7 @@ async fn kill_9_of_the_api_replica_serving_a_websocket_loses_and_doubles_nothing
 
 /// The webhook endpoints an API replica delivers to (`wasp_api_webhook_endpoints`).
 async fn webhook_endpoints(ip: std::net::Ipv4Addr) -> Result<i64> {
-    let text = reqwest::get(format!("http://{ip}:{API_ADMIN_PORT}/metrics"))
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix("wasp_api_webhook_endpoints "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0))
+    api_metric(ip, "wasp_api_webhook_endpoints ").await
 }
 
 /// kill -9 of the API replica delivering a CRM's webhook while the contact writes: the other
