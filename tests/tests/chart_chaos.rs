@@ -13,8 +13,9 @@
 //!   `RedisAuthStore::fault`);
 //! - kill -9 of the API replica serving the WebSocket: the client resumes through the Service
 //!   with no gap and no duplicate;
-//! - kill -9 of the API replica delivering a webhook: the other replica resumes at the
-//!   durable cursor, nothing lost, order kept, signatures verify with the reference library;
+//! - kill -9 of the API replica delivering a webhook, and of Redis while it delivers: delivery
+//!   resumes at the durable cursor, nothing lost, order kept, signatures verify with the
+//!   reference library;
 //! - a restart storm: all 20 session pods' processes killed at once: every session back without
 //!   a scan, every message once, the logins paced by the fleet's admission bucket;
 //! - `helm upgrade` with a changed operator value: the operators roll, the session pod's process
@@ -806,6 +807,93 @@ async fn webhook_endpoints(ip: std::net::Ipv4Addr) -> Result<i64> {
     api_metric(ip, "wasp_api_webhook_endpoints ").await
 }
 
+/// The chart values of the webhook chaos tests: http to the test's receiver, quick retries.
+fn webhook_values() -> Value {
+    json!({"api": {"webhooks": {
+        "allowHttp": true, "allowNets": ["127.0.0.2/32"],
+        "retryBaseMs": 100, "retryMaxMs": 1000, "leaseTtlMs": 2000
+    }}})
+}
+
+/// Sets the scene's user a webhook to a new receiver; the receiver and the signing secret.
+async fn webhook_for(
+    world: &ChartWorld,
+    scene: &Scene,
+) -> Result<(wasp_e2e::webhook_receiver::Receiver, String)> {
+    let receiver = wasp_e2e::webhook_receiver::Receiver::start().await?;
+    let created: Value = reqwest::Client::new()
+        .put(format!("{}/webhooks", world.api_base()))
+        .bearer_auth(world.token(&scene.user))
+        .json(&json!({"url": format!("{}/crm", receiver.base)}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let secret = created["secret"].as_str().context("no secret")?.to_owned();
+    Ok((receiver, secret))
+}
+
+/// Waits until every sent message reached the receiver, then checks: the first deliveries are
+/// in the order sent, a repeat carries the same webhook id as the first delivery of its
+/// message (and, with `only_in_flight`, repeats only the delivery just before), and every
+/// delivery verifies with the reference library. The deliveries, and how many were repeats.
+async fn all_delivered_in_order(
+    receiver: &wasp_e2e::webhook_receiver::Receiver,
+    sent: &[Sent],
+    secret: &str,
+    only_in_flight: bool,
+) -> Result<(usize, usize)> {
+    let bodies: Vec<String> = sent.iter().map(|s| s.body.clone()).collect();
+    let got = eventually(Duration::from_secs(60), || async {
+        let got = receiver.got();
+        let seen: BTreeSet<String> = got
+            .iter()
+            .filter_map(|g| g.json()["data"]["body"].as_str().map(str::to_owned))
+            .collect();
+        bodies.iter().all(|b| seen.contains(b)).then_some(got)
+    })
+    .await
+    .context("not every message reached the webhook")?;
+    let index: BTreeMap<&str, usize> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.as_str(), i))
+        .collect();
+    let mut first_id: BTreeMap<usize, String> = BTreeMap::new();
+    let (mut last, mut newest, mut repeats) = (None::<usize>, None::<usize>, 0);
+    for g in &got {
+        let body = g.json()["data"]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let i = *index
+            .get(body.as_str())
+            .context("a delivery of a message never sent")?;
+        match first_id.get(&i) {
+            Some(id) => {
+                ensure!(g.id() == id, "a repeat of message {i} with another id");
+                ensure!(
+                    !only_in_flight || last == Some(i),
+                    "message {i} repeated after {last:?}"
+                );
+                repeats += 1;
+            }
+            None => {
+                ensure!(
+                    newest.map_or(i == 0, |n| i == n + 1),
+                    "out of order: message {i} first delivered after {newest:?}"
+                );
+                first_id.insert(i, g.id().to_owned());
+                newest = Some(i);
+            }
+        }
+        last = Some(i);
+    }
+    ensure!(wasp_e2e::webhook_receiver::verify_with_reference(secret, &got)? == got.len());
+    Ok((got.len(), repeats))
+}
+
 /// kill -9 of the API replica delivering a CRM's webhook while the contact writes: the other
 /// replica takes the endpoint over (once the dead one's heartbeat and lease have expired) at
 /// the durable cursor, and every message reaches the receiver, signed, in order; a repeat is
@@ -813,24 +901,10 @@ async fn webhook_endpoints(ip: std::net::Ipv4Addr) -> Result<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_api_replica_delivering_a_webhook_loses_nothing() -> Result<()> {
     let pod = session_name(&user("hooks"));
-    let values = json!({"api": {"webhooks": {
-        "allowHttp": true, "allowNets": ["127.0.0.2/32"],
-        "retryBaseMs": 100, "retryMaxMs": 1000, "leaseTtlMs": 2000
-    }}});
-    with_world("chaos-hooks", values, &[&pod], async |world| {
+    with_world("chaos-hooks", webhook_values(), &[&pod], async |world| {
         let node = &world.node;
-        let receiver = wasp_e2e::webhook_receiver::Receiver::start().await?;
         let scene = Scene::pair(world, "hooks").await?;
-        let created: Value = reqwest::Client::new()
-            .put(format!("{}/webhooks", world.api_base()))
-            .bearer_auth(world.token(&scene.user))
-            .json(&json!({"url": format!("{}/crm", receiver.base)}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let secret = created["secret"].as_str().context("no secret")?.to_owned();
+        let (receiver, secret) = webhook_for(world, &scene).await?;
         let load = scene.load(world);
         receiver.wait_for(20, WAIT, |_| true).await?;
         let delivering = eventually(WAIT, || async {
@@ -855,41 +929,44 @@ async fn kill_9_of_the_api_replica_delivering_a_webhook_loses_nothing() -> Resul
             .context("deliveries never resumed after the kill")?;
         let t_resumed = t_kill.elapsed();
         let sent = load.finish().await?;
-        let bodies: Vec<String> = sent.iter().map(|s| s.body.clone()).collect();
-        let got = eventually(Duration::from_secs(60), || async {
-            let got = receiver.got();
-            let seen: BTreeSet<String> = got
-                .iter()
-                .filter_map(|g| g.json()["data"]["body"].as_str().map(str::to_owned))
-                .collect();
-            bodies.iter().all(|b| seen.contains(b)).then_some(got)
-        })
-        .await
-        .context("not every message reached the webhook")?;
-        // In order; a repeat only of the event just before, with the same webhook id.
-        let index: std::collections::HashMap<&str, usize> =
-            bodies.iter().enumerate().map(|(i, b)| (b.as_str(), i)).collect();
-        let mut last: Option<(usize, String)> = None;
-        let mut repeats = 0;
-        for g in &got {
-            let body = g.json()["data"]["body"].as_str().unwrap_or_default().to_owned();
-            let i = index[body.as_str()];
-            if let Some((l, id)) = &last {
-                ensure!(i == *l || i == l + 1, "out of order: {i} after {l}");
-                if i == *l {
-                    ensure!(g.id() == id, "a repeat with another id");
-                    repeats += 1;
-                }
-            }
-            last = Some((i, g.id().to_owned()));
-        }
-        ensure!(
-            wasp_e2e::webhook_receiver::verify_with_reference(&secret, &got)? == got.len()
-        );
+        let (deliveries, repeats) = all_delivered_in_order(&receiver, &sent, &secret, true).await?;
         eprintln!(
-            "chaos hooks: {} messages, {} deliveries ({repeats} repeats); killed {delivering} (pid {pid}), deliveries resumed in {t_resumed:?}",
-            sent.len(),
-            got.len()
+            "chaos hooks: {} messages, {deliveries} deliveries ({repeats} repeats); killed {delivering} (pid {pid}), deliveries resumed in {t_resumed:?}",
+            sent.len()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// kill -9 of the chart's Redis (AOF) while a webhook delivers: the cursor, the endpoint and
+/// the stream come back from the AOF, the dispatcher's worker starts again at the cursor, and
+/// every message reaches the receiver in order, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_redis_while_a_webhook_delivers_loses_nothing() -> Result<()> {
+    const REDIS_POD: &str = "wasp-redis-0";
+    let pod = session_name(&user("hooks-redis"));
+    with_world("chaos-hooks-redis", webhook_values(), &[&pod, REDIS_POD], async |world| {
+        let node = &world.node;
+        let scene = Scene::pair(world, "hooks-redis").await?;
+        let (receiver, secret) = webhook_for(world, &scene).await?;
+        let load = scene.load(world);
+        receiver.wait_for(20, WAIT, |_| true).await?;
+        let redis_pid = node.process_of(REDIS_POD).context("the Redis pod")?;
+        let at_kill = receiver.got().len();
+        let t_kill = Instant::now();
+        ensure!(node.kill9(REDIS_POD).await? == redis_pid);
+        receiver
+            .wait_for(at_kill + 20, Duration::from_secs(90), |_| true)
+            .await
+            .context("deliveries never resumed after the Redis restart")?;
+        let t_resumed = t_kill.elapsed();
+        let sent = load.finish().await?;
+        let (deliveries, repeats) =
+            all_delivered_in_order(&receiver, &sent, &secret, false).await?;
+        eprintln!(
+            "chaos hooks-redis: {} messages, {deliveries} deliveries ({repeats} repeats); Redis killed, deliveries resumed in {t_resumed:?}",
+            sent.len()
         );
         Ok(())
     })
