@@ -100,12 +100,8 @@ fn start_webhooks(
             sessions.clone(),
             metrics.clone(),
         );
-        // Without a key, a replica still delivers the global webhooks; users' secrets stay shut.
-        let box_ = secrets.clone().unwrap_or_else(|| {
-            webhooks::store::SecretBox::new(wasp_common::crypto::MasterKey::from_bytes(
-                rand::random(),
-            ))
-        });
+        // Without a key, a replica still delivers the global webhooks; users' stay shut.
+        let user_secrets = secrets.clone();
         let timing = flags.timing();
         let globals = Arc::new(globals);
         let shutdown = shutdown.clone();
@@ -128,7 +124,7 @@ fn start_webhooks(
                 hub,
                 sessions,
                 sender,
-                secrets: box_,
+                secrets: user_secrets,
                 globals,
                 metrics,
                 timing,
