@@ -25,6 +25,51 @@ use common::{Producer, Replica, namespace, own_message, put_session, text_messag
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Everything this binary logs: wasp's crates at trace level, the libraries at debug. Every
+/// test installs it before anything else can install a subscriber, so the secrets test
+/// searches what all of them logged.
+static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> String {
+    let buf = LOGS.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("debug,wasp_api=trace,wasp_common=trace,wasp_e2e=trace")
+            .with_ansi(false)
+            .with_writer(move || Capture(sink.clone()))
+            .try_init()
+            .expect("the log capture is this binary's first subscriber");
+        buf
+    });
+    String::from_utf8_lossy(
+        &buf.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned()
+}
+
+/// One test at a time, with the log capture on.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    logs();
+    SERIAL.lock().await
+}
+
 const WEBHOOK_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 fn flags(extra: &[&'static str]) -> Vec<&'static str> {
@@ -76,7 +121,7 @@ async fn put_webhook(r: &Replica, user: &str, body: Value) -> Result<(u16, Value
 
 #[tokio::test]
 async fn webhooks_are_validated_isolated_and_the_secret_is_shown_once() -> Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let (client, ns) = namespace("wh-config").await?;
     let api = Replica::start_with(&client, &ns, Arc::new(NotWired), &flags(&[])).await?;
     let rx = Receiver::start().await?;
@@ -227,7 +272,7 @@ async fn webhooks_are_validated_isolated_and_the_secret_is_shown_once() -> Resul
 
 #[tokio::test]
 async fn a_message_reaches_the_receiver_signed_by_the_standard() -> Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let (client, ns) = namespace("wh-signed").await?;
     let api = Replica::start_with(&client, &ns, Arc::new(NotWired), &flags(&[])).await?;
     let rx = Receiver::start().await?;
@@ -301,7 +346,7 @@ async fn a_message_reaches_the_receiver_signed_by_the_standard() -> Result<()> {
 /// out.
 #[tokio::test]
 async fn a_burst_survives_a_dead_receiver_and_a_replica_stopping_mid_delivery() -> Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let (client, ns) = namespace("wh-burst").await?;
     let a = Replica::start_with(&client, &ns, Arc::new(NotWired), &flags(&[])).await?;
     let b = Replica::start_with(&client, &ns, Arc::new(NotWired), &flags(&[])).await?;
@@ -420,7 +465,7 @@ async fn a_burst_survives_a_dead_receiver_and_a_replica_stopping_mid_delivery() 
 /// `GET /webhooks`); a replay delivers it with its id once the receiver is back.
 #[tokio::test]
 async fn an_event_past_its_maximum_age_is_a_dead_letter_an_admin_can_replay() -> Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let (client, ns) = namespace("wh-dead").await?;
     let api = Replica::start_with(
         &client,
@@ -511,7 +556,7 @@ async fn an_event_past_its_maximum_age_is_a_dead_letter_an_admin_can_replay() ->
 /// user and session; another global endpoint that is down does not hold it back.
 #[tokio::test]
 async fn global_webhooks_get_every_users_events_and_a_dead_one_delays_no_other() -> Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let (client, ns) = namespace("wh-global").await?;
     let rx = Receiver::start().await?;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -558,5 +603,97 @@ async fn global_webhooks_get_every_users_events_and_a_dead_one_delays_no_other()
             .await?
             .contains("wasp_api_webhook_failures_total{reason=\"connect\"}")
     );
+    Ok(())
+}
+
+/// Signing secrets (the user's, rotated, and a global one), the webhook key, the JWT and its
+/// key never reach the logs: everything wasp logged at trace level (libraries at debug) while
+/// webhooks were created, rotated, delivered to, failed and recovered.
+#[tokio::test]
+async fn secrets_never_reach_the_logs() -> Result<()> {
+    let _serial = serial().await;
+    let (client, ns) = namespace("wh-logs").await?;
+    let rx = Receiver::start().await?;
+    let global_secret = "whsec_bG9nLXRlc3QtZ2xvYmFsLXNlY3JldC0xMjM0NTY=";
+    let globals: &'static str = Box::leak(
+        json!([{"name": "crm", "url": format!("{}/global", rx.base), "secret": global_secret}])
+            .to_string()
+            .into_boxed_str(),
+    );
+    let api = Replica::start_with(
+        &client,
+        &ns,
+        Arc::new(NotWired),
+        &flags(&["--global-webhooks", globals]),
+    )
+    .await?;
+    let user = "doc-logs";
+    put_session(&client, &ns, &api, user, "Connected", None).await?;
+    let url = format!("{}/own", rx.base);
+    let (status, created) = put_webhook(&api, user, json!({"url": url, "events": ["*"]})).await?;
+    assert_eq!(status, 201, "{created}");
+    let first = created["secret"].as_str().unwrap().to_owned();
+    let (_, rotated) = put_webhook(
+        &api,
+        user,
+        json!({"url": url, "events": ["*"], "rotateSecret": true}),
+    )
+    .await?;
+    let second = rotated["secret"].as_str().unwrap().to_owned();
+
+    // Deliveries that fail, then succeed, to both endpoints.
+    rx.answer(500);
+    let mut producer = Producer::connect().await?;
+    producer.emit(user, text_message(1)).await?;
+    rx.wait_for(3, Duration::from_secs(20), |g| g.path == "/own")
+        .await?;
+    rx.answer(204);
+    producer.emit(user, text_message(2)).await?;
+    let own = rx
+        .wait_for(1, Duration::from_secs(20), |g| {
+            g.path == "/own" && g.json()["data"]["body"] == "message 2"
+        })
+        .await?;
+    // `message_create` and `message`.
+    assert_eq!(verify_with_reference(&second, &own)?, own.len());
+    let global = rx
+        .wait_for(1, Duration::from_secs(20), |g| {
+            g.path == "/global" && g.json()["data"]["body"] == "message 2"
+        })
+        .await?;
+    assert_eq!(verify_with_reference(global_secret, &global)?, global.len());
+
+    let logged = logs();
+    // The capture works: the deliveries and their failures were logged.
+    for expected in [
+        "delivering to a webhook endpoint",
+        "webhook endpoints loaded",
+        "127.0.0.2",
+    ] {
+        assert!(
+            logged.contains(expected),
+            "the log capture lacks {expected:?}"
+        );
+    }
+    let mut secrets: Vec<(&str, &str)> = vec![
+        ("the webhook key", WEBHOOK_KEY),
+        ("the JWT key", common::SECRET),
+        // Every bearer token of the test starts so (base64 of `{"alg":`).
+        ("a JWT", "eyJhbGciOi"),
+    ];
+    for (what, s) in [
+        ("the first secret", first.as_str()),
+        ("the rotated secret", second.as_str()),
+        ("the global secret", global_secret),
+    ] {
+        secrets.push((what, s));
+        // The key part alone (what an HMAC is keyed with, base64).
+        secrets.push((what, s.trim_start_matches("whsec_")));
+    }
+    for (what, s) in secrets {
+        let lines: Vec<&str> = logged.lines().filter(|l| l.contains(s)).take(3).collect();
+        assert!(lines.is_empty(), "{what} is in the logs: {lines:#?}");
+    }
+    println!("searched {} log lines", logged.lines().count());
     Ok(())
 }

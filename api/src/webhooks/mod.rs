@@ -27,8 +27,9 @@ use store::SecretBox;
 /// The id of the endpoint a user sets through `PUT /webhooks` (one per user).
 pub const USER_ENDPOINT: &str = "api";
 
-/// A webhook of the operator's configuration that receives every user's events.
-#[derive(Debug, Clone, Deserialize)]
+/// A webhook of the operator's configuration that receives every user's events. `Debug`
+/// leaves the secret out.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalWebhook {
     /// Short name (`[a-z0-9-]`, unique): names its state in Redis.
@@ -38,6 +39,16 @@ pub struct GlobalWebhook {
     pub events: Vec<String>,
     /// `whsec_…` (Standard Webhooks).
     pub secret: String,
+}
+
+impl std::fmt::Debug for GlobalWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalWebhook")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 fn all_events() -> Vec<String> {

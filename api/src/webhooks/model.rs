@@ -34,7 +34,8 @@ pub struct StoredEndpoint {
 }
 
 /// An endpoint the dispatcher delivers to: a user's own or a global one, for one user.
-#[derive(Debug, Clone)]
+/// `Debug` leaves the secret out.
+#[derive(Clone)]
 pub struct Endpoint {
     /// `api` (the user's, set through `PUT /webhooks`) or `global-<name>`.
     pub id: String,
@@ -47,6 +48,18 @@ pub struct Endpoint {
     /// the session's creation and the global webhook's first appearance. Users' own endpoints
     /// get their cursor when they are configured.
     pub start_ms: i64,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("start_ms", &self.start_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Endpoint {
@@ -245,6 +258,14 @@ mod tests {
             start_ms: 0,
         };
         assert!(ep.wants("message") && !ep.wants("message_create"));
+        let shown = format!(
+            "{:?}",
+            Endpoint {
+                secret: "whsec_c2VjcmV0".into(),
+                ..ep.clone()
+            }
+        );
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
         assert!(
             Endpoint {
                 events: vec!["*".into()],
