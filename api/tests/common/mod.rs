@@ -220,7 +220,8 @@ pub async fn put_session(
     Ok(())
 }
 
-/// Writes events to Redis exactly as a session pod does.
+/// Writes events to Redis exactly as a session pod does (clones share one connection).
+#[derive(Clone)]
 pub struct Producer {
     conn: redis::aio::MultiplexedConnection,
 }
