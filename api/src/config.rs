@@ -161,15 +161,9 @@ pub struct WebhookFlags {
     /// Deliver webhooks from this replica (every replica shares the work; off: serve only).
     #[arg(long, env = "WEBHOOK_DISPATCH", default_value_t = true, action = clap::ArgAction::Set)]
     pub webhook_dispatch: bool,
-    /// Accept plain `http://` webhook URLs (receivers on a trusted network only).
-    #[arg(long, env = "WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
-    pub webhook_allow_http: bool,
-    /// Private networks webhooks may call (CIDRs, comma separated), e.g. an in-cluster CRM.
-    #[arg(long, env = "WEBHOOK_ALLOW_NETS", default_value = "", value_parser = parse_nets)]
-    pub webhook_allow_nets: Nets,
-    /// Host names webhooks may call whatever they resolve to (comma separated).
-    #[arg(long, env = "WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
-    pub webhook_allow_hosts: Vec<String>,
+    /// Which URLs webhooks may call (the operator gets the same settings).
+    #[command(flatten)]
+    pub policy: wasp_common::webhooks::policy::UrlPolicyFlags,
     /// Timeout of one delivery attempt.
     #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     pub webhook_timeout_ms: u64,
@@ -187,35 +181,9 @@ pub struct WebhookFlags {
     pub webhook_lease_ttl_ms: u64,
 }
 
-/// A comma-separated list of CIDRs (empty: none).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Nets(pub Vec<ipnet::IpNet>);
-
-pub fn parse_nets(input: &str) -> Result<Nets, String> {
-    input
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(|n| {
-            n.parse()
-                .map_err(|_| format!("{n:?} is not a CIDR like 10.0.0.0/8"))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Nets)
-}
-
 impl WebhookFlags {
     pub fn policy(&self) -> crate::webhooks::policy::UrlPolicy {
-        crate::webhooks::policy::UrlPolicy {
-            allow_http: self.webhook_allow_http,
-            allow_nets: self.webhook_allow_nets.0.clone(),
-            allow_hosts: self
-                .webhook_allow_hosts
-                .iter()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-                .collect(),
-        }
+        self.policy.policy()
     }
 
     pub fn timing(&self) -> crate::webhooks::dispatcher::Timing {
@@ -272,8 +240,14 @@ impl std::fmt::Debug for Config {
             .field("max_file_size", &self.max_file_size)
             .field("default_storage_policy", &self.default_storage_policy)
             .field("webhook_key_set", &self.webhooks.webhook_key.is_some())
-            .field("webhook_allow_http", &self.webhooks.webhook_allow_http)
-            .field("webhook_allow_nets", &self.webhooks.webhook_allow_nets)
+            .field(
+                "webhook_allow_http",
+                &self.webhooks.policy.webhook_allow_http,
+            )
+            .field(
+                "webhook_allow_nets",
+                &self.webhooks.policy.webhook_allow_nets,
+            )
             .finish_non_exhaustive()
     }
 }

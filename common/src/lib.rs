@@ -16,6 +16,7 @@ pub mod purge;
 pub mod session_state;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use ids::user_hash;
 pub use session_state::{ErrorReason, SessionPhase, SessionState};

@@ -42,6 +42,11 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
     }
 }
 
+/// Takes the condition of `type_` out (it no longer applies).
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
 /// Whether the condition of `type_` is present and "True".
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions

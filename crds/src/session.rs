@@ -87,6 +87,44 @@ pub struct WhatsAppSessionSpec {
     /// Per-session overrides of the session pod.
     #[serde(default, skip_serializing_if = "PodOverrides::is_empty")]
     pub pod: PodOverrides,
+
+    /// Webhooks that receive this session's events (docs/webhooks.md), besides the one the user
+    /// sets through `PUT /webhooks`. The operator keeps them in step; the `WebhooksHealthy`
+    /// condition says when one is refused or keeps failing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub webhooks: Vec<WebhookSpec>,
+}
+
+/// One webhook of `spec.webhooks`; its endpoint id (in `GET /webhooks`, dead letters) is
+/// `spec-<name>`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Short name, unique in the list (`[a-z0-9-]`, at most 40).
+    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub name: String,
+    /// Where events are POSTed: `https://…`; internal addresses are refused unless the
+    /// operator's webhook allow-lists name them.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// Event types (`message`, `message_create`, `message_ack`, `status`, `ready`,
+    /// `disconnected`, `error`, `log`), or `["*"]`; default `["message"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    /// The Secret (in the session's namespace) and key holding the signing secret,
+    /// `whsec_` + base64 (Standard Webhooks).
+    pub secret_ref: SecretKeyRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -294,6 +332,7 @@ impl WhatsAppSession {
                 reconnect: ReconnectPolicy::default(),
                 stale_timeout_seconds: None,
                 pod: PodOverrides::default(),
+                webhooks: Vec::new(),
             },
         )
     }

@@ -12,6 +12,16 @@ use clap::Parser;
     about = "Reconciles WhatsAppSession resources into isolated session pods"
 )]
 pub struct Config {
+    /// Key (32 bytes, hex or base64) that seals webhook signing secrets in Redis, the same as
+    /// wasp-api's: the operator copies each `spec.webhooks` Secret there. Without it
+    /// `spec.webhooks` is not delivered (condition `WebhooksHealthy` says so).
+    #[arg(long, env = "WASP_WEBHOOK_KEY", hide_env_values = true)]
+    pub webhook_key: Option<String>,
+
+    /// Which URLs `spec.webhooks` may call (wasp-api checks again at every connect).
+    #[command(flatten)]
+    pub webhook_policy: wasp_common::webhooks::policy::UrlPolicyFlags,
+
     /// Watch only this namespace (the release's); all namespaces when unset.
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,

@@ -34,6 +34,7 @@ use crate::keys::{KeyCache, KeyProblem, MasterKeys};
 use crate::metrics::Metrics;
 use crate::resources::{self, FIELD_MANAGER, PodCredentials, PodSettings};
 use crate::status::{Observed, PodView, compute_status, transition};
+use crate::webhooks::WebhookSettings;
 use crate::{backoff, cleanup, sweeper};
 
 /// How long a finalizer waits between checks that the session pod is gone.
@@ -60,6 +61,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
+    pub webhooks: WebhookSettings,
     failures: Mutex<HashMap<ObjectRef<WhatsAppSession>, u32>>,
 }
 
@@ -89,6 +91,7 @@ pub struct Term {
     pub triggers: tokio::sync::broadcast::Sender<ObjectRef<WhatsAppSession>>,
     /// Reconciles running at once (bounds memory and API load when thousands of sessions change).
     pub concurrency: u16,
+    pub webhooks: WebhookSettings,
 }
 
 /// Keeps what the reconciler reads of a cached pod (metadata, phase, conditions, IP): the spec
@@ -196,6 +199,7 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default(),
+        webhooks: term.webhooks,
         failures: Mutex::default(),
     });
 
@@ -312,9 +316,12 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
         (None, true) => apply_pod(&session, cached.as_deref(), None, ctx).await?,
     };
 
+    let webhooks =
+        crate::webhooks::sync(&ctx.client, &ctx.redis, &ctx.webhooks, &session, &ns).await?;
     let mut redis = ctx.redis.clone();
     let (state, lease_token) = read_state_and_lease(&mut redis, &session.spec.user_id).await?;
     let observed = Observed {
+        webhooks,
         session: &session,
         pod: pod.as_ref().map(PodView::of),
         state,

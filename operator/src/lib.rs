@@ -18,6 +18,7 @@ pub mod resources;
 pub mod stale;
 pub mod status;
 pub mod sweeper;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +56,8 @@ pub enum RunError {
     Admin(#[from] std::io::Error),
     #[error("--redis-acl per-session: {0}")]
     RedisUrl(#[from] wasp_common::acl::UrlError),
+    #[error("--webhook-key must be 32 bytes, hex or base64")]
+    WebhookKey,
 }
 
 /// A handle to the running operator's observable state (used by tests and benchmarks).
@@ -92,6 +95,15 @@ pub async fn run(
     handle: Handle,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let webhooks = webhooks::WebhookSettings {
+        secrets: match &config.webhook_key {
+            Some(k) if !k.trim().is_empty() => Some(wasp_common::webhooks::SecretBox::new(
+                wasp_common::crypto::MasterKey::parse(k).map_err(|_| RunError::WebhookKey)?,
+            )),
+            _ => None,
+        },
+        policy: config.webhook_policy.policy(),
+    };
     let redis_client = redis::Client::open(config.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis_client.clone()).await?;
 
@@ -140,6 +152,7 @@ pub async fn run(
         metrics: handle.metrics.clone(),
         triggers: triggers.clone(),
         concurrency: config.concurrency,
+        webhooks: webhooks.clone(),
     };
     handle.ready.store(true, Ordering::Relaxed);
 

@@ -59,6 +59,8 @@ pub struct Observed<'a> {
     pub key_problem: Option<String>,
     pub control_port: u16,
     pub now: Time,
+    /// `spec.webhooks` and the user's other webhooks (`None`: the user has none).
+    pub webhooks: Option<crate::webhooks::WebhookHealth>,
 }
 
 /// The phase, an error of the operator's own (`lastError`), and the problem the session pod
@@ -288,6 +290,24 @@ pub fn compute_status(o: &Observed) -> WhatsAppSessionStatus {
         ),
     );
 
+    match &o.webhooks {
+        None => conditions::remove_condition(&mut conds, crate::webhooks::WEBHOOKS_HEALTHY),
+        Some(h) => {
+            let (ok, reason, message) = crate::webhooks::condition(h);
+            set_condition(
+                &mut conds,
+                condition(
+                    crate::webhooks::WEBHOOKS_HEALTHY,
+                    ok,
+                    reason,
+                    message,
+                    generation,
+                    &o.now,
+                ),
+            );
+        }
+    }
+
     WhatsAppSessionStatus {
         phase: Some(phase),
         phase_since: if old.phase == Some(phase) {
@@ -444,7 +464,66 @@ mod tests {
             key_problem: None,
             control_port: 8080,
             now: at(100),
+            webhooks: None,
         }
+    }
+
+    #[test]
+    fn webhooks_healthy_appears_with_webhooks_and_goes_with_them() {
+        use crate::webhooks::{WEBHOOKS_HEALTHY, WebhookHealth};
+        let mut s = session();
+        let find = |st: &WhatsAppSessionStatus| {
+            st.conditions
+                .iter()
+                .find(|c| c.type_ == WEBHOOKS_HEALTHY)
+                .cloned()
+        };
+        let mut o = observe(
+            &s,
+            Some(running_pod()),
+            Some(state(SessionPhase::Connected)),
+        );
+        assert_eq!(find(&compute_status(&o)), None, "no webhooks, no condition");
+        o.webhooks = Some(WebhookHealth {
+            endpoints: 1,
+            problems: vec![],
+            failing: vec![wasp_common::webhooks::Failing {
+                id: "spec-crm".into(),
+                since: 90,
+                error: "the receiver answered 500".into(),
+            }],
+        });
+        let failing = compute_status(&o);
+        let c = find(&failing).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "DeliveryFailing")
+        );
+        assert!(
+            is_true(&failing.conditions, conditions::READY),
+            "a failing webhook does not make the session unready"
+        );
+        s.status = Some(failing);
+        let mut o = observe(
+            &s,
+            Some(running_pod()),
+            Some(state(SessionPhase::Connected)),
+        );
+        o.webhooks = Some(WebhookHealth {
+            endpoints: 1,
+            ..Default::default()
+        });
+        let c = find(&compute_status(&o)).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "Delivering")
+        );
+        o.webhooks = None;
+        assert_eq!(
+            find(&compute_status(&o)),
+            None,
+            "removed with the last webhook"
+        );
     }
 
     #[test]

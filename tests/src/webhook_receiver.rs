@@ -22,6 +22,8 @@ pub struct Got {
     pub body: String,
     pub path: String,
     pub at: Instant,
+    /// The status the receiver answered (2xx: accepted).
+    pub status: u16,
 }
 
 impl Got {
@@ -72,6 +74,7 @@ impl Receiver {
                             body,
                             path: uri.path().to_owned(),
                             at: Instant::now(),
+                            status,
                         });
                     let mut resp = axum::response::Response::new(axum::body::Body::empty());
                     *resp.status_mut() =

@@ -82,15 +82,36 @@ fn user() -> String {
     format!("dr-{:x}@clinic.example", std::process::id())
 }
 
-/// The replicas deliver webhooks, plain http allowed to the test's receiver only.
-const WEBHOOK_FLAGS: [&str; 6] = [
-    "--webhook-key",
-    "5e1f0a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7",
-    "--webhook-allow-http",
-    "true",
-    "--webhook-allow-nets",
-    "127.0.0.2/32",
-];
+/// The replicas deliver webhooks, plain http allowed to the test's receiver only (the operator
+/// of the `World` has the same key and policy, for `spec.webhooks`).
+const WEBHOOK_FLAGS: [&str; 6] = common::WEBHOOK_FLAGS;
+
+/// The `WebhooksHealthy` condition's status and reason.
+fn webhooks_healthy(s: &wasp_crds::WhatsAppSession) -> Option<(String, String, String)> {
+    s.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "WebhooksHealthy")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The ids `GET /webhooks` lists.
+async fn webhook_ids(api: &ApiReplica, user: &str) -> Result<Vec<String>> {
+    let list = call(
+        reqwest::Method::GET,
+        &format!("{}/webhooks", api.base),
+        user,
+        None,
+    )
+    .await?;
+    Ok(list["webhooks"]
+        .as_array()
+        .context("webhooks")?
+        .iter()
+        .filter_map(|w| w["id"].as_str().map(str::to_owned))
+        .collect())
+}
 
 async fn scenario(world: &World) -> Result<()> {
     let a = ApiReplica::start_with(world, JWT_SECRET, &WEBHOOK_FLAGS).await?;
@@ -187,6 +208,36 @@ async fn scenario(world: &World) -> Result<()> {
         .as_str()
         .context("no webhook secret")?
         .to_owned();
+    // The platform team adds one in the CR too: `spec.webhooks`, its secret in a Secret.
+    let spec_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(world.client.clone(), &world.ns)
+        .create(
+            &Default::default(),
+            &common::secret("crm-hooks", "crm", spec_secret),
+        )
+        .await?;
+    let spec_hook = |url: &str| {
+        json!({"spec": {"webhooks": [{"name": "crm", "url": url, "events": ["message"],
+            "secretRef": {"name": "crm-hooks", "key": "crm"}}]}})
+    };
+    world
+        .sessions()
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(spec_hook(&format!("{}/spec", receiver.base))),
+        )
+        .await?;
+    eventually(WAIT, || async {
+        let ids = webhook_ids(&a, &user).await.ok()?;
+        (ids == ["api", "spec-crm"]).then_some(())
+    })
+    .await
+    .context("the operator did not apply spec.webhooks")?;
+    wait_status(&world.sessions(), &name, "WebhooksHealthy True", |s| {
+        webhooks_healthy(s).is_some_and(|(st, reason, _)| st == "True" && reason == "Delivering")
+    })
+    .await?;
     // A contact writes: `message` on the WebSocket (replica a) and the SSE stream (replica b).
     let contact = world.sim.create_contact(None, Some("Ann")).await?;
     call(
@@ -248,6 +299,13 @@ async fn scenario(world: &World) -> Result<()> {
         wasp_e2e::webhook_receiver::verify_with_reference(&webhook_secret, &hooked)?,
         1
     );
+    // The CR's webhook got it too, signed with the Secret's secret.
+    let spec_hooked = receiver.wait_for(1, WAIT, |g| g.path == "/spec").await?;
+    assert_eq!(spec_hooked[0].json()["id"], msg["id"]);
+    assert_eq!(
+        wasp_e2e::webhook_receiver::verify_with_reference(spec_secret, &spec_hooked)?,
+        1
+    );
 
     eprintln!("api stack: send at {:?}", t0.elapsed());
     // The CRM answers through /send; the contact decrypts it.
@@ -301,6 +359,7 @@ async fn scenario(world: &World) -> Result<()> {
     // replays exactly those, in order, on the other replica.
     let last_id = msg["id"].as_str().context("event id")?.to_owned();
     ws.close().await;
+    receiver.answer(500);
     for n in 1..=3 {
         world
             .sim
@@ -321,6 +380,55 @@ async fn scenario(world: &World) -> Result<()> {
         }
     }
     assert_eq!(bodies, ["while away 1", "while away 2", "while away 3"]);
+
+    // The receiver was answering 500 meanwhile: the CR says so, and once it recovers every
+    // message arrives, in order, and the condition turns back.
+    wait_status(
+        &world.sessions(),
+        &name,
+        "WebhooksHealthy DeliveryFailing",
+        |s| {
+            webhooks_healthy(s).is_some_and(|(st, reason, message)| {
+                st == "False" && reason == "DeliveryFailing" && message.contains("spec-crm")
+            })
+        },
+    )
+    .await?;
+    receiver.answer(204);
+    wait_status(
+        &world.sessions(),
+        &name,
+        "WebhooksHealthy True again",
+        |s| webhooks_healthy(s).is_some_and(|(st, _, _)| st == "True"),
+    )
+    .await?;
+    let spec_hooked = receiver
+        .wait_for(4, WAIT, |g| g.path == "/spec" && g.status == 204)
+        .await?;
+    let away: Vec<String> = spec_hooked[1..4]
+        .iter()
+        .map(|g| {
+            g.json()["data"]["body"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(away, ["while away 1", "while away 2", "while away 3"]);
+    // Taken out of the spec: gone from the user's list; the user's own stays.
+    world
+        .sessions()
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"webhooks": null}})),
+        )
+        .await?;
+    eventually(WAIT, || async {
+        (webhook_ids(&a, &user).await.ok()? == ["api"]).then_some(())
+    })
+    .await
+    .context("the operator did not remove the spec webhook")?;
 
     eprintln!("api stack: disconnect at {:?}", t0.elapsed());
     // /disconnect (seed 003: log out): the pod stops and the pairing is gone from Redis.

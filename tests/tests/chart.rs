@@ -745,6 +745,10 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("WASP_REDIS_SECRET_KEY", "uri"),
         ("WASP_MASTER_KEY_SECRET", "clinic-master"),
         ("WASP_MASTER_KEY_SECRET_KEY", "mk"),
+        ("WASP_WEBHOOK_KEY", "secret:crm-webhooks/key"),
+        ("WEBHOOK_ALLOW_HTTP", "true"),
+        ("WEBHOOK_ALLOW_NETS", "10.20.0.0/16,fd00::/8"),
+        ("WEBHOOK_ALLOW_HOSTS", "crm.crm.svc.cluster.local"),
         ("WASP_WHATSAPP_URL", "wss://wa.example/ws/chat"),
         ("WASP_SESSION_CONTROL_PORT", "18080"),
         ("WASP_SESSION_ADMIN_PORT", "19090"),
@@ -845,7 +849,17 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     assert_eq!(api.upstream_timeout_ms, 2_500_000);
     assert!(api.dev_insecure_auth);
     let hooks = &api.webhooks;
-    assert!(!hooks.webhook_dispatch && hooks.webhook_allow_http);
+    assert!(!hooks.webhook_dispatch && hooks.policy.webhook_allow_http);
+    // The operator checks `spec.webhooks` with the same policy and seals with the same key.
+    assert_eq!(
+        op.webhook_policy.policy().allow_nets,
+        hooks.policy().allow_nets
+    );
+    assert_eq!(
+        op.webhook_policy.policy().allow_hosts,
+        hooks.policy().allow_hosts
+    );
+    assert!(op.webhook_policy.webhook_allow_http);
     assert_eq!(hooks.policy().allow_nets.len(), 2);
     assert_eq!(hooks.policy().allow_hosts, ["crm.crm.svc.cluster.local"]);
     assert_eq!(

@@ -309,9 +309,13 @@ impl Dispatcher {
                 Attempts::Delivered(status) => {
                     failing = false;
                     cursor = at;
-                    self.store
+                    let recovered = self
+                        .store
                         .delivered(&ep.user_id, &ep.id, Some(cursor), &delivery(&ev, status))
                         .await?;
+                    if recovered {
+                        self.health_changed(ep).await;
+                    }
                 }
                 Attempts::GaveUp { attempts, error } => {
                     failing = true;
@@ -355,7 +359,9 @@ impl Dispatcher {
                     event_id: letter.webhook_id.clone(),
                     status,
                 };
-                self.store.delivered(&ep.user_id, &ep.id, None, &d).await?;
+                if self.store.delivered(&ep.user_id, &ep.id, None, &d).await? {
+                    self.health_changed(ep).await;
+                }
             }
             Attempts::GaveUp { attempts, error } => {
                 letter.attempts += attempts;
@@ -367,6 +373,26 @@ impl Dispatcher {
             Attempts::Stopped => return Ok(()),
         }
         self.store.replay_done(&ep.user_id, &ep.id).await
+    }
+
+    /// An endpoint started or stopped failing: the operator updates the session's
+    /// `WebhooksHealthy` condition (global endpoints are the platform's, seen in the metrics).
+    async fn health_changed(&self, ep: &Endpoint) {
+        if ep.id.starts_with("global-") {
+            return;
+        }
+        let Ok(Some(session)) = self.sessions.get(&ep.user_id).await else {
+            return;
+        };
+        let ns = session
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(self.sessions.namespace());
+        let name = session.metadata.name.as_deref().unwrap_or_default();
+        if let Err(e) = self.store.announce(ns, name).await {
+            tracing::debug!(endpoint = %ep.id, error = %e, "announcing a webhook health change failed");
+        }
     }
 
     /// Attempts one event until it is delivered, given up on or the worker stops.
@@ -435,7 +461,7 @@ impl Dispatcher {
                     retry_after,
                 } => {
                     self.metrics.webhooks.failure(reason);
-                    let _ = self
+                    let started = self
                         .store
                         .failed(
                             &ep.user_id,
@@ -447,6 +473,9 @@ impl Dispatcher {
                             },
                         )
                         .await;
+                    if matches!(started, Ok(true)) {
+                        self.health_changed(ep).await;
+                    }
                     let wait = backoff.wait(attempt, rand::random::<f64>(), retry_after);
                     if backoff.give_up(age(), wait) {
                         break Attempts::GaveUp {

@@ -4,7 +4,8 @@
 //! to addresses the [`policy::UrlPolicy`] allows.
 //!
 //! - [`model`]: the stored endpoint, the views, the payload and ids (pure);
-//! - [`policy`]: which URLs and addresses may be called (pure);
+//! - [`policy`]: which URLs and addresses may be called (pure; in `wasp_common`, the operator
+//!   checks `spec.webhooks` with it too);
 //! - [`schedule`]: back-off, `Retry-After`, who delivers (pure);
 //! - [`store`]: Redis; [`deliver`]: one HTTP attempt; [`dispatcher`]: the loop;
 //! - [`routes`]: the user's and the admin's routes.
@@ -12,10 +13,11 @@
 pub mod deliver;
 pub mod dispatcher;
 pub mod model;
-pub mod policy;
 pub mod routes;
 pub mod schedule;
 pub mod store;
+
+pub use wasp_common::webhooks::{USER_ENDPOINT, policy};
 
 use std::sync::Arc;
 
@@ -23,9 +25,6 @@ use serde::Deserialize;
 
 use policy::UrlPolicy;
 use store::SecretBox;
-
-/// The id of the endpoint a user sets through `PUT /webhooks` (one per user).
-pub const USER_ENDPOINT: &str = "api";
 
 /// A webhook of the operator's configuration that receives every user's events. `Debug`
 /// leaves the secret out.

@@ -6,38 +6,14 @@ use utoipa::ToSchema;
 
 use crate::stream::event::{ClientEvent, StreamId};
 
-/// Event types a webhook can ask for: the durable events of the user's stream (QR and pairing
-/// codes are never in it, they carry key material). `*` is every one of them.
-pub const EVENT_TYPES: [&str; 8] = [
-    "message",
-    "message_create",
-    "message_ack",
-    "status",
-    "ready",
-    "disconnected",
-    "error",
-    "log",
-];
-
-/// One endpoint as stored in the user's `webhooks` hash. The signing secret is sealed with the
-/// webhook key (AES-256-GCM, per-user key, the Redis key and endpoint id as associated data).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredEndpoint {
-    pub id: String,
-    pub user_id: String,
-    pub url: String,
-    pub events: Vec<String>,
-    /// base64 of the sealed `whsec_…` secret.
-    pub secret_sealed: String,
-    pub created_at: i64,
-}
+pub use wasp_common::webhooks::{StoredEndpoint, parse_events};
 
 /// An endpoint the dispatcher delivers to: a user's own or a global one, for one user.
 /// `Debug` leaves the secret out.
 #[derive(Clone)]
 pub struct Endpoint {
-    /// `api` (the user's, set through `PUT /webhooks`) or `global-<name>`.
+    /// `api` (the user's, set through `PUT /webhooks`), `spec-<name>` (the CR's `spec.webhooks`,
+    /// written by the operator) or `global-<name>`.
     pub id: String,
     pub user_id: String,
     pub url: String,
@@ -93,6 +69,8 @@ pub struct WebhookRequest {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookView {
+    /// `api`: the user's own (`PUT /webhooks`); `spec-<name>`: from the session's
+    /// `spec.webhooks` (set by the platform team, not changeable here).
     pub id: String,
     pub url: String,
     pub events: Vec<String>,
@@ -157,33 +135,6 @@ pub struct DeadLetter {
     pub last_error: String,
 }
 
-/// The endpoint's event filter from a request: known names only, `*` alone, no duplicates.
-pub fn parse_events(events: Option<Vec<String>>) -> Result<Vec<String>, String> {
-    let mut events = events.unwrap_or_else(|| vec!["message".into()]);
-    for e in events.iter_mut() {
-        *e = e.trim().to_owned();
-    }
-    events.sort();
-    events.dedup();
-    if events.is_empty() {
-        return Err("events must name at least one event type (or \"*\")".into());
-    }
-    if events.iter().any(|e| e == "*") {
-        return if events.len() == 1 {
-            Ok(events)
-        } else {
-            Err("\"*\" already means every event type".into())
-        };
-    }
-    if let Some(bad) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
-        return Err(format!(
-            "unknown event type {bad:?}; known: {}",
-            EVENT_TYPES.join(", ")
-        ));
-    }
-    Ok(events)
-}
-
 /// The `webhook-id` of one event: the same on every retry and every replica, different for the
 /// two events of one stream entry (`message_create`, `message`) and for different users.
 pub fn webhook_id(user_hash: &str, id: StreamId, part: u8) -> String {
@@ -233,22 +184,7 @@ mod tests {
     use crate::stream::event::raw;
 
     #[test]
-    fn the_event_filter_takes_known_names_or_everything() {
-        assert_eq!(parse_events(None).unwrap(), ["message"]);
-        assert_eq!(
-            parse_events(Some(vec![
-                "message_ack".into(),
-                " message".into(),
-                "message".into()
-            ]))
-            .unwrap(),
-            ["message", "message_ack"]
-        );
-        assert_eq!(parse_events(Some(vec!["*".into()])).unwrap(), ["*"]);
-        assert!(parse_events(Some(vec![])).is_err());
-        assert!(parse_events(Some(vec!["*".into(), "message".into()])).is_err());
-        let err = parse_events(Some(vec!["qr".into()])).unwrap_err();
-        assert!(err.contains("\"qr\""), "{err}");
+    fn an_endpoint_wants_the_events_it_names_and_hides_its_secret() {
         let ep = Endpoint {
             id: "api".into(),
             user_id: "u".into(),

@@ -129,7 +129,9 @@ pub async fn put(
         .find(|e| e.id == USER_ENDPOINT);
     let new_secret = (existing.is_none() || req.rotate_secret).then(new_secret);
     let secret_sealed = match (&new_secret, &existing) {
-        (Some(s), _) => secrets.seal(&me.user_id, USER_ENDPOINT, s)?,
+        (Some(s), _) => secrets
+            .seal(&me.user_id, USER_ENDPOINT, s)
+            .map_err(|e| ApiError::unavailable("webhook key", e))?,
         (None, Some(e)) => e.secret_sealed.clone(),
         (None, None) => unreachable!("a new webhook always gets a secret"),
     };

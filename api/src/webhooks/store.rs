@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::streams::StreamRangeReply;
-use wasp_common::crypto::{AuthCipher, MasterKey};
 use wasp_common::keys::{
     UserKeys, WEBHOOK_GLOBAL_SINCE, WEBHOOK_REPLICAS, WEBHOOK_USERS, WEBHOOK_VERSION,
 };
@@ -18,6 +16,7 @@ use wasp_common::keys::{
 use super::model::{DeadLetter, Delivery, DeliveryError, StoredEndpoint};
 use crate::error::ApiError;
 use crate::stream::event::StreamId;
+pub use wasp_common::webhooks::{SecretBox, new_secret};
 
 /// Dead letters kept per user (oldest dropped first).
 pub const DEAD_LETTER_CAP: isize = 10_000;
@@ -32,49 +31,6 @@ pub async fn run<T>(
         .await
         .map_err(|_| ApiError::unavailable("redis", format!("{what} timed out")))?
         .map_err(|e| ApiError::unavailable("redis", e))
-}
-
-/// Seals and opens signing secrets with a per-user key derived from the webhook key.
-#[derive(Clone)]
-pub struct SecretBox {
-    key: MasterKey,
-}
-
-impl std::fmt::Debug for SecretBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretBox(..)")
-    }
-}
-
-impl SecretBox {
-    pub fn new(key: MasterKey) -> Self {
-        Self { key }
-    }
-
-    fn aad(user_id: &str, endpoint: &str) -> Vec<u8> {
-        format!("{}#{endpoint}", UserKeys::for_user(user_id).webhooks()).into_bytes()
-    }
-
-    pub fn seal(&self, user_id: &str, endpoint: &str, secret: &str) -> Result<String, ApiError> {
-        let sealed = AuthCipher::new(&self.key, user_id)
-            .seal(&Self::aad(user_id, endpoint), secret.as_bytes())
-            .map_err(|e| ApiError::unavailable("webhook key", e))?;
-        Ok(data_encoding::BASE64.encode(&sealed))
-    }
-
-    pub fn open(&self, user_id: &str, endpoint: &str, sealed: &str) -> Option<String> {
-        let bytes = data_encoding::BASE64.decode(sealed.as_bytes()).ok()?;
-        let plain = AuthCipher::new(&self.key, user_id)
-            .open(&Self::aad(user_id, endpoint), &bytes)
-            .ok()?;
-        String::from_utf8(plain).ok()
-    }
-}
-
-/// A new Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes.
-pub fn new_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("whsec_{}", data_encoding::BASE64.encode(&bytes))
 }
 
 /// Where an endpoint stands for one user.
@@ -121,79 +77,34 @@ pub struct Store {
 impl Store {
     pub async fn endpoints(&self, user_id: &str) -> Result<Vec<StoredEndpoint>, ApiError> {
         let mut conn = self.conn.clone();
-        let all: HashMap<String, String> = run(
+        run(
             self.timeout,
             "HGETALL",
-            conn.hgetall(UserKeys::for_user(user_id).webhooks()),
+            wasp_common::webhooks::endpoints(&mut conn, user_id),
         )
-        .await?;
-        let mut list: Vec<StoredEndpoint> = all
-            .values()
-            .filter_map(|v| serde_json::from_str(v).ok())
-            .collect();
-        list.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(list)
+        .await
     }
 
-    /// Saves an endpoint. A new one starts at the end of the user's stream: it receives what
-    /// happens from now on, not the history.
+    /// Saves an endpoint (`wasp_common::webhooks::put`: a new one starts at the stream's end).
     pub async fn put(&self, ep: &StoredEndpoint) -> Result<(), ApiError> {
-        let keys = UserKeys::for_user(&ep.user_id);
         let mut conn = self.conn.clone();
-        let top: StreamRangeReply = run(
+        run(
             self.timeout,
-            "XREVRANGE",
-            conn.xrevrange_count(keys.events(), "+", "-", 1),
+            "HSET",
+            wasp_common::webhooks::put(&mut conn, ep),
         )
-        .await?;
-        let start = top
-            .ids
-            .first()
-            .and_then(|e| e.id.parse().ok())
-            .unwrap_or(StreamId::ZERO);
-        let json = serde_json::to_string(ep).unwrap_or_default();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(keys.webhooks(), &ep.id, json)
-            .ignore()
-            .hset_nx(
-                keys.webhook_state(&ep.id),
-                "cursor",
-                format_cursor((start, u8::MAX)),
-            )
-            .ignore()
-            .sadd(WEBHOOK_USERS, &ep.user_id)
-            .ignore()
-            .incr(WEBHOOK_VERSION, 1)
-            .ignore();
-        run(self.timeout, "HSET", pipe.query_async::<()>(&mut conn)).await
+        .await
     }
 
     /// Removes an endpoint and its state; whether it existed.
     pub async fn delete(&self, user_id: &str, id: &str) -> Result<bool, ApiError> {
-        let keys = UserKeys::for_user(user_id);
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hdel(keys.webhooks(), id)
-            .del(keys.webhook_state(id))
-            .ignore()
-            .del(keys.webhook_replay(id))
-            .ignore()
-            .hlen(keys.webhooks())
-            .incr(WEBHOOK_VERSION, 1)
-            .ignore();
-        let (removed, left): (i64, i64) =
-            run(self.timeout, "HDEL", pipe.query_async(&mut conn)).await?;
-        if left == 0 {
-            run(
-                self.timeout,
-                "SREM",
-                conn.srem::<_, _, ()>(WEBHOOK_USERS, user_id),
-            )
-            .await?;
-        }
-        Ok(removed > 0)
+        run(
+            self.timeout,
+            "HDEL",
+            wasp_common::webhooks::delete(&mut conn, user_id, id),
+        )
+        .await
     }
 
     pub async fn state(&self, user_id: &str, id: &str) -> Result<EndpointState, ApiError> {
@@ -268,13 +179,14 @@ impl Store {
         .await
     }
 
+    /// Records a delivery; whether the endpoint was failing until now.
     pub async fn delivered(
         &self,
         user_id: &str,
         id: &str,
         cursor: Option<(StreamId, u8)>,
         delivery: &Delivery,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
         let key = UserKeys::for_user(user_id).webhook_state(id);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -284,21 +196,22 @@ impl Store {
                 serde_json::to_string(delivery).unwrap_or_default(),
             )
             .ignore()
-            .hdel(&key, "failingSince")
-            .ignore();
+            .hdel(&key, "failingSince");
         if let Some(c) = cursor {
             pipe.hset(&key, "cursor", format_cursor(c)).ignore();
         }
         let mut conn = self.conn.clone();
-        run(self.timeout, "HSET", pipe.query_async::<()>(&mut conn)).await
+        let (cleared,): (i64,) = run(self.timeout, "HSET", pipe.query_async(&mut conn)).await?;
+        Ok(cleared == 1)
     }
 
+    /// Records a failed attempt; whether the endpoint started failing now.
     pub async fn failed(
         &self,
         user_id: &str,
         id: &str,
         error: &DeliveryError,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
         let key = UserKeys::for_user(user_id).webhook_state(id);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -308,10 +221,25 @@ impl Store {
                 serde_json::to_string(error).unwrap_or_default(),
             )
             .ignore()
-            .hset_nx(&key, "failingSince", error.at)
-            .ignore();
+            .hset_nx(&key, "failingSince", error.at);
         let mut conn = self.conn.clone();
-        run(self.timeout, "HSET", pipe.query_async::<()>(&mut conn)).await
+        let (started,): (bool,) = run(self.timeout, "HSET", pipe.query_async(&mut conn)).await?;
+        Ok(started)
+    }
+
+    /// Tells the operator that a session's webhooks changed health (its `WebhooksHealthy`
+    /// condition), on the channel session pods announce their state on.
+    pub async fn announce(&self, namespace: &str, name: &str) -> Result<(), ApiError> {
+        let mut conn = self.conn.clone();
+        run(
+            self.timeout,
+            "PUBLISH",
+            conn.publish::<_, _, ()>(
+                wasp_common::keys::STATE_CHANGED_CHANNEL,
+                format!("{namespace}/{name}"),
+            ),
+        )
+        .await
     }
 
     /// Files an event as given up on and moves the cursor past it, in one step.
@@ -543,20 +471,5 @@ mod tests {
         assert_eq!(s.last_delivery.map(|d| d.status), Some(204));
         assert_eq!(s.failing_since, Some(9));
         assert_eq!(s.last_error, None, "an unreadable field reads as absent");
-    }
-
-    #[test]
-    fn secrets_are_sealed_per_user_and_endpoint() {
-        let b = SecretBox::new(MasterKey::from_bytes([7; 32]));
-        let s = new_secret();
-        assert!(s.starts_with("whsec_") && s.len() > 40);
-        assert_ne!(s, new_secret());
-        let sealed = b.seal("u1", "api", &s).unwrap();
-        assert!(!sealed.contains(&s[6..]));
-        assert_eq!(b.open("u1", "api", &sealed).as_deref(), Some(s.as_str()));
-        assert_eq!(b.open("u2", "api", &sealed), None, "another user's key");
-        assert_eq!(b.open("u1", "other", &sealed), None, "another endpoint");
-        let other = SecretBox::new(MasterKey::from_bytes([8; 32]));
-        assert_eq!(other.open("u1", "api", &sealed), None);
     }
 }

@@ -49,6 +49,17 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Webhook settings of the test world's operator and of API replicas that deliver: one key,
+/// plain http allowed to the test receivers (127.0.0.2) only.
+pub const WEBHOOK_FLAGS: [&str; 6] = [
+    "--webhook-key",
+    "5e1f0a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7",
+    "--webhook-allow-http",
+    "true",
+    "--webhook-allow-nets",
+    "127.0.0.2/32",
+];
+
 /// The operator, in-process, watching one namespace.
 pub struct Operator {
     stop: CancellationToken,
@@ -58,19 +69,23 @@ pub struct Operator {
 impl Operator {
     pub async fn start(client: &Client, ns: &str, whatsapp_url: &str) -> Result<Self> {
         let redis_url = TestEnv::get().redis_url();
-        let config = wasp_operator::Config::try_parse_from([
-            "wasp-operator",
-            "--namespace",
-            ns,
-            "--redis-url",
-            &redis_url,
-            "--whatsapp-url",
-            whatsapp_url,
-            "--leader-election",
-            "false",
-            "--log-format",
-            "text",
-        ])?;
+        let config = wasp_operator::Config::try_parse_from(
+            [
+                "wasp-operator",
+                "--namespace",
+                ns,
+                "--redis-url",
+                &redis_url,
+                "--whatsapp-url",
+                whatsapp_url,
+                "--leader-election",
+                "false",
+                "--log-format",
+                "text",
+            ]
+            .into_iter()
+            .chain(WEBHOOK_FLAGS),
+        )?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let handle = wasp_operator::Handle::new(&config);
         let stop = CancellationToken::new();

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use url::{Host, Url};
 
-/// The operator's settings (chart values `api.webhooks.*`).
+/// The operator's settings (chart values `api.webhooks.*`; the API and the operator get the same).
 #[derive(Debug, Clone, Default)]
 pub struct UrlPolicy {
     /// Plain `http://` URLs are accepted (only for receivers on a trusted network).
@@ -41,6 +41,52 @@ const MAX_URL: usize = 2048;
 
 /// Names that always mean "this machine" or "this cluster".
 const INTERNAL_SUFFIXES: [&str; 5] = ["localhost", ".localhost", ".local", ".internal", ".svc"];
+
+/// The policy's flags, the same for wasp-api and the operator (chart values `api.webhooks.*`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct UrlPolicyFlags {
+    /// Accept plain `http://` webhook URLs (receivers on a trusted network only).
+    #[arg(long, env = "WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_http: bool,
+    /// Private networks webhooks may call (CIDRs, comma separated), e.g. an in-cluster CRM.
+    #[arg(long, env = "WEBHOOK_ALLOW_NETS", default_value = "", value_parser = parse_nets)]
+    pub webhook_allow_nets: Nets,
+    /// Host names webhooks may call whatever they resolve to (comma separated).
+    #[arg(long, env = "WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
+    pub webhook_allow_hosts: Vec<String>,
+}
+
+impl UrlPolicyFlags {
+    pub fn policy(&self) -> UrlPolicy {
+        UrlPolicy {
+            allow_http: self.webhook_allow_http,
+            allow_nets: self.webhook_allow_nets.0.clone(),
+            allow_hosts: self
+                .webhook_allow_hosts
+                .iter()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
+        }
+    }
+}
+
+/// A comma-separated list of CIDRs (empty: none).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Nets(pub Vec<IpNet>);
+
+pub fn parse_nets(input: &str) -> Result<Nets, String> {
+    input
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse()
+                .map_err(|_| format!("{n:?} is not a CIDR like 10.0.0.0/8"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Nets)
+}
 
 impl UrlPolicy {
     /// Parses and checks a URL's form (scheme, credentials, literal addresses, internal names).
