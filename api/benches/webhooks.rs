@@ -32,7 +32,6 @@ use common::{Producer, Replica, namespace, put_session, text_message, token};
 const SESSIONS: usize = 100;
 const LATENCY_SAMPLES: usize = 1_000;
 const PER_SESSION: usize = 100;
-const WEBHOOK_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -62,20 +61,7 @@ fn main() -> Result<()> {
 
 async fn bench() -> Result<()> {
     let (client, ns) = namespace("bench-wh").await?;
-    let api = Replica::start_with(
-        &client,
-        &ns,
-        Arc::new(NotWired),
-        &[
-            "--webhook-key",
-            WEBHOOK_KEY,
-            "--webhook-allow-http",
-            "true",
-            "--webhook-allow-nets",
-            "127.0.0.2/32",
-        ],
-    )
-    .await?;
+    let api = Replica::start_with(&client, &ns, Arc::new(NotWired), &common::WEBHOOK_FLAGS).await?;
     let rx = Receiver::start().await?;
     let http = reqwest::Client::new();
     for i in 0..SESSIONS {

@@ -70,23 +70,18 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
-const WEBHOOK_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+use common::WEBHOOK_KEY;
 
 fn flags(extra: &[&'static str]) -> Vec<&'static str> {
-    let mut f = vec![
-        "--webhook-key",
-        WEBHOOK_KEY,
-        "--webhook-allow-http",
-        "true",
-        "--webhook-allow-nets",
-        "127.0.0.2/32",
+    let mut f = common::WEBHOOK_FLAGS.to_vec();
+    f.extend_from_slice(&[
         "--webhook-retry-base-ms",
         "50",
         "--webhook-retry-max-ms",
         "300",
         "--webhook-lease-ttl-ms",
         "1000",
-    ];
+    ]);
     f.extend_from_slice(extra);
     f
 }

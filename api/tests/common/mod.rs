@@ -38,6 +38,18 @@ pub fn sign(claims: &Value) -> String {
     .unwrap()
 }
 
+/// The webhook key of webhook tests and benches, and the flags that let a replica deliver to
+/// the test receivers (plain http to 127.0.0.2 only).
+pub const WEBHOOK_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+pub const WEBHOOK_FLAGS: [&str; 6] = [
+    "--webhook-key",
+    WEBHOOK_KEY,
+    "--webhook-allow-http",
+    "true",
+    "--webhook-allow-nets",
+    "127.0.0.2/32",
+];
+
 /// A token for `sub` valid for ten minutes.
 pub fn token(sub: &str) -> String {
     sign(&json!({"sub": sub, "exp": now() + 600}))
