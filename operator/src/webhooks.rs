@@ -138,19 +138,11 @@ pub async fn sync(
     let spec = &session.spec.webhooks;
     let mut conn = redis.clone();
     let stored = wasp_common::webhooks::endpoints(&mut conn, user).await?;
-    if spec.is_empty() && !stored.iter().any(|e| e.id.starts_with(SPEC_PREFIX)) {
-        return Ok(match stored.len() {
-            0 => None,
-            n => Some(WebhookHealth {
-                endpoints: n,
-                problems: Vec::new(),
-                failing: failing(&mut conn, user, &stored).await?,
-            }),
-        });
-    }
     let mut problems = Vec::new();
+    let mut wrote = false;
     for id in stale(&stored, spec) {
         wasp_common::webhooks::delete(&mut conn, user, id).await?;
+        wrote = true;
     }
     match &settings.secrets {
         None if !spec.is_empty() => problems.push(
@@ -197,10 +189,15 @@ pub async fn sync(
                     ),
                 };
                 wasp_common::webhooks::put(&mut conn, &ep).await?;
+                wrote = true;
             }
         }
     }
-    let now = wasp_common::webhooks::endpoints(&mut conn, user).await?;
+    let now = if wrote {
+        wasp_common::webhooks::endpoints(&mut conn, user).await?
+    } else {
+        stored
+    };
     if now.is_empty() && problems.is_empty() {
         return Ok(None);
     }

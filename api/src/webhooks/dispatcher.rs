@@ -378,7 +378,7 @@ impl Dispatcher {
     /// An endpoint started or stopped failing: the operator updates the session's
     /// `WebhooksHealthy` condition (global endpoints are the platform's, seen in the metrics).
     async fn health_changed(&self, ep: &Endpoint) {
-        if ep.id.starts_with("global-") {
+        if ep.id.starts_with(wasp_common::webhooks::GLOBAL_PREFIX) {
             return;
         }
         let Ok(Some(session)) = self.sessions.get(&ep.user_id).await else {

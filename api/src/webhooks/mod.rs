@@ -56,7 +56,7 @@ fn all_events() -> Vec<String> {
 
 impl GlobalWebhook {
     pub fn endpoint_id(&self) -> String {
-        format!("global-{}", self.name)
+        format!("{}{}", wasp_common::webhooks::GLOBAL_PREFIX, self.name)
     }
 }
 

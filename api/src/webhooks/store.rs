@@ -49,7 +49,7 @@ pub fn parse_cursor(text: &str) -> Option<(StreamId, u8)> {
 }
 
 pub fn format_cursor((id, part): (StreamId, u8)) -> String {
-    format!("{id}/{part}")
+    wasp_common::webhooks::cursor_text(&id.to_string(), part)
 }
 
 pub fn parse_state(fields: &HashMap<String, String>) -> EndpointState {

@@ -30,6 +30,15 @@ pub fn spec_endpoint_id(name: &str) -> String {
 /// Ids of endpoints the operator owns (from `spec.webhooks`) start with this.
 pub const SPEC_PREFIX: &str = "spec-";
 
+/// Ids of the global endpoints (the API's configuration, every user's events) start with this.
+pub const GLOBAL_PREFIX: &str = "global-";
+
+/// An endpoint's cursor as stored: the stream entry id and the part of it handled last
+/// (`u8::MAX`: the whole entry).
+pub fn cursor_text(entry_id: &str, part: u8) -> String {
+    format!("{entry_id}/{part}")
+}
+
 /// Event types a webhook can ask for: the durable events of the user's stream (QR and pairing
 /// codes are never in it, they carry key material). `*` is every one of them.
 pub const EVENT_TYPES: [&str; 8] = [
@@ -151,7 +160,6 @@ pub async fn endpoints(
 pub async fn put(conn: &mut ConnectionManager, ep: &StoredEndpoint) -> redis::RedisResult<()> {
     let keys = UserKeys::for_user(&ep.user_id);
     let top: StreamRangeReply = conn.xrevrange_count(keys.events(), "+", "-", 1).await?;
-    // A cursor names an entry and a part; `255` is the whole entry.
     let start = top
         .ids
         .first()
@@ -164,7 +172,7 @@ pub async fn put(conn: &mut ConnectionManager, ep: &StoredEndpoint) -> redis::Re
         .hset_nx(
             keys.webhook_state(&ep.id),
             "cursor",
-            format!("{start}/{}", u8::MAX),
+            cursor_text(&start, u8::MAX),
         )
         .ignore()
         .sadd(WEBHOOK_USERS, &ep.user_id)
