@@ -164,6 +164,11 @@ pub struct WebhookFlags {
     /// Which URLs webhooks may call (the operator gets the same settings).
     #[command(flatten)]
     pub policy: wasp_common::webhooks::policy::UrlPolicyFlags,
+    /// DNS servers that resolve webhook hosts (`ip` or `ip:port`, comma separated), instead of
+    /// the system resolver; e.g. public resolvers, which cannot resolve cluster-internal names.
+    /// Every address is checked with the URL policy either way.
+    #[arg(long, env = "WEBHOOK_DNS_SERVERS", default_value = "")]
+    pub webhook_dns_servers: String,
     /// Timeout of one delivery attempt.
     #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     pub webhook_timeout_ms: u64,

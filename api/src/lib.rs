@@ -76,6 +76,9 @@ fn start_webhooks(
     let policy = Arc::new(flags.policy());
     let globals =
         webhooks::parse_globals(&flags.global_webhooks, &policy).map_err(RunError::Webhooks)?;
+    let lookup = webhooks::resolve::parse_servers(&flags.webhook_dns_servers)
+        .and_then(|s| webhooks::resolve::Lookup::new(&s))
+        .map_err(|e| RunError::Webhooks(format!("WEBHOOK_DNS_SERVERS: {e}")))?;
     let secrets = match flags
         .webhook_key
         .as_deref()
@@ -91,6 +94,7 @@ fn start_webhooks(
     if flags.webhook_dispatch {
         let sender = webhooks::deliver::Sender::new(
             policy.clone(),
+            lookup.clone(),
             Duration::from_millis(flags.webhook_timeout_ms.max(100)),
         )
         .map_err(|e| RunError::Webhooks(e.to_string()))?;
@@ -134,7 +138,11 @@ fn start_webhooks(
             .await;
         });
     }
-    Ok(webhooks::WebhookConfig { policy, secrets })
+    Ok(webhooks::WebhookConfig {
+        policy,
+        lookup,
+        secrets,
+    })
 }
 
 /// [`run`] with a given way of calling session pods (tests use fakes).

@@ -456,6 +456,91 @@ async fn a_burst_survives_a_dead_receiver_and_a_replica_stopping_mid_delivery() 
     Ok(())
 }
 
+/// DNS rebinding: a name that resolves to an allowed address when the webhook is set and to an
+/// internal one later is refused at connect (and a name resolving to an internal address is
+/// refused at configuration), through a real DNS server the test re-points.
+#[tokio::test]
+async fn a_name_re_pointed_at_an_internal_address_is_refused_at_connect() -> Result<()> {
+    let _serial = serial().await;
+    let dns = wasp_e2e::dns::DnsServer::start().await?;
+    let (client, ns) = namespace("wh-rebind").await?;
+    let server = dns.addr.to_string();
+    let api = Replica::start_with(
+        &client,
+        &ns,
+        Arc::new(NotWired),
+        &flags(&["--webhook-dns-servers", server.leak()]),
+    )
+    .await?;
+    let rx = Receiver::start().await?;
+    rx.close_connections
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let port = rx.base.rsplit(':').next().unwrap().to_owned();
+    let user = "doc-rebind";
+    put_session(&client, &ns, &api, user, "Connected", None).await?;
+
+    // At configuration: a name that resolves to a private address now is refused.
+    dns.set("internal.rebind.test", "10.0.0.1".parse()?);
+    let (status, body) = put_webhook(
+        &api,
+        user,
+        json!({"url": format!("http://internal.rebind.test:{port}/in")}),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "webhook_url_refused", "{body}");
+    assert!(body.to_string().contains("10.0.0.1"), "{body}");
+
+    // A name that resolves to the (allowed) receiver: accepted, delivered.
+    dns.set("hooks.rebind.test", "127.0.0.2".parse()?);
+    let (status, body) = put_webhook(
+        &api,
+        user,
+        json!({"url": format!("http://hooks.rebind.test:{port}/in")}),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let mut producer = Producer::connect().await?;
+    producer.emit(user, text_message(1)).await?;
+    rx.wait_for(1, Duration::from_secs(20), |_| true).await?;
+
+    // Re-pointed at loopback: the next connect is refused, nothing reaches any receiver.
+    dns.set("hooks.rebind.test", "127.0.0.1".parse()?);
+    producer.emit(user, text_message(2)).await?;
+    let listed = eventually(Duration::from_secs(20), || async {
+        let (_, list) = call(
+            reqwest::Method::GET,
+            &format!("{}/webhooks", api.base),
+            user,
+            None,
+        )
+        .await
+        .ok()?;
+        let hook = list["webhooks"][0].clone();
+        hook["lastError"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("127.0.0.1"))
+            .then_some(hook)
+    })
+    .await
+    .context("the re-pointed name was not refused")?;
+    assert!(listed["failingSince"].is_i64(), "{listed}");
+    let refused = api.metrics().await?;
+    assert!(
+        refused
+            .lines()
+            .any(|l| l.starts_with("wasp_api_webhook_failures_total{reason=\"refused_address\"}")),
+        "{refused}"
+    );
+    assert_eq!(rx.got().len(), 1, "nothing was sent after the re-pointing");
+
+    // Pointed back: the held event goes out (same endpoint, cursor kept).
+    dns.set("hooks.rebind.test", "127.0.0.2".parse()?);
+    let got = rx.wait_for(2, Duration::from_secs(20), |_| true).await?;
+    assert_eq!(got[1].json()["data"]["body"], "message 2");
+    Ok(())
+}
+
 /// Past the maximum age an event goes to the dead letters (visible to the admin, in the user's
 /// `GET /webhooks`); a replay delivers it with its id once the receiver is back.
 #[tokio::test]

@@ -23,6 +23,7 @@ pub mod browser;
 pub mod chart_world;
 pub mod cluster;
 pub mod crds;
+pub mod dns;
 pub mod env;
 pub mod helm;
 pub mod openapi;

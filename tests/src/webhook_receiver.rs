@@ -42,6 +42,9 @@ pub struct Receiver {
     status: Arc<AtomicU16>,
     /// `Retry-After` seconds sent with each answer (0: none).
     pub retry_after: Arc<AtomicU64>,
+    /// Answer with `Connection: close`: every delivery then opens a new connection (and
+    /// resolves the name again), as after a pooled connection timed out.
+    pub close_connections: Arc<std::sync::atomic::AtomicBool>,
     /// `http://127.0.0.2:<port>`.
     pub base: String,
 }
@@ -55,6 +58,7 @@ impl Receiver {
             got: Arc::default(),
             status: Arc::new(AtomicU16::new(204)),
             retry_after: Arc::new(AtomicU64::new(0)),
+            close_connections: Arc::default(),
             base: format!("http://{}", listener.local_addr()?),
         };
         let app = axum::Router::new().fallback({
@@ -79,6 +83,12 @@ impl Receiver {
                     let mut resp = axum::response::Response::new(axum::body::Body::empty());
                     *resp.status_mut() =
                         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    if r.close_connections.load(Ordering::SeqCst) {
+                        resp.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
                     let ra = r.retry_after.load(Ordering::SeqCst);
                     if ra > 0 {
                         resp.headers_mut()

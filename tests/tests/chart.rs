@@ -710,6 +710,7 @@ fn varied_values() -> Value {
                 "allowHttp": true,
                 "allowNets": ["10.20.0.0/16", "fd00::/8"],
                 "allowHosts": ["crm.crm.svc.cluster.local"],
+                "dnsServers": ["1.1.1.1", "9.9.9.9:53"],
                 "timeoutMs": 3000,
                 "retryBaseMs": 200,
                 "retryMaxMs": 60000,
@@ -797,6 +798,7 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("WEBHOOK_ALLOW_HTTP", "true"),
         ("WEBHOOK_ALLOW_NETS", "10.20.0.0/16,fd00::/8"),
         ("WEBHOOK_ALLOW_HOSTS", "crm.crm.svc.cluster.local"),
+        ("WEBHOOK_DNS_SERVERS", "1.1.1.1,9.9.9.9:53"),
         ("WEBHOOK_TIMEOUT_MS", "3000"),
         ("WEBHOOK_RETRY_BASE_MS", "200"),
         ("WEBHOOK_RETRY_MAX_MS", "60000"),
@@ -862,6 +864,10 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     assert!(op.webhook_policy.webhook_allow_http);
     assert_eq!(hooks.policy().allow_nets.len(), 2);
     assert_eq!(hooks.policy().allow_hosts, ["crm.crm.svc.cluster.local"]);
+    assert_eq!(
+        wasp_api::webhooks::resolve::parse_servers(&hooks.webhook_dns_servers).map(|s| s.len()),
+        Ok(2)
+    );
     assert_eq!(
         hooks.timing().backoff.max_age,
         std::time::Duration::from_secs(3600)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::policy::{Refused, UrlPolicy};
+use super::resolve::Lookup;
 use super::schedule::{parse_retry_after, reason_for_status};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
@@ -24,19 +25,24 @@ pub enum Outcome {
     },
 }
 
-/// Resolves with the system resolver, then drops every address the policy refuses; fails when
-/// none is left.
+/// Resolves (the system resolver or `WEBHOOK_DNS_SERVERS`), then drops every address the
+/// policy refuses; fails when none is left.
 struct GuardedResolver {
     policy: Arc<UrlPolicy>,
+    lookup: Lookup,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
+        let (policy, lookup) = (self.policy.clone(), self.lookup.clone());
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = lookup
+                .addrs(&host)
+                .await?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
             let allowed: Vec<SocketAddr> = addrs
                 .iter()
                 .copied()
@@ -63,10 +69,15 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(policy: Arc<UrlPolicy>, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        policy: Arc<UrlPolicy>,
+        lookup: Lookup,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
+                lookup,
             }))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

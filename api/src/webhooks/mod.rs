@@ -7,12 +7,14 @@
 //! - [`policy`]: which URLs and addresses may be called (pure; in `wasp_common`, the operator
 //!   checks `spec.webhooks` with it too);
 //! - [`schedule`]: back-off, `Retry-After`, who delivers (pure);
+//! - [`resolve`]: host names to addresses (the system's or given DNS servers);
 //! - [`store`]: Redis; [`deliver`]: one HTTP attempt; [`dispatcher`]: the loop;
 //! - [`routes`]: the user's and the admin's routes.
 
 pub mod deliver;
 pub mod dispatcher;
 pub mod model;
+pub mod resolve;
 pub mod routes;
 pub mod schedule;
 pub mod store;
@@ -95,6 +97,8 @@ pub fn parse_globals(json: &str, policy: &UrlPolicy) -> Result<Vec<GlobalWebhook
 #[derive(Clone)]
 pub struct WebhookConfig {
     pub policy: Arc<UrlPolicy>,
+    /// How host names are resolved (the dispatcher's sender has the same).
+    pub lookup: resolve::Lookup,
     /// `None`: no webhook key configured, users cannot set webhooks.
     pub secrets: Option<SecretBox>,
 }

@@ -11,6 +11,7 @@ use super::model::{
     parse_events,
 };
 use super::policy::UrlPolicy;
+use super::resolve::Lookup;
 use super::store::{SecretBox, Store, new_secret};
 use super::{USER_ENDPOINT, WebhookConfig};
 use crate::app::AppState;
@@ -49,23 +50,23 @@ async fn view(store: &Store, ep: &StoredEndpoint) -> Result<WebhookView, ApiErro
 
 /// Checks a URL as configured: its form, then every address its name has now (the dispatcher
 /// checks again at every connect).
-pub async fn check_url(policy: &UrlPolicy, text: &str) -> Result<String, ApiError> {
+pub async fn check_url(
+    policy: &UrlPolicy,
+    lookup: &Lookup,
+    text: &str,
+) -> Result<String, ApiError> {
     let refused =
         |e: &dyn std::fmt::Display| ApiError::bad_request("webhook_url_refused", e.to_string());
     let url = policy.check_url(text).map_err(|e| refused(&e))?;
     if let Some(url::Host::Domain(name)) = url.host()
         && !policy.host_allowed(name)
     {
-        let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<_> = tokio::net::lookup_host((name, port))
-            .await
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "webhook_url_unresolvable",
-                    format!("the webhook host {name} does not resolve"),
-                )
-            })?
-            .collect();
+        let addrs = lookup.addrs(name).await.map_err(|_| {
+            ApiError::bad_request(
+                "webhook_url_unresolvable",
+                format!("the webhook host {name} does not resolve"),
+            )
+        })?;
         if addrs.is_empty() {
             return Err(ApiError::bad_request(
                 "webhook_url_unresolvable",
@@ -73,9 +74,7 @@ pub async fn check_url(policy: &UrlPolicy, text: &str) -> Result<String, ApiErro
             ));
         }
         for a in addrs {
-            policy
-                .check_addr(Some(name), a.ip())
-                .map_err(|e| refused(&e))?;
+            policy.check_addr(Some(name), a).map_err(|e| refused(&e))?;
         }
     }
     Ok(url.to_string())
@@ -120,7 +119,7 @@ pub async fn put(
     let secrets = secrets(config)?;
     let events =
         parse_events(req.events).map_err(|m| ApiError::bad_request("invalid_events", m))?;
-    let url = check_url(&config.policy, &req.url).await?;
+    let url = check_url(&config.policy, &config.lookup, &req.url).await?;
     let store = store(&state).await?;
     let existing = store
         .endpoints(&me.user_id)
