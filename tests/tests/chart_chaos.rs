@@ -13,8 +13,9 @@
 //!   `RedisAuthStore::fault`);
 //! - kill -9 of the API replica serving the WebSocket: the client resumes through the Service
 //!   with no gap and no duplicate;
-//! - kill -9 of the API replica delivering a webhook, and of Redis while it delivers: delivery
-//!   resumes at the durable cursor, nothing lost, order kept, signatures verify with the
+//! - a webhook receiver down at the start of a burst, then kill -9 of the API replica
+//!   delivering the webhook, and of Redis while it delivers: delivery resumes at the durable
+//!   cursor, nothing lost, order kept, signatures verify with the
 //!   reference library;
 //! - a restart storm: all 20 session pods' processes killed at once: every session back without
 //!   a scan, every message once, the logins paced by the fleet's admission bucket;
@@ -847,8 +848,10 @@ async fn all_delivered_in_order(
     let bodies: Vec<String> = sent.iter().map(|s| s.body.clone()).collect();
     let got = eventually(Duration::from_secs(60), || async {
         let got = receiver.got();
+        // Accepted deliveries only: an attempt the receiver refused does not count.
         let seen: BTreeSet<String> = got
             .iter()
+            .filter(|g| (200..300).contains(&g.status))
             .filter_map(|g| g.json()["data"]["body"].as_str().map(str::to_owned))
             .collect();
         bodies.iter().all(|b| seen.contains(b)).then_some(got)
@@ -894,10 +897,11 @@ async fn all_delivered_in_order(
     Ok((got.len(), repeats))
 }
 
-/// kill -9 of the API replica delivering a CRM's webhook while the contact writes: the other
-/// replica takes the endpoint over (once the dead one's heartbeat and lease have expired) at
-/// the durable cursor, and every message reaches the receiver, signed, in order; a repeat is
-/// only the event that was in flight, with the same id.
+/// The receiver is down (503) for the first seconds of the contact's burst, then kill -9 of the
+/// API replica delivering the CRM's webhook while the contact writes: the other replica takes
+/// the endpoint over (once the dead one's heartbeat and lease have expired) at the durable
+/// cursor, and every message reaches the receiver, signed, in order; a repeat is only the
+/// event that was in flight (or refused), with the same id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_api_replica_delivering_a_webhook_loses_nothing() -> Result<()> {
     let pod = session_name(&user("hooks"));
@@ -905,8 +909,20 @@ async fn kill_9_of_the_api_replica_delivering_a_webhook_loses_nothing() -> Resul
         let node = &world.node;
         let scene = Scene::pair(world, "hooks").await?;
         let (receiver, secret) = webhook_for(world, &scene).await?;
+        receiver.answer(503);
         let load = scene.load(world);
-        receiver.wait_for(20, WAIT, |_| true).await?;
+        // Down while the burst starts (back-off up to retryMaxMs between attempts), then up.
+        eventually(WAIT, || async {
+            (load.count() >= 30 && receiver.got().len() >= 5).then_some(())
+        })
+        .await
+        .context("the burst never reached the receiver")?;
+        let refused = receiver.got().len();
+        receiver.answer(204);
+        receiver
+            .wait_for(20, WAIT, |g| g.status == 204)
+            .await
+            .context("no delivery after the receiver came back")?;
         let delivering = eventually(WAIT, || async {
             let mut found = Vec::new();
             for p in api_pods(world).await.ok()? {
@@ -931,7 +947,7 @@ async fn kill_9_of_the_api_replica_delivering_a_webhook_loses_nothing() -> Resul
         let sent = load.finish().await?;
         let (deliveries, repeats) = all_delivered_in_order(&receiver, &sent, &secret, true).await?;
         eprintln!(
-            "chaos hooks: {} messages, {deliveries} deliveries ({repeats} repeats); killed {delivering} (pid {pid}), deliveries resumed in {t_resumed:?}",
+            "chaos hooks: {} messages, {deliveries} deliveries ({repeats} repeats, {refused} refused while down); killed {delivering} (pid {pid}), deliveries resumed in {t_resumed:?}",
             sent.len()
         );
         Ok(())
