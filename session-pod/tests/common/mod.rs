@@ -296,16 +296,25 @@ impl Events {
     }
 
     /// Waits for an event `pick` accepts.
-    pub async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&Kind) -> Option<T>) -> T {
+    pub async fn wait_for<T>(&mut self, what: &str, pick: impl FnMut(&Kind) -> Option<T>) -> T {
+        self.try_wait_for(pick)
+            .await
+            .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+    }
+
+    /// Waits up to [`WAIT`] for an event `pick` accepts (`None`: none came).
+    pub async fn try_wait_for<T>(&mut self, mut pick: impl FnMut(&Kind) -> Option<T>) -> Option<T> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}");
+            if left.is_zero() {
+                return None;
+            }
             for (_, e) in self.read(left.min(Duration::from_secs(5))).await {
                 if let Some(k) = &e.kind
                     && let Some(v) = pick(k)
                 {
-                    return v;
+                    return Some(v);
                 }
             }
         }
