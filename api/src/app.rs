@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
 use crate::pods::PodApi;
 use crate::redis_conn::Redis;
-use crate::routes::{admin, proxy, session};
+use crate::routes::{admin, media, proxy, session};
 use crate::sessions::Sessions;
 use crate::stream::hub::Hub;
 use crate::stream::{sse, ws};
@@ -39,6 +39,8 @@ pub struct AppState {
     pub pods: Arc<dyn PodApi>,
     pub hub: Hub,
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// Largest media file a send takes (`MAX_FILE_SIZE`).
+    pub max_file_size: usize,
     pub started: Instant,
     /// Ends long-lived streams (WebSocket, SSE) when the API stops.
     pub shutdown: CancellationToken,
@@ -72,7 +74,17 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/diagnostics", get(session::diagnostics))
         .route("/chats", get(proxy::chats))
         .route("/messages/{chat_id}", get(proxy::messages))
-        .route("/send", post(proxy::send))
+        .route(
+            "/send",
+            // A base64 file is a third larger than the file.
+            post(media::send).layer(DefaultBodyLimit::max(
+                settings.max_body.saturating_mul(4) / 3 + 64 * 1024,
+            )),
+        )
+        .route(
+            "/messages/{chat_id}/{message_id}/media",
+            get(media::download),
+        )
         .route("/chat-by-phone", get(proxy::chat_by_phone))
         .route("/logs", get(proxy::logs))
         .route("/admin/sessions", get(admin::sessions))

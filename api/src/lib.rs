@@ -176,6 +176,7 @@ pub async fn run_with_pods(
         pods,
         hub,
         webhooks,
+        max_file_size: config.max_file_size,
         started: Instant::now(),
         shutdown: shutdown.clone(),
     };

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
-use crate::routes::{admin, proxy, session};
+use crate::routes::{admin, media, proxy, session};
 use crate::stream::event::ClientEvent;
 use crate::stream::{sse, ws};
 use crate::view;
@@ -31,7 +31,8 @@ use crate::webhooks::routes as webhooks;
         session::diagnostics,
         proxy::chats,
         proxy::messages,
-        proxy::send,
+        media::send,
+        media::download,
         proxy::chat_by_phone,
         proxy::logs,
         proxy::contact_add,
@@ -57,6 +58,10 @@ use crate::webhooks::routes as webhooks;
         view::CleanupStats,
         view::Diagnostics,
         view::SendRequest,
+        view::SendForm,
+        view::MediaInput,
+        view::MediaFormat,
+        view::FileBytes,
         view::ContactAddRequest,
         view::SuccessResponse,
         crate::webhooks::model::WebhookRequest,

@@ -107,6 +107,26 @@ pub trait PodApi: Send + Sync {
         target: &'a PodTarget,
         call: PodCall,
     ) -> BoxFuture<'a, Result<Value, PodError>>;
+
+    /// Sends a media message whose file `body` streams to the pod; the answer's JSON.
+    fn send_media<'a>(
+        &'a self,
+        _target: &'a PodTarget,
+        _query: control::SendMediaQuery,
+        _body: reqwest::Body,
+    ) -> BoxFuture<'a, Result<Value, PodError>> {
+        Box::pin(async { Err(PodError::NotWired) })
+    }
+
+    /// The file of a media message, as the pod streams it (a 2xx answer; refusals are errors).
+    fn media<'a>(
+        &'a self,
+        _target: &'a PodTarget,
+        _chat: &'a str,
+        _message_id: &'a str,
+    ) -> BoxFuture<'a, Result<reqwest::Response, PodError>> {
+        Box::pin(async { Err(PodError::NotWired) })
+    }
 }
 
 /// Performs `call` and reads the answer as the contract's `T`.
@@ -304,22 +324,129 @@ fn keep_only_token(secret: &mut Secret) {
 /// Calls pods over HTTP with their control token.
 pub struct HttpPods {
     http: reqwest::Client,
+    /// For media: no overall timeout (a file takes what it takes); a read timeout instead.
+    streams: reqwest::Client,
     tokens: Tokens,
 }
 
 impl HttpPods {
     pub fn new(tokens: Tokens, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .redirect(reqwest::redirect::Policy::none())
+        let connect = timeout.min(Duration::from_secs(3));
+        let base = || {
+            reqwest::Client::builder()
+                .connect_timeout(connect)
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let http = base().timeout(timeout).build().unwrap_or_default();
+        // A media call waits for the pod's round trip to WhatsApp's media servers before the
+        // first byte: allow well past the plain timeout between reads.
+        let streams = base()
+            .read_timeout(timeout.max(Duration::from_secs(60)))
             .build()
             .unwrap_or_default();
-        Self { http, tokens }
+        Self {
+            http,
+            streams,
+            tokens,
+        }
+    }
+}
+
+/// A pod's non-2xx answer as the error it is.
+fn refusal(status: u16, body: &[u8]) -> PodError {
+    match status {
+        401 | 403 => PodError::Failed {
+            status,
+            detail: "the pod refused the control token".into(),
+        },
+        400..=499 => {
+            let (code, message) = pod_error(body);
+            PodError::Refused {
+                status,
+                code,
+                message,
+            }
+        }
+        _ => PodError::Failed {
+            status,
+            detail: pod_error(body).1,
+        },
+    }
+}
+
+impl HttpPods {
+    /// Sends a request to the pod and reads a JSON answer.
+    async fn json_answer(&self, builder: reqwest::RequestBuilder) -> Result<Value, PodError> {
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| PodError::Unreachable(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| PodError::Unreachable(e.without_url().to_string()))?;
+        match status {
+            200..=299 if body.is_empty() => Ok(Value::Null),
+            200..=299 => serde_json::from_slice(&body).map_err(|e| PodError::Failed {
+                status,
+                detail: format!("answer is not JSON: {e}"),
+            }),
+            _ => Err(refusal(status, &body)),
+        }
     }
 }
 
 impl PodApi for HttpPods {
+    fn send_media<'a>(
+        &'a self,
+        target: &'a PodTarget,
+        query: control::SendMediaQuery,
+        body: reqwest::Body,
+    ) -> BoxFuture<'a, Result<Value, PodError>> {
+        Box::pin(async move {
+            let token = self.tokens.get(target).ok_or(PodError::NoToken)?;
+            let url = format!("http://{}{}", target.endpoint, control::SEND_MEDIA_PATH);
+            // An upload takes as long as the file needs: no overall timeout, only the
+            // connect timeout and the pod's own limits.
+            let builder = self
+                .streams
+                .post(&url)
+                .bearer_auth(token)
+                .query(&query)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(body);
+            self.json_answer(builder).await
+        })
+    }
+
+    fn media<'a>(
+        &'a self,
+        target: &'a PodTarget,
+        chat: &'a str,
+        message_id: &'a str,
+    ) -> BoxFuture<'a, Result<reqwest::Response, PodError>> {
+        Box::pin(async move {
+            let token = self.tokens.get(target).ok_or(PodError::NoToken)?;
+            let path = control::MEDIA_PATH
+                .replace("{chat_id}", &segment(chat))
+                .replace("{message_id}", &segment(message_id));
+            let response = self
+                .streams
+                .get(format!("http://{}{path}", target.endpoint))
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| PodError::Unreachable(e.without_url().to_string()))?;
+            let status = response.status().as_u16();
+            if (200..=299).contains(&status) {
+                return Ok(response);
+            }
+            let body = response.bytes().await.unwrap_or_default();
+            Err(refusal(status, &body))
+        })
+    }
+
     fn call<'a>(
         &'a self,
         target: &'a PodTarget,
@@ -338,38 +465,7 @@ impl PodApi for HttpPods {
             if let Some(body) = &req.body {
                 builder = builder.json(body);
             }
-            let response = builder
-                .send()
-                .await
-                .map_err(|e| PodError::Unreachable(e.without_url().to_string()))?;
-            let status = response.status().as_u16();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| PodError::Unreachable(e.without_url().to_string()))?;
-            match status {
-                200..=299 if body.is_empty() => Ok(Value::Null),
-                200..=299 => serde_json::from_slice(&body).map_err(|e| PodError::Failed {
-                    status,
-                    detail: format!("answer is not JSON: {e}"),
-                }),
-                401 | 403 => Err(PodError::Failed {
-                    status,
-                    detail: "the pod refused the control token".into(),
-                }),
-                400..=499 => {
-                    let (code, message) = pod_error(&body);
-                    Err(PodError::Refused {
-                        status,
-                        code,
-                        message,
-                    })
-                }
-                _ => Err(PodError::Failed {
-                    status,
-                    detail: pod_error(&body).1,
-                }),
-            }
+            self.json_answer(builder).await
         })
     }
 }

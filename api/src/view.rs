@@ -97,15 +97,98 @@ pub struct Diagnostics {
     pub sessions_by_phase: Option<std::collections::BTreeMap<String, usize>>,
 }
 
+/// A text (seed 003: `{chatId, message}`) or a file (whatsapp-web.js's `MessageMedia` in
+/// `media`, with `caption` and the `sendMessage` options that choose how it travels).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendRequest {
     /// `41791234567@c.us`, `41791234567@s.whatsapp.net`, a phone number, a group `…@g.us` or a
     /// LID `…@lid`; the string or whatsapp-web.js's id object.
     pub chat_id: IdInput,
-    /// The text: 1 to 65,536 characters, not blank.
+    /// The text: 1 to 65,536 characters, not blank. Required without `media`; with it, the
+    /// caption unless `caption` is given.
+    #[serde(default)]
     #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
-    pub message: String,
+    pub message: Option<String>,
+    /// A file to send.
+    #[serde(default)]
+    pub media: Option<MediaInput>,
+    /// The file's caption (images, videos, documents), at most 4,096 characters.
+    #[serde(default)]
+    #[schema(max_length = 4096)]
+    pub caption: Option<String>,
+    /// Send an audio file as a voice note (`ptt`).
+    #[serde(default)]
+    pub send_audio_as_voice: bool,
+    /// Send any file as a document.
+    #[serde(default)]
+    pub send_media_as_document: bool,
+    /// Send an `image/webp` as a sticker.
+    #[serde(default)]
+    pub send_media_as_sticker: bool,
+}
+
+/// whatsapp-web.js's `MessageMedia`: a file as base64.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaInput {
+    /// `image/jpeg`, `application/pdf`, `audio/ogg; codecs=opus`, …
+    #[schema(min_length = 3, max_length = 255, example = "application/pdf")]
+    pub mimetype: String,
+    /// The file, base64 (standard alphabet); at most `MAX_FILE_SIZE` bytes decoded.
+    #[schema(min_length = 1, format = Byte)]
+    pub data: String,
+    /// The file name shown with a document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 255)]
+    pub filename: Option<String>,
+    /// The file's size in bytes (answers only; ignored in a request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesize: Option<u64>,
+}
+
+/// `POST /send` as `multipart/form-data`, for large files: the fields first, the file last.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // describes the form for the OpenAPI document
+pub struct SendForm {
+    /// As in the JSON request.
+    pub chat_id: String,
+    /// The file's caption (or `message`).
+    pub caption: Option<String>,
+    /// Overrides the file part's `Content-Type`.
+    pub mimetype: Option<String>,
+    /// `true` to send an audio file as a voice note.
+    pub send_audio_as_voice: Option<bool>,
+    /// `true` to send any file as a document.
+    pub send_media_as_document: Option<bool>,
+    /// `true` to send an `image/webp` as a sticker.
+    pub send_media_as_sticker: Option<bool>,
+    /// The file (its part's file name and `Content-Type` are used), last in the form.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    pub file: String,
+}
+
+/// A file's raw bytes (for the OpenAPI document).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct FileBytes(Vec<u8>);
+
+/// Query of `GET /messages/{chatId}/{messageId}/media`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MediaQuery {
+    /// `json`: whatsapp-web.js's `MessageMedia` (`{mimetype, data, filename, filesize}`, files
+    /// up to `MAX_FILE_SIZE`) instead of the raw file.
+    pub format: Option<MediaFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaFormat {
+    Raw,
+    Json,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

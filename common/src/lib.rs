@@ -15,6 +15,7 @@ pub mod phone;
 pub mod purge;
 pub mod session_state;
 pub mod shutdown;
+pub mod size;
 pub mod telemetry;
 pub mod webhooks;
 

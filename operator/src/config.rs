@@ -76,6 +76,11 @@ pub struct Config {
     #[arg(long, env = "WASP_WHATSAPP_URL")]
     pub whatsapp_url: Option<String>,
 
+    /// Largest media file a session pod sends or serves (seed `MAX_FILE_SIZE`: `10mb`, `512kb`,
+    /// bytes; set it as the API's). Each pod's /tmp (memory-backed) is sized for two of them.
+    #[arg(long, env = "MAX_FILE_SIZE", default_value = "10mb", value_parser = wasp_common::size::parse_size)]
+    pub max_file_size: usize,
+
     /// Port of the session pods' control API.
     #[arg(long, env = "WASP_SESSION_CONTROL_PORT", default_value_t = 8080)]
     pub session_control_port: u16,

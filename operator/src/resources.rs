@@ -53,6 +53,8 @@ pub struct PodSettings {
     /// pod's spec hash, so changing it does not replace every running pod.
     pub admission_rate: f64,
     pub admission_burst: u32,
+    /// Largest media file (`MAX_FILE_SIZE`, bytes).
+    pub max_file_size: u64,
 }
 
 /// Environment variables left out of the spec hash: tuning that pods pick up when next created.
@@ -71,8 +73,17 @@ impl From<&crate::Config> for PodSettings {
             admin_port: c.session_admin_port,
             admission_rate: c.admission_rate,
             admission_burst: c.admission_burst,
+            max_file_size: c.max_file_size as u64,
         }
     }
+}
+
+/// The session pod's /tmp: memory-backed (media passes through it decrypted), room for one file
+/// being sent and one being served, plus 16 MiB for everything else.
+pub fn tmp_size_limit(max_file_size: u64) -> Quantity {
+    let mib = 1u64 << 20;
+    let files = max_file_size.saturating_mul(2).div_ceil(mib);
+    Quantity(format!("{}Mi", files + 16))
 }
 
 /// The pod is named like its WhatsAppSession, so the API server itself guarantees at most one.
@@ -320,6 +331,10 @@ fn session_env(
         env.push(env_value("WASP_WHATSAPP_URL", url.clone()));
     }
     env.push(env_value(
+        "MAX_FILE_SIZE",
+        settings.max_file_size.to_string(),
+    ));
+    env.push(env_value(
         UNHASHED_ENV[0],
         settings.admission_rate.to_string(),
     ));
@@ -440,7 +455,7 @@ fn pod_without_hash(
                 name: "tmp".into(),
                 empty_dir: Some(EmptyDirVolumeSource {
                     medium: Some("Memory".into()),
-                    size_limit: Some(Quantity("16Mi".into())),
+                    size_limit: Some(tmp_size_limit(settings.max_file_size)),
                 }),
                 ..Default::default()
             }]),
@@ -503,6 +518,13 @@ mod tests {
 
     const IDS: &str = "42";
 
+    #[test]
+    fn tmp_holds_two_files_and_some() {
+        assert_eq!(tmp_size_limit(10 << 20).0, "36Mi");
+        assert_eq!(tmp_size_limit(1).0, "17Mi");
+        assert_eq!(tmp_size_limit(0).0, "16Mi");
+    }
+
     fn settings() -> PodSettings {
         PodSettings {
             image: "wasp/session-pod:test".into(),
@@ -513,6 +535,7 @@ mod tests {
             whatsapp_url: None,
             admission_rate: 10.0,
             admission_burst: 10,
+            max_file_size: 10 << 20,
             control_port: 8080,
             admin_port: 9090,
         }

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use wasp_common::control::{
     self as paths, ChatByPhone, ChatsPage, ChatsQuery, Contact, ContactRequest, ControlError,
     ControlErrorInner, LogEntry, LogsQuery, MAX_NAME_CHARS, MAX_PAGE, MAX_TEXT_CHARS,
-    MessagesQuery, PodStatus, QrCode, SendRequest, SendResponse,
+    MessagesQuery, PodStatus, QrCode, SendMediaQuery, SendRequest, SendResponse,
 };
 use wasp_common::model::{Message, Wid};
 
@@ -71,6 +71,36 @@ impl From<SessionError> for ApiError {
                     "storage unavailable",
                 )
             }
+        }
+    }
+}
+
+impl From<crate::media::MediaError> for ApiError {
+    fn from(e: crate::media::MediaError) -> Self {
+        use crate::media::MediaError as M;
+        let text = e.to_string();
+        match e {
+            M::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", text),
+            M::BadRequest(_) | M::Body(_) => Self::bad_request(text),
+            M::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", text),
+            M::Gone => Self::new(StatusCode::GONE, "media_gone", text),
+            M::Fetch(detail) => {
+                tracing::warn!(%detail, "media download failed");
+                Self::new(StatusCode::BAD_GATEWAY, "media_fetch_failed", text)
+            }
+            M::Upload(detail) => {
+                tracing::warn!(%detail, "media upload failed");
+                Self::new(StatusCode::BAD_GATEWAY, "send_failed", text)
+            }
+            M::Spool(err) => {
+                tracing::warn!(error = %err, "no temporary space for a media file");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "no temporary space for the file right now, retry shortly",
+                )
+            }
+            M::Session(e) => e.into(),
         }
     }
 }
@@ -180,6 +210,8 @@ pub fn control_router(state: AppState) -> Router {
         .route(paths::DISCONNECT_PATH, post(disconnect))
         .route(paths::LOGOUT_PATH, post(logout))
         .route(paths::SEND_PATH, post(send))
+        .route(paths::SEND_MEDIA_PATH, post(send_media))
+        .route(paths::MEDIA_PATH, get(media))
         .route(paths::CHATS_PATH, get(chats))
         .route(paths::MESSAGES_PATH, get(messages))
         .route(paths::CHAT_BY_PHONE_PATH, get(chat_by_phone))
@@ -255,6 +287,99 @@ async fn send(
         success: true,
         message,
     }))
+}
+
+/// The media send's query, checked (pure).
+pub fn outgoing(q: SendMediaQuery) -> Result<(Wid, crate::media::Outgoing), ApiError> {
+    use wasp_common::model::media;
+    let to = chat_id(&q.to)?;
+    if !media::is_mimetype(&q.mimetype) {
+        return Err(ApiError::bad_request("mimetype must be type/subtype"));
+    }
+    let filename = q
+        .filename
+        .as_deref()
+        .map(media::check_filename)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let caption = q.caption.filter(|c| !c.trim().is_empty());
+    if caption
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > media::MAX_CAPTION_CHARS)
+    {
+        return Err(ApiError::bad_request(format!(
+            "caption must be at most {} characters",
+            media::MAX_CAPTION_CHARS
+        )));
+    }
+    Ok((
+        to,
+        crate::media::Outgoing {
+            kind: q.kind,
+            mimetype: q.mimetype,
+            filename,
+            caption,
+        },
+    ))
+}
+
+async fn send_media(
+    _: Authorized,
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<SendMediaQuery>,
+    body: axum::body::Body,
+) -> Result<Json<SendResponse>, ApiError> {
+    let (to, out) = outgoing(q)?;
+    let message = s
+        .session
+        .send_media(&to, out, body.into_data_stream())
+        .await?;
+    Ok(Json(SendResponse {
+        success: true,
+        message,
+    }))
+}
+
+async fn media(
+    _: Authorized,
+    State(s): State<AppState>,
+    Path((chat_raw, message_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    use wasp_common::model::media;
+    let chat = chat_id(&chat_raw)?;
+    if message_id.trim().is_empty() || message_id.len() > 256 {
+        return Err(ApiError::bad_request("messageId must be a message id"));
+    }
+    let (mref, file) = s.session.open_media(&chat, message_id.trim()).await?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(mref.size);
+    let name = media::download_filename(mref.filename.as_deref(), &mref.mimetype, &message_id);
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    let headers = [
+        (header::CONTENT_TYPE, mref.mimetype.clone()),
+        (header::CONTENT_LENGTH, len.to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            media::content_disposition(&name),
+        ),
+        (
+            header::HeaderName::from_static(paths::FILENAME_HEADER),
+            percent(&name),
+        ),
+    ];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+}
+
+/// Percent-encodes everything but unreserved characters (a header value from any name).
+fn percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn limit(l: Option<u32>, default: u32) -> Result<u32, ApiError> {

@@ -53,6 +53,10 @@ mod t {
     pub const PENDING: &str = "pending-inbound";
     pub const MSG_SECRET: &str = "msg-secret";
     pub const DEVICE: &str = "device";
+    /// wasp's own: what downloading a message's media needs (media key, path, hashes), by
+    /// message key. Here because it is key material: sealed, re-sealed on rotation, purged
+    /// on logout with the rest.
+    pub const MEDIA: &str = "media";
 }
 
 const LATEST_SYNC_KEY: &str = "latest-sync-key-id";
@@ -359,6 +363,16 @@ impl RedisAuthStore {
 
     fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
         serde_json::to_vec(v).map_err(ser_err)
+    }
+
+    /// Records, sealed, what downloading the media of message `message_key` needs.
+    pub async fn put_media_ref(&self, message_key: &str, plain: &[u8]) -> Result<()> {
+        self.put(t::MEDIA, message_key, plain).await
+    }
+
+    /// What [`RedisAuthStore::put_media_ref`] recorded for `message_key`.
+    pub async fn media_ref(&self, message_key: &str) -> Result<Option<Vec<u8>>> {
+        self.get(t::MEDIA, message_key).await
     }
 
     /// Master-key rotation: re-seals, with the current key, every row a previous key (or the

@@ -90,7 +90,6 @@ pub struct Config {
     pub reconnect_interval: u64,
     #[arg(long, env = "WASP_WHATSAPP_URL", default_value = DEFAULT_WHATSAPP_URL)]
     pub whatsapp_url: String,
-    /// Lease time-to-live in milliseconds (renewed at a third of it).
     /// Fleet-wide logins per second to WhatsApp (all session pods share one bucket in Redis,
     /// `wasp:admission`); 0 turns pacing off.
     #[arg(long, env = "WASP_ADMISSION_RATE", default_value_t = 10.0)]
@@ -98,6 +97,7 @@ pub struct Config {
     /// Logins let through at once before the rate applies.
     #[arg(long, env = "WASP_ADMISSION_BURST", default_value_t = 10)]
     pub admission_burst: u32,
+    /// Lease time-to-live in milliseconds (renewed at a third of it).
     #[arg(long, env = "WASP_LEASE_TTL_MS", default_value_t = 15_000)]
     pub lease_ttl_ms: u64,
     /// The pod's UID (the operator sets it from the downward API). A process restarted in the
@@ -108,6 +108,11 @@ pub struct Config {
     /// Approximate cap of the durable event stream (XADD MAXLEN ~).
     #[arg(long, env = "WASP_EVENTS_MAXLEN", default_value_t = 10_000)]
     pub events_maxlen: usize,
+    /// Largest media file a send takes and a download serves (seed `MAX_FILE_SIZE`: `10mb`,
+    /// `512kb`, bytes). Files pass through /tmp (encrypted before an upload, decrypted and
+    /// checked before a download), so /tmp must hold about two of them.
+    #[arg(long, env = "MAX_FILE_SIZE", default_value = "10mb", value_parser = wasp_common::size::parse_size)]
+    pub max_file_size: usize,
 }
 
 impl std::fmt::Debug for Config {

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod config;
 pub mod http;
 pub mod lease;
+pub mod media;
 pub mod metrics;
 pub mod qr;
 pub mod runtime;
@@ -124,6 +125,7 @@ pub async fn run(
         pairing_method: config.pairing_method,
         pairing_phone: config.pairing_phone.clone(),
         storage_policy: config.storage_policy,
+        max_media_bytes: config.max_file_size as u64,
         policy: backoff::ReconnectPolicy {
             max_attempts: config.max_reconnect_attempts,
             base: Duration::from_millis(config.reconnect_interval.max(1)),

@@ -51,6 +51,7 @@ pub struct SessionSettings {
     pub pairing_method: PairingMethod,
     pub pairing_phone: Option<String>,
     pub storage_policy: StoragePolicy,
+    pub max_media_bytes: u64,
     pub policy: ReconnectPolicy,
     pub lease_ttl: Duration,
     pub holder: String,
@@ -105,6 +106,8 @@ pub enum SessionError {
     State(#[from] wasp_common::session_state::StateError),
     #[error("building the client: {0}")]
     Build(String),
+    #[error("auth store: {0}")]
+    Auth(String),
 }
 
 impl SessionError {
@@ -112,7 +115,7 @@ impl SessionError {
         match self {
             Self::NotConnected => "not_connected",
             Self::Send(_) => "send",
-            Self::Store(_) | Self::Redis(_) | Self::State(_) => "redis",
+            Self::Store(_) | Self::Redis(_) | Self::State(_) | Self::Auth(_) => "redis",
             Self::Build(_) => "build",
         }
     }
@@ -280,6 +283,31 @@ impl Session {
     }
 
     /// Sends a text message and records it (store + `message` event, `fromMe`).
+    pub async fn send_text(&self, to: &Wid, text: &str) -> Result<Message, SessionError> {
+        let (client, id) = self
+            .send_proto(
+                to,
+                waproto::whatsapp::Message {
+                    conversation: Some(text.to_owned()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let m = self.own_message(&client, to, &id, text, "chat");
+        self.record_sent(&m).await?;
+        Ok(m)
+    }
+
+    /// The connected client, or [`SessionError::NotConnected`].
+    pub(crate) fn connected_client(&self) -> Result<Arc<Client>, SessionError> {
+        let client = self.client().ok_or(SessionError::NotConnected)?;
+        if !client.is_connected() || !client.is_logged_in() {
+            return Err(SessionError::NotConnected);
+        }
+        Ok(client)
+    }
+
+    /// Sends `msg` to `to`; the client it went through and the message id.
     ///
     /// The first send to a chat goes alone; concurrent sends to that chat wait for it. The
     /// client (whatsapp-rust 0.7, `ensure_sessions_inner`) checks for a Signal session
@@ -289,11 +317,12 @@ impl Session {
     /// states), but every fetch burns one of the recipient's one-time prekeys, and past 40
     /// the earliest messages no longer decrypt. Once one send has succeeded the session
     /// exists and later sends run concurrently.
-    pub async fn send_text(&self, to: &Wid, text: &str) -> Result<Message, SessionError> {
-        let client = self.client().ok_or(SessionError::NotConnected)?;
-        if !client.is_connected() || !client.is_logged_in() {
-            return Err(SessionError::NotConnected);
-        }
+    pub(crate) async fn send_proto(
+        &self,
+        to: &Wid,
+        msg: waproto::whatsapp::Message,
+    ) -> Result<(Arc<Client>, String), SessionError> {
+        let client = self.connected_client()?;
         let jid: whatsapp_rust::Jid = to
             .protocol_jid()
             .parse()
@@ -304,40 +333,50 @@ impl Session {
             first = None;
         }
         let res = client
-            .send_message(
-                jid.clone(),
-                waproto::whatsapp::Message {
-                    conversation: Some(text.to_owned()),
-                    ..Default::default()
-                },
-            )
+            .send_message(jid.clone(), msg)
             .await
             .map_err(|e| SessionError::Send(e.to_string()))?;
         if let Some(mut done) = first {
             *done = true;
         }
         self.metrics.messages_out.inc();
-        let own = own_wid(&client);
-        let m = Message::new(MessageParts {
-            id: &res.message_id,
+        Ok((client, res.message_id))
+    }
+
+    /// The model of an own message just sent.
+    pub(crate) fn own_message(
+        &self,
+        client: &Client,
+        to: &Wid,
+        id: &str,
+        body: &str,
+        kind: &str,
+    ) -> Message {
+        let own = own_wid(client);
+        Message::new(MessageParts {
+            id,
             chat: to,
             own: own.as_ref(),
             author: None,
             from_me: true,
-            body: text,
-            kind: "chat",
+            body,
+            kind,
             timestamp: jiff::Timestamp::now().as_second(),
             has_media: false,
             has_quoted_msg: false,
             push_name: "",
-        });
+        })
+    }
+
+    /// Stores (per the storage policy) and announces an own message just sent.
+    pub(crate) async fn record_sent(&self, m: &Message) -> Result<(), SessionError> {
         let keep = Keep {
             store: self.settings.storage_policy != StoragePolicy::None,
             emit: true,
         };
-        self.store.put_message(&m, keep).await?;
+        self.store.put_message(m, keep).await?;
         self.touch_activity().await;
-        Ok(m)
+        Ok(())
     }
 
     async fn touch_activity(&self) {
@@ -354,9 +393,10 @@ impl Session {
         let own = own_wid(client);
         for m in batch {
             let info = &m.info;
+            let media = crate::media::inbound_media(&m.message);
             let text = m.message.text_content().or_else(|| m.message.get_caption());
             // Protocol traffic (key shares, sender-key distribution, …) is no chat message.
-            if text.is_none() && info.media_type.is_empty() {
+            if text.is_none() && info.media_type.is_empty() && media.is_none() {
                 continue;
             }
             let src = &info.source;
@@ -376,8 +416,11 @@ impl Session {
             } else {
                 None
             };
-            let kind = model::message_type(text.is_some(), &info.media_type, &info.r#type);
-            let message = Message::new(MessageParts {
+            let kind = match &media {
+                Some((r, _)) => r.kind.as_str(),
+                None => model::message_type(text.is_some(), &info.media_type, &info.r#type),
+            };
+            let mut message = Message::new(MessageParts {
                 id: info.id.as_str(),
                 chat: &chat,
                 own: own.as_ref(),
@@ -390,6 +433,9 @@ impl Session {
                 has_quoted_msg: has_quote(&m.message),
                 push_name: &info.push_name,
             });
+            if let Some((r, _)) = &media {
+                message = message.with_media(&r.mimetype, r.filename.as_deref(), r.size);
+            }
             let keep = match self.settings.storage_policy {
                 StoragePolicy::All => Keep {
                     store: true,
@@ -413,6 +459,12 @@ impl Session {
                     }
                 }
             };
+            if keep.store
+                && let Some((r, _)) = &media
+            {
+                // Before the message: a message stored is one whose media can be fetched.
+                self.keep_media_ref(message.key(), r).await?;
+            }
             let outcome = self.store.put_message(&message, keep).await?;
             match outcome {
                 StoreOutcome::Duplicate => {
@@ -866,7 +918,9 @@ async fn build_bot(
         .with_transport_factory(
             TokioWebSocketTransportFactory::new().with_url(session.settings.whatsapp_url.clone()),
         )
-        .with_http_client(crate::http::ReqwestHttp::default())
+        .with_http_client(crate::http::ReqwestHttp::new(
+            &session.settings.whatsapp_url,
+        ))
         .with_runtime(crate::runtime::PodRuntime)
         .skip_history_sync()
         .with_inbound_durability_hook(Hook(session.clone()))

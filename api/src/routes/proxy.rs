@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use wasp_common::control::{ChatByPhone, ChatsPage, Contact, LogEntry, SendResponse};
+use wasp_common::control::{ChatByPhone, ChatsPage, Contact, LogEntry};
 use wasp_common::model::{Chat, Message};
 
 use crate::app::AppState;
@@ -19,13 +19,39 @@ use crate::error::{
 use crate::pods::{self, PodCall, PodError, PodTarget};
 use crate::routing::{self, Need, Route};
 use crate::validate;
-use crate::view::{
-    ContactAddRequest, LimitQuery, MessagesQuery, PhoneQuery, SendRequest, SuccessResponse,
-};
+use crate::view::{ContactAddRequest, LimitQuery, MessagesQuery, PhoneQuery, SuccessResponse};
 
 /// Pages of chats read at most for one `/chats` (500 each): far beyond any phone's chat list,
 /// but a bound on a misbehaving pod.
 const MAX_CHAT_PAGES: u32 = 200;
+
+/// The caller's session pod, if the session can serve a request that needs `need`; with the
+/// session's phase (for error answers).
+pub async fn pod_of(
+    state: &AppState,
+    user_id: &str,
+    need: Need,
+) -> Result<(PodTarget, String), ApiError> {
+    let session = state.sessions.get(user_id).await?;
+    let phase = session
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.phase)
+        .map_or("Pending", |p| p.as_str())
+        .to_owned();
+    match (
+        routing::decide(session.as_deref(), need),
+        session.as_deref(),
+    ) {
+        (Route::Forward { endpoint }, Some(session)) => {
+            Ok((PodTarget::of(session, &endpoint), phase))
+        }
+        (Route::Refuse(r), _) => Err(r.into()),
+        (Route::Forward { .. }, None) => Err(ApiError::Internal(
+            "routed to a pod without a session".into(),
+        )),
+    }
+}
 
 /// Calls the caller's session pod and reads the answer as `T`.
 async fn forward<T: DeserializeOwned>(
@@ -34,27 +60,10 @@ async fn forward<T: DeserializeOwned>(
     need: Need,
     call: PodCall,
 ) -> Result<T, ApiError> {
-    let session = state.sessions.get(user_id).await?;
-    let phase = session
-        .as_ref()
-        .and_then(|s| s.status.as_ref())
-        .and_then(|s| s.phase)
-        .map_or("Pending", |p| p.as_str());
-    match (
-        routing::decide(session.as_deref(), need),
-        session.as_deref(),
-    ) {
-        (Route::Forward { endpoint }, Some(session)) => {
-            let target = PodTarget::of(session, &endpoint);
-            pods::typed(state.pods.as_ref(), &target, call)
-                .await
-                .map_err(|e| pod_error(e, phase))
-        }
-        (Route::Refuse(r), _) => Err(r.into()),
-        (Route::Forward { .. }, None) => Err(ApiError::Internal(
-            "routed to a pod without a session".into(),
-        )),
-    }
+    let (target, phase) = pod_of(state, user_id, need).await?;
+    pods::typed(state.pods.as_ref(), &target, call)
+        .await
+        .map_err(|e| pod_error(e, &phase))
 }
 
 /// A pod's refusal or failure as the API's error: the pod's 4xx pass through with its safe
@@ -77,6 +86,16 @@ pub fn pod_error(e: PodError, phase: &str) -> ApiError {
             (413, _) => ApiError::Rejected {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 code: "payload_too_large",
+                message,
+            },
+            (410, _) => ApiError::Rejected {
+                status: StatusCode::GONE,
+                code: "media_gone",
+                message,
+            },
+            (415, _) => ApiError::Rejected {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
                 message,
             },
             _ => ApiError::bad_request("invalid_request", message),
@@ -173,31 +192,6 @@ pub async fn messages(
         before,
     };
     Ok(Json(forward(&state, &me.user_id, Need::Pod, call).await?))
-}
-
-/// Sends a text message (seed 003: `{chatId, message}`).
-#[utoipa::path(post, path = "/send", tag = "messaging", security(("bearer" = [])),
-    request_body = SendRequest,
-    responses(
-        (status = 200, description = "Sent", body = SendResponse),
-        (status = 400, description = "Bad chat id or message", body = ErrorBody),
-        JsonBodyRefusals,
-        AuthRefusals,
-        PodRouteErrors))]
-pub async fn send(
-    State(state): State<AppState>,
-    AuthUser(me): AuthUser,
-    ApiJson(body): ApiJson<SendRequest>,
-) -> Result<Json<SendResponse>, ApiError> {
-    let chat = validate::chat_id(&body.chat_id.0)?;
-    validate::message(&body.message)?;
-    let call = PodCall::Send {
-        to: chat.serialized,
-        body: body.message,
-    };
-    Ok(Json(
-        forward(&state, &me.user_id, Need::Connected, call).await?,
-    ))
 }
 
 /// The chat with a phone number.

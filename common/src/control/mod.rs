@@ -29,3 +29,14 @@ pub const CONTACTS_PATH: &str = "/v1/contacts";
 pub const CONTACT_PATH: &str = "/v1/contacts/{phone}";
 /// `GET ?limit` → `[LogEntry]`: session log entries, newest first.
 pub const LOGS_PATH: &str = "/v1/logs";
+/// `POST ?`[`SendMediaQuery`] with the file as the raw body (`Content-Length` required) →
+/// [`SendResponse`]: encrypt, upload and send a media message. 413 past the pod's limit.
+pub const SEND_MEDIA_PATH: &str = "/v1/send-media";
+/// `GET` → the decrypted file of a media message (`Content-Type`, `Content-Length`,
+/// `Content-Disposition`, [`FILENAME_HEADER`]), fetched from WhatsApp's media servers on demand
+/// and checked against its hashes before the first byte is sent. 404 for no such message or
+/// one without media.
+pub const MEDIA_PATH: &str = "/v1/messages/{chat_id}/{message_id}/media";
+/// The file name of a media download, percent-encoded UTF-8 (what `Content-Disposition` names,
+/// without parsing it).
+pub const FILENAME_HEADER: &str = "x-wasp-filename";

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Chat, Message};
+use crate::model::{Chat, MediaKind, Message};
 use crate::session_state::SessionState;
 
 /// Longest text a send takes, in characters (JSON Schema's `maxLength` counts characters, so
@@ -20,6 +20,20 @@ pub struct SendRequest {
     /// The chat, in any spelling [`crate::model::Wid::parse`] takes.
     pub to: String,
     pub body: String,
+}
+
+/// `POST /v1/send-media` (the file is the body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendMediaQuery {
+    /// The chat, in any spelling [`crate::model::Wid::parse`] takes.
+    pub to: String,
+    pub kind: MediaKind,
+    pub mimetype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
 }
 
 /// The answer of a send (seed 003's `/send`).

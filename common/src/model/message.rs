@@ -86,6 +86,15 @@ pub struct Message {
     pub chat_id: String,
     /// wasp: the sender's WhatsApp push name, if it sent one.
     pub push_name: String,
+    /// Media messages: the file's mimetype (whatsapp-web.js `_data.mimetype`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimetype: Option<String>,
+    /// Media messages: the file name the sender gave (documents mostly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// Media messages: the file's size in bytes (whatsapp-web.js `_data.size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// wasp: the id of the event that announced this message (resume the event stream after
     /// it with `since`). Empty only for a message whose event was never written.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -139,8 +148,20 @@ impl Message {
             has_quoted_msg: p.has_quoted_msg,
             chat_id: chat,
             push_name: p.push_name.to_owned(),
+            mimetype: None,
+            filename: None,
+            size: None,
             event_id: String::new(),
         }
+    }
+
+    /// The message with its media's description (`hasMedia` set).
+    pub fn with_media(mut self, mimetype: &str, filename: Option<&str>, size: u64) -> Self {
+        self.has_media = true;
+        self.mimetype = Some(mimetype.to_owned());
+        self.filename = filename.map(str::to_owned);
+        self.size = Some(size);
+        self
     }
 
     /// The key the store files the message under (its `_serialized` id).
