@@ -375,7 +375,8 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let chat = validate::chat_id(&chat_id)?;
     let id = validate::message_id(&message_id)?;
-    let (target, phase) = pod_of(&state, &me.user_id, Need::Connected).await?;
+    // The pod answers 404 for a message it does not have before it needs the connection.
+    let (target, phase) = pod_of(&state, &me.user_id, Need::Pod).await?;
     let pod = state
         .pods
         .media(&target, &chat.serialized, &id)
