@@ -154,6 +154,8 @@ async fn main() -> anyhow::Result<()> {
             &format!("127.0.0.1:{ws_port}"),
             "--control-listen",
             &format!("127.0.0.1:{control_port}"),
+            "--media-listen",
+            "127.0.0.1:0",
             "--log",
             "warn,wasp_sim=info",
         ])

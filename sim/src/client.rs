@@ -9,7 +9,7 @@ use thiserror::Error;
 use crate::contacts::Addressing;
 use crate::control_api::{
     ApiError, CreateContact, CreatePhone, Info, InjectSocketFault, Millis, PairCode, Scan,
-    SendText, Sent, Toggle,
+    SendMedia, SendText, Sent, Toggle,
 };
 use crate::faults::SocketFault;
 use crate::sim::{ContactInfo, DeviceInfo, PhoneInfo, SocketInfo};
@@ -215,6 +215,64 @@ impl SimClient {
             timeout.as_millis()
         ))
         .await
+    }
+
+    /// The contact sends `media` to every device of `to`'s account; returns the message id.
+    pub async fn contact_send_media(
+        &self,
+        contact: &str,
+        to: &str,
+        media: &crate::media::ContactMedia,
+    ) -> Result<String, ClientError> {
+        let body = SendMedia {
+            to: to.to_owned(),
+            kind: media.kind,
+            mimetype: media.mimetype.clone(),
+            filename: media.filename.clone(),
+            caption: media.caption.clone(),
+            data: data_encoding::BASE64.encode(&media.data),
+        };
+        let sent: Sent = self
+            .post(&format!("/v1/contacts/{contact}/media"), &body)
+            .await?;
+        Ok(sent.id)
+    }
+
+    /// The decrypted media the contact received in message `id`, and its mimetype.
+    pub async fn contact_received_media(
+        &self,
+        contact: &str,
+        id: &str,
+    ) -> Result<(Vec<u8>, String), ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/contacts/{contact}/media/{id}", self.base))
+            .send()
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let message = match resp.json::<ApiError>().await {
+                Ok(e) => e.error,
+                Err(e) => e.to_string(),
+            };
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        let mimetype = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok((resp.bytes().await?.to_vec(), mimetype))
+    }
+
+    /// A new media auth token: requests with the old one get 401 until clients refresh
+    /// their `media_conn`.
+    pub async fn rotate_media_auth(&self) -> Result<(), ClientError> {
+        self.post("/v1/faults/rotate-media-auth", &()).await
     }
 
     pub async fn contact_receipts(&self, contact: &str) -> Result<Vec<ReceiptSeen>, ClientError> {

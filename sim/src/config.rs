@@ -20,6 +20,11 @@ pub struct Config {
         default_value = "127.0.0.1:8481"
     )]
     pub control_listen: SocketAddr,
+    /// The HTTPS media server (uploads, downloads); `media_conn` names it as the media host.
+    /// Its certificate chains to a CA the simulator makes, served at
+    /// `GET /sim/media-ca.pem` on `--listen`.
+    #[arg(long, env = "WASP_SIM_MEDIA_LISTEN", default_value = "127.0.0.1:8482")]
+    pub media_listen: SocketAddr,
     /// Hex of the server's 32-byte static Noise private key. Keep it stable across restarts
     /// so clients keep resuming with IK; generated when absent.
     #[arg(long, env = "WASP_SIM_STATIC_KEY")]

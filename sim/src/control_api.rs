@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -30,6 +30,14 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/contacts/{phone}/send", post(contact_send))
         .route("/v1/contacts/{phone}/received", get(contact_received))
         .route("/v1/contacts/{phone}/receipts", get(contact_receipts))
+        .route(
+            "/v1/contacts/{phone}/media",
+            // Base64 of up to the media server's cap.
+            post(contact_send_media).layer(DefaultBodyLimit::max(
+                crate::media::MAX_UPLOAD / 3 * 4 + 64 * 1024,
+            )),
+        )
+        .route("/v1/contacts/{phone}/media/{id}", get(contact_media))
         .route("/v1/unhandled-iqs", get(unhandled_iqs))
         .route("/v1/faults/socket", post(socket_fault))
         .route("/v1/faults/refuse", post(refuse))
@@ -37,6 +45,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/faults/delay", post(delay))
         .route("/v1/faults/ignore-acks", post(ignore_acks))
         .route("/v1/faults/rotate-server-key", post(rotate_server_key))
+        .route("/v1/faults/rotate-media-auth", post(rotate_media_auth))
         .with_state(sim)
 }
 
@@ -44,6 +53,23 @@ pub fn router(sim: Arc<Sim>) -> Router {
 pub struct Info {
     pub root_public_key: String,
     pub server_static_public_key: String,
+    /// `https://host:port` of the media server (empty before it listens).
+    #[serde(default)]
+    pub media_url: String,
+}
+
+/// `POST /v1/contacts/{phone}/media`: the contact sends media to every device of `to`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendMedia {
+    pub to: String,
+    pub kind: crate::media::MediaKind,
+    pub mimetype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// The plaintext, standard base64.
+    pub data: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -117,7 +143,7 @@ impl From<SimError> for Failure {
             SimError::Pairing(PairingError::UnknownRef(_) | PairingError::UnknownPhone(_)) => {
                 StatusCode::NOT_FOUND
             }
-            SimError::Pairing(_) => StatusCode::BAD_REQUEST,
+            SimError::Pairing(_) | SimError::BadRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(status, e.to_string())
@@ -137,6 +163,11 @@ async fn info(State(sim): State<Arc<Sim>>) -> Json<Info> {
     Json(Info {
         root_public_key: hex.encode(&sim.root_public_key()),
         server_static_public_key: hex.encode(&sim.server_identity().static_pub),
+        media_url: sim
+            .media()
+            .host()
+            .map(|h| format!("https://{h}"))
+            .unwrap_or_default(),
     })
 }
 
@@ -245,6 +276,51 @@ async fn contact_received(
     Ok(Json(sim.contact_received(&phone)?))
 }
 
+async fn contact_send_media(
+    State(sim): State<Arc<Sim>>,
+    Path(phone): Path<String>,
+    Json(req): Json<SendMedia>,
+) -> ApiResult<Sent> {
+    let data = data_encoding::BASE64
+        .decode(req.data.as_bytes())
+        .map_err(|e| SimError::BadRequest(format!("data is not base64: {e}")))?;
+    let media = crate::media::ContactMedia {
+        kind: req.kind,
+        data,
+        mimetype: req.mimetype,
+        filename: req.filename,
+        caption: req.caption,
+    };
+    let id = sim.contact_send_media(&phone, &req.to, media).await?;
+    Ok(Json(Sent { id }))
+}
+
+/// The decrypted bytes of the media the contact received in message `id`, with the
+/// mimetype the message declared.
+async fn contact_media(
+    State(sim): State<Arc<Sim>>,
+    Path((phone, id)): Path<(String, String)>,
+) -> Result<Response, Failure> {
+    let received = sim.contact_received(&phone)?;
+    let media = received
+        .iter()
+        .find(|r| r.id == id)
+        .and_then(|r| r.media.clone())
+        .ok_or_else(|| SimError::NotFound(format!("media message {id}")))?;
+    if let Some(e) = media.error {
+        return Err(Failure(StatusCode::BAD_GATEWAY, e));
+    }
+    let bytes = sim
+        .contact_received_media(&phone, &id)
+        .ok_or_else(|| SimError::NotFound(format!("the bytes of media message {id}")))?;
+    let mimetype = if media.mimetype.is_empty() {
+        "application/octet-stream".to_owned()
+    } else {
+        media.mimetype
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, mimetype)], bytes).into_response())
+}
+
 async fn contact_receipts(
     State(sim): State<Arc<Sim>>,
     Path(phone): Path<String>,
@@ -284,6 +360,11 @@ pub struct SetLoginFailure {
 
 async fn login_failure(State(sim): State<Arc<Sim>>, Json(req): Json<SetLoginFailure>) -> Json<()> {
     sim.set_login_failure(req.failure);
+    Json(())
+}
+
+async fn rotate_media_auth(State(sim): State<Arc<Sim>>) -> Json<()> {
+    sim.rotate_media_auth();
     Json(())
 }
 

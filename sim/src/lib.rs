@@ -16,6 +16,8 @@ pub mod faults;
 pub mod handshake;
 mod iq;
 mod linking;
+pub mod media;
+pub mod media_server;
 pub mod messaging;
 pub mod offline_queue;
 pub mod pair_code;

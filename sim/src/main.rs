@@ -45,8 +45,19 @@ async fn main() -> anyhow::Result<()> {
         })
         .context("creating the simulator")?,
     };
-    let running = wasp_sim::start(sim.clone(), config.listen, config.control_listen).await?;
-    tracing::info!(ws = %running.ws_url, control = %running.control_url, "wasp-sim ready");
+    let running = wasp_sim::start(
+        sim.clone(),
+        config.listen,
+        config.control_listen,
+        config.media_listen,
+    )
+    .await?;
+    tracing::info!(
+        ws = %running.ws_url,
+        control = %running.control_url,
+        media = %running.media_url,
+        "wasp-sim ready"
+    );
     let saver = config.state_file.clone().map(|path| {
         let sim = sim.clone();
         tokio::spawn(async move {

@@ -220,7 +220,9 @@ pub fn receipt_from_device(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
             }
         }
     }
-    let ack = stanza::ack_for(receipt, None);
+    // WhatsApp's ack names the chat the receipt was for.
+    let to = attr(receipt, "to");
+    let ack = stanza::ack_for(receipt, to.as_deref());
     sim.world().send(conn, Outbound::Stanza(ack));
 }
 

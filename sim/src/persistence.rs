@@ -38,6 +38,11 @@ pub struct Snapshot {
     pub next_stanza: u64,
     pub accounts: Vec<AccountSnapshot>,
     pub contacts: Vec<ContactSnapshot>,
+    /// The media CA's private key (PKCS#8 PEM): a restarted simulator's media certificate
+    /// still chains to the CA certificate clients fetched before. (The media blobs
+    /// themselves are not kept.) Absent in older snapshots: a new CA is made.
+    #[serde(default)]
+    pub media_ca_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +108,7 @@ impl Sim {
                 next_stanza: w.next_stanza,
                 accounts: Vec::new(),
                 contacts: Vec::new(),
+                media_ca_key: Some(self.media_ca().key_pem().to_owned()),
             };
             let accounts: Vec<(AccountSnapshotParts, Arc<Participant>)> = w
                 .accounts
@@ -160,7 +166,11 @@ impl Sim {
                 .map_err(content("server key"))?,
             root: key_pair_from_private(&snap.root_private.0).map_err(content("root key"))?,
         };
-        let sim = Sim::new(keys)?;
+        let media_ca = match &snap.media_ca_key {
+            Some(pem) => crate::media_server::MediaCa::from_key_pem(pem).map_err(SimError::from)?,
+            None => crate::media_server::MediaCa::generate().map_err(SimError::from)?,
+        };
+        let sim = Sim::with_media_ca(keys, media_ca)?;
         {
             let mut w = sim.world();
             w.next_lid = snap.next_lid;

@@ -48,6 +48,12 @@ pub enum SimError {
     Exists(String),
     #[error("device {0:?} has no live socket")]
     NotConnected(DeviceAddr),
+    #[error(transparent)]
+    Tls(#[from] crate::media_server::TlsError),
+    #[error("media: {0}")]
+    Media(String),
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 pub struct Sim {
@@ -61,6 +67,10 @@ pub struct Sim {
     changed: Notify,
     /// Counts those changes, so a periodic saver knows whether to write.
     changes: std::sync::atomic::AtomicU64,
+    /// The media server's blobs and auth token.
+    media: crate::media::MediaStore,
+    /// The CA the media server's TLS certificate chains to.
+    media_ca: crate::media_server::MediaCa,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -110,6 +120,13 @@ pub(crate) fn now_secs() -> u64 {
 
 impl Sim {
     pub fn new(keys: SimKeys) -> Result<Arc<Self>, SimError> {
+        Self::with_media_ca(keys, crate::media_server::MediaCa::generate()?)
+    }
+
+    pub(crate) fn with_media_ca(
+        keys: SimKeys,
+        media_ca: crate::media_server::MediaCa,
+    ) -> Result<Arc<Self>, SimError> {
         let static_pub = public_bytes(&keys.server_static);
         let cert_chain = build_cert_chain(&keys.root, &static_pub)?;
         Ok(Arc::new(Self {
@@ -124,7 +141,30 @@ impl Sim {
             faults: Mutex::new(GlobalFaults::default()),
             changed: Notify::new(),
             changes: Default::default(),
+            media: crate::media::MediaStore::new(),
+            media_ca,
         }))
+    }
+
+    /// The media server's store (blobs, auth token, host).
+    pub fn media(&self) -> &crate::media::MediaStore {
+        &self.media
+    }
+
+    pub fn media_ca(&self) -> &crate::media_server::MediaCa {
+        &self.media_ca
+    }
+
+    /// The media CA certificate (PEM) clients must trust for the media server.
+    pub fn media_ca_pem(&self) -> &str {
+        self.media_ca.cert_pem()
+    }
+
+    /// A new media auth token: requests still carrying the old one get 401, so clients
+    /// refresh their `media_conn` and retry.
+    pub fn rotate_media_auth(&self) {
+        self.media.rotate_auth();
+        info!("media auth token rotated");
     }
 
     pub fn server_identity(&self) -> Arc<ServerIdentity> {

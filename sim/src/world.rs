@@ -123,7 +123,12 @@ pub struct Contact {
 pub struct ReceivedText {
     pub id: String,
     pub from: String,
+    /// The text, or a media message's caption (empty without one).
     pub text: String,
+    /// Set for an image/video/audio/document/sticker message: what it declared and what the
+    /// contact downloaded and decrypted (or why it could not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<crate::media::ReceivedMedia>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]

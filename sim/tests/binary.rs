@@ -21,6 +21,8 @@ fn spawn(state_file: &std::path::Path) -> SimProcess {
             "127.0.0.1:0",
             "--control-listen",
             "127.0.0.1:0",
+            "--media-listen",
+            "127.0.0.1:0",
             "--log",
             "info",
         ])
@@ -48,11 +50,31 @@ fn spawn(state_file: &std::path::Path) -> SimProcess {
         let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
         line[start..].split_whitespace().next().unwrap().to_owned()
     };
+    assert!(field("media").starts_with("https://127.0.0.1:"), "{line}");
     SimProcess {
         control_url: field("control"),
         ws_url: field("ws"),
         child,
     }
+}
+
+/// The media CA certificate, from the WebSocket listener.
+async fn media_ca(ws_url: &str) -> String {
+    let base = ws_url
+        .replacen("ws://", "http://", 1)
+        .trim_end_matches("/ws/chat")
+        .to_owned();
+    let resp = reqwest::get(format!("{base}/sim/media-ca.pem"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    resp.text().await.unwrap()
 }
 
 /// SIGTERM, as a pod's grace period sends it; waits for a clean exit.
@@ -76,6 +98,8 @@ async fn the_binary_serves_and_keeps_its_state_across_restarts() {
     assert!(first.ws_url.starts_with("ws://127.0.0.1:") && first.ws_url.ends_with("/ws/chat"));
     let api = SimClient::new(&first.control_url);
     let info = api.info().await.unwrap();
+    let ca = media_ca(&first.ws_url).await;
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
     let phone = api
         .create_phone(Some("15557654321"), Some("Saved"))
         .await
@@ -89,6 +113,20 @@ async fn the_binary_serves_and_keeps_its_state_across_restarts() {
         api.info().await.unwrap().server_static_public_key,
         info.server_static_public_key
     );
+    // The media server's new certificate chains to the CA clients fetched before.
+    let media_url = api.info().await.unwrap().media_url;
+    let trusting = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let status = trusting
+        .get(format!("{media_url}/v/t62.7118-24/none.enc?token=x"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
     let phones = api.phones().await.unwrap();
     assert_eq!(phones.len(), 1);
     assert_eq!(phones[0].phone, phone.phone);

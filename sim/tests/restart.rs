@@ -57,9 +57,14 @@ async fn devices_and_sessions_survive_a_simulator_restart() {
     client.wait(Ev::Disconnected).await;
 
     let restored = Sim::from_snapshot(&snap).unwrap();
-    let running = wasp_sim::start(restored, ws_addr, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let running = wasp_sim::start(
+        restored,
+        ws_addr,
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let sim = SimClient::new(&running.control_url);
     client.wait(Ev::Connected).await;
     let sockets = sim.sockets().await.unwrap();

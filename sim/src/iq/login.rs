@@ -96,6 +96,7 @@ pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, xmlns: &str, iq: &Node) -> Node 
         ("md", "set") if child(iq, "remove-companion-device").is_some() => {
             remove_companion(sim, dev, iq)
         }
+        ("w:m", "set") if child(iq, "media_conn").is_some() => media_conn(sim, iq),
         ("md", _)
         | ("w:m", _)
         | ("status", _)
@@ -104,6 +105,28 @@ pub fn handle(sim: &Arc<Sim>, dev: &DeviceAddr, xmlns: &str, iq: &Node) -> Node 
         _ => unknown(sim, dev, iq),
     }
 }
+
+/// `iq w:m set <media_conn/>`: the media server's host and the auth token uploads carry.
+fn media_conn(sim: &Sim, iq: &Node) -> Node {
+    use wacore::iq::mediaconn::{HostType, MediaConnHostExtended, MediaConnResponseExtended};
+    use wacore::protocol::ProtocolNode as _;
+    let media = sim.media();
+    let host = media.host().unwrap_or_else(|| "127.0.0.1".to_owned());
+    let conn = MediaConnResponseExtended {
+        auth: media.auth(),
+        ttl: MEDIA_CONN_TTL,
+        auth_ttl: Some(MEDIA_AUTH_TTL),
+        max_buckets: Some(12),
+        ip_token: None,
+        set_ip_token: None,
+        hosts: vec![MediaConnHostExtended::simple(host, HostType::Primary)],
+    };
+    stanza::iq_result(iq).children([conn.into_node()]).build()
+}
+
+/// Seconds a client may reuse its `media_conn` routes, and its auth token.
+const MEDIA_CONN_TTL: u64 = 300;
+const MEDIA_AUTH_TTL: u64 = 21_600;
 
 /// The account's app-state collections. The simulator keeps none, so every requested
 /// collection answers at version 0 with no patches (what an account with no chats

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use wacore::net::{HttpClient, HttpRequest, HttpResponse};
 use wacore::store::InMemoryBackend;
 use wacore::types::events::Event;
+use waproto::whatsapp as wa;
 use wasp_sim::client::SimClient;
 use wasp_sim::{Running, Sim, SimKeys};
 use whatsapp_rust::TokioRuntime;
@@ -17,6 +18,9 @@ use whatsapp_rust::client::Client;
 use whatsapp_rust::proto_helpers::MessageExt as _;
 use whatsapp_rust::store::traits::Backend;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
+
+mod http;
+pub use http::MediaHttp;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 /// A version that skips the client's fetch of web.whatsapp.com/sw.js.
@@ -27,6 +31,7 @@ pub async fn start_sim() -> (Running, SimClient) {
     let sim = Sim::new(SimKeys::generate()).unwrap();
     let running = wasp_sim::start(
         sim,
+        "127.0.0.1:0".parse().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
     )
@@ -54,6 +59,12 @@ pub enum Ev {
         from: String,
         text: String,
         offline: bool,
+    },
+    /// A message without text (media, protocol messages…), whole.
+    Content {
+        id: String,
+        from: String,
+        message: Box<wa::Message>,
     },
     Other(String),
 }
@@ -101,40 +112,80 @@ pub async fn start_client_with(
     backend: Option<Arc<dyn Backend>>,
     pair_phone: Option<&str>,
 ) -> TestClient {
-    let backend = backend.unwrap_or_else(|| Arc::new(InMemoryBackend::new()));
+    start_client_opts(
+        ws_url,
+        ClientOpts {
+            backend,
+            pair_phone: pair_phone.map(str::to_owned),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// How a test client is built.
+#[derive(Default)]
+pub struct ClientOpts {
+    /// The previous client's store, to simulate a process restart.
+    pub backend: Option<Arc<dyn Backend>>,
+    /// Pair by code with this phone number instead of by QR.
+    pub pair_phone: Option<String>,
+    /// The client's HTTP client (media); none when `None`.
+    pub http: Option<MediaHttp>,
+    /// Process the history sync the phone sends after pairing (off by default, as the
+    /// other tests have no use for it).
+    pub history_sync: bool,
+}
+
+pub async fn start_client_opts(ws_url: &str, opts: ClientOpts) -> TestClient {
+    let backend = opts
+        .backend
+        .unwrap_or_else(|| Arc::new(InMemoryBackend::new()));
     let (tx, events) = mpsc::unbounded_channel();
-    let mut builder = Bot::builder()
+    let builder = Bot::builder()
         .with_backend_arc(backend.clone())
-        .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url.to_owned()))
-        .with_http_client(NoHttp)
+        .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url.to_owned()));
+    let builder = match opts.http {
+        Some(http) => builder.with_http_client(http),
+        None => builder.with_http_client(NoHttp),
+    };
+    let mut builder = builder
         .with_runtime(TokioRuntime)
-        .with_version(CLIENT_VERSION)
-        .skip_history_sync()
-        .on_event(move |event, _client: Arc<Client>| {
-            let tx = tx.clone();
-            async move {
-                match &*event {
-                    Event::Messages(batch) => {
-                        for m in batch.iter() {
-                            if let Some(text) = m.message.text_content() {
-                                let _ = tx.send(Ev::Message {
-                                    id: m.info.id.to_string(),
-                                    from: m.info.source.sender.to_string(),
-                                    text: text.to_owned(),
-                                    offline: m.info.is_offline,
-                                });
-                            }
+        .with_version(CLIENT_VERSION);
+    if !opts.history_sync {
+        builder = builder.skip_history_sync();
+    }
+    let mut builder = builder.on_event(move |event, _client: Arc<Client>| {
+        let tx = tx.clone();
+        async move {
+            match &*event {
+                Event::Messages(batch) => {
+                    for m in batch.iter() {
+                        if let Some(text) = m.message.text_content() {
+                            let _ = tx.send(Ev::Message {
+                                id: m.info.id.to_string(),
+                                from: m.info.source.sender.to_string(),
+                                text: text.to_owned(),
+                                offline: m.info.is_offline,
+                            });
+                        } else {
+                            let _ = tx.send(Ev::Content {
+                                id: m.info.id.to_string(),
+                                from: m.info.source.sender.to_string(),
+                                message: Box::new((*m.message).clone()),
+                            });
                         }
                     }
-                    e => {
-                        let _ = tx.send(to_ev(e));
-                    }
+                }
+                e => {
+                    let _ = tx.send(to_ev(e));
                 }
             }
-        });
-    if let Some(phone) = pair_phone {
+        }
+    });
+    if let Some(phone) = opts.pair_phone {
         builder = builder.with_pair_code(whatsapp_rust::pair_code::PairCodeOptions {
-            phone_number: phone.to_owned(),
+            phone_number: phone,
             ..Default::default()
         });
     }
@@ -197,18 +248,37 @@ impl TestClient {
 
 /// Creates a phone, starts a fresh client, scans its QR and waits until it is connected.
 pub async fn paired_client(running: &Running, sim: &SimClient) -> (String, u16, TestClient) {
+    paired_client_opts(running, sim, ClientOpts::default()).await
+}
+
+/// [`paired_client`] with a client built from `opts`.
+pub async fn paired_client_opts(
+    running: &Running,
+    sim: &SimClient,
+    opts: ClientOpts,
+) -> (String, u16, TestClient) {
     let phone = sim.create_phone(None, Some("Wasp Test")).await.unwrap();
-    let mut client = start_client(&running.ws_url, None).await;
+    paired_client_for(running, sim, &phone.phone, opts).await
+}
+
+/// Starts a client from `opts`, lets `phone` scan its QR, and waits until it is connected.
+pub async fn paired_client_for(
+    running: &Running,
+    sim: &SimClient,
+    phone: &str,
+    opts: ClientOpts,
+) -> (String, u16, TestClient) {
+    let mut client = start_client_opts(&running.ws_url, opts).await;
     let qr = client.next_qr().await;
-    let addr = sim.scan_qr(&phone.phone, &qr).await.unwrap();
+    let addr = sim.scan_qr(phone, &qr).await.unwrap();
     client
         .wait_for("pair success", |e| {
             matches!(e, Ev::PairSuccess { .. }).then_some(())
         })
         .await;
     client.wait(Ev::Connected).await;
-    settle(running, &phone.phone, addr.device).await;
-    (phone.phone, addr.device, client)
+    settle(running, phone, addr.device).await;
+    (phone.to_owned(), addr.device, client)
 }
 
 /// Waits until a freshly paired client fetched its regular app-state collections. The client
