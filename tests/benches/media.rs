@@ -44,7 +44,11 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// Samples the RSS of `pid` until stopped; the highest seen.
-fn sample_peak(pid: u32, stop: Arc<AtomicBool>, peak: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+fn sample_peak(
+    pid: u32,
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             peak.fetch_max(status_kib(pid, "VmRSS:"), Ordering::Relaxed);
@@ -98,7 +102,10 @@ async fn run(world: &World) -> Result<()> {
     })
     .await?;
     let pid = world.node.process_of(&name).context("the pod's process")?;
-    let contact = world.sim.create_contact(None, Some("Bench contact")).await?;
+    let contact = world
+        .sim
+        .create_contact(None, Some("Bench contact"))
+        .await?;
     let chat = format!("{}@c.us", contact.phone);
     let data = file(SIZE);
     let http = reqwest::Client::new();
@@ -118,12 +125,14 @@ async fn run(world: &World) -> Result<()> {
     let sampler = sample_peak(pid, stop.clone(), peak.clone());
     let (mut ups, mut downs) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let form = reqwest::multipart::Form::new().text("chatId", chat.clone()).part(
-            "file",
-            reqwest::multipart::Part::bytes(data.clone())
-                .file_name(format!("scan-{round}.pdf"))
-                .mime_str("application/pdf")?,
-        );
+        let form = reqwest::multipart::Form::new()
+            .text("chatId", chat.clone())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(data.clone())
+                    .file_name(format!("scan-{round}.pdf"))
+                    .mime_str("application/pdf")?,
+            );
         let t = Instant::now();
         let r = http
             .post(format!("{}/send", api.base))
@@ -138,7 +147,10 @@ async fn run(world: &World) -> Result<()> {
             .as_str()
             .context("key")?
             .to_owned();
-        let id = sent["message"]["id"]["id"].as_str().context("id")?.to_owned();
+        let id = sent["message"]["id"]["id"]
+            .as_str()
+            .context("id")?
+            .to_owned();
         let t = Instant::now();
         let r = http
             .get(format!("{}/messages/{chat}/{key}/media", api.base))
@@ -148,9 +160,15 @@ async fn run(world: &World) -> Result<()> {
         ensure!(r.status().is_success(), "download: {}", r.status());
         let body = r.bytes().await?;
         downs.push(t.elapsed());
-        ensure!(body.as_ref() == data.as_slice(), "the file came back different");
+        ensure!(
+            body.as_ref() == data.as_slice(),
+            "the file came back different"
+        );
         let got = wasp_e2e::eventually(Duration::from_secs(60), || async {
-            world.running.sim.contact_received_media(&contact.phone, &id)
+            world
+                .running
+                .sim
+                .contact_received_media(&contact.phone, &id)
         })
         .await
         .context("the contact never decrypted the file")?;
@@ -163,11 +181,22 @@ async fn run(world: &World) -> Result<()> {
     let ms = |d: &[Duration]| {
         let mut v: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         v.sort_by(f64::total_cmp);
-        format!("median {:.0} ms, min {:.0} ms, max {:.0} ms", v[v.len() / 2], v[0], v[v.len() - 1])
+        format!(
+            "median {:.0} ms, min {:.0} ms, max {:.0} ms",
+            v[v.len() / 2],
+            v[0],
+            v[v.len() - 1]
+        )
     };
     println!("file: {SIZE} bytes ({ROUNDS} rounds)");
-    println!("send (multipart → pod → encrypted upload → sent): {}", ms(&ups));
-    println!("download (media route → pod fetch, decrypt, check → client): {}", ms(&downs));
+    println!(
+        "send (multipart → pod → encrypted upload → sent): {}",
+        ms(&ups)
+    );
+    println!(
+        "download (media route → pod fetch, decrypt, check → client): {}",
+        ms(&downs)
+    );
     println!(
         "pod RSS: {before} KiB before, peak {peak} KiB sampled (+{} KiB), VmHWM {hwm_before} → {hwm} KiB (+{} KiB); file {} KiB",
         peak.saturating_sub(before),

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 use wasp_crds::{Phase, names::session_name};
 use wasp_e2e::stream_clients::WsClient;
-use wasp_sim::contacts::{ContactMedia, MediaKind};
+use wasp_sim::media::{ContactMedia, MediaKind};
 
 use common::{ApiReplica, WAIT, World, phase, wait_status};
 
@@ -37,7 +37,7 @@ fn user(tag: &str) -> String {
 
 /// Bytes that are not the same at any offset of two files (a mix-up shows).
 fn file(len: usize, seed: u8) -> Vec<u8> {
-    let mut state = u32::from(seed) * 2_654_435_761 + 1;
+    let mut state = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
     (0..len)
         .map(|_| {
             state ^= state << 13;
@@ -97,11 +97,11 @@ async fn get(url: &str, user: &str) -> Result<(u16, reqwest::header::HeaderMap, 
 async fn refusal(req: reqwest::RequestBuilder) -> Result<(u16, String)> {
     let r = req.send().await?;
     let status = r.status().as_u16();
-    let body: Value = r
-        .json()
-        .await
-        .context("a refusal must be a JSON error")?;
-    Ok((status, body["error"].as_str().unwrap_or_default().to_owned()))
+    let body: Value = r.json().await.context("a refusal must be a JSON error")?;
+    Ok((
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    ))
 }
 
 /// What the contact decrypted of message `id` (waits for it).
@@ -165,8 +165,17 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
     assert_eq!(m["size"], photo.len(), "{m}");
     assert_eq!(m["id"]["id"], photo_id.as_str(), "{m}");
     let event_text = event.to_string();
-    for secret in ["mediaKey", "directPath", "media_key", "direct_path", "fileSha256"] {
-        ensure!(!event_text.contains(secret), "the event carries {secret}: {event_text}");
+    for secret in [
+        "mediaKey",
+        "directPath",
+        "media_key",
+        "direct_path",
+        "fileSha256",
+    ] {
+        ensure!(
+            !event_text.contains(secret),
+            "the event carries {secret}: {event_text}"
+        );
     }
     let pdf_id = world
         .running
@@ -219,12 +228,13 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
     .await?;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "image/jpeg");
-    ensure!(body == photo, "the photo came back different ({} bytes)", body.len());
-    let (status, headers, body) = get(
-        &format!("{}/messages/{chat}/{pdf_id}/media", api.base),
-        &me,
-    )
-    .await?;
+    ensure!(
+        body == photo,
+        "the photo came back different ({} bytes)",
+        body.len()
+    );
+    let (status, headers, body) =
+        get(&format!("{}/messages/{chat}/{pdf_id}/media", api.base), &me).await?;
     assert_eq!(status, 200);
     ensure!(body == pdf, "the PDF came back different");
     let disposition = headers["content-disposition"].to_str()?;
@@ -306,7 +316,9 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
     assert_eq!(got.filename.as_deref(), Some("plan.pdf"));
     assert_eq!(got.caption.as_deref(), Some("treatment plan"));
     // The sender can fetch what it sent.
-    let own_key = sent["message"]["id"]["_serialized"].as_str().context("key")?;
+    let own_key = sent["message"]["id"]["_serialized"]
+        .as_str()
+        .context("key")?;
     let (status, _, body) = get(
         &format!("{}/messages/{chat}/{own_key}/media", api.base),
         &me,
@@ -336,7 +348,10 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
             post().multipart(
                 reqwest::multipart::Form::new()
                     .text("chatId", chat.clone())
-                    .part("file", reqwest::multipart::Part::bytes(file(API_MAX + 1, 6)).file_name("x.bin")),
+                    .part(
+                        "file",
+                        reqwest::multipart::Part::bytes(file(API_MAX + 1, 6)).file_name("x.bin"),
+                    ),
             ),
             413,
         ),
@@ -345,13 +360,17 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
                 "media": {"mimetype": "image/png", "data": "aGVsbG8="}})),
             415,
         ),
-        (post().header("content-type", "text/plain").body("hello"), 415),
+        (
+            post().header("content-type", "text/plain").body("hello"),
+            415,
+        ),
         (
             post().json(&json!({"chatId": chat, "media": {"mimetype": "png", "data": "aGVsbG8="}})),
             400,
         ),
         (
-            post().json(&json!({"chatId": chat, "media": {"mimetype": "image/png", "data": "%%%"}})),
+            post()
+                .json(&json!({"chatId": chat, "media": {"mimetype": "image/png", "data": "%%%"}})),
             400,
         ),
         (
@@ -362,7 +381,10 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
         (
             post().multipart(
                 reqwest::multipart::Form::new()
-                    .part("file", reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x.bin"))
+                    .part(
+                        "file",
+                        reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x.bin"),
+                    )
                     .text("chatId", chat.clone()),
             ),
             400,
@@ -379,8 +401,14 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
         (media_url("NOPE"), 404),
         // A text message has no media.
         (media_url(&text_id), 404),
-        (format!("{}/messages/not-a-chat/{photo_id}/media", api.base), 400),
-        (format!("{}/messages/{chat}/{photo_id}/media?format=xml", api.base), 400),
+        (
+            format!("{}/messages/not-a-chat/{photo_id}/media", api.base),
+            400,
+        ),
+        (
+            format!("{}/messages/{chat}/{photo_id}/media?format=xml", api.base),
+            400,
+        ),
     ] {
         let (status, code) =
             refusal(reqwest::Client::new().get(&url).bearer_auth(token(&me))).await?;

@@ -42,6 +42,7 @@ pub async fn start_sim() -> (Running, SimClient) {
         sim,
         "127.0.0.1:0".parse().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
     )
     .await
     .unwrap();

@@ -151,6 +151,7 @@ impl World {
             Sim::new(SimKeys::generate())?,
             "127.0.0.1:0".parse()?,
             "127.0.0.1:0".parse()?,
+            "127.0.0.1:0".parse()?,
         )
         .await?;
         let sim = SimClient::new(&running.control_url);
