@@ -77,9 +77,9 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route(
             "/send",
             // A base64 file is a third larger than the file.
-            post(media::send).layer(DefaultBodyLimit::max(
-                settings.max_body.saturating_mul(4) / 3 + 64 * 1024,
-            )),
+            post(media::send).layer(DefaultBodyLimit::max(media::json_send_limit(
+                settings.max_body,
+            ))),
         )
         .route(
             "/messages/{chat_id}/{message_id}/media",

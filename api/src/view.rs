@@ -97,9 +97,55 @@ pub struct Diagnostics {
     pub sessions_by_phase: Option<std::collections::BTreeMap<String, usize>>,
 }
 
+/// `POST /send` as JSON, as the OpenAPI document shows it: a text or a file ([`SendRequest`]
+/// reads both).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // describes the body for the OpenAPI document
+pub enum SendBody {
+    Text(SendText),
+    Media(SendMedia),
+}
+
+/// A text (seed 003).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct SendText {
+    /// `41791234567@c.us`, `41791234567@s.whatsapp.net`, a phone number, a group `…@g.us` or a
+    /// LID `…@lid`; the string or whatsapp-web.js's id object.
+    pub chat_id: IdInput,
+    /// The text: 1 to 65,536 characters, not blank.
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
+    pub message: String,
+}
+
+/// A file: whatsapp-web.js's `MessageMedia` with the `sendMessage` options that choose how it
+/// travels.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct SendMedia {
+    /// As for a text.
+    pub chat_id: IdInput,
+    pub media: MediaInput,
+    /// The file's caption (images, videos, documents), at most 4,096 characters.
+    #[schema(max_length = 4096)]
+    pub caption: Option<String>,
+    /// The caption when `caption` is not given.
+    #[schema(max_length = 4096)]
+    pub message: Option<String>,
+    /// Send an audio file as a voice note (`ptt`).
+    pub send_audio_as_voice: Option<bool>,
+    /// Send any file as a document.
+    pub send_media_as_document: Option<bool>,
+    /// Send an `image/webp` as a sticker.
+    pub send_media_as_sticker: Option<bool>,
+}
+
 /// A text (seed 003: `{chatId, message}`) or a file (whatsapp-web.js's `MessageMedia` in
 /// `media`, with `caption` and the `sendMessage` options that choose how it travels).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SendRequest {
     /// `41791234567@c.us`, `41791234567@s.whatsapp.net`, a phone number, a group `…@g.us` or a
@@ -108,14 +154,12 @@ pub struct SendRequest {
     /// The text: 1 to 65,536 characters, not blank. Required without `media`; with it, the
     /// caption unless `caption` is given.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub message: Option<String>,
     /// A file to send.
     #[serde(default)]
     pub media: Option<MediaInput>,
     /// The file's caption (images, videos, documents), at most 4,096 characters.
     #[serde(default)]
-    #[schema(max_length = 4096)]
     pub caption: Option<String>,
     /// Send an audio file as a voice note (`ptt`).
     #[serde(default)]

@@ -309,6 +309,7 @@ fn protected_routes() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/chats", None),
         (Method::GET, "/messages/41791234567@c.us?limit=50", None),
         (Method::POST, "/send", Some(send)),
+        (Method::GET, "/messages/41791234567@c.us/3EB0AB/media", None),
         (Method::GET, "/chat-by-phone?phone=%2B41791234567", None),
         (Method::GET, "/logs?limit=10", None),
         (Method::GET, "/diagnostics", None),
@@ -361,7 +362,9 @@ fn protected_routes_cover_the_openapi_document() {
         .iter()
         .map(|(m, p, _)| {
             let path = p.split('?').next().unwrap_or(p);
-            let path = if path.starts_with("/messages/") {
+            let path = if path.ends_with("/media") {
+                "/messages/{chatId}/{messageId}/media"
+            } else if path.starts_with("/messages/") {
                 "/messages/{chatId}"
             } else if path.starts_with("/api/whatsapp/contact/+") {
                 "/api/whatsapp/contact/{mobileNo}"
@@ -779,7 +782,8 @@ async fn bad_input_is_a_4xx_json_answer_never_5xx() -> Result<()> {
     .await?;
     let bearer = format!("Bearer {}", token(user));
     let admin = format!("Bearer {}", admin_token("root"));
-    let big = "x".repeat(4096);
+    // `/send` takes a base64 file of MAX_FILE_SIZE: its limit is a third larger plus 16 KiB.
+    let big_send = "x".repeat(wasp_api::routes::media::json_send_limit(1024) + 1);
     // method, path, body, content type, expected error code and status
     type Case<'a> = (
         Method,
@@ -905,7 +909,7 @@ async fn bad_input_is_a_4xx_json_answer_never_5xx() -> Result<()> {
         (
             Method::POST,
             "/send".into(),
-            Some(big.as_str()),
+            Some(big_send.as_str()),
             Some("application/json"),
             "payload_too_large",
             StatusCode::PAYLOAD_TOO_LARGE,

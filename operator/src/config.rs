@@ -81,6 +81,14 @@ pub struct Config {
     #[arg(long, env = "MAX_FILE_SIZE", default_value = "10mb", value_parser = wasp_common::size::parse_size)]
     pub max_file_size: usize,
 
+    /// History after linking, given to the session pods: newest messages kept per chat.
+    #[arg(long, env = "WASP_HISTORY_PER_CHAT", default_value_t = 100)]
+    pub history_per_chat: usize,
+
+    /// History after linking: messages kept in all per linking (0: not fetched).
+    #[arg(long, env = "WASP_HISTORY_MAX_MESSAGES", default_value_t = 10_000)]
+    pub history_max_messages: usize,
+
     /// Port of the session pods' control API.
     #[arg(long, env = "WASP_SESSION_CONTROL_PORT", default_value_t = 8080)]
     pub session_control_port: u16,

@@ -55,6 +55,9 @@ pub struct PodSettings {
     pub admission_burst: u32,
     /// Largest media file (`MAX_FILE_SIZE`, bytes).
     pub max_file_size: u64,
+    /// History after linking (`WASP_HISTORY_PER_CHAT`, `WASP_HISTORY_MAX_MESSAGES`).
+    pub history_per_chat: usize,
+    pub history_max_messages: usize,
 }
 
 /// Environment variables left out of the spec hash: tuning that pods pick up when next created.
@@ -74,6 +77,8 @@ impl From<&crate::Config> for PodSettings {
             admission_rate: c.admission_rate,
             admission_burst: c.admission_burst,
             max_file_size: c.max_file_size as u64,
+            history_per_chat: c.history_per_chat,
+            history_max_messages: c.history_max_messages,
         }
     }
 }
@@ -536,6 +541,8 @@ mod tests {
             admission_rate: 10.0,
             admission_burst: 10,
             max_file_size: 10 << 20,
+            history_per_chat: 100,
+            history_max_messages: 10_000,
             control_port: 8080,
             admin_port: 9090,
         }

@@ -113,6 +113,12 @@ pub struct Config {
     /// checked before a download), so /tmp must hold about two of them.
     #[arg(long, env = "MAX_FILE_SIZE", default_value = "10mb", value_parser = wasp_common::size::parse_size)]
     pub max_file_size: usize,
+    /// History after linking: the newest messages kept per chat.
+    #[arg(long, env = "WASP_HISTORY_PER_CHAT", default_value_t = 100)]
+    pub history_per_chat: usize,
+    /// History after linking: messages kept in all (0: history is not fetched).
+    #[arg(long, env = "WASP_HISTORY_MAX_MESSAGES", default_value_t = 10_000)]
+    pub history_max_messages: usize,
 }
 
 impl std::fmt::Debug for Config {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth_store;
 pub mod backoff;
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod lease;
 pub mod media;
@@ -126,6 +127,10 @@ pub async fn run(
         pairing_phone: config.pairing_phone.clone(),
         storage_policy: config.storage_policy,
         max_media_bytes: config.max_file_size as u64,
+        history: history::HistoryLimits {
+            per_chat: config.history_per_chat,
+            total: config.history_max_messages,
+        },
         policy: backoff::ReconnectPolicy {
             max_attempts: config.max_reconnect_attempts,
             base: Duration::from_millis(config.reconnect_interval.max(1)),

@@ -52,6 +52,7 @@ pub struct SessionSettings {
     pub pairing_phone: Option<String>,
     pub storage_policy: StoragePolicy,
     pub max_media_bytes: u64,
+    pub history: crate::history::HistoryLimits,
     pub policy: ReconnectPolicy,
     pub lease_ttl: Duration,
     pub holder: String,
@@ -78,6 +79,8 @@ pub struct Session {
     /// for the lease must not overwrite the holder's record.
     holds_lease: AtomicBool,
     pub redis_ok: Arc<AtomicBool>,
+    /// History messages this process may still store (the total limit).
+    history_budget: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Signals from the client's callbacks to the supervisor of the current attempt.
@@ -129,6 +132,7 @@ impl Session {
         auth: RedisAuthStore,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let settings_history_total = settings.history.total;
         Arc::new(Self {
             settings,
             conn,
@@ -147,6 +151,7 @@ impl Session {
             first_sends: Mutex::new(HashMap::new()),
             holds_lease: AtomicBool::new(false),
             redis_ok: Arc::new(AtomicBool::new(false)),
+            history_budget: Arc::new(std::sync::atomic::AtomicUsize::new(settings_history_total)),
         })
     }
 
@@ -670,6 +675,30 @@ async fn on_event(
             session.set_phase(SessionPhase::AwaitingScan, None).await;
             session.publish_codes().await;
         }
+        Event::HistorySync(lazy) => {
+            let report = session
+                .store_history(
+                    own_wid(&client),
+                    lazy.compressed_bytes().clone(),
+                    lazy.decompressed_size(),
+                    session.history_budget.clone(),
+                )
+                .await;
+            session
+                .log(
+                    "info",
+                    "history_sync",
+                    &format!(
+                        "history chunk {} ({}%): {} conversations, {} messages stored, {} chats not in contacts",
+                        lazy.chunk_order().unwrap_or(0),
+                        lazy.progress().unwrap_or(0),
+                        report.conversations,
+                        report.stored,
+                        report.skipped_chats
+                    ),
+                )
+                .await;
+        }
         Event::PairSuccess(_) => {
             // Let this client follow the 515 that comes next itself: the same client then runs
             // the first login's initial app-state sync. Off again once connected.
@@ -922,7 +951,6 @@ async fn build_bot(
             &session.settings.whatsapp_url,
         ))
         .with_runtime(crate::runtime::PodRuntime)
-        .skip_history_sync()
         .with_inbound_durability_hook(Hook(session.clone()))
         .on_event(move |event, client: Arc<Client>| {
             let session = handler_session.clone();
@@ -931,6 +959,11 @@ async fn build_bot(
         });
     if session.settings.whatsapp_url != crate::config::DEFAULT_WHATSAPP_URL {
         builder = builder.with_version(FIXED_CLIENT_VERSION);
+    }
+    if session.settings.history.total == 0 || session.settings.storage_policy == StoragePolicy::None
+    {
+        // Nothing of it would be kept: do not even download it.
+        builder = builder.skip_history_sync();
     }
     if session.settings.pairing_method == PairingMethod::PairingCode
         && let Some(phone) = &session.settings.pairing_phone

@@ -184,6 +184,24 @@ impl Store {
 
     /// Stores and announces a new message exactly once per message key.
     pub async fn put_message(&self, m: &Message, keep: Keep) -> Result<StoreOutcome, StoreError> {
+        self.put(m, keep, !m.from_me).await
+    }
+
+    /// Stores a message of the history the phone sent after linking: not announced, and it
+    /// counts as read (the phone's unread state is its own).
+    pub async fn put_history(&self, m: &Message) -> Result<StoreOutcome, StoreError> {
+        self.put(
+            m,
+            Keep {
+                store: true,
+                emit: false,
+            },
+            false,
+        )
+        .await
+    }
+
+    async fn put(&self, m: &Message, keep: Keep, unread: bool) -> Result<StoreOutcome, StoreError> {
         let json = m.to_json();
         let event = self
             .envelope(Kind::Message(wasp_common::events::ChatMessage {
@@ -209,8 +227,8 @@ impl Store {
             .arg(self.events_maxlen)
             .arg(if keep.store { "1" } else { "0" })
             .arg(if keep.emit { "1" } else { "0" })
-            .arg(if m.from_me { "0" } else { "1" })
-            .arg(if m.from_me { "" } else { m.push_name.as_str() })
+            .arg(if unread { "1" } else { "0" })
+            .arg(if unread { m.push_name.as_str() } else { "" })
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(if n == 1 {

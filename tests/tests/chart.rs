@@ -752,6 +752,8 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("WEBHOOK_ALLOW_HOSTS", "crm.crm.svc.cluster.local"),
         ("WASP_WHATSAPP_URL", "wss://wa.example/ws/chat"),
         ("MAX_FILE_SIZE", "512kb"),
+        ("WASP_HISTORY_PER_CHAT", "100"),
+        ("WASP_HISTORY_MAX_MESSAGES", "10000"),
         ("WASP_SESSION_CONTROL_PORT", "18080"),
         ("WASP_SESSION_ADMIN_PORT", "19090"),
         ("SESSION_CLEANUP_INTERVAL", "60000"),

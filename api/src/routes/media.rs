@@ -115,6 +115,12 @@ pub fn decode_base64(data: &str, max: usize) -> Result<Vec<u8>, ApiError> {
     Ok(bytes)
 }
 
+/// The body limit of `POST /send` as JSON: a base64 file of `max_file_size` bytes (a third
+/// larger) plus 16 KiB for the other fields (a caption of 4,096 characters is up to 16 KiB).
+pub fn json_send_limit(max_file_size: usize) -> usize {
+    max_file_size.saturating_mul(4).div_ceil(3) + 16 * 1024
+}
+
 fn too_large(max: usize) -> ApiError {
     ApiError::Rejected {
         status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -130,7 +136,7 @@ fn too_large(max: usize) -> ApiError {
 /// says otherwise.
 #[utoipa::path(post, path = "/send", tag = "messaging", security(("bearer" = [])),
     request_body(content(
-        (SendRequest = "application/json"),
+        (crate::view::SendBody = "application/json"),
         (crate::view::SendForm = "multipart/form-data"))),
     responses(
         (status = 200, description = "Sent", body = SendResponse),
@@ -159,6 +165,17 @@ pub async fn send(
     }
     let ApiJson(body) = ApiJson::<SendRequest>::from_request(req, &state).await?;
     let max = state.max_file_size;
+    if let Some(c) = &body.caption
+        && c.chars().count() > media::MAX_CAPTION_CHARS
+    {
+        return Err(ApiError::bad_request(
+            "invalid_caption",
+            format!(
+                "caption must be at most {} characters",
+                media::MAX_CAPTION_CHARS
+            ),
+        ));
+    }
     match body.media {
         None => {
             let text = body.message.unwrap_or_default();
@@ -353,8 +370,10 @@ async fn stream_part(
 #[utoipa::path(get, path = "/messages/{chatId}/{messageId}/media", tag = "messaging",
     security(("bearer" = [])),
     params(
-        ("chatId" = String, Path, description = "The chat, as in `/messages/{chatId}`", min_length = 1, max_length = 128),
-        ("messageId" = String, Path, description = "The message's `id._serialized` or its plain `id.id`", min_length = 1, max_length = 256),
+        ("chatId" = String, Path, description = "The chat, as in `/messages/{chatId}`", min_length = 1, max_length = 128,
+            pattern = r"^\s*((\+|00)?[1-9]([ ().-]?[0-9]){6,14}|[1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}(-[0-9]{1,24})?@g\.us|[0-9]{1,24}@(lid|newsletter)|status@broadcast)\s*$"),
+        ("messageId" = String, Path, description = "The message's `id._serialized` or its plain `id.id`", min_length = 1, max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"),
         MediaQuery),
     responses(
         (status = 200, description = "The file (raw), or `MessageMedia` with `?format=json`",
