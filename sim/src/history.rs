@@ -535,15 +535,21 @@ async fn send_history(
         let Some(strong) = sim.upgrade() else {
             return Ok(());
         };
-        let id = strong.send_history_chunk(addr, chunk.clone()).await?;
+        let messages = chunk.messages;
+        let id = strong.send_history_chunk(addr, chunk).await?;
         outstanding.push(id);
-        if outstanding.len() > WINDOW * 4 {
-            outstanding.drain(..WINDOW * 2);
+        let mut w = strong.world();
+        // Only the notifications still queued for the device matter from now on.
+        if let Some(dev) = w.device(addr) {
+            let queued: std::collections::HashSet<&str> =
+                dev.offline.items().map(|q| q.id.as_str()).collect();
+            outstanding.retain(|id| queued.contains(id.as_str()));
         }
-        if let Some(p) = strong.world().history.get_mut(addr) {
+        if let Some(p) = w.history.get_mut(addr) {
             p.chunks += 1;
-            p.messages += chunk.messages;
+            p.messages += messages;
         }
+        drop(w);
         strong.notify_changed();
     }
     if !wait_acked(&sim, addr, &outstanding, 1).await {
