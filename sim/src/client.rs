@@ -125,6 +125,28 @@ impl SimClient {
         .await
     }
 
+    /// Sets what `phone`'s history holds; devices linked afterwards get it after pairing.
+    pub async fn set_history(
+        &self,
+        phone: &str,
+        plan: &crate::history::HistoryPlan,
+    ) -> Result<(), ClientError> {
+        self.call(
+            self.http
+                .put(format!("{}/v1/phones/{phone}/history", self.base))
+                .json(plan),
+        )
+        .await
+    }
+
+    /// `phone`'s history plan and each device's history-sync progress.
+    pub async fn history(
+        &self,
+        phone: &str,
+    ) -> Result<crate::control_api::HistoryStatus, ClientError> {
+        self.get(&format!("/v1/phones/{phone}/history")).await
+    }
+
     pub async fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
         self.get("/v1/devices").await
     }

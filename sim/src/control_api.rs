@@ -8,6 +8,8 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+
+use crate::history::{HistoryPlan, HistoryProgress};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/phones/{phone}/scan", post(scan))
         .route("/v1/phones/{phone}/pair-code", post(pair_code))
         .route("/v1/phones/{phone}/devices/{device}", delete(remove_device))
+        .route(
+            "/v1/phones/{phone}/history",
+            get(get_history).put(put_history),
+        )
         .route("/v1/devices", get(devices))
         .route("/v1/sockets", get(sockets))
         .route("/v1/admissions", get(admissions))
@@ -204,6 +210,35 @@ async fn remove_device(
 ) -> ApiResult<()> {
     sim.remove_device(&DeviceAddr { phone, device })?;
     Ok(Json(()))
+}
+
+/// `GET /v1/phones/{phone}/history`: the phone's plan and each device's progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryStatus {
+    pub plan: Option<HistoryPlan>,
+    pub devices: Vec<HistoryProgress>,
+}
+
+async fn put_history(
+    State(sim): State<Arc<Sim>>,
+    Path(phone): Path<String>,
+    Json(plan): Json<HistoryPlan>,
+) -> ApiResult<()> {
+    sim.set_history(&phone, plan)?;
+    Ok(Json(()))
+}
+
+async fn get_history(
+    State(sim): State<Arc<Sim>>,
+    Path(phone): Path<String>,
+) -> ApiResult<HistoryStatus> {
+    if !sim.phones().iter().any(|p| p.phone == phone) {
+        return Err(SimError::NotFound(format!("phone {phone}")).into());
+    }
+    Ok(Json(HistoryStatus {
+        plan: sim.history_plan(&phone),
+        devices: sim.history_progress(&phone),
+    }))
 }
 
 async fn devices(State(sim): State<Arc<Sim>>) -> Json<Vec<crate::sim::DeviceInfo>> {

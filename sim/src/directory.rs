@@ -56,6 +56,7 @@ impl Sim {
                 devices: Default::default(),
                 next_device: 1,
                 next_key_index: 1,
+                history: None,
             },
         );
         drop(w);

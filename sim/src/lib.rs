@@ -14,6 +14,7 @@ pub mod crypto;
 mod directory;
 pub mod faults;
 pub mod handshake;
+pub mod history;
 mod iq;
 mod linking;
 pub mod media;

@@ -1,6 +1,8 @@
 //! The simulated phone links a companion (after a QR scan or a pairing code): signed ADV
 //! identity in `pair-success`, the 515 restart, and the app-state key share.
 
+use std::sync::Arc;
+
 use tracing::{info, warn};
 use wacore_binary::builder::NodeBuilder;
 use waproto::whatsapp as wa;
@@ -107,8 +109,12 @@ impl Sim {
 
     /// The client confirmed the pairing (`pair-device-sign`): keep its signed identity, queue
     /// the phone's app-state key share for it, and restart its stream (515) as WhatsApp does.
-    pub(crate) async fn pairing_confirmed(&self, conn: ConnId, device_identity: Option<Vec<u8>>) {
-        let (addr, primary, bundle, key_share) = {
+    pub(crate) async fn pairing_confirmed(
+        self: &Arc<Self>,
+        conn: ConnId,
+        device_identity: Option<Vec<u8>>,
+    ) {
+        let (addr, bundle, key_share) = {
             let mut w = self.world();
             let Some(addr) = w
                 .conns
@@ -121,7 +127,6 @@ impl Sim {
             let Some(account) = w.accounts.get(&addr.phone) else {
                 return;
             };
-            let primary = account.primary.clone();
             let key_share = app_state_key_share(account);
             let Some(dev) = w.device_mut(&addr) else {
                 return;
@@ -136,32 +141,69 @@ impl Sim {
                 prekey: None,
             };
             w.send(conn, Outbound::Close(Some(stream_error_code("515"))));
-            (addr, primary, bundle, key_share)
+            (addr, bundle, key_share)
         };
         // The phone shares the app-state key with its new companion right away, as a real
         // primary does; the message waits in the device's queue until it logs in.
-        let peer = crate::messaging::device_address(&addr.phone, addr.device);
-        match primary.encrypt(&peer, Some(&bundle), &key_share).await {
-            Ok(env) => {
-                let mut w = self.world();
-                let id = w.stanza_id();
-                let stanza = crate::messaging::message_stanza(
-                    &id,
-                    &format!("{}@s.whatsapp.net", addr.phone),
-                    Some("peer"),
-                    "text",
-                    &env,
-                );
-                if let Some(dev) = w.device_mut(&addr) {
-                    dev.offline.push(id, stanza);
-                }
-            }
-            Err(e) => warn!(
+        if let Err(e) = self.phone_send(&addr, &key_share, Some(&bundle)).await {
+            warn!(
                 ?addr,
                 "phone could not encrypt the app-state key share: {e}"
-            ),
+            );
         }
+        // Then its chat history, if the account has one.
+        self.start_history(&addr);
         self.notify_changed();
+    }
+
+    /// The phone (device 0) sends `msg` to its own companion `addr`: a Signal-encrypted
+    /// `category="peer"` message from the account's number, queued until acknowledged.
+    /// Without a session the phone starts one from `bundle`, or from the device's prekeys.
+    pub(crate) async fn phone_send_to_device(
+        &self,
+        addr: &DeviceAddr,
+        msg: &wa::Message,
+    ) -> Result<String, SimError> {
+        let plaintext = wacore::messages::MessageUtils::encode_and_pad(msg);
+        self.phone_send(addr, &plaintext, None).await
+    }
+
+    async fn phone_send(
+        &self,
+        addr: &DeviceAddr,
+        padded: &[u8],
+        bundle: Option<&PublicBundle>,
+    ) -> Result<String, SimError> {
+        let primary = self
+            .world()
+            .accounts
+            .get(&addr.phone)
+            .map(|a| a.primary.clone())
+            .ok_or_else(|| SimError::NotFound(format!("phone {}", addr.phone)))?;
+        let peer = crate::messaging::device_address(&addr.phone, addr.device);
+        let fetched;
+        let bundle = match bundle {
+            Some(b) => Some(b),
+            None if primary.has_session(&peer).await => None,
+            None => {
+                fetched = self
+                    .take_bundle(&format!("{}:{}@s.whatsapp.net", addr.phone, addr.device))
+                    .await
+                    .map(|(b, _)| b);
+                fetched.as_ref()
+            }
+        };
+        let env = primary.encrypt(&peer, bundle, padded).await?;
+        let id = self.world().stanza_id();
+        let stanza = crate::messaging::message_stanza(
+            &id,
+            &format!("{}@s.whatsapp.net", addr.phone),
+            Some("peer"),
+            "text",
+            &env,
+        );
+        self.deliver(addr, &id, stanza);
+        Ok(id)
     }
 }
 

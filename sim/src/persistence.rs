@@ -56,6 +56,9 @@ pub struct AccountSnapshot {
     pub next_device: u16,
     pub next_key_index: u32,
     pub devices: Vec<DeviceSnapshot>,
+    /// The phone's history plan (histories in progress are not resumed).
+    #[serde(default)]
+    pub history: Option<crate::history::HistoryPlan>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,6 +200,7 @@ impl Sim {
                         devices,
                         next_device: a.next_device,
                         next_key_index: a.next_key_index,
+                        history: a.history.clone(),
                     },
                 );
             }
@@ -263,6 +267,7 @@ struct AccountSnapshotParts {
     next_device: u16,
     next_key_index: u32,
     devices: Vec<DeviceSnapshot>,
+    history: Option<crate::history::HistoryPlan>,
 }
 
 impl AccountSnapshotParts {
@@ -275,6 +280,7 @@ impl AccountSnapshotParts {
             app_state_key: a.app_state_key.clone(),
             next_device: a.next_device,
             next_key_index: a.next_key_index,
+            history: a.history.clone(),
             devices: a
                 .devices
                 .values()
@@ -318,6 +324,7 @@ impl AccountSnapshotParts {
             next_device: self.next_device,
             next_key_index: self.next_key_index,
             devices: self.devices,
+            history: self.history,
         }
     }
 }

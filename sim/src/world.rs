@@ -102,6 +102,8 @@ pub struct Account {
     pub devices: BTreeMap<u16, Device>,
     pub next_device: u16,
     pub next_key_index: u32,
+    /// What the phone sends a newly linked device as its chat history.
+    pub history: Option<crate::history::HistoryPlan>,
 }
 
 /// A simulated contact: another WhatsApp user with one device (its phone).
@@ -152,6 +154,8 @@ pub struct World {
     pub unhandled_iqs: Vec<String>,
     /// Every accepted login, oldest first (at most [`MAX_ADMISSIONS`]).
     pub admissions: std::collections::VecDeque<Admission>,
+    /// History syncs to linked devices, by device.
+    pub history: BTreeMap<DeviceAddr, crate::history::HistoryProgress>,
 }
 
 /// Accepted logins remembered before the oldest are forgotten.

@@ -60,6 +60,8 @@ pub enum Ev {
         text: String,
         offline: bool,
     },
+    /// A history-sync chunk the client processed (`Event::HistorySync`), decoded.
+    History(Box<HistorySeen>),
     /// A message without text (media, protocol messages…), whole.
     Content {
         id: String,
@@ -82,6 +84,73 @@ fn to_ev(e: &Event) -> Ev {
         Event::LoggedOut(_) => Ev::LoggedOut,
         Event::StreamReplaced(_) => Ev::StreamReplaced,
         other => Ev::Other(format!("{:?}", std::mem::discriminant(other))),
+    }
+}
+
+/// One history message as the client got it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryMsg {
+    pub id: String,
+    pub from_me: bool,
+    pub text: String,
+    pub timestamp: u64,
+    pub push_name: Option<String>,
+}
+
+/// A history-sync chunk as the client's `Event::HistorySync` carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySeen {
+    pub sync_type: i32,
+    pub chunk_order: Option<u32>,
+    pub progress: Option<u32>,
+    /// `(conversation id, its messages)`.
+    pub conversations: Vec<(String, Vec<HistoryMsg>)>,
+    pub pushnames: Vec<(String, String)>,
+    pub lid_mappings: usize,
+}
+
+impl HistorySeen {
+    fn of(h: &wacore::types::events::LazyHistorySync) -> Self {
+        let hs = h.get().expect("the history blob decodes");
+        Self {
+            sync_type: h.sync_type(),
+            chunk_order: h.chunk_order(),
+            progress: h.progress(),
+            conversations: hs
+                .conversations
+                .iter()
+                .map(|c| {
+                    let msgs = c
+                        .messages
+                        .iter()
+                        .filter_map(|m| m.message.as_option())
+                        .map(|m| HistoryMsg {
+                            id: m.key.id.clone().unwrap_or_default(),
+                            from_me: m.key.from_me.unwrap_or(false),
+                            text: m
+                                .message
+                                .as_option()
+                                .and_then(|x| x.conversation.clone())
+                                .unwrap_or_default(),
+                            timestamp: m.message_timestamp.unwrap_or(0),
+                            push_name: m.push_name.clone(),
+                        })
+                        .collect();
+                    (c.id.clone(), msgs)
+                })
+                .collect(),
+            pushnames: hs
+                .pushnames
+                .iter()
+                .map(|p| {
+                    (
+                        p.id.clone().unwrap_or_default(),
+                        p.pushname.clone().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+            lid_mappings: hs.phone_number_to_lid_mappings.len(),
+        }
     }
 }
 
@@ -176,6 +245,9 @@ pub async fn start_client_opts(ws_url: &str, opts: ClientOpts) -> TestClient {
                             });
                         }
                     }
+                }
+                Event::HistorySync(h) => {
+                    let _ = tx.send(Ev::History(Box::new(HistorySeen::of(h))));
                 }
                 e => {
                     let _ = tx.send(to_ev(e));
