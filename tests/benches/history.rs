@@ -94,6 +94,12 @@ async fn run(world: &World) -> Result<()> {
         .sim
         .scan_qr(&phone.phone, qr["data"]["qr"].as_str().context("qr")?)
         .await?;
+    let chunks = wasp_e2e::eventually(Duration::from_secs(300), || async {
+        let p = world.running.sim.history_progress(&phone.phone);
+        p.iter().find(|d| d.done).map(|d| d.chunks as usize)
+    })
+    .await
+    .context("the phone never finished sending its history")?;
     let logs = wasp_e2e::eventually(Duration::from_secs(300), || async {
         let logs = common::api_call(
             reqwest::Method::GET,
@@ -103,14 +109,15 @@ async fn run(world: &World) -> Result<()> {
         )
         .await
         .ok()?;
-        let done = logs.as_array()?.iter().any(|l| {
-            l["eventType"] == "history_sync"
-                && l["eventData"].as_str().is_some_and(|d| d.contains("(100%)"))
-        });
-        done.then_some(logs)
+        let n = logs
+            .as_array()?
+            .iter()
+            .filter(|l| l["eventType"] == "history_sync")
+            .count();
+        (n >= chunks).then_some(logs)
     })
     .await
-    .context("the history never finished")?;
+    .context("the pod never processed every chunk")?;
     let took = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();

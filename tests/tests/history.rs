@@ -39,15 +39,44 @@ async fn call(api: &ApiReplica, method: reqwest::Method, path: &str, user: &str,
 
 /// `/chats` once it lists `n` chats (validated against the OpenAPI document).
 async fn chats_when(api: &ApiReplica, user: &str, n: usize) -> Result<Vec<Value>> {
-    let mut last = 0;
+    let last = std::sync::atomic::AtomicUsize::new(0);
     let found = wasp_e2e::eventually(WAIT, || async {
         let chats = call(api, reqwest::Method::GET, "/chats", user, None).await.ok()?;
         let chats = chats.as_array()?.clone();
-        last = chats.len();
+        last.store(chats.len(), std::sync::atomic::Ordering::Relaxed);
         (chats.len() >= n).then_some(chats)
     })
     .await;
-    found.with_context(|| format!("/chats never listed {n} chats (last: {last})"))
+    found.with_context(|| {
+        format!(
+            "/chats never listed {n} chats (last: {})",
+            last.load(std::sync::atomic::Ordering::Relaxed)
+        )
+    })
+}
+
+/// Waits until the phone's every history chunk was acknowledged by the device and the pod
+/// logged each as processed (chunks are processed concurrently, in any order).
+async fn history_stored(world: &World, api: &ApiReplica, user: &str, phone: &str) -> Result<()> {
+    let chunks = wasp_e2e::eventually(WAIT, || async {
+        let p = world.running.sim.history_progress(phone);
+        p.iter().find(|d| d.done).map(|d| d.chunks as usize)
+    })
+    .await
+    .context("the phone never finished sending its history")?;
+    wasp_e2e::eventually(WAIT, || async {
+        let logs = call(api, reqwest::Method::GET, "/logs?limit=500", user, None)
+            .await
+            .ok()?;
+        let n = logs
+            .as_array()?
+            .iter()
+            .filter(|l| l["eventType"] == "history_sync")
+            .count();
+        (n >= chunks).then_some(())
+    })
+    .await
+    .with_context(|| format!("the pod never logged all {chunks} history chunks"))
 }
 
 /// Connects `user`'s session (the QR is up when this returns) and gives the WebSocket.
@@ -100,6 +129,7 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
         phase(s) == Some(Phase::Connected)
     })
     .await?;
+    history_stored(world, &api, all, &phone.phone).await?;
     let chats = chats_when(&api, all, CHATS as usize).await?;
     assert_eq!(chats.len(), CHATS as usize, "{chats:?}");
     let ana_chat = format!("{}@c.us", ana.phone);
@@ -142,6 +172,10 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
     let (mut ws, code) = connect(&api, only).await?;
     let phone = world.sim.create_phone(None, Some("Dr Whitelist")).await?;
     world.running.sim.set_history(&phone.phone, plan(()))?;
+    wait_status(&world.sessions(), &session_name(only), "AwaitingScan", |s| {
+        phase(s) == Some(Phase::AwaitingScan)
+    })
+    .await?;
     call(
         &api,
         reqwest::Method::POST,
@@ -153,16 +187,8 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
     world.sim.scan_qr(&phone.phone, &code).await?;
     ws.next_of("ready").await?;
     let chats = chats_when(&api, only, 1).await?;
-    // Wait for the last chunk (the rest of the history arrives, and is refused).
-    wasp_e2e::eventually(WAIT, || async {
-        let logs = call(&api, reqwest::Method::GET, "/logs?limit=100", only, None).await.ok()?;
-        logs.as_array()?
-            .iter()
-            .any(|l| l["eventType"] == "history_sync" && l["eventData"].as_str()?.contains("(100%)").then_some(()).is_some())
-            .then_some(())
-    })
-    .await
-    .context("the history never finished arriving")?;
+    // Wait for every chunk: the phone has them all acknowledged, and the pod logged each.
+    history_stored(world, &api, only, &phone.phone).await?;
     let chats_after = call(&api, reqwest::Method::GET, "/chats", only, None).await?;
     let ids: Vec<&str> = chats_after
         .as_array()
