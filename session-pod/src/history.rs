@@ -130,6 +130,8 @@ impl Session {
         if self.settings.storage_policy == StoragePolicy::None {
             return report;
         }
+        // One chunk at a time bounds what is decoded at once to one conversation.
+        let _one_chunk = self.history_gate.lock().await;
         let per_chat = self.settings.history.per_chat;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<HistoryMessage>>(CHANNEL_DEPTH);
         let decoder_budget = budget.clone();

@@ -23,6 +23,8 @@ use wacore::net::{HttpClient, HttpRequest, HttpResponse, StreamingHttpResponse, 
 
 /// Chunk size of a streamed upload body.
 const UPLOAD_CHUNK: usize = 64 * 1024;
+/// Read-ahead of a streamed download body.
+const STREAM_READ: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct ReqwestHttp {
@@ -137,9 +139,11 @@ impl HttpClient for ReqwestHttp {
             tokio_util::io::StreamReader::new(stream),
             self.handle.clone(),
         );
+        // The library reads 8 KiB at a time; each read through the bridge is a round trip to
+        // the runtime, so read ahead in larger pieces.
         Ok(StreamingHttpResponse {
             status_code,
-            body: Box::new(reader),
+            body: Box::new(std::io::BufReader::with_capacity(STREAM_READ, reader)),
         })
     }
 

@@ -81,6 +81,8 @@ pub struct Session {
     pub redis_ok: Arc<AtomicBool>,
     /// History messages this process may still store (the total limit).
     history_budget: Arc<std::sync::atomic::AtomicUsize>,
+    /// One history chunk decoded at a time: the library hands chunks over concurrently.
+    pub(crate) history_gate: tokio::sync::Mutex<()>,
 }
 
 /// Signals from the client's callbacks to the supervisor of the current attempt.
@@ -152,6 +154,7 @@ impl Session {
             holds_lease: AtomicBool::new(false),
             redis_ok: Arc::new(AtomicBool::new(false)),
             history_budget: Arc::new(std::sync::atomic::AtomicUsize::new(settings_history_total)),
+            history_gate: tokio::sync::Mutex::new(()),
         })
     }
 

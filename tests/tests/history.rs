@@ -33,7 +33,13 @@ fn user(tag: &str) -> String {
     )
 }
 
-async fn call(api: &ApiReplica, method: reqwest::Method, path: &str, user: &str, body: Option<Value>) -> Result<Value> {
+async fn call(
+    api: &ApiReplica,
+    method: reqwest::Method,
+    path: &str,
+    user: &str,
+    body: Option<Value>,
+) -> Result<Value> {
     common::api_call(method, &format!("{}{path}", api.base), &token(user), body).await
 }
 
@@ -41,7 +47,9 @@ async fn call(api: &ApiReplica, method: reqwest::Method, path: &str, user: &str,
 async fn chats_when(api: &ApiReplica, user: &str, n: usize) -> Result<Vec<Value>> {
     let last = std::sync::atomic::AtomicUsize::new(0);
     let found = wasp_e2e::eventually(WAIT, || async {
-        let chats = call(api, reqwest::Method::GET, "/chats", user, None).await.ok()?;
+        let chats = call(api, reqwest::Method::GET, "/chats", user, None)
+            .await
+            .ok()?;
         let chats = chats.as_array()?.clone();
         last.store(chats.len(), std::sync::atomic::Ordering::Relaxed);
         (chats.len() >= n).then_some(chats)
@@ -149,7 +157,8 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
     let msgs = msgs.as_array().context("messages")?;
     assert_eq!(msgs.len(), PER_CHAT as usize, "{msgs:?}");
     ensure!(
-        msgs.windows(2).all(|w| w[0]["timestamp"].as_i64() <= w[1]["timestamp"].as_i64()),
+        msgs.windows(2)
+            .all(|w| w[0]["timestamp"].as_i64() <= w[1]["timestamp"].as_i64()),
         "oldest first: {msgs:?}"
     );
     ensure!(
@@ -172,9 +181,12 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
     let (mut ws, code) = connect(&api, only).await?;
     let phone = world.sim.create_phone(None, Some("Dr Whitelist")).await?;
     world.running.sim.set_history(&phone.phone, plan(()))?;
-    wait_status(&world.sessions(), &session_name(only), "AwaitingScan", |s| {
-        phase(s) == Some(Phase::AwaitingScan)
-    })
+    wait_status(
+        &world.sessions(),
+        &session_name(only),
+        "AwaitingScan",
+        |s| phase(s) == Some(Phase::AwaitingScan),
+    )
     .await?;
     call(
         &api,
@@ -196,6 +208,10 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
         .iter()
         .filter_map(|c| c["id"]["_serialized"].as_str())
         .collect();
-    assert_eq!(ids, [ana_chat.as_str()], "only the whitelisted contact's chat: {chats:?}");
+    assert_eq!(
+        ids,
+        [ana_chat.as_str()],
+        "only the whitelisted contact's chat: {chats:?}"
+    );
     Ok(())
 }

@@ -315,6 +315,45 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
         .context("the plan's media")?;
     assert_eq!(got.filename.as_deref(), Some("plan.pdf"));
     assert_eq!(got.caption.as_deref(), Some("treatment plan"));
+    // A voice note, a sticker and a video travel as such (whatsapp-web.js's options).
+    for (mimetype, option, kind) in [
+        ("audio/ogg; codecs=opus", "sendAudioAsVoice", MediaKind::Ptt),
+        ("image/webp", "sendMediaAsSticker", MediaKind::Sticker),
+        ("video/mp4", "sendMediaAsDocument", MediaKind::Document),
+        ("video/mp4", "", MediaKind::Video),
+    ] {
+        let bytes = file(50_000, 7);
+        let mut body = json!({
+            "chatId": chat,
+            "media": {"mimetype": mimetype, "data": data_encoding::BASE64.encode(&bytes)},
+        });
+        if !option.is_empty() {
+            body[option] = json!(true);
+        }
+        let sent = common::api_call(
+            reqwest::Method::POST,
+            &format!("{}/send", api.base),
+            &token(&me),
+            Some(body),
+        )
+        .await?;
+        let id = sent["message"]["id"]["id"].as_str().context("id")?;
+        ensure!(
+            contact_got(world, &contact.phone, id).await? == bytes,
+            "{mimetype} {option}"
+        );
+        let received = world
+            .sim
+            .contact_received(&contact.phone, 0, Duration::ZERO)
+            .await?;
+        let got = received
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.media.as_ref())
+            .context("the media")?;
+        assert_eq!(got.kind, kind, "{mimetype} {option}");
+        assert_eq!(sent["message"]["type"], kind.mediatype_attr(), "{sent}");
+    }
     // The sender can fetch what it sent.
     let own_key = sent["message"]["id"]["_serialized"]
         .as_str()
