@@ -462,9 +462,32 @@ impl Session {
                 _ => MediaError::Fetch(e.to_string()),
             }
         })?;
-        file.rewind()?;
+        // The library authenticated the ciphertext (its MAC); the plaintext must also be the
+        // file the sender hashed, before a byte of it leaves the pod.
+        let (file, matches) = tokio::task::spawn_blocking(move || {
+            let ok = plaintext_matches(&mut file, &mref.file_sha256);
+            (file, ok.map(|ok| (ok, mref)))
+        })
+        .await
+        .map_err(|e| MediaError::Fetch(format!("hash check: {e}")))?;
+        let (ok, mref) = matches?;
+        if !ok {
+            return Err(MediaError::Fetch(
+                "the decrypted file does not match its SHA-256".into(),
+            ));
+        }
         Ok((mref, file))
     }
+}
+
+/// Whether the file's SHA-256 is `expected`; leaves the file at its start.
+pub fn plaintext_matches(file: &mut File, expected: &[u8]) -> std::io::Result<bool> {
+    use sha2::Digest as _;
+    file.rewind()?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(file, &mut hasher)?;
+    file.rewind()?;
+    Ok(hasher.finalize().as_slice() == expected)
 }
 
 #[cfg(test)]
@@ -547,6 +570,20 @@ mod tests {
             i.mimetype = Some("not a mimetype".into());
         }
         assert_eq!(inbound_media(&msg).unwrap().0.mimetype, "image/jpeg");
+    }
+
+    #[test]
+    fn a_file_matches_only_its_own_hash() {
+        use sha2::Digest as _;
+        let mut f = spool_file().unwrap();
+        std::io::Write::write_all(&mut f, b"treatment plan").unwrap();
+        let right = sha2::Sha256::digest(b"treatment plan");
+        assert!(plaintext_matches(&mut f, &right).unwrap());
+        let wrong = sha2::Sha256::digest(b"treatment plan!");
+        assert!(!plaintext_matches(&mut f, &wrong).unwrap());
+        let mut back = String::new();
+        f.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "treatment plan", "left at the start");
     }
 
     #[tokio::test]

@@ -1234,8 +1234,11 @@ async fn a_restart_storm_of_20_session_pods_is_paced_and_needs_no_scan() -> Resu
         );
         let span_ms = log.last().map_or(0, |a| a.at_ms) - log.first().map_or(0, |a| a.at_ms);
         let paced_ms = ((N - BURST) * 1000 / RATE) as i64;
+        // The span is between completed logins, not slots: the first ones may finish their
+        // handshake late under load (seen: 313 ms with the whole suite running), which
+        // shortens it. Unpaced, 20 logins land within about one second.
         ensure!(
-            span_ms >= paced_ms - 300,
+            span_ms >= paced_ms - 500,
             "the logins took {span_ms} ms, pacing needs about {paced_ms} ms: {log:?}"
         );
 

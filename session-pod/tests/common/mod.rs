@@ -241,6 +241,8 @@ pub struct Events {
     conn: MultiplexedConnection,
     key: String,
     pub last_id: String,
+    /// Read but not yet looked at: a batch can hold the awaited event and the next one.
+    pending: std::collections::VecDeque<Envelope>,
 }
 
 impl Events {
@@ -250,6 +252,7 @@ impl Events {
             conn: redis().await,
             key: UserKeys::for_user(user).events(),
             last_id: "0-0".into(),
+            pending: Default::default(),
         }
     }
 
@@ -304,20 +307,24 @@ impl Events {
     }
 
     /// Waits up to [`WAIT`] for an event `pick` accepts (`None`: none came).
+    /// Events after a match stay pending for the next wait (two events written back to back,
+    /// e.g. `logged_out` then the LoggedOut `status`, often come in one read).
     pub async fn try_wait_for<T>(&mut self, mut pick: impl FnMut(&Kind) -> Option<T>) -> Option<T> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            for (_, e) in self.read(left.min(Duration::from_secs(5))).await {
+            while let Some(e) = self.pending.pop_front() {
                 if let Some(k) = &e.kind
                     && let Some(v) = pick(k)
                 {
                     return Some(v);
                 }
             }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let batch = self.read(left.min(Duration::from_secs(5))).await;
+            self.pending.extend(batch.into_iter().map(|(_, e)| e));
         }
     }
 
@@ -398,10 +405,10 @@ pub async fn paired_pod(running: &Running, sim: &SimClient, opts: PodOpts) -> (P
     running
         .sim
         .wait_for(WAIT, |w| {
-            w.accounts[&phone.phone].devices[&addr.device]
-                .synced_collections
-                .contains("regular")
-                .then_some(())
+            // …and, after its first login, uploads its one-time prekeys (the last of the
+            // post-pairing writes to the auth state).
+            let d = &w.accounts[&phone.phone].devices[&addr.device];
+            (d.synced_collections.contains("regular") && !d.prekeys.is_empty()).then_some(())
         })
         .await
         .unwrap_or_else(|| panic!("app-state sync; pod log:\n{}", pod.proc.log_tail(60)));
