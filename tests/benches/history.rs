@@ -32,17 +32,6 @@ fn token(user: &str) -> String {
     common::token(user, SECRET)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
     let world = World::start("bench-history").await?;
@@ -77,14 +66,14 @@ async fn run(world: &World) -> Result<()> {
         },
     )?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = status_kib(pid, "VmRSS:");
+    let before = wasp_e2e::proc_status_kib(pid, "VmRSS:");
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(before));
     let sampler = {
         let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(status_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                peak.fetch_max(wasp_e2e::proc_status_kib(pid, "VmRSS:"), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(5));
             }
         })
@@ -149,7 +138,7 @@ async fn run(world: &World) -> Result<()> {
     println!(
         "pod RSS: {before} KiB before, peak {peak} KiB (+{} KiB), VmHWM {} KiB",
         peak.saturating_sub(before),
-        status_kib(pid, "VmHWM:")
+        wasp_e2e::proc_status_kib(pid, "VmHWM:")
     );
     Ok(())
 }

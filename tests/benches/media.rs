@@ -32,17 +32,6 @@ fn token(user: &str) -> String {
     common::token(user, SECRET)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 /// Samples the RSS of `pid` until stopped; the highest seen.
 fn sample_peak(
     pid: u32,
@@ -51,22 +40,10 @@ fn sample_peak(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            peak.fetch_max(status_kib(pid, "VmRSS:"), Ordering::Relaxed);
+            peak.fetch_max(wasp_e2e::proc_status_kib(pid, "VmRSS:"), Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(5));
         }
     })
-}
-
-fn file(len: usize) -> Vec<u8> {
-    let mut state = 0x9E37_79B9u32;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state >> 24) as u8
-        })
-        .collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
@@ -107,7 +84,7 @@ async fn run(world: &World) -> Result<()> {
         .create_contact(None, Some("Bench contact"))
         .await?;
     let chat = format!("{}@c.us", contact.phone);
-    let data = file(SIZE);
+    let data = wasp_e2e::test_file(SIZE, 9);
     let http = reqwest::Client::new();
     // Settle: one small send first (Signal session, media connection).
     common::api_call(
@@ -118,8 +95,8 @@ async fn run(world: &World) -> Result<()> {
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = status_kib(pid, "VmRSS:");
-    let hwm_before = status_kib(pid, "VmHWM:");
+    let before = wasp_e2e::proc_status_kib(pid, "VmRSS:");
+    let hwm_before = wasp_e2e::proc_status_kib(pid, "VmHWM:");
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(before));
     let sampler = sample_peak(pid, stop.clone(), peak.clone());
@@ -177,7 +154,7 @@ async fn run(world: &World) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let peak = peak.load(Ordering::Relaxed);
-    let hwm = status_kib(pid, "VmHWM:");
+    let hwm = wasp_e2e::proc_status_kib(pid, "VmHWM:");
     let ms = |d: &[Duration]| {
         let mut v: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         v.sort_by(f64::total_cmp);

@@ -51,6 +51,32 @@ pub fn bench_arg(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`, …); 0 when unreadable.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// `len` bytes of a xorshift sequence from `seed`: test files that differ at every offset, so a
+/// mix-up or a truncation shows.
+pub fn test_file(len: usize, seed: u8) -> Vec<u8> {
+    let mut state = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
 pub use kubelet::{mark_pod_running, mark_pod_terminated};
 pub use wait::{TimedOut, eventually, wait_for};
 pub use wasp_node::{Image, Images, LocalNode, NodeOptions};

@@ -35,19 +35,6 @@ fn user(tag: &str) -> String {
     )
 }
 
-/// Bytes that are not the same at any offset of two files (a mix-up shows).
-fn file(len: usize, seed: u8) -> Vec<u8> {
-    let mut state = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
 /// Connects `user`'s session and pairs a new simulated phone with it: the phone's number.
 async fn pair(world: &World, api: &ApiReplica, user: &str) -> Result<(String, WsClient)> {
     let mut ws = WsClient::connect(&format!("{}/?token={}", api.ws_base, token(user))).await?;
@@ -140,8 +127,8 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
     let chat = format!("{}@c.us", contact.phone);
 
     // In: a photo with a caption and a PDF, as a patient's phone sends them.
-    let photo = file(300_000, 1);
-    let pdf = file(120_000, 2);
+    let photo = wasp_e2e::test_file(300_000, 1);
+    let pdf = wasp_e2e::test_file(120_000, 2);
     let photo_id = world
         .running
         .sim
@@ -257,7 +244,7 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
     );
 
     // Out: an image as base64 JSON (seed 003 clients with whatsapp-web.js's MessageMedia).
-    let picture = file(200_000, 3);
+    let picture = wasp_e2e::test_file(200_000, 3);
     let sent = common::api_call(
         reqwest::Method::POST,
         &format!("{}/send", api.base),
@@ -278,7 +265,7 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
         "the contact decrypted another picture"
     );
     // And a document as a multipart form, streamed.
-    let plan = file(700_000, 4);
+    let plan = wasp_e2e::test_file(700_000, 4);
     let form = reqwest::multipart::Form::new()
         .text("chatId", chat.clone())
         .text("caption", "treatment plan")
@@ -322,7 +309,7 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
         ("video/mp4", "sendMediaAsDocument", MediaKind::Document),
         ("video/mp4", "", MediaKind::Video),
     ] {
-        let bytes = file(50_000, 7);
+        let bytes = wasp_e2e::test_file(50_000, 7);
         let mut body = json!({
             "chatId": chat,
             "media": {"mimetype": mimetype, "data": data_encoding::BASE64.encode(&bytes)},
@@ -377,7 +364,7 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
             .post(format!("{}/send", api.base))
             .bearer_auth(token(&me))
     };
-    let big = data_encoding::BASE64.encode(&file(API_MAX + 1, 5));
+    let big = data_encoding::BASE64.encode(&wasp_e2e::test_file(API_MAX + 1, 5));
     let cases = [
         (
             post().json(&json!({"chatId": chat, "media": {"mimetype": "image/png", "data": big}})),
@@ -389,7 +376,8 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
                     .text("chatId", chat.clone())
                     .part(
                         "file",
-                        reqwest::multipart::Part::bytes(file(API_MAX + 1, 6)).file_name("x.bin"),
+                        reqwest::multipart::Part::bytes(wasp_e2e::test_file(API_MAX + 1, 6))
+                            .file_name("x.bin"),
                     ),
             ),
             413,
