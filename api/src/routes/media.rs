@@ -42,6 +42,20 @@ fn refused(e: MediaRefusal) -> ApiError {
     }
 }
 
+/// A caption of at most [`media::MAX_CAPTION_CHARS`] characters.
+fn check_caption(caption: Option<&str>) -> Result<(), ApiError> {
+    match caption {
+        Some(c) if c.chars().count() > media::MAX_CAPTION_CHARS => Err(ApiError::bad_request(
+            "invalid_caption",
+            format!(
+                "caption must be at most {} characters",
+                media::MAX_CAPTION_CHARS
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a media send's chat, mimetype, options, file name and caption (pure).
 pub fn check_media_send(
     chat_id: &str,
@@ -58,17 +72,7 @@ pub fn check_media_send(
         .transpose()
         .map_err(refused)?;
     let caption = caption.filter(|c| !c.trim().is_empty());
-    if let Some(c) = caption
-        && c.chars().count() > media::MAX_CAPTION_CHARS
-    {
-        return Err(ApiError::bad_request(
-            "invalid_caption",
-            format!(
-                "caption must be at most {} characters",
-                media::MAX_CAPTION_CHARS
-            ),
-        ));
-    }
+    check_caption(caption)?;
     if kind != MediaKind::Document && kind != MediaKind::Image && kind != MediaKind::Video {
         // Audio, voice notes and stickers carry no caption on WhatsApp.
         if caption.is_some() {
@@ -165,17 +169,7 @@ pub async fn send(
     }
     let ApiJson(body) = ApiJson::<SendRequest>::from_request(req, &state).await?;
     let max = state.max_file_size;
-    if let Some(c) = &body.caption
-        && c.chars().count() > media::MAX_CAPTION_CHARS
-    {
-        return Err(ApiError::bad_request(
-            "invalid_caption",
-            format!(
-                "caption must be at most {} characters",
-                media::MAX_CAPTION_CHARS
-            ),
-        ));
-    }
+    check_caption(body.caption.as_deref())?;
     match body.media {
         None => {
             let text = body.message.unwrap_or_default();
