@@ -44,10 +44,14 @@ pub(crate) async fn receive(
             return None;
         }
     };
+    let details = sim.contact_reads_message(&contact_phone, sender, id, &m);
     let received = if let Some(media) = crate::media::media_of(&m) {
         Some(receive_media(sim, &contact_phone, id, &media).await)
     } else if let Some(text) = text_of(&m) {
         Some((text, None))
+    } else if !details.is_empty() {
+        // A reaction, edit or revoke: nothing of its own to show.
+        Some((String::new(), None))
     } else {
         debug!(%id, "contact received a message with neither text nor media");
         None
@@ -60,6 +64,10 @@ pub(crate) async fn receive(
                 from: sender.phone.clone(),
                 text,
                 media,
+                quoted_id: details.quoted_id,
+                reaction: details.reaction,
+                edit: details.edit,
+                revoked_id: details.revoked_id,
             });
         }
     }
@@ -115,11 +123,19 @@ pub(crate) fn relay_receipt(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
         return;
     };
     let kind = attr(receipt, "type").unwrap_or_else(|| "delivery".to_owned());
-    contact.receipts.push(crate::world::ReceiptSeen {
-        id,
-        from: format!("{}:{}", sender.phone, sender.device),
-        kind,
-    });
+    let from = format!("{}:{}", sender.phone, sender.device);
+    // A batched receipt (`mark_as_read` of several messages) lists the ids after the first.
+    let listed = stanza::child(receipt, "list")
+        .into_iter()
+        .flat_map(|l| stanza::children(l, "item"))
+        .filter_map(|i| attr(i, "id"));
+    for id in std::iter::once(id).chain(listed) {
+        contact.receipts.push(crate::world::ReceiptSeen {
+            id,
+            from: from.clone(),
+            kind: kind.clone(),
+        });
+    }
     drop(w);
     sim.notify_changed();
 }
@@ -270,6 +286,12 @@ impl Sim {
             if let Some(mt) = mediatype {
                 set_enc_mediatype(&mut stanza, mt);
             }
+            // Edits, revokes and reaction removals carry `edit`, as the library sends them.
+            if let Some(edit) = wacore::types::message::EditAttribute::infer_from_message(msg)
+                .filter(|e| *e != wacore::types::message::EditAttribute::Empty)
+            {
+                stanza.attrs.insert("edit", edit.to_string_val().to_owned());
+            }
             let stanza = with_notify(stanza, &sender.name);
             self.deliver(
                 &DeviceAddr {
@@ -280,6 +302,7 @@ impl Sim {
                 stanza,
             );
         }
+        self.contact_sent(contact, to_phone, &id, msg);
         Ok(id)
     }
 

@@ -52,6 +52,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/faults/ignore-acks", post(ignore_acks))
         .route("/v1/faults/rotate-server-key", post(rotate_server_key))
         .route("/v1/faults/rotate-media-auth", post(rotate_media_auth))
+        .merge(crate::conversation::routes())
         .with_state(sim)
 }
 
@@ -139,7 +140,7 @@ pub struct ApiError {
     pub error: String,
 }
 
-struct Failure(StatusCode, String);
+pub(crate) struct Failure(StatusCode, String);
 
 impl From<SimError> for Failure {
     fn from(e: SimError) -> Self {
@@ -162,7 +163,7 @@ impl IntoResponse for Failure {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, Failure>;
+pub(crate) type ApiResult<T> = Result<Json<T>, Failure>;
 
 async fn info(State(sim): State<Arc<Sim>>) -> Json<Info> {
     let hex = data_encoding::HEXLOWER;

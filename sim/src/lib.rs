@@ -10,6 +10,7 @@ pub mod config;
 mod connection;
 pub mod contacts;
 pub mod control_api;
+pub mod conversation;
 pub mod crypto;
 mod directory;
 pub mod faults;

@@ -8,7 +8,7 @@ use wacore_binary::Node;
 use crate::sim::Sim;
 use crate::stanza::{self, attr};
 use crate::world::{ConnId, Outbound};
-use crate::{iq, messaging};
+use crate::{conversation, iq, messaging};
 
 pub async fn handle(sim: &Arc<Sim>, conn: ConnId, node: Node) {
     match node.tag.as_ref() {
@@ -20,12 +20,17 @@ pub async fn handle(sim: &Arc<Sim>, conn: ConnId, node: Node) {
             if let Some(id) = attr(&node, "id") {
                 sim.acked(conn, &id);
             }
+            // Receipts from contacts are queued under their own key.
+            if let Some(key) = conversation::acked_receipt_key(&node) {
+                sim.acked(conn, &key);
+            }
         }
+        "chatstate" => conversation::chatstate_from_device(sim, conn, &node),
         "notification" | "call" => {
             let ack = stanza::ack_for(&node, None);
             sim.world().send(conn, Outbound::Stanza(ack));
         }
-        // Presence, chat state and `ib` (unified session) need no answer.
+        // Presence and `ib` (unified session) need no answer.
         _ => debug!(conn, "ignored {}", stanza::describe(&node)),
     }
 }

@@ -131,6 +131,18 @@ pub struct ReceivedText {
     /// contact downloaded and decrypted (or why it could not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<crate::media::ReceivedMedia>,
+    /// A reply's quoted message (`context_info.stanza_id`), for text and media.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted_id: Option<String>,
+    /// A reaction (`reaction_message`): its target and emoji (empty = removal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<crate::conversation::ReactionSeen>,
+    /// An edit (`protocol_message` MESSAGE_EDIT, or its message-secret encrypted form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<crate::conversation::EditSeen>,
+    /// A revoke for everyone (`protocol_message` REVOKE): the revoked message's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -156,6 +168,8 @@ pub struct World {
     pub admissions: std::collections::VecDeque<Admission>,
     /// History syncs to linked devices, by device.
     pub history: BTreeMap<DeviceAddr, crate::history::HistoryProgress>,
+    /// What contacts said and saw beyond `received` (kept in memory only).
+    pub conversation: crate::conversation::ConversationLog,
 }
 
 /// Accepted logins remembered before the oldest are forgotten.

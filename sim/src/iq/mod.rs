@@ -40,6 +40,9 @@ pub async fn handle(sim: &Arc<Sim>, conn: ConnId, iq: Node) {
         }
         ("encrypt", Some(dev)) => Some(prekeys::handle(sim, &dev, &iq).await),
         ("usync", Some(dev)) => Some(usync::handle(sim, &dev, &iq)),
+        ("w:profile:picture", Some(_)) if kind == "get" => {
+            Some(crate::conversation::profile_picture(sim, &iq))
+        }
         (ns, Some(dev)) => Some(login::handle(sim, &dev, ns, &iq)),
     };
     if let Some(reply) = reply {

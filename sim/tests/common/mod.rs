@@ -204,6 +204,9 @@ pub struct ClientOpts {
     /// Process the history sync the phone sends after pairing (off by default, as the
     /// other tests have no use for it).
     pub history_sync: bool,
+    /// Also receives every library event as it was dispatched (for tests that match on the
+    /// library's own types).
+    pub raw_events: Option<mpsc::UnboundedSender<Arc<Event>>>,
 }
 
 pub async fn start_client_opts(ws_url: &str, opts: ClientOpts) -> TestClient {
@@ -224,8 +227,12 @@ pub async fn start_client_opts(ws_url: &str, opts: ClientOpts) -> TestClient {
     if !opts.history_sync {
         builder = builder.skip_history_sync();
     }
+    let raw = opts.raw_events;
     let mut builder = builder.on_event(move |event, _client: Arc<Client>| {
         let tx = tx.clone();
+        if let Some(raw) = &raw {
+            let _ = raw.send(event.clone());
+        }
         async move {
             match &*event {
                 Event::Messages(batch) => {
