@@ -659,3 +659,45 @@ pub(crate) fn chatstate_from_device(sim: &Sim, conn: ConnId, node: &Node) {
     drop(w);
     sim.notify_changed();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_states_read_back_as_sent() {
+        for s in [
+            ChatState::Composing,
+            ChatState::Recording,
+            ChatState::Paused,
+        ] {
+            assert_eq!(ChatState::of(&s.node()), Some(s));
+        }
+        assert_eq!(ChatState::of(&NodeBuilder::new("gone").build()), None);
+    }
+
+    #[test]
+    fn a_receipt_ack_names_its_queue_key() {
+        let ack = NodeBuilder::new("ack")
+            .attr("class", "receipt")
+            .attr("type", "played")
+            .attr("id", "M1")
+            .build();
+        assert_eq!(
+            acked_receipt_key(&ack).as_deref(),
+            Some("receipt:played:M1")
+        );
+        // Delivery receipts (no type) and message acks are not contacts' queued receipts.
+        let bare = NodeBuilder::new("ack")
+            .attr("class", "receipt")
+            .attr("id", "M1")
+            .build();
+        assert_eq!(acked_receipt_key(&bare), None);
+        let msg = NodeBuilder::new("ack")
+            .attr("class", "message")
+            .attr("type", "read")
+            .attr("id", "M1")
+            .build();
+        assert_eq!(acked_receipt_key(&msg), None);
+    }
+}
