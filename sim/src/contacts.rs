@@ -60,6 +60,7 @@ pub(crate) async fn receive(
                 from: sender.phone.clone(),
                 text,
                 media,
+                group: None,
             });
         }
     }
@@ -68,7 +69,7 @@ pub(crate) async fn receive(
 
 /// The contact downloads, verifies and decrypts the media a device sent it (keeping the
 /// plaintext for [`Sim::contact_received_media`]); the caption is the message's text.
-async fn receive_media(
+pub(crate) async fn receive_media(
     sim: &Sim,
     contact: &str,
     id: &str,

@@ -13,6 +13,7 @@ pub mod control_api;
 pub mod crypto;
 mod directory;
 pub mod faults;
+pub mod groups;
 pub mod handshake;
 pub mod history;
 mod iq;

@@ -131,6 +131,9 @@ pub struct ReceivedText {
     /// contact downloaded and decrypted (or why it could not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<crate::media::ReceivedMedia>,
+    /// The group JID (`…@g.us`) for a message sent to a group; `None` for a 1:1 message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -156,6 +159,8 @@ pub struct World {
     pub admissions: std::collections::VecDeque<Admission>,
     /// History syncs to linked devices, by device.
     pub history: BTreeMap<DeviceAddr, crate::history::HistoryProgress>,
+    /// Groups, by id (the user part of `…@g.us`).
+    pub groups: BTreeMap<String, crate::groups::Group>,
 }
 
 /// Accepted logins remembered before the oldest are forgotten.
