@@ -474,10 +474,7 @@ impl Participant {
         let skdm =
             create_sender_key_distribution_message(name, &mut store.sender_keys, &mut rng).await?;
         let skmsg = group_encrypt(&mut store.sender_keys, name, plaintext, &mut rng).await?;
-        Ok((
-            skdm.serialized().to_vec(),
-            skmsg.serialized().to_vec(),
-        ))
+        Ok((skdm.serialized().to_vec(), skmsg.serialized().to_vec()))
     }
 }
 
@@ -711,12 +708,21 @@ mod tests {
         bob.process_sender_key_distribution(&at_bob, &skdm)
             .await
             .unwrap();
-        assert_eq!(bob.group_decrypt(&at_bob, &first).await.unwrap(), b"hi group");
+        assert_eq!(
+            bob.group_decrypt(&at_bob, &first).await.unwrap(),
+            b"hi group"
+        );
         // The same chain continues, on both sides, across snapshots.
         let alice = Participant::restore(&alice.snapshot().await.unwrap()).unwrap();
         let bob = Participant::restore(&bob.snapshot().await.unwrap()).unwrap();
         let (again, second) = alice.group_encrypt(&own, b"second").await.unwrap();
-        assert_ne!(again, skdm, "the distribution names the chain's current position");
-        assert_eq!(bob.group_decrypt(&at_bob, &second).await.unwrap(), b"second");
+        assert_ne!(
+            again, skdm,
+            "the distribution names the chain's current position"
+        );
+        assert_eq!(
+            bob.group_decrypt(&at_bob, &second).await.unwrap(),
+            b"second"
+        );
     }
 }
