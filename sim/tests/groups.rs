@@ -193,6 +193,27 @@ async fn a_group_of_three_contacts_and_the_account() {
     );
     sim.ignore_acks(false).await.unwrap();
 
+    // Any message proto goes through the generic route.
+    let extended = wa::Message {
+        extended_text_message: buffa::MessageField::some(wa::message::ExtendedTextMessage {
+            text: Some("extended from Ben".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = sim
+        .contact_send_group_message(&contacts[1].phone, &group.jid, &extended)
+        .await
+        .unwrap();
+    let got = client
+        .wait_for("the extended text", |e| match e {
+            Ev::GroupMessage { id, text, .. } => Some((id.clone(), text.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, (id, "extended from Ben".to_owned()));
+    assert_eq!(sim.group(&group.jid).await.unwrap(), group);
+
     // An unknown group is an error.
     let unknown: Jid = "120363999999999999@g.us".parse().unwrap();
     assert!(
