@@ -15,6 +15,8 @@ use crate::faults::SocketFault;
 use crate::sim::{ContactInfo, DeviceInfo, PhoneInfo, SocketInfo};
 use crate::world::{DeviceAddr, ReceiptSeen, ReceivedText};
 
+mod groups;
+
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("http: {0}")]

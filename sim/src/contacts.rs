@@ -68,6 +68,7 @@ pub(crate) async fn receive(
                 reaction: details.reaction,
                 edit: details.edit,
                 revoked_id: details.revoked_id,
+                group: None,
             });
         }
     }
@@ -76,7 +77,7 @@ pub(crate) async fn receive(
 
 /// The contact downloads, verifies and decrypts the media a device sent it (keeping the
 /// plaintext for [`Sim::contact_received_media`]); the caption is the message's text.
-async fn receive_media(
+pub(crate) async fn receive_media(
     sim: &Sim,
     contact: &str,
     id: &str,

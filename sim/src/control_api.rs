@@ -18,6 +18,8 @@ use crate::pairing::PairingError;
 use crate::sim::{Sim, SimError};
 use crate::world::DeviceAddr;
 
+pub mod groups;
+
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v1/info", get(info))
@@ -53,6 +55,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/faults/rotate-server-key", post(rotate_server_key))
         .route("/v1/faults/rotate-media-auth", post(rotate_media_auth))
         .merge(crate::conversation::routes())
+        .merge(groups::routes())
         .with_state(sim)
 }
 

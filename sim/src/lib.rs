@@ -14,6 +14,7 @@ pub mod conversation;
 pub mod crypto;
 mod directory;
 pub mod faults;
+pub mod groups;
 pub mod handshake;
 pub mod history;
 mod iq;

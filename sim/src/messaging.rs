@@ -61,6 +61,9 @@ pub async fn from_device(sim: &Arc<Sim>, conn: ConnId, msg: Node) {
     };
     let id = attr(&msg, "id").unwrap_or_default();
     let to = attr(&msg, "to").unwrap_or_default();
+    if to.ends_with("@g.us") {
+        return crate::groups::from_device(sim, conn, sender, msg).await;
+    }
     // `<enc>` directly (one recipient device) or `<participants><to jid><enc/></to>…`.
     let mut targets: Vec<(String, Node)> = Vec::new();
     if let Some(parts) = child(&msg, "participants") {
@@ -208,6 +211,7 @@ fn relay_receipt_to_account(sim: &Sim, conn: ConnId, receipt: &Node) {
 /// device's queue); the server acks the receipt.
 pub fn receipt_from_device(sim: &Arc<Sim>, conn: ConnId, receipt: &Node) {
     contacts::relay_receipt(sim, conn, receipt);
+    crate::groups::relay_receipt(sim, conn, receipt);
     relay_receipt_to_account(sim, conn, receipt);
     if let Some(id) = attr(receipt, "id") {
         sim.acked(conn, &id);

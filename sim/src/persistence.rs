@@ -43,6 +43,10 @@ pub struct Snapshot {
     /// themselves are not kept.) Absent in older snapshots: a new CA is made.
     #[serde(default)]
     pub media_ca_key: Option<String>,
+    /// Groups, with which devices hold each contact's sender key (the keys themselves are
+    /// in the participants' snapshots). Absent in older snapshots.
+    #[serde(default)]
+    pub groups: Vec<crate::groups::Group>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +116,7 @@ impl Sim {
                 accounts: Vec::new(),
                 contacts: Vec::new(),
                 media_ca_key: Some(self.media_ca().key_pem().to_owned()),
+                groups: w.groups.values().cloned().collect(),
             };
             let accounts: Vec<(AccountSnapshotParts, Arc<Participant>)> = w
                 .accounts
@@ -178,6 +183,9 @@ impl Sim {
             let mut w = sim.world();
             w.next_lid = snap.next_lid;
             w.next_stanza = snap.next_stanza;
+            for g in &snap.groups {
+                w.groups.insert(g.id.clone(), g.clone());
+            }
             for a in &snap.accounts {
                 let primary = Participant::restore(&a.primary)
                     .map_err(|e| PersistError::Content(e.to_string()))?;

@@ -11,9 +11,11 @@ use tokio::sync::Mutex;
 use wacore::libsignal::protocol::{
     CiphertextMessage, Direction, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore,
     KeyPair, PreKeyBundle, PreKeyId, PreKeyRecord, PreKeySignalMessage, PreKeyStore,
-    ProtocolAddress, PublicKey, SessionRecord, SessionStore, SignalMessage, SignalProtocolError,
-    SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore, UsePQRatchet, message_decrypt,
-    message_encrypt, process_prekey_bundle,
+    ProtocolAddress, PublicKey, SenderKeyDistributionMessage, SenderKeyName, SenderKeyRecord,
+    SenderKeyStore, SessionRecord, SessionStore, SignalMessage, SignalProtocolError,
+    SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore, UsePQRatchet,
+    create_sender_key_distribution_message, group_decrypt, group_encrypt, message_decrypt,
+    message_encrypt, process_prekey_bundle, process_sender_key_distribution_message,
 };
 use wacore::libsignal::store::record_helpers::{
     new_signed_pre_key_record, signed_prekey_structure_to_record,
@@ -103,6 +105,10 @@ pub struct ParticipantSnapshot {
     /// One-time prekeys below this id were already handed out (0 in older snapshots).
     #[serde(default)]
     pub next_prekey: u32,
+    /// `(group, sender, serialized sender key record)`: group chains the participant
+    /// holds, its own and those distributed to it.
+    #[serde(default)]
+    pub sender_keys: Vec<(String, String, HexBytes)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +204,7 @@ impl Participant {
                 },
                 prekeys: PreKeys(prekeys),
                 signed: SignedPreKeys(signed_prekeys),
+                sender_keys: SenderKeys(HashMap::new()),
             }),
         })
     }
@@ -228,6 +235,14 @@ impl Participant {
                 )
             })
             .collect();
+        let mut sender_keys = Vec::with_capacity(store.sender_keys.0.len());
+        for (name, rec) in &store.sender_keys.0 {
+            sender_keys.push((
+                name.group_id().to_owned(),
+                name.sender_id().to_owned(),
+                HexBytes(rec.serialize()?),
+            ));
+        }
         Ok(ParticipantSnapshot {
             identity_private: self.identity_private.to_vec(),
             registration_id: self.registration_id,
@@ -237,6 +252,7 @@ impl Participant {
             sessions,
             identities,
             next_prekey: store.next_prekey,
+            sender_keys,
         })
     }
 
@@ -277,7 +293,14 @@ impl Participant {
             sessions,
             known,
         )?;
-        participant.store.get_mut().next_prekey = snap.next_prekey;
+        let store = participant.store.get_mut();
+        store.next_prekey = snap.next_prekey;
+        for (group, sender, rec) in &snap.sender_keys {
+            store.sender_keys.0.insert(
+                SenderKeyName::from_parts(group, sender),
+                SenderKeyRecord::deserialize(&rec.0)?,
+            );
+        }
         Ok(participant)
     }
 
@@ -413,6 +436,46 @@ impl Participant {
         }
         Ok(result.plaintext)
     }
+
+    /// Takes in a sender key another member distributed (the serialized
+    /// `SenderKeyDistributionMessage` of a group message's pairwise part).
+    pub async fn process_sender_key_distribution(
+        &self,
+        name: &SenderKeyName,
+        skdm: &[u8],
+    ) -> Result<(), SignalError> {
+        let skdm = SenderKeyDistributionMessage::try_from(skdm)?;
+        let mut store = self.store.lock().await;
+        process_sender_key_distribution_message(name, &skdm, &mut store.sender_keys).await?;
+        Ok(())
+    }
+
+    /// Decrypts an `skmsg` with the sender key filed under `name`.
+    pub async fn group_decrypt(
+        &self,
+        name: &SenderKeyName,
+        skmsg: &[u8],
+    ) -> Result<Vec<u8>, SignalError> {
+        let mut store = self.store.lock().await;
+        Ok(group_decrypt(skmsg, &mut store.sender_keys, name).await?)
+    }
+
+    /// Encrypts `plaintext` with the participant's own sender key `name` (created on first
+    /// use) and returns the distribution message for that key (serialized, at the chain
+    /// position of this message, so a member given it can read this message and the
+    /// following ones) and the `skmsg`.
+    pub async fn group_encrypt(
+        &self,
+        name: &SenderKeyName,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), SignalError> {
+        let mut store = self.store.lock().await;
+        let mut rng = new_rng();
+        let skdm =
+            create_sender_key_distribution_message(name, &mut store.sender_keys, &mut rng).await?;
+        let skmsg = group_encrypt(&mut store.sender_keys, name, plaintext, &mut rng).await?;
+        Ok((skdm.serialized().to_vec(), skmsg.serialized().to_vec()))
+    }
 }
 
 struct MemStore {
@@ -422,6 +485,7 @@ struct MemStore {
     identities: Identities,
     prekeys: PreKeys,
     signed: SignedPreKeys,
+    sender_keys: SenderKeys,
 }
 
 struct Sessions(HashMap<ProtocolAddress, SessionRecord>);
@@ -435,6 +499,8 @@ struct Identities {
 struct PreKeys(HashMap<u32, PreKeyRecord>);
 
 struct SignedPreKeys(HashMap<u32, SignedPreKeyRecord>);
+
+struct SenderKeys(HashMap<SenderKeyName, SenderKeyRecord>);
 
 #[async_trait]
 impl SessionStore for Sessions {
@@ -536,6 +602,22 @@ impl SignedPreKeyStore for SignedPreKeys {
     }
 }
 
+#[async_trait]
+impl SenderKeyStore for SenderKeys {
+    async fn store_sender_key(
+        &mut self,
+        name: &SenderKeyName,
+        record: SenderKeyRecord,
+    ) -> SignalResult<()> {
+        self.0.insert(name.clone(), record);
+        Ok(())
+    }
+
+    async fn load_sender_key(&self, name: &SenderKeyName) -> SignalResult<Option<SenderKeyRecord>> {
+        Ok(self.0.get(name).cloned())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -613,6 +695,34 @@ mod tests {
         assert!(
             !seen.contains(&next),
             "prekey {next} handed out again after restore"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sender_key_reaches_a_member_and_survives_a_snapshot() {
+        let alice = Participant::new(generate_key_pair()).unwrap();
+        let bob = Participant::new(generate_key_pair()).unwrap();
+        let own = SenderKeyName::from_parts("1203@g.us", "alice.0");
+        let (skdm, first) = alice.group_encrypt(&own, b"hi group").await.unwrap();
+        let at_bob = SenderKeyName::from_parts("1203@g.us", "alice:0");
+        bob.process_sender_key_distribution(&at_bob, &skdm)
+            .await
+            .unwrap();
+        assert_eq!(
+            bob.group_decrypt(&at_bob, &first).await.unwrap(),
+            b"hi group"
+        );
+        // The same chain continues, on both sides, across snapshots.
+        let alice = Participant::restore(&alice.snapshot().await.unwrap()).unwrap();
+        let bob = Participant::restore(&bob.snapshot().await.unwrap()).unwrap();
+        let (again, second) = alice.group_encrypt(&own, b"second").await.unwrap();
+        assert_ne!(
+            again, skdm,
+            "the distribution names the chain's current position"
+        );
+        assert_eq!(
+            bob.group_decrypt(&at_bob, &second).await.unwrap(),
+            b"second"
         );
     }
 }

@@ -143,6 +143,9 @@ pub struct ReceivedText {
     /// A revoke for everyone (`protocol_message` REVOKE): the revoked message's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_id: Option<String>,
+    /// The group JID (`…@g.us`) for a message sent to a group; `None` for a 1:1 message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -170,6 +173,8 @@ pub struct World {
     pub history: BTreeMap<DeviceAddr, crate::history::HistoryProgress>,
     /// What contacts said and saw beyond `received` (kept in memory only).
     pub conversation: crate::conversation::ConversationLog,
+    /// Groups, by id (the user part of `…@g.us`).
+    pub groups: BTreeMap<String, crate::groups::Group>,
 }
 
 /// Accepted logins remembered before the oldest are forgotten.

@@ -2,6 +2,7 @@
 //! WhatsApp's side; anything unknown gets an empty result and a warning in the simulator log,
 //! so a missing answer shows up there rather than as a client timeout.
 
+mod groups;
 mod login;
 mod prekeys;
 mod usync;
@@ -43,6 +44,7 @@ pub async fn handle(sim: &Arc<Sim>, conn: ConnId, iq: Node) {
         ("w:profile:picture", Some(_)) if kind == "get" => {
             Some(crate::conversation::profile_picture(sim, &iq))
         }
+        ("w:g2", Some(dev)) => Some(groups::handle(sim, &dev, &iq)),
         (ns, Some(dev)) => Some(login::handle(sim, &dev, ns, &iq)),
     };
     if let Some(reply) = reply {

@@ -60,6 +60,14 @@ pub enum Ev {
         text: String,
         offline: bool,
     },
+    /// A text in a group chat: `chat` is the group, `sender` its author.
+    GroupMessage {
+        id: String,
+        chat: String,
+        sender: String,
+        push_name: String,
+        text: String,
+    },
     /// A history-sync chunk the client processed (`Event::HistorySync`), decoded.
     History(Box<HistorySeen>),
     /// A message without text (media, protocol messages…), whole.
@@ -237,7 +245,17 @@ pub async fn start_client_opts(ws_url: &str, opts: ClientOpts) -> TestClient {
             match &*event {
                 Event::Messages(batch) => {
                     for m in batch.iter() {
-                        if let Some(text) = m.message.text_content() {
+                        if m.info.source.is_group
+                            && let Some(text) = m.message.text_content()
+                        {
+                            let _ = tx.send(Ev::GroupMessage {
+                                id: m.info.id.to_string(),
+                                chat: m.info.source.chat.to_string(),
+                                sender: m.info.source.sender.to_string(),
+                                push_name: m.info.push_name.clone(),
+                                text: text.to_owned(),
+                            });
+                        } else if let Some(text) = m.message.text_content() {
                             let _ = tx.send(Ev::Message {
                                 id: m.info.id.to_string(),
                                 from: m.info.source.sender.to_string(),
