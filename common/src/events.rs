@@ -16,7 +16,7 @@ pub struct Envelope {
     pub user_hash: String,
     #[prost(int64, tag = "2")]
     pub at_ms: i64,
-    #[prost(oneof = "Kind", tags = "10, 11, 12, 13, 15, 16, 17, 18, 19, 20")]
+    #[prost(oneof = "Kind", tags = "10, 11, 12, 13, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24")]
     pub kind: Option<Kind>,
 }
 
@@ -33,6 +33,18 @@ pub enum Kind {
     /// A receipt raised a message's `ack` (whatsapp-web.js `message_ack`).
     #[prost(message, tag = "20")]
     MessageAck(MessageAck),
+    /// A reaction was set or taken back (whatsapp-web.js `message_reaction`).
+    #[prost(message, tag = "21")]
+    Reaction(Json),
+    /// A message was edited (`message_edit`).
+    #[prost(message, tag = "22")]
+    MessageEdit(Json),
+    /// A message was revoked for everyone (`message_revoke_everyone`).
+    #[prost(message, tag = "23")]
+    MessageRevoke(Json),
+    /// The other side is typing or recording (`chat_state`; live channel only).
+    #[prost(message, tag = "24")]
+    ChatState(Json),
     #[prost(message, tag = "15")]
     Disconnected(Disconnected),
     #[prost(message, tag = "16")]
@@ -82,6 +94,10 @@ impl Kind {
             Self::Status(_) => "status",
             Self::Message(_) => "message",
             Self::MessageAck(_) => "message_ack",
+            Self::Reaction(_) => "message_reaction",
+            Self::MessageEdit(_) => "message_edit",
+            Self::MessageRevoke(_) => "message_revoke_everyone",
+            Self::ChatState(_) => "chat_state",
             Self::Disconnected(_) => "disconnected",
             Self::LoggedOut(_) => "logged_out",
             Self::Error(_) => "error",
@@ -152,6 +168,24 @@ impl ChatMessage {
 pub struct MessageAck {
     #[prost(string, tag = "1")]
     pub json: String,
+}
+
+/// An event whose payload is one of the model's JSON documents
+/// ([`crate::model::Reaction`], [`crate::model::MessageEdit`], [`crate::model::MessageRevoke`],
+/// [`crate::model::ChatState`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Json {
+    #[prost(string, tag = "1")]
+    pub json: String,
+}
+
+impl Json {
+    /// The payload of a model value (which always serialises).
+    pub fn of(v: &impl serde::Serialize) -> Self {
+        Self {
+            json: serde_json::to_string(v).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

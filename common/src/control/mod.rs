@@ -40,3 +40,34 @@ pub const MEDIA_PATH: &str = "/v1/messages/{chat_id}/{message_id}/media";
 /// The file name of a media download, percent-encoded UTF-8 (what `Content-Disposition` names,
 /// without parsing it).
 pub const FILENAME_HEADER: &str = "x-wasp-filename";
+/// `POST` [`ReactRequest`] → [`ReactResponse`]: react to a message (empty emoji: take it back).
+pub const REACT_PATH: &str = "/v1/react";
+/// `POST` [`EditRequest`] → [`SendResponse`]: edit an own message.
+pub const EDIT_PATH: &str = "/v1/edit";
+/// `POST` [`RevokeRequest`] → [`SendResponse`]: delete an own message for everyone.
+pub const REVOKE_PATH: &str = "/v1/revoke";
+/// `POST` → [`SeenResponse`]: read receipts for the chat's unread messages; unread count 0.
+pub const SEEN_PATH: &str = "/v1/chats/{chat_id}/seen";
+/// `POST` [`ChatStateRequest`] → 204: typing, recording or paused in a chat.
+pub const CHAT_STATE_PATH: &str = "/v1/chats/{chat_id}/state";
+/// `GET` → [`crate::model::GroupMetadata`] from WhatsApp (404: not a group of this user).
+pub const GROUP_PATH: &str = "/v1/groups/{group_id}";
+/// `GET` → [`NumberCheck`]: whether a phone number is on WhatsApp.
+pub const NUMBER_PATH: &str = "/v1/numbers/{phone}";
+/// `GET` → [`ProfilePicture`].
+pub const PROFILE_PICTURE_PATH: &str = "/v1/profile-picture/{chat_id}";
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Checks an `Idempotency-Key`: 1 to 255 visible ASCII characters (pure).
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+        ));
+    }
+    Ok(())
+}

@@ -20,6 +20,12 @@ pub struct SendRequest {
     /// The chat, in any spelling [`crate::model::Wid::parse`] takes.
     pub to: String,
     pub body: String,
+    /// The quoted message's `id._serialized` (a reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted: Option<String>,
+    /// The caller's `Idempotency-Key`: the same key answers the first send's answer again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `POST /v1/send-media` (the file is the body).
@@ -34,6 +40,88 @@ pub struct SendMediaQuery {
     pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
+    /// As in [`SendRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted: Option<String>,
+    /// As in [`SendRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `POST /v1/react`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReactRequest {
+    /// The message's `id._serialized`.
+    pub message_id: String,
+    /// The emoji; empty takes the reaction back.
+    pub emoji: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The answer of `POST /v1/react`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReactResponse {
+    pub success: bool,
+    pub reaction: crate::model::Reaction,
+}
+
+/// `POST /v1/edit`: a new body for an own text message (or an own media message's caption).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EditRequest {
+    pub message_id: String,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `POST /v1/revoke`: delete an own message for everyone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub message_id: String,
+}
+
+/// The answer of `POST /v1/chats/{chatId}/seen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SeenResponse {
+    pub success: bool,
+    pub chat_id: String,
+    /// Messages the read receipts named.
+    pub read: u32,
+}
+
+/// `POST /v1/chats/{chatId}/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChatStateRequest {
+    pub state: crate::model::ChatStateKind,
+}
+
+/// The answer of `GET /v1/numbers/{phone}` (whatsapp-web.js `isRegisteredUser` / `getNumberId`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NumberCheck {
+    /// E.164 digits.
+    pub number: String,
+    /// Whether the number has a WhatsApp account.
+    pub exists: bool,
+    /// Its chat id when it exists (whatsapp-web.js `getNumberId`), else `null`.
+    pub id: Option<crate::model::Wid>,
+}
+
+/// The answer of `GET /v1/profile-picture/{chatId}` (whatsapp-web.js `getProfilePicUrl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProfilePicture {
+    /// `null` when there is none or it is not visible to this user.
+    pub url: Option<String>,
 }
 
 /// The answer of a send (seed 003's `/send`).

@@ -21,6 +21,9 @@ pub struct Chat {
     /// The newest message (never an older one, whatever order messages arrive in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<Message>,
+    /// Groups: subject, members and settings (whatsapp-web.js `GroupChat.groupMetadata`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_metadata: Option<super::conversation::GroupMetadata>,
 }
 
 /// A chat's display name: the first non-empty of the user's own name for the contact, the

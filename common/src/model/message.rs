@@ -82,6 +82,18 @@ pub struct Message {
     #[cfg_attr(feature = "openapi", schema(minimum = -1, maximum = 4))]
     pub ack: i8,
     pub has_quoted_msg: bool,
+    /// wasp: the quoted message's `id._serialized` (replies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted_msg_id: Option<String>,
+    /// Someone reacted to it (whatsapp-web.js `hasReaction`).
+    #[serde(default)]
+    pub has_reaction: bool,
+    /// wasp: the current reaction of each sender, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<super::conversation::ReactionEntry>,
+    /// Unix milliseconds of the latest edit (whatsapp-web.js `latestEditSenderTimestampMs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_edit_sender_timestamp_ms: Option<i64>,
     /// wasp: the chat (`_serialized`), the same for both sides of a conversation.
     pub chat_id: String,
     /// wasp: the sender's WhatsApp push name, if it sent one.
@@ -146,6 +158,10 @@ impl Message {
             has_media: p.has_media,
             ack: ack::SERVER,
             has_quoted_msg: p.has_quoted_msg,
+            quoted_msg_id: None,
+            has_reaction: false,
+            reactions: Vec::new(),
+            latest_edit_sender_timestamp_ms: None,
             chat_id: chat,
             push_name: p.push_name.to_owned(),
             mimetype: None,
@@ -235,7 +251,7 @@ mod tests {
                 "body": "hello", "type": "chat", "timestamp": 1_700_000_000,
                 "from": "41790000001@c.us", "to": "41790000009@c.us",
                 "fromMe": false, "hasMedia": false, "ack": 1, "hasQuotedMsg": false,
-                "chatId": "41790000001@c.us", "pushName": "Ana"
+                "hasReaction": false, "chatId": "41790000001@c.us", "pushName": "Ana"
             })
         );
     }

@@ -4,11 +4,16 @@
 //! deserializes, documents (feature `openapi`) and answers with the same types.
 
 pub mod chat;
+pub mod conversation;
 pub mod media;
 pub mod message;
 pub mod wid;
 
 pub use chat::{Chat, chat_name};
+pub use conversation::{
+    ChatState, ChatStateKind, GroupMetadata, GroupParticipant, MessageEdit, MessageRevoke, Reaction,
+    ReactionEntry,
+};
 pub use media::{MediaKind, MediaRefusal, SendAs};
 pub use message::{Message, MessageKey, MessageParts, ack, message_type};
 pub use wid::{BadWid, IdInput, Wid};

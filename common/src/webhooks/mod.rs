@@ -41,10 +41,13 @@ pub fn cursor_text(entry_id: &str, part: u8) -> String {
 
 /// Event types a webhook can ask for: the durable events of the user's stream (QR and pairing
 /// codes are never in it, they carry key material). `*` is every one of them.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 11] = [
     "message",
     "message_create",
     "message_ack",
+    "message_reaction",
+    "message_edit",
+    "message_revoke_everyone",
     "status",
     "ready",
     "disconnected",
