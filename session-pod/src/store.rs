@@ -124,6 +124,7 @@ pub fn chat_from_fields(
             .map_or(0, |u| u.clamp(0, i64::from(u32::MAX)) as u32),
         timestamp: last.as_ref().map_or(0, |m| m.timestamp),
         last_message: last,
+        group_metadata: None,
         id: id.clone(),
     }
 }

@@ -98,7 +98,10 @@ impl FromStr for StreamId {
 
 /// Whether an event kind only travels on the live channel (never in the durable stream).
 pub fn is_ephemeral(kind: &Kind) -> bool {
-    matches!(kind, Kind::Qr(_) | Kind::PairingCode(_))
+    matches!(
+        kind,
+        Kind::Qr(_) | Kind::PairingCode(_) | Kind::ChatState(_)
+    )
 }
 
 fn rfc3339_ms(at_ms: i64) -> String {
@@ -141,6 +144,11 @@ pub fn from_envelope(env: &Envelope, id: Option<StreamId>) -> Vec<ClientEvent> {
         part,
     };
     let one = |kind: &str, data: Value| vec![event(kind, raw(&data), 0)];
+    // A payload the pod wrote as one of the model's documents, passed on as it is.
+    let json_event = |kind: &str, json: &str| match RawValue::from_string(json.to_owned()) {
+        Ok(data) => vec![event(kind, data, 0)],
+        Err(_) => Vec::new(),
+    };
     match kind {
         Kind::Qr(q) => one("qr", json!({ "qr": q.code, "qrDataUrl": q.data_url })),
         Kind::PairingCode(p) => one("pairing_code", json!({ "code": p.code, "phone": p.phone })),
@@ -171,6 +179,10 @@ pub fn from_envelope(env: &Envelope, id: Option<StreamId>) -> Vec<ClientEvent> {
             Some((data, _)) => vec![event("message_ack", data, 0)],
             None => Vec::new(),
         },
+        Kind::Reaction(j) => json_event("message_reaction", &j.json),
+        Kind::MessageEdit(j) => json_event("message_edit", &j.json),
+        Kind::MessageRevoke(j) => json_event("message_revoke_everyone", &j.json),
+        Kind::ChatState(j) => json_event("chat_state", &j.json),
         Kind::Disconnected(d) => one(
             "disconnected",
             json!({ "reason": d.reason, "loggedOut": false }),
