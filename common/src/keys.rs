@@ -138,6 +138,12 @@ impl UserKeys {
         self.key("dedup")
     }
 
+    /// An idempotent send's record (`record` = hex SHA-256 of the caller's key): pending, then
+    /// the first answer for 24 h.
+    pub fn idempotency(&self, record: &str) -> String {
+        self.key(&format!("idem:{record}"))
+    }
+
     /// Hash phone (digits) → JSON contact: the seed-000 whitelist.
     pub fn contacts(&self) -> String {
         self.key("contacts")

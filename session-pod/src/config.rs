@@ -105,6 +105,13 @@ pub struct Config {
     /// a kubelet restarts a container only after the last one exited.
     #[arg(long, env = "WASP_POD_UID")]
     pub pod_uid: Option<String>,
+    /// Send pacing: messages (texts, media, reactions, edits, revokes) a minute; 0 = no limit.
+    /// Past it a send is refused with 429 and `Retry-After` (CR `spec.sendRateLimit`).
+    #[arg(long, env = "WASP_SEND_RATE_PER_MINUTE", default_value_t = 0)]
+    pub send_rate_per_minute: u32,
+    /// Send pacing: messages that may go at once before the rate applies (0 = the rate).
+    #[arg(long, env = "WASP_SEND_BURST", default_value_t = 0)]
+    pub send_burst: u32,
     /// Approximate cap of the durable event stream (XADD MAXLEN ~).
     #[arg(long, env = "WASP_EVENTS_MAXLEN", default_value_t = 10_000)]
     pub events_maxlen: usize,

@@ -1,16 +1,20 @@
 //! wasp-session-pod: one user's WhatsApp Web session. See `docs/session-pod.md`.
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod admission;
 pub mod api;
 pub mod auth_store;
 pub mod backoff;
 pub mod config;
+pub mod conversation;
 pub mod history;
 pub mod http;
+pub mod idempotency;
 pub mod lease;
 pub mod media;
 pub mod metrics;
+pub mod pacing;
 pub mod qr;
 pub mod runtime;
 pub mod session;
@@ -155,6 +159,10 @@ pub async fn run(
     let control = api::control_router(api::AppState {
         session: session.clone(),
         token: api::ControlToken(Arc::from(config.control_token.as_str())),
+        pacing: Arc::new(pacing::Pacing::new(
+            config.send_rate_per_minute,
+            config.send_burst,
+        )),
     });
     let admin = wasp_common::admin::AdminPort::with_readiness(
         move || {

@@ -387,6 +387,8 @@ impl Session {
         to: &Wid,
         o: Outgoing,
         body: S,
+        quoted: Option<&Message>,
+        message_id: Option<String>,
     ) -> Result<Message, MediaError>
     where
         S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
@@ -409,8 +411,12 @@ impl Session {
             file_sha256: upload.file_sha256.to_vec(),
             file_enc_sha256: upload.file_enc_sha256.to_vec(),
         };
-        let (client, id) = self.send_proto(to, message_for(upload.into(), &o)).await?;
-        let m = self
+        let mut proto = message_for(upload.into(), &o);
+        if let Some(q) = quoted {
+            self.quote(&mut proto, q);
+        }
+        let (client, id) = self.send_proto(to, proto, message_id).await?;
+        let mut m = self
             .own_message(
                 &client,
                 to,
@@ -419,6 +425,10 @@ impl Session {
                 o.kind.as_str(),
             )
             .with_media(&o.mimetype, o.filename.as_deref(), size);
+        if let Some(q) = quoted {
+            m.has_quoted_msg = true;
+            m.quoted_msg_id = Some(q.id.serialized.clone());
+        }
         self.keep_media_ref(m.key(), &mref).await?;
         self.record_sent(&m).await?;
         Ok(m)

@@ -290,20 +290,37 @@ impl Session {
         gates.entry(chat.to_owned()).or_default().clone()
     }
 
-    /// Sends a text message and records it (store + `message` event, `fromMe`).
-    pub async fn send_text(&self, to: &Wid, text: &str) -> Result<Message, SessionError> {
-        let (client, id) = self
-            .send_proto(
-                to,
-                waproto::whatsapp::Message {
-                    conversation: Some(text.to_owned()),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let m = self.own_message(&client, to, &id, text, "chat");
+    /// Sends a text message (a reply when `quoted` names a stored message of this chat) under
+    /// `message_id` if given, and records it (store + `message` event, `fromMe`).
+    pub async fn send_text(
+        &self,
+        to: &Wid,
+        text: &str,
+        quoted: Option<&Message>,
+        message_id: Option<String>,
+    ) -> Result<Message, SessionError> {
+        let mut proto = waproto::whatsapp::Message {
+            conversation: Some(text.to_owned()),
+            ..Default::default()
+        };
+        if let Some(q) = quoted {
+            self.quote(&mut proto, q);
+        }
+        let (client, id) = self.send_proto(to, proto, message_id).await?;
+        let mut m = self.own_message(&client, to, &id, text, "chat");
+        if let Some(q) = quoted {
+            m.has_quoted_msg = true;
+            m.quoted_msg_id = Some(q.id.serialized.clone());
+        }
         self.record_sent(&m).await?;
         Ok(m)
+    }
+
+    /// Makes `proto` a reply to `quoted`.
+    pub(crate) fn quote(&self, proto: &mut waproto::whatsapp::Message, quoted: &Message) {
+        use whatsapp_rust::proto_helpers::MessageExt as _;
+        let own_jid = self.client().and_then(|c| c.pn()).map(|j| j.to_non_ad_string());
+        proto.set_context_info(crate::conversation::quote_context(quoted, own_jid.as_deref()));
     }
 
     /// The connected client, or [`SessionError::NotConnected`].
@@ -329,6 +346,7 @@ impl Session {
         &self,
         to: &Wid,
         msg: waproto::whatsapp::Message,
+        message_id: Option<String>,
     ) -> Result<(Arc<Client>, String), SessionError> {
         let client = self.connected_client()?;
         let jid: whatsapp_rust::Jid = to
@@ -340,8 +358,12 @@ impl Session {
         if first.as_deref() == Some(&true) {
             first = None;
         }
+        let mut options = whatsapp_rust::send::SendOptions::default();
+        if let Some(id) = message_id {
+            options = options.with_message_id(id);
+        }
         let res = client
-            .send_message(jid.clone(), msg)
+            .send_message_with_options(jid.clone(), msg, options)
             .await
             .map_err(|e| SessionError::Send(e.to_string()))?;
         if let Some(mut done) = first {
@@ -393,36 +415,36 @@ impl Session {
     }
 
     /// Commits one batch of inbound messages (the durability hook): on `Err` nothing is acked.
+    /// Returns the groups seen for the first time (their metadata is fetched after the ack).
     async fn commit_inbound(
         &self,
         client: &Client,
         batch: &[InboundMessage],
-    ) -> Result<(), SessionError> {
+    ) -> Result<Vec<Wid>, SessionError> {
         let own = own_wid(client);
+        let mut new_groups = Vec::new();
         for m in batch {
             let info = &m.info;
+            let src = &info.source;
+            if let Some(change) = crate::conversation::classify(&m.message) {
+                let (chat, author) = chat_and_author(client, src).await;
+                self.commit_change(client, info, &change, &chat, author.as_ref())
+                    .await?;
+                continue;
+            }
             let media = crate::media::inbound_media(&m.message);
             let text = m.message.text_content().or_else(|| m.message.get_caption());
             // Protocol traffic (key shares, sender-key distribution, …) is no chat message.
             if text.is_none() && info.media_type.is_empty() && media.is_none() {
                 continue;
             }
-            let src = &info.source;
-            let chat = if src.is_group {
-                wid_of(&src.chat)
-            } else {
-                // 1:1: the other side, by phone number when it is known.
-                let other_alt = if src.is_from_me {
-                    src.recipient_alt.as_ref()
-                } else {
-                    src.sender_alt.as_ref()
-                };
-                canonical_wid(client, &src.chat, other_alt).await
-            };
-            let author = if src.is_group && !src.is_from_me {
-                Some(canonical_wid(client, &src.sender, src.sender_alt.as_ref()).await)
-            } else {
-                None
+            let (chat, author) = chat_and_author(client, src).await;
+            if chat.is_group() && !new_groups.contains(&chat) && !self.store.has_group(&chat.serialized).await? {
+                new_groups.push(chat.clone());
+            }
+            let quoted = match crate::conversation::context_of(&m.message) {
+                Some(ctx) => Some(quoted_key(client, &chat, ctx).await),
+                None => None,
             };
             let kind = match &media {
                 Some((r, _)) => r.kind.as_str(),
@@ -438,35 +460,16 @@ impl Session {
                 kind,
                 timestamp: info.timestamp.timestamp(),
                 has_media: model::message::type_has_media(kind),
-                has_quoted_msg: has_quote(&m.message),
+                has_quoted_msg: quoted.is_some(),
                 push_name: &info.push_name,
             });
+            message.quoted_msg_id = quoted;
             if let Some((r, _)) = &media {
                 message = message.with_media(&r.mimetype, r.filename.as_deref(), r.size);
             }
-            let keep = match self.settings.storage_policy {
-                StoragePolicy::All => Keep {
-                    store: true,
-                    emit: true,
-                },
-                StoragePolicy::None => Keep {
-                    store: false,
-                    emit: true,
-                },
-                StoragePolicy::ContactsOnly => {
-                    // The whitelist holds phone numbers: a group message counts by its author.
-                    let phone = author.as_ref().unwrap_or(&chat).phone_digits();
-                    let known = src.is_from_me
-                        || match phone {
-                            Some(p) => self.store.is_contact(p).await?,
-                            None => false,
-                        };
-                    Keep {
-                        store: known,
-                        emit: known,
-                    }
-                }
-            };
+            let keep = self
+                .keep_for(src.is_from_me, author.as_ref().unwrap_or(&chat))
+                .await?;
             if keep.store
                 && let Some((r, _)) = &media
             {
@@ -500,7 +503,126 @@ impl Session {
         if !batch.is_empty() {
             self.touch_activity().await;
         }
+        Ok(new_groups)
+    }
+
+    /// Whether and how what `sender` sent enters the store and the event stream (the storage
+    /// policy; the whitelist holds phone numbers, so a group message counts by its author).
+    pub(crate) async fn keep_for(&self, from_me: bool, sender: &Wid) -> Result<Keep, SessionError> {
+        Ok(match self.settings.storage_policy {
+            StoragePolicy::All => Keep {
+                store: true,
+                emit: true,
+            },
+            StoragePolicy::None => Keep {
+                store: false,
+                emit: true,
+            },
+            StoragePolicy::ContactsOnly => {
+                let known = from_me
+                    || match sender.phone_digits() {
+                        Some(p) => self.store.is_contact(p).await?,
+                        None => false,
+                    };
+                Keep {
+                    store: known,
+                    emit: known,
+                }
+            }
+        })
+    }
+
+    /// Lands a reaction, edit or revoke that arrived as a message (from a contact, or from
+    /// this user's phone).
+    async fn commit_change(
+        &self,
+        client: &Client,
+        info: &wacore::types::message::MessageInfo,
+        change: &crate::conversation::Change,
+        chat: &Wid,
+        author: Option<&Wid>,
+    ) -> Result<(), SessionError> {
+        use crate::conversation::{Actor, target_key};
+        let src = &info.source;
+        let own = own_wid(client);
+        let actor = Actor {
+            is_me: src.is_from_me,
+            wid: if src.is_from_me {
+                own.clone().unwrap_or_else(|| chat.clone())
+            } else {
+                author.cloned().unwrap_or_else(|| chat.clone())
+            },
+        };
+        let keep = self.keep_for(actor.is_me, &actor.wid).await?;
+        if !keep.emit {
+            self.metrics.messages_not_stored.inc();
+            return Ok(());
+        }
+        let (participant, participant_is_me) = match &change.target().participant {
+            Some(p) => match p.parse::<whatsapp_rust::Jid>() {
+                Ok(jid) => (
+                    Some(canonical_wid(client, &jid, None).await),
+                    is_own_jid(client, &jid),
+                ),
+                Err(_) => (None, false),
+            },
+            None => (None, false),
+        };
+        let key = target_key(
+            chat,
+            change.target(),
+            &actor,
+            participant.as_ref(),
+            participant_is_me,
+        );
+        let change_key = model::MessageKey::new(
+            actor.is_me,
+            &chat.serialized,
+            &info.id,
+            author.filter(|_| chat.is_group() && !actor.is_me).map(|a| a.serialized.as_str()),
+        );
+        let (_, outcome) = self
+            .land_change(change, &key, &change_key, &actor, own.as_ref(), keep.emit)
+            .await?;
+        if outcome == crate::store::changes::ChangeOutcome::Duplicate {
+            self.metrics.messages_in_duplicate.inc();
+        } else {
+            self.metrics.messages_in.inc();
+        }
         Ok(())
+    }
+
+    /// A contact is typing, recording or stopped: a live `chat_state` event (by the storage
+    /// policy, as its messages would be).
+    async fn on_chat_presence(&self, client: &Client, u: &wacore::types::events::ChatPresenceUpdate) {
+        use wacore::types::presence::{ChatPresence, ChatPresenceMedia};
+        let src = &u.source;
+        if src.is_from_me {
+            return;
+        }
+        let (chat, author) = chat_and_author(client, src).await;
+        let sender = author.clone().unwrap_or_else(|| chat.clone());
+        match self.keep_for(false, &sender).await {
+            Ok(k) if k.emit => {}
+            _ => return,
+        }
+        let state = match (&u.state, &u.media) {
+            (ChatPresence::Composing, ChatPresenceMedia::Audio) => model::ChatStateKind::Recording,
+            (ChatPresence::Composing, _) => model::ChatStateKind::Typing,
+            (ChatPresence::Paused, _) => model::ChatStateKind::Paused,
+        };
+        let event = model::ChatState {
+            chat_id: chat.serialized,
+            author: author.map(|a| a.serialized),
+            state,
+        };
+        if let Err(e) = self
+            .store
+            .publish_only(Kind::ChatState(ev::Json::of(&event)))
+            .await
+        {
+            tracing::warn!(error = %e, "publishing a chat state");
+        }
     }
 
     /// A receipt for own messages raises their ack (`message_ack`).
@@ -596,6 +718,52 @@ async fn canonical_wid(
     resolve_wid(wid_of(jid), alt, mapped.as_deref())
 }
 
+/// A message's chat (1:1: the other side, by phone number when known) and, in a group, the
+/// author of a message of others.
+async fn chat_and_author(
+    client: &Client,
+    src: &wacore::types::message::MessageSource,
+) -> (Wid, Option<Wid>) {
+    let chat = if src.is_group {
+        wid_of(&src.chat)
+    } else {
+        let other_alt = if src.is_from_me {
+            src.recipient_alt.as_ref()
+        } else {
+            src.sender_alt.as_ref()
+        };
+        canonical_wid(client, &src.chat, other_alt).await
+    };
+    let author = if src.is_group && !src.is_from_me {
+        Some(canonical_wid(client, &src.sender, src.sender_alt.as_ref()).await)
+    } else {
+        None
+    };
+    (chat, author)
+}
+
+/// Whether a JID names this user (its phone number or its LID).
+pub(crate) fn is_own_jid(client: &Client, jid: &whatsapp_rust::Jid) -> bool {
+    let user = jid.user.as_str();
+    client.pn().is_some_and(|p| p.user.as_str() == user)
+        || client.lid().is_some_and(|l| l.user.as_str() == user)
+}
+
+/// The stored key of the message a reply quotes.
+async fn quoted_key(client: &Client, chat: &Wid, ctx: &waproto::whatsapp::ContextInfo) -> String {
+    let id = ctx.stanza_id.as_deref().unwrap_or_default();
+    let participant = ctx
+        .participant
+        .as_deref()
+        .and_then(|p| p.parse::<whatsapp_rust::Jid>().ok());
+    let from_me = participant.as_ref().is_some_and(|p| is_own_jid(client, p));
+    let author = match (&participant, chat.is_group() && !from_me) {
+        (Some(p), true) => Some(canonical_wid(client, p, None).await.serialized),
+        _ => None,
+    };
+    model::MessageKey::new(from_me, &chat.serialized, id, author.as_deref()).serialized
+}
+
 /// The phone-number form of `id` when it is a LID and the phone is known (the stanza's
 /// alternate phone-number address first, then the client's mapping); else `id` (pure).
 pub fn resolve_wid(id: Wid, alt_pn: Option<Wid>, mapped_phone: Option<&str>) -> Wid {
@@ -609,15 +777,6 @@ pub fn resolve_wid(id: Wid, alt_pn: Option<Wid>, mapped_phone: Option<&str>) -> 
         Some(w) => w,
         None => id,
     }
-}
-
-/// Whether a message quotes another (a reply).
-fn has_quote(m: &waproto::whatsapp::Message) -> bool {
-    m.get_base_message()
-        .extended_text_message
-        .as_option()
-        .and_then(|e| e.context_info.as_option())
-        .is_some_and(|c| c.quoted_message.as_option().is_some())
 }
 
 /// whatsapp-web.js's ack for a receipt of an own message; `None` for receipts that are not.
@@ -641,13 +800,24 @@ impl whatsapp_rust::InboundDurabilityHook for Hook {
         client: Arc<Client>,
         batch: &[InboundMessage],
     ) -> anyhow::Result<()> {
-        self.0.commit_inbound(&client, batch).await.map_err(|e| {
+        let new_groups = self.0.commit_inbound(&client, batch).await.map_err(|e| {
             self.0.metrics.store_errors.inc();
             // WhatsApp redelivers the unacked messages only on a new connection: reconnect.
             self.0.auth.fault();
             tracing::warn!(error = %e, "inbound commit failed; messages stay unacked");
             anyhow::anyhow!("inbound commit failed: {}", e.category())
-        })
+        })?;
+        if !new_groups.is_empty() {
+            let session = self.0.clone();
+            tokio::spawn(async move {
+                for g in new_groups {
+                    if let Err(e) = session.refresh_group(&client, &g).await {
+                        tracing::warn!(error = %e, "fetching a new group's metadata");
+                    }
+                }
+            });
+        }
+        Ok(())
     }
 }
 
@@ -747,6 +917,10 @@ async fn on_event(
                 }))
                 .await;
             let _ = signals.send(Signal::Connected);
+            if let Some(c) = session.client() {
+                let session = session.clone();
+                tokio::spawn(async move { session.sync_groups(&c).await });
+            }
         }
         Event::Disconnected(d) => {
             session.metrics.connected.set(0);
@@ -764,6 +938,7 @@ async fn on_event(
             let _ = signals.send(Signal::Replaced);
         }
         Event::Receipt(r) => session.on_receipt(&client, r).await,
+        Event::ChatPresence(u) => session.on_chat_presence(&client, u).await,
         Event::ClientOutdated(_) => {
             let message = "WhatsApp refused this client version as outdated";
             let _ = signals.send(Signal::Fatal("client_outdated", message.into()));

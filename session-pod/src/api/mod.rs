@@ -20,12 +20,16 @@ use wasp_common::model::{Message, Wid};
 
 use crate::session::{self, Desired, Session, SessionError};
 
+mod conversation;
+
 /// The one error type of the API: a status, a stable code, a message without internals.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `Retry-After` seconds (429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -34,10 +38,24 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    /// Over the session's send pacing: retry in `wait`.
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = crate::pacing::retry_after_secs(wait);
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("this session's send rate limit is reached; retry in {secs} s"),
+            )
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 }
@@ -50,7 +68,13 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -195,6 +219,7 @@ pub fn token_matches(presented: &str, expected: &str) -> bool {
 pub struct AppState {
     pub session: Arc<Session>,
     pub token: ControlToken,
+    pub pacing: Arc<crate::pacing::Pacing>,
 }
 
 impl FromRef<AppState> for ControlToken {
@@ -218,6 +243,14 @@ pub fn control_router(state: AppState) -> Router {
         .route(paths::CONTACTS_PATH, get(list_contacts).post(add_contact))
         .route(paths::CONTACT_PATH, delete(remove_contact))
         .route(paths::LOGS_PATH, get(logs))
+        .route(paths::REACT_PATH, post(conversation::react))
+        .route(paths::EDIT_PATH, post(conversation::edit))
+        .route(paths::REVOKE_PATH, post(conversation::revoke))
+        .route(paths::SEEN_PATH, post(conversation::seen))
+        .route(paths::CHAT_STATE_PATH, post(conversation::chat_state))
+        .route(paths::GROUP_PATH, get(conversation::group))
+        .route(paths::NUMBER_PATH, get(conversation::number))
+        .route(paths::PROFILE_PICTURE_PATH, get(conversation::profile_picture))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -267,7 +300,7 @@ async fn logout(_: Authorized, State(s): State<AppState>) -> Json<PodStatus> {
     Json(status_body(&s.session))
 }
 
-fn chat_id(input: &str) -> Result<Wid, ApiError> {
+pub(crate) fn chat_id(input: &str) -> Result<Wid, ApiError> {
     Wid::parse(input).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -282,11 +315,23 @@ async fn send(
         )));
     }
     let to = chat_id(&body.to)?;
-    let message = s.session.send_text(&to, &body.body).await?;
-    Ok(Json(SendResponse {
-        success: true,
-        message,
-    }))
+    let key = conversation::idempotency_key(body.idempotency_key.as_deref())?.map(str::to_owned);
+    let quoted = conversation::quoted(&s.session, &to, body.quoted.as_deref()).await?;
+    let session = s.session.clone();
+    let answer = session
+        .idempotent(key.as_deref(), move |message_id| async move {
+            s.pacing.check().map_err(ApiError::rate_limited)?;
+            let message = s
+                .session
+                .send_text(&to, &body.body, quoted.as_ref(), message_id)
+                .await?;
+            Ok::<_, ApiError>(SendResponse {
+                success: true,
+                message,
+            })
+        })
+        .await?;
+    Ok(Json(answer))
 }
 
 /// The media send's query, checked (pure).
@@ -329,15 +374,32 @@ async fn send_media(
     ApiQuery(q): ApiQuery<SendMediaQuery>,
     body: axum::body::Body,
 ) -> Result<Json<SendResponse>, ApiError> {
+    let key = conversation::idempotency_key(q.idempotency_key.as_deref())?.map(str::to_owned);
+    let quoted_raw = q.quoted.clone();
     let (to, out) = outgoing(q)?;
-    let message = s
-        .session
-        .send_media(&to, out, body.into_data_stream())
+    let quoted = conversation::quoted(&s.session, &to, quoted_raw.as_deref()).await?;
+    // A replayed answer leaves the body unread; the connection drains or closes it.
+    let session = s.session.clone();
+    let answer = session
+        .idempotent(key.as_deref(), move |message_id| async move {
+            s.pacing.check().map_err(ApiError::rate_limited)?;
+            let message = s
+                .session
+                .send_media(
+                    &to,
+                    out,
+                    body.into_data_stream(),
+                    quoted.as_ref(),
+                    message_id,
+                )
+                .await?;
+            Ok::<_, ApiError>(SendResponse {
+                success: true,
+                message,
+            })
+        })
         .await?;
-    Ok(Json(SendResponse {
-        success: true,
-        message,
-    }))
+    Ok(Json(answer))
 }
 
 async fn media(

@@ -12,6 +12,8 @@
 //! A message's score is `unix_ms * 1000 + arrival % 1000`: time order, and arrival order among
 //! messages of the same second (inbound timestamps have whole seconds).
 
+pub mod changes;
+
 use std::collections::HashMap;
 
 use prost::Message as _;
@@ -19,7 +21,7 @@ use redis::aio::ConnectionManager;
 use wasp_common::control::{Contact, LogEntry};
 use wasp_common::events::{Envelope, Kind};
 use wasp_common::keys::UserKeys;
-use wasp_common::model::{Chat, Message, Wid, chat_name};
+use wasp_common::model::{Chat, GroupMetadata, Message, Wid, chat_name};
 
 /// Session log lines kept (seed 003 `/logs`).
 pub const MAX_LOGS: isize = 1000;
@@ -115,8 +117,17 @@ pub fn chat_from_fields(
     contact_name: Option<&str>,
 ) -> Chat {
     let push_name = fields.get("pushName").map(String::as_str).unwrap_or("");
+    let group_metadata: Option<GroupMetadata> = fields
+        .get("meta")
+        .and_then(|j| serde_json::from_str(j).ok());
+    // A group is named by its subject, as on the phone.
+    let own_name = group_metadata
+        .as_ref()
+        .map(|g| g.subject.as_str())
+        .filter(|s| !s.is_empty())
+        .or(contact_name);
     Chat {
-        name: chat_name(id, contact_name, push_name),
+        name: chat_name(id, own_name, push_name),
         is_group: id.is_group(),
         unread_count: fields
             .get("unread")
@@ -124,7 +135,7 @@ pub fn chat_from_fields(
             .map_or(0, |u| u.clamp(0, i64::from(u32::MAX)) as u32),
         timestamp: last.as_ref().map_or(0, |m| m.timestamp),
         last_message: last,
-        group_metadata: None,
+        group_metadata,
         id: id.clone(),
     }
 }
@@ -328,13 +339,17 @@ impl Store {
             .arg(self.keys.chat(&wid.serialized))
             .query_async(&mut conn)
             .await?;
-        let Some(last_key) = fields.get("lastKey") else {
+        // A chat is one with a message, or a group this user is in.
+        if !fields.contains_key("lastKey") && !fields.contains_key("meta") {
             return Ok(None);
+        }
+        let last = match fields.get("lastKey") {
+            Some(k) => self
+                .load(&wid.serialized, std::slice::from_ref(k))
+                .await?
+                .pop(),
+            None => None,
         };
-        let last = self
-            .load(&wid.serialized, std::slice::from_ref(last_key))
-            .await?
-            .pop();
         let contact = match wid.phone_digits() {
             Some(p) => self.contact(p).await?.map(|c| c.name),
             None => None,
