@@ -84,6 +84,12 @@ pub struct WhatsAppSessionSpec {
     #[schemars(range(min = 1))]
     pub stale_timeout_seconds: Option<u64>,
 
+    /// Send pacing of this session: past it a send gets 429 with `Retry-After` and is not sent
+    /// (the first defence against a ban for bulk sending). Unset: the operator's default
+    /// (`--send-rate-per-minute`, chart `session.sendRateLimit`; off unless set there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_rate_limit: Option<SendRateLimit>,
+
     /// Per-session overrides of the session pod.
     #[serde(default, skip_serializing_if = "PodOverrides::is_empty")]
     pub pod: PodOverrides,
@@ -176,6 +182,31 @@ pub enum StoragePolicy {
     ContactsOnly,
     /// Store nothing; events are still delivered live.
     None,
+}
+
+/// `spec.sendRateLimit`: messages (texts, media, reactions, edits, revokes) a minute, and how
+/// many may go at once before the rate applies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendRateLimit {
+    /// Messages a minute; 0 turns pacing off for this session.
+    #[schemars(range(min = 0, max = 100_000))]
+    pub messages_per_minute: u32,
+    /// Messages at once before the rate applies (default: `messagesPerMinute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub burst: Option<u32>,
+}
+
+impl SendRateLimit {
+    /// The pacing in force: this session's, else the operator's default `(rate, burst)`
+    /// (pure; rate 0 = off, burst 0 = the rate).
+    pub fn resolve(spec: Option<&Self>, default: (u32, u32)) -> (u32, u32) {
+        match spec {
+            Some(s) => (s.messages_per_minute, s.burst.unwrap_or(0)),
+            None => default,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -319,6 +350,27 @@ impl From<wasp_common::SessionPhase> for Phase {
     }
 }
 
+#[cfg(test)]
+mod send_rate_tests {
+    use super::SendRateLimit;
+
+    #[test]
+    fn a_sessions_own_pacing_wins_over_the_default() {
+        assert_eq!(SendRateLimit::resolve(None, (0, 0)), (0, 0));
+        assert_eq!(SendRateLimit::resolve(None, (30, 5)), (30, 5));
+        let own = SendRateLimit {
+            messages_per_minute: 6,
+            burst: Some(2),
+        };
+        assert_eq!(SendRateLimit::resolve(Some(&own), (30, 5)), (6, 2));
+        let off = SendRateLimit {
+            messages_per_minute: 0,
+            burst: None,
+        };
+        assert_eq!(SendRateLimit::resolve(Some(&off), (30, 5)), (0, 0));
+    }
+}
+
 impl WhatsAppSession {
     /// A session for `user_id` with default settings, named by [`crate::names::session_name`].
     pub fn for_user(user_id: &str) -> Self {
@@ -331,6 +383,7 @@ impl WhatsAppSession {
                 storage: Storage::default(),
                 reconnect: ReconnectPolicy::default(),
                 stale_timeout_seconds: None,
+                send_rate_limit: None,
                 pod: PodOverrides::default(),
                 webhooks: Vec::new(),
             },

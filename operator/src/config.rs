@@ -150,6 +150,15 @@ pub struct Config {
     /// Logins let through at once before the rate applies (`WASP_ADMISSION_BURST`).
     #[arg(long, env = "WASP_ADMISSION_BURST", default_value_t = 10)]
     pub admission_burst: u32,
+
+    /// Default send pacing of sessions without `spec.sendRateLimit`: messages a minute per
+    /// session (0: off).
+    #[arg(long, env = "WASP_SEND_RATE_PER_MINUTE", default_value_t = 0)]
+    pub send_rate_per_minute: u32,
+
+    /// Default send pacing: messages at once before the rate applies (0: the rate).
+    #[arg(long, env = "WASP_SEND_BURST", default_value_t = 0)]
+    pub send_burst: u32,
 }
 
 /// `--redis-acl`.

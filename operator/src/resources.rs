@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
-use wasp_crds::{PairingMethod, StoragePolicy, WhatsAppSession, labels};
+use wasp_crds::{PairingMethod, SendRateLimit, StoragePolicy, WhatsAppSession, labels};
 
 use crate::error::{Error, Result};
 
@@ -58,6 +58,8 @@ pub struct PodSettings {
     /// History after linking (`WASP_HISTORY_PER_CHAT`, `WASP_HISTORY_MAX_MESSAGES`).
     pub history_per_chat: usize,
     pub history_max_messages: usize,
+    /// Default send pacing `(per minute, burst)` of sessions without `spec.sendRateLimit`.
+    pub send_rate: (u32, u32),
 }
 
 /// Environment variables left out of the spec hash: tuning that pods pick up when next created.
@@ -79,6 +81,7 @@ impl From<&crate::Config> for PodSettings {
             max_file_size: c.max_file_size as u64,
             history_per_chat: c.history_per_chat,
             history_max_messages: c.history_max_messages,
+            send_rate: (c.send_rate_per_minute, c.send_burst),
         }
     }
 }
@@ -339,6 +342,12 @@ fn session_env(
         "MAX_FILE_SIZE",
         settings.max_file_size.to_string(),
     ));
+    // Only when on: pods of sessions without pacing keep their spec hash.
+    let (rate, burst) = SendRateLimit::resolve(spec.send_rate_limit.as_ref(), settings.send_rate);
+    if rate > 0 {
+        env.push(env_value("WASP_SEND_RATE_PER_MINUTE", rate.to_string()));
+        env.push(env_value("WASP_SEND_BURST", burst.to_string()));
+    }
     env.push(env_value(
         UNHASHED_ENV[0],
         settings.admission_rate.to_string(),
@@ -543,6 +552,7 @@ mod tests {
             max_file_size: 10 << 20,
             history_per_chat: 100,
             history_max_messages: 10_000,
+            send_rate: (0, 0),
             control_port: 8080,
             admin_port: 9090,
         }
@@ -581,6 +591,27 @@ mod tests {
         );
         assert_eq!(l[labels::APP_MANAGED_BY], FIELD_MANAGER);
         assert!(pod_spec_hash(&pod).is_some());
+    }
+
+    #[test]
+    fn send_pacing_reaches_the_pod_only_when_on() {
+        let value = |pod: &Pod, name: &str| env_of(pod).get(name).and_then(|e| e.value.clone());
+        let off = session_pod(&session(), &settings(), IDS).unwrap();
+        assert_eq!(value(&off, "WASP_SEND_RATE_PER_MINUTE"), None);
+        let mut defaults = settings();
+        defaults.send_rate = (30, 5);
+        let pod = session_pod(&session(), &defaults, IDS).unwrap();
+        assert_eq!(value(&pod, "WASP_SEND_RATE_PER_MINUTE").as_deref(), Some("30"));
+        assert_eq!(value(&pod, "WASP_SEND_BURST").as_deref(), Some("5"));
+        let mut own = session();
+        own.spec.send_rate_limit = Some(SendRateLimit {
+            messages_per_minute: 6,
+            burst: Some(2),
+        });
+        let pod = session_pod(&own, &defaults, IDS).unwrap();
+        assert_eq!(value(&pod, "WASP_SEND_RATE_PER_MINUTE").as_deref(), Some("6"));
+        assert_eq!(value(&pod, "WASP_SEND_BURST").as_deref(), Some("2"));
+        assert_ne!(pod_spec_hash(&pod), pod_spec_hash(&off));
     }
 
     #[test]
