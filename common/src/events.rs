@@ -16,7 +16,10 @@ pub struct Envelope {
     pub user_hash: String,
     #[prost(int64, tag = "2")]
     pub at_ms: i64,
-    #[prost(oneof = "Kind", tags = "10, 11, 12, 13, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24")]
+    #[prost(
+        oneof = "Kind",
+        tags = "10, 11, 12, 13, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
+    )]
     pub kind: Option<Kind>,
 }
 

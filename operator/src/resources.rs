@@ -601,7 +601,10 @@ mod tests {
         let mut defaults = settings();
         defaults.send_rate = (30, 5);
         let pod = session_pod(&session(), &defaults, IDS).unwrap();
-        assert_eq!(value(&pod, "WASP_SEND_RATE_PER_MINUTE").as_deref(), Some("30"));
+        assert_eq!(
+            value(&pod, "WASP_SEND_RATE_PER_MINUTE").as_deref(),
+            Some("30")
+        );
         assert_eq!(value(&pod, "WASP_SEND_BURST").as_deref(), Some("5"));
         let mut own = session();
         own.spec.send_rate_limit = Some(SendRateLimit {
@@ -609,7 +612,10 @@ mod tests {
             burst: Some(2),
         });
         let pod = session_pod(&own, &defaults, IDS).unwrap();
-        assert_eq!(value(&pod, "WASP_SEND_RATE_PER_MINUTE").as_deref(), Some("6"));
+        assert_eq!(
+            value(&pod, "WASP_SEND_RATE_PER_MINUTE").as_deref(),
+            Some("6")
+        );
         assert_eq!(value(&pod, "WASP_SEND_BURST").as_deref(), Some("2"));
         assert_ne!(pod_spec_hash(&pod), pod_spec_hash(&off));
     }

@@ -198,7 +198,8 @@ impl Session {
         let change = Change::Revoke {
             target: target_of_key(key),
         };
-        let change_key = MessageKey::new(true, &chat.serialized, &format!("revoke{}", key.id), None);
+        let change_key =
+            MessageKey::new(true, &chat.serialized, &format!("revoke{}", key.id), None);
         let (new, _) = self
             .land_change(&change, key, &change_key, &me, Some(&me.wid), true)
             .await?;
@@ -222,7 +223,9 @@ impl Session {
         }
         for (author, ids) in &by_author {
             let sender = match author {
-                Some(a) => Some(jid_of(&Wid::parse(a).map_err(|e| ActionError::BadRequest(e.to_string()))?)?),
+                Some(a) => Some(jid_of(
+                    &Wid::parse(a).map_err(|e| ActionError::BadRequest(e.to_string()))?,
+                )?),
                 None => None,
             };
             client

@@ -178,7 +178,10 @@ pub fn compute(
             match stored {
                 Some(m) => {
                     let edit = model::apply_edit(m, body, at);
-                    (Some(edit.message.clone()), Kind::MessageEdit(Json::of(&edit)))
+                    (
+                        Some(edit.message.clone()),
+                        Kind::MessageEdit(Json::of(&edit)),
+                    )
                 }
                 None => {
                     let mut m = placeholder(key, own, "chat", body);
@@ -316,7 +319,11 @@ mod tests {
     use super::*;
     use wa::message::protocol_message::Type;
 
-    fn key(from_me: bool, id: &str, participant: Option<&str>) -> buffa::MessageField<wa::MessageKey> {
+    fn key(
+        from_me: bool,
+        id: &str,
+        participant: Option<&str>,
+    ) -> buffa::MessageField<wa::MessageKey> {
         buffa::MessageField::some(wa::MessageKey {
             remote_jid: Some("41790000009@s.whatsapp.net".into()),
             from_me: Some(from_me),
@@ -368,7 +375,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(matches!(classify(&edit), Some(Change::Edit { ref body, at_ms: 5, .. }) if body == "fixed"));
+        assert!(
+            matches!(classify(&edit), Some(Change::Edit { ref body, at_ms: 5, .. }) if body == "fixed")
+        );
         let revoke = wa::Message {
             protocol_message: buffa::MessageField::some(wa::message::ProtocolMessage {
                 key: key(true, "C3", None),
@@ -377,7 +386,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(matches!(classify(&revoke), Some(Change::Revoke { ref target }) if target.id == "C3"));
+        assert!(
+            matches!(classify(&revoke), Some(Change::Revoke { ref target }) if target.id == "C3")
+        );
         let text = wa::Message {
             conversation: Some("hi".into()),
             ..Default::default()
@@ -500,11 +511,17 @@ mod tests {
     fn a_quote_names_the_quoted_message_and_its_author() {
         let ctx = quote_context(&stored(), Some("41790000009@s.whatsapp.net"));
         assert_eq!(ctx.stanza_id.as_deref(), Some("X"));
-        assert_eq!(ctx.participant.as_deref(), Some("41790000009@s.whatsapp.net"));
+        assert_eq!(
+            ctx.participant.as_deref(),
+            Some("41790000009@s.whatsapp.net")
+        );
         let mut theirs = stored();
         theirs.from_me = false;
         let ctx = quote_context(&theirs, None);
-        assert_eq!(ctx.participant.as_deref(), Some("41790000001@s.whatsapp.net"));
+        assert_eq!(
+            ctx.participant.as_deref(),
+            Some("41790000001@s.whatsapp.net")
+        );
         let reply = wa::Message {
             extended_text_message: buffa::MessageField::some(wa::message::ExtendedTextMessage {
                 text: Some("re".into()),

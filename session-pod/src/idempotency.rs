@@ -136,13 +136,20 @@ mod tests {
         let id = message_id_of(&a);
         assert_eq!(id.len(), 20);
         assert!(id.starts_with("3EB0"));
-        assert!(id[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
+        assert!(
+            id[4..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
+        );
     }
 
     #[test]
     fn a_record_reads_as_answer_in_progress_or_abandoned() {
         assert_eq!(read_record("pending:me", "me"), Seen::InProgress);
         assert_eq!(read_record("pending:gone", "me"), Seen::Abandoned);
-        assert_eq!(read_record("{\"a\":1}", "me"), Seen::Answer("{\"a\":1}".into()));
+        assert_eq!(
+            read_record("{\"a\":1}", "me"),
+            Seen::Answer("{\"a\":1}".into())
+        );
     }
 }

@@ -62,7 +62,10 @@ mod tests {
         assert!((0..3).all(|_| p.check().is_ok()));
         let wait = p.check().unwrap_err();
         // 6 a minute: one every 10 s.
-        assert!(wait <= Duration::from_secs(10) && wait > Duration::from_secs(8), "{wait:?}");
+        assert!(
+            wait <= Duration::from_secs(10) && wait > Duration::from_secs(8),
+            "{wait:?}"
+        );
         assert_eq!(retry_after_secs(wait), 10);
     }
 

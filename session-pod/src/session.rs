@@ -319,8 +319,14 @@ impl Session {
     /// Makes `proto` a reply to `quoted`.
     pub(crate) fn quote(&self, proto: &mut waproto::whatsapp::Message, quoted: &Message) {
         use whatsapp_rust::proto_helpers::MessageExt as _;
-        let own_jid = self.client().and_then(|c| c.pn()).map(|j| j.to_non_ad_string());
-        proto.set_context_info(crate::conversation::quote_context(quoted, own_jid.as_deref()));
+        let own_jid = self
+            .client()
+            .and_then(|c| c.pn())
+            .map(|j| j.to_non_ad_string());
+        proto.set_context_info(crate::conversation::quote_context(
+            quoted,
+            own_jid.as_deref(),
+        ));
     }
 
     /// The connected client, or [`SessionError::NotConnected`].
@@ -439,7 +445,10 @@ impl Session {
                 continue;
             }
             let (chat, author) = chat_and_author(client, src).await;
-            if chat.is_group() && !new_groups.contains(&chat) && !self.store.has_group(&chat.serialized).await? {
+            if chat.is_group()
+                && !new_groups.contains(&chat)
+                && !self.store.has_group(&chat.serialized).await?
+            {
                 new_groups.push(chat.clone());
             }
             let quoted = match crate::conversation::context_of(&m.message) {
@@ -579,7 +588,9 @@ impl Session {
             actor.is_me,
             &chat.serialized,
             &info.id,
-            author.filter(|_| chat.is_group() && !actor.is_me).map(|a| a.serialized.as_str()),
+            author
+                .filter(|_| chat.is_group() && !actor.is_me)
+                .map(|a| a.serialized.as_str()),
         );
         let (_, outcome) = self
             .land_change(change, &key, &change_key, &actor, own.as_ref(), keep.emit)
@@ -594,7 +605,11 @@ impl Session {
 
     /// A contact is typing, recording or stopped: a live `chat_state` event (by the storage
     /// policy, as its messages would be).
-    async fn on_chat_presence(&self, client: &Client, u: &wacore::types::events::ChatPresenceUpdate) {
+    async fn on_chat_presence(
+        &self,
+        client: &Client,
+        u: &wacore::types::events::ChatPresenceUpdate,
+    ) {
         use wacore::types::presence::{ChatPresence, ChatPresenceMedia};
         let src = &u.source;
         if src.is_from_me {

@@ -240,7 +240,10 @@ pub fn check_reaction(emoji: &str) -> Result<(), String> {
             "reaction must be at most {MAX_REACTION_CHARS} characters"
         ));
     }
-    if emoji.chars().any(|c| c.is_control() || c.is_ascii_alphanumeric()) {
+    if emoji
+        .chars()
+        .any(|c| c.is_control() || c.is_ascii_alphanumeric())
+    {
         return Err("reaction must be an emoji (or empty to remove one)".into());
     }
     Ok(())
@@ -324,7 +327,10 @@ mod tests {
     #[test]
     fn edits_keep_the_previous_body_and_revokes_empty_the_message() {
         let e = apply_edit(message("helo"), "hello", 20);
-        assert_eq!((e.prev_body.as_str(), e.new_body.as_str()), ("helo", "hello"));
+        assert_eq!(
+            (e.prev_body.as_str(), e.new_body.as_str()),
+            ("helo", "hello")
+        );
         assert_eq!(e.message.body, "hello");
         assert_eq!(e.message.latest_edit_sender_timestamp_ms, Some(20));
 

@@ -11,8 +11,9 @@ pub mod wid;
 
 pub use chat::{Chat, chat_name};
 pub use conversation::{
-    ChatState, ChatStateKind, GroupMetadata, GroupParticipant, MessageEdit, MessageRevoke, Reaction,
-    REVOKED_TYPE, ReactionEntry, apply_edit, apply_reaction, apply_revoke, check_reaction,
+    ChatState, ChatStateKind, GroupMetadata, GroupParticipant, MessageEdit, MessageRevoke,
+    REVOKED_TYPE, Reaction, ReactionEntry, apply_edit, apply_reaction, apply_revoke,
+    check_reaction,
 };
 pub use media::{MediaKind, MediaRefusal, SendAs};
 pub use message::{Message, MessageKey, MessageParts, ack, message_type};

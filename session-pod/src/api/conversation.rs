@@ -97,6 +97,8 @@ pub async fn react(
 ) -> Result<Json<ReactResponse>, ApiError> {
     let key = message_key(&body.message_id)?;
     model::check_reaction(&body.emoji).map_err(ApiError::bad_request)?;
+    // Unknown ids are refused before pacing counts anything.
+    s.session.stored_message(&key).await?;
     let idem = idempotency_key(body.idempotency_key.as_deref())?.map(str::to_owned);
     let session = s.session.clone();
     let answer = session
@@ -123,6 +125,7 @@ pub async fn edit(
             "body must be 1..={MAX_TEXT_CHARS} characters and not blank"
         )));
     }
+    s.session.stored_message(&key).await?;
     let idem = idempotency_key(body.idempotency_key.as_deref())?.map(str::to_owned);
     let session = s.session.clone();
     let answer = session
@@ -144,6 +147,7 @@ pub async fn revoke(
     ApiJson(body): ApiJson<RevokeRequest>,
 ) -> Result<Json<SendResponse>, ApiError> {
     let key = message_key(&body.message_id)?;
+    s.session.stored_message(&key).await?;
     s.pacing.check().map_err(ApiError::rate_limited)?;
     let message = s.session.revoke(&key).await?;
     Ok(Json(SendResponse {
@@ -198,7 +202,11 @@ pub async fn number(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let exists = s.session.number_exists(&number).await?;
     Ok(Json(NumberCheck {
-        id: if exists { Wid::phone(&number).ok() } else { None },
+        id: if exists {
+            Wid::phone(&number).ok()
+        } else {
+            None
+        },
         number,
         exists,
     }))

@@ -250,7 +250,10 @@ pub fn control_router(state: AppState) -> Router {
         .route(paths::CHAT_STATE_PATH, post(conversation::chat_state))
         .route(paths::GROUP_PATH, get(conversation::group))
         .route(paths::NUMBER_PATH, get(conversation::number))
-        .route(paths::PROFILE_PICTURE_PATH, get(conversation::profile_picture))
+        .route(
+            paths::PROFILE_PICTURE_PATH,
+            get(conversation::profile_picture),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
