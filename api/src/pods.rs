@@ -226,6 +226,8 @@ pub fn request(call: &PodCall) -> PodRequest {
             as_json(&control::SendRequest {
                 to: to.clone(),
                 body: body.clone(),
+                quoted: None,
+                idempotency_key: None,
             }),
         ),
         PodCall::ChatByPhone { phone } => {

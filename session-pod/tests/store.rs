@@ -175,3 +175,71 @@ async fn nothing_is_stored_when_the_policy_says_so() {
     assert_eq!(s.chats(0, 10).await.unwrap().0, Vec::new());
     assert_eq!(s.stat("notStored").await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_change_lands_once_and_only_on_the_json_it_was_computed_from() {
+    use wasp_common::events::{Json, Kind};
+    use wasp_session_pod::store::changes::ChangeOutcome;
+    let s = store(&unique_user("changes")).await;
+    let m = msg(ANA, "T1", true, 100, "hello", "");
+    s.put_message(&m, KEEP).await.unwrap();
+    let key = m.id.serialized.clone();
+    let (old, stored) = s.message_json(ANA, &key).await.unwrap().unwrap();
+    let reacted = wasp_common::model::apply_reaction(stored.clone(), ANA, "👍", 101);
+    let event = || Kind::Reaction(Json::of(&serde_json::json!({"r": 1})));
+    let apply = |change: &'static str, old: Option<String>, new: Message| {
+        let s = s.clone();
+        let key = key.clone();
+        async move {
+            s.apply_change(change, ANA, &key, old.as_deref(), Some(&new), event(), true)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        apply("R1", Some(old.clone()), reacted.clone()).await,
+        ChangeOutcome::Applied
+    );
+    // The same change again (a redelivery): nothing happens.
+    assert_eq!(
+        apply("R1", Some(old.clone()), reacted.clone()).await,
+        ChangeOutcome::Duplicate
+    );
+    // A change computed from the JSON before R1 lost the race: it must re-read.
+    let edited = wasp_common::model::apply_edit(stored, "hello!", 5).message;
+    assert_eq!(
+        apply("E1", Some(old), edited).await,
+        ChangeOutcome::Conflict
+    );
+    let (_, now) = s.message_json(ANA, &key).await.unwrap().unwrap();
+    assert!(now.has_reaction);
+    assert_eq!(now.body, "hello");
+    // Re-read, it lands on top of the reaction.
+    let (fresh, now) = s.message_json(ANA, &key).await.unwrap().unwrap();
+    let edited = wasp_common::model::apply_edit(now, "hello!", 5).message;
+    assert_eq!(
+        apply("E1", Some(fresh), edited).await,
+        ChangeOutcome::Applied
+    );
+    let (_, now) = s.message_json(ANA, &key).await.unwrap().unwrap();
+    assert_eq!((now.body.as_str(), now.has_reaction), ("hello!", true));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_claimed_once_then_answers_its_first_answer() {
+    let s = store(&unique_user("idem")).await;
+    assert_eq!(s.claim_idempotency("rec", "p1", 60).await.unwrap(), None);
+    assert_eq!(
+        s.claim_idempotency("rec", "p2", 60).await.unwrap().as_deref(),
+        Some("pending:p1")
+    );
+    s.finish_idempotency("rec", "{\"ok\":true}", 60).await.unwrap();
+    assert_eq!(
+        s.claim_idempotency("rec", "p2", 60).await.unwrap().as_deref(),
+        Some("{\"ok\":true}")
+    );
+    // A failed send gives the key back.
+    assert_eq!(s.claim_idempotency("rec2", "p1", 60).await.unwrap(), None);
+    s.release_idempotency("rec2").await.unwrap();
+    assert_eq!(s.claim_idempotency("rec2", "p2", 60).await.unwrap(), None);
+}

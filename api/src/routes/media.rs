@@ -89,6 +89,8 @@ pub fn check_media_send(
             mimetype: mimetype.trim().to_owned(),
             filename,
             caption: caption.map(str::to_owned),
+            quoted: None,
+            idempotency_key: None,
         },
         to,
     })
