@@ -300,9 +300,8 @@ impl Session {
             .is_on_whatsapp(std::slice::from_ref(&jid))
             .await
             .map_err(|e| ActionError::Upstream(e.to_string()))?;
-        Ok(answers
-            .iter()
-            .any(|a| a.is_registered && a.jid.user == jid.user))
+        // One number asked: any registered answer is its (the answer may name it by its LID).
+        Ok(answers.iter().any(|a| a.is_registered))
     }
 
     /// The URL of a user's or group's profile picture, if it has one visible to this user.
