@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
 use crate::pods::PodApi;
 use crate::redis_conn::Redis;
-use crate::routes::{admin, media, proxy, session};
+use crate::routes::{admin, conversation, media, proxy, session};
 use crate::sessions::Sessions;
 use crate::stream::hub::Hub;
 use crate::stream::{sse, ws};
@@ -73,7 +73,30 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/disconnect", post(session::disconnect))
         .route("/diagnostics", get(session::diagnostics))
         .route("/chats", get(proxy::chats))
-        .route("/messages/{chat_id}", get(proxy::messages))
+        // One template per position (axum's router): `{chat_id}` is a message id for DELETE
+        // and `/edit`.
+        .route(
+            "/messages/{chat_id}",
+            get(proxy::messages).delete(conversation::revoke),
+        )
+        .route("/messages/{chat_id}/edit", post(conversation::edit))
+        .route("/react", post(conversation::react))
+        .route("/chats/{chat_id}/seen", post(conversation::seen))
+        .route("/chats/{chat_id}/typing", post(conversation::typing))
+        .route("/chats/{chat_id}/recording", post(conversation::recording))
+        .route(
+            "/chats/{chat_id}/clear-state",
+            post(conversation::clear_state),
+        )
+        .route("/groups/{group_id}", get(conversation::group))
+        .route(
+            "/contacts/{contact}/exists",
+            get(conversation::number_exists),
+        )
+        .route(
+            "/contacts/{contact}/profile-picture",
+            get(conversation::profile_picture),
+        )
         .route(
             "/send",
             // A base64 file is a third larger than the file.
@@ -189,8 +212,13 @@ pub fn cors(origins: &[String]) -> CorsLayer {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
-        .expose_headers([REQUEST_ID])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            REQUEST_ID,
+            HeaderName::from_static(crate::validate::IDEMPOTENCY_KEY),
+        ])
+        .expose_headers([REQUEST_ID, header::RETRY_AFTER])
         .max_age(Duration::from_secs(600));
     if origins.contains(&"*") {
         return base.allow_origin(Any);
@@ -204,4 +232,349 @@ pub fn cors(origins: &[String]) -> CorsLayer {
     }
     base.allow_origin(AllowOrigin::list(list))
         .allow_credentials(true)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The router itself, served on a loopback port with nothing behind it (no apiserver, no
+    //! Redis, no pods): its route table builds, and what is refused before any session lookup
+    //! (no token, bad input) is refused as JSON.
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser as _;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::Config;
+
+    const SECRET: &str = "router-test-secret-router-test-secret";
+
+    fn token() -> String {
+        let exp = jiff::Timestamp::now().as_second() + 600;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": "ann", "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    /// Serves the router as `run_with_pods` builds it (pods not wired; Kubernetes and Redis
+    /// unreachable) and answers its base URL.
+    async fn serve(stop: &CancellationToken) -> String {
+        let config = Config::try_parse_from([
+            "wasp-api",
+            "--jwt-secret",
+            SECRET,
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--webhook-dispatch",
+            "false",
+            "--upstream-timeout-ms",
+            "200",
+        ])
+        .unwrap();
+        let kube_config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let client = kube::Client::try_from(kube_config).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let timeout = config.upstream_timeout();
+        let sessions = Sessions::start(client, &config.namespace, timeout, stop.clone());
+        let redis = Arc::new(Redis::new(&config.redis_url, timeout).unwrap());
+        let hub = Hub::start(redis.clone(), metrics.clone(), timeout, stop.clone());
+        let webhooks =
+            crate::start_webhooks(&config, &redis, &hub, &sessions, &metrics, stop).unwrap();
+        let state = AppState {
+            auth: AuthContext {
+                authenticator: crate::auth::Authenticator::from_config(&config),
+                limiter: Arc::new(crate::ratelimit::UserRateLimiter::new(1000, 1000)),
+                metrics,
+            },
+            sessions,
+            redis,
+            pods: Arc::new(crate::pods::NotWired),
+            hub,
+            webhooks,
+            max_file_size: 1024,
+            started: Instant::now(),
+            shutdown: stop.clone(),
+        };
+        let settings = HttpSettings {
+            allowed_origins: Vec::new(),
+            max_body: 1024,
+        };
+        let app = router(state, &settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        base
+    }
+
+    /// (method, path, JSON body, extra header) → (status, `error` code).
+    type Case = (
+        reqwest::Method,
+        &'static str,
+        Option<&'static str>,
+        Option<(&'static str, &'static str)>,
+        u16,
+        &'static str,
+    );
+
+    #[tokio::test]
+    async fn conversation_routes_refuse_bad_input_and_missing_tokens_as_json() {
+        use reqwest::Method as M;
+        let stop = CancellationToken::new();
+        let base = serve(&stop).await;
+        let http = reqwest::Client::new();
+        let key = "true_41791234567@c.us_3EB0AB";
+        let react_ok = r#"{"messageId": "true_41791234567@c.us_3EB0AB", "emoji": "👍"}"#;
+        let bad_key = Some(("idempotency-key", "has space"));
+        let cases: Vec<Case> = vec![
+            (
+                M::POST,
+                "/react",
+                Some(r#"{"messageId": "3EB0AB", "emoji": "👍"}"#),
+                None,
+                400,
+                "invalid_message_id",
+            ),
+            (
+                M::POST,
+                "/react",
+                Some(r#"{"messageId": "true_41791234567@c.us_3EB0AB", "emoji": "ok"}"#),
+                None,
+                400,
+                "invalid_reaction",
+            ),
+            (
+                M::POST,
+                "/react",
+                Some(r#"{"emoji": "👍"}"#),
+                None,
+                422,
+                "invalid_json",
+            ),
+            (M::POST, "/react", Some("{nope"), None, 400, "invalid_json"),
+            (
+                M::POST,
+                "/react",
+                Some(react_ok),
+                bad_key,
+                400,
+                "invalid_idempotency_key",
+            ),
+            (
+                M::POST,
+                "/messages/41791234567@c.us/edit",
+                Some(r#"{"body": "x"}"#),
+                None,
+                400,
+                "invalid_message_id",
+            ),
+            (
+                M::POST,
+                "/messages/true_41791234567@c.us_3EB0AB/edit",
+                Some(r#"{"body": " "}"#),
+                None,
+                400,
+                "invalid_message",
+            ),
+            (
+                M::POST,
+                "/messages/true_41791234567@c.us_3EB0AB/edit",
+                Some(r#"{"text": "x"}"#),
+                None,
+                422,
+                "invalid_json",
+            ),
+            (
+                M::POST,
+                "/messages/true_41791234567@c.us_3EB0AB/edit",
+                Some(r#"{"body": "x"}"#),
+                bad_key,
+                400,
+                "invalid_idempotency_key",
+            ),
+            (
+                M::DELETE,
+                "/messages/41791234567@c.us",
+                None,
+                None,
+                400,
+                "invalid_message_id",
+            ),
+            (
+                M::DELETE,
+                "/messages/true_nope_X",
+                None,
+                None,
+                400,
+                "invalid_message_id",
+            ),
+            (
+                M::POST,
+                "/chats/nope/seen",
+                None,
+                None,
+                400,
+                "invalid_chat_id",
+            ),
+            (
+                M::POST,
+                "/chats/abc@c.us/typing",
+                None,
+                None,
+                400,
+                "invalid_chat_id",
+            ),
+            (
+                M::POST,
+                "/chats/abc@c.us/recording",
+                None,
+                None,
+                400,
+                "invalid_chat_id",
+            ),
+            (
+                M::POST,
+                "/chats/abc@c.us/clear-state",
+                None,
+                None,
+                400,
+                "invalid_chat_id",
+            ),
+            (
+                M::GET,
+                "/groups/41791234567@c.us",
+                None,
+                None,
+                400,
+                "invalid_group_id",
+            ),
+            (M::GET, "/groups/nope", None, None, 400, "invalid_group_id"),
+            (
+                M::GET,
+                "/contacts/0791234567/exists",
+                None,
+                None,
+                400,
+                "invalid_phone",
+            ),
+            (
+                M::GET,
+                "/contacts/abc/exists",
+                None,
+                None,
+                400,
+                "invalid_phone",
+            ),
+            (
+                M::GET,
+                "/contacts/abc@c.us/profile-picture",
+                None,
+                None,
+                400,
+                "invalid_chat_id",
+            ),
+            (
+                M::POST,
+                "/send",
+                Some(
+                    r#"{"chatId": "41791234567@c.us", "message": "hi", "quotedMessageId": "3EB0AB"}"#,
+                ),
+                None,
+                400,
+                "invalid_message_id",
+            ),
+            (
+                M::POST,
+                "/send",
+                Some(r#"{"chatId": "41791234567@c.us", "message": "hi"}"#),
+                bad_key,
+                400,
+                "invalid_idempotency_key",
+            ),
+            (
+                M::POST,
+                "/send",
+                Some(
+                    r#"{"chatId": "41791234567@c.us", "media": {"mimetype": "image/png", "data": "aGk="}, "quotedMessageId": "x"}"#,
+                ),
+                None,
+                400,
+                "invalid_message_id",
+            ),
+            (M::PUT, "/react", None, None, 405, "method_not_allowed"),
+        ];
+        for (method, path, body, header, status, code) in cases {
+            let mut req = http
+                .request(method.clone(), format!("{base}{path}"))
+                .bearer_auth(token());
+            if let Some(body) = body {
+                req = req.header("content-type", "application/json").body(body);
+            }
+            if let Some((name, value)) = header {
+                req = req.header(name, value);
+            }
+            let resp = req.send().await.unwrap();
+            let got = resp.status().as_u16();
+            let json: Value = resp.json().await.unwrap();
+            assert_eq!(
+                (got, json["error"].as_str()),
+                (status, Some(code)),
+                "{method} {path}: {json}"
+            );
+        }
+        // A multipart form's quotedMessageId is checked like the JSON field.
+        let form = "--XX\r\nContent-Disposition: form-data; name=\"chatId\"\r\n\r\n41791234567@c.us\r\n\
+                    --XX\r\nContent-Disposition: form-data; name=\"quotedMessageId\"\r\n\r\nnot-a-key\r\n\
+                    --XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhi\r\n--XX--\r\n";
+        let resp = http
+            .post(format!("{base}/send"))
+            .bearer_auth(token())
+            .header("content-type", "multipart/form-data; boundary=XX")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+        let json: Value = resp.json().await.unwrap();
+        assert_eq!(json["error"], "invalid_message_id");
+
+        // No token: 401 JSON on every new route, whatever the input.
+        let edit = format!("/messages/{key}/edit");
+        let delete = format!("/messages/{key}");
+        for (method, path) in [
+            (M::POST, "/react"),
+            (M::POST, edit.as_str()),
+            (M::DELETE, delete.as_str()),
+            (M::POST, "/chats/41791234567@c.us/seen"),
+            (M::POST, "/chats/41791234567@c.us/typing"),
+            (M::POST, "/chats/41791234567@c.us/recording"),
+            (M::POST, "/chats/41791234567@c.us/clear-state"),
+            (M::GET, "/groups/120363000000000001@g.us"),
+            (M::GET, "/contacts/+41791234567/exists"),
+            (M::GET, "/contacts/41791234567@c.us/profile-picture"),
+        ] {
+            let resp = http
+                .request(method.clone(), format!("{base}{path}"))
+                .header("content-type", "application/json")
+                .body(react_ok)
+                .send()
+                .await
+                .unwrap();
+            let got = resp.status().as_u16();
+            let json: Value = resp.json().await.unwrap();
+            assert_eq!(
+                (got, json["error"].as_str()),
+                (401, Some("unauthorized")),
+                "{method} {path}: {json}"
+            );
+        }
+        stop.cancel();
+    }
 }

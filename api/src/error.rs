@@ -33,7 +33,9 @@ pub enum AuthRefusals {
     Unauthorized(ErrorBody),
     #[response(
         status = 429,
-        description = "The caller's rate limit is exhausted; `Retry-After` says when to retry"
+        description = "The caller's rate limit is exhausted, or on a send (`/send`, `/react`, \
+                       an edit) the session's send pacing; `Retry-After` says when to retry",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
     )]
     RateLimited(ErrorBody),
 }

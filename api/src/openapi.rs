@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
-use crate::routes::{admin, media, proxy, session};
+use crate::routes::{admin, conversation, media, proxy, session};
 use crate::stream::event::ClientEvent;
 use crate::stream::{sse, ws};
 use crate::view;
@@ -33,6 +33,16 @@ use crate::webhooks::routes as webhooks;
         proxy::messages,
         media::send,
         media::download,
+        conversation::react,
+        conversation::edit,
+        conversation::revoke,
+        conversation::seen,
+        conversation::typing,
+        conversation::recording,
+        conversation::clear_state,
+        conversation::group,
+        conversation::number_exists,
+        conversation::profile_picture,
         proxy::chat_by_phone,
         proxy::logs,
         proxy::contact_add,
@@ -66,6 +76,8 @@ use crate::webhooks::routes as webhooks;
         view::FileBytes,
         view::ContactAddRequest,
         view::SuccessResponse,
+        view::ReactBody,
+        view::EditBody,
         crate::webhooks::model::WebhookRequest,
         crate::webhooks::model::WebhookView,
         crate::webhooks::model::WebhookCreated,
@@ -84,6 +96,13 @@ use crate::webhooks::routes as webhooks;
         wasp_common::control::ChatByPhone,
         wasp_common::control::Contact,
         wasp_common::control::LogEntry,
+        wasp_common::control::ReactResponse,
+        wasp_common::control::SeenResponse,
+        wasp_common::control::NumberCheck,
+        wasp_common::control::ProfilePicture,
+        wasp_common::model::Reaction,
+        wasp_common::model::GroupMetadata,
+        wasp_common::model::GroupParticipant,
         ClientEvent,
     )),
     modifiers(&BearerAuth),

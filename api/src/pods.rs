@@ -55,9 +55,49 @@ pub enum PodCall {
         limit: u32,
         before: Option<String>,
     },
+    /// A text; `quoted`: the quoted message's `id._serialized` (a reply).
     Send {
         to: String,
         body: String,
+        quoted: Option<String>,
+        idempotency_key: Option<String>,
+    },
+    /// `message_id`: a message's `id._serialized`; an empty `emoji` takes the reaction back.
+    React {
+        message_id: String,
+        emoji: String,
+        idempotency_key: Option<String>,
+    },
+    /// A new body for an own message.
+    Edit {
+        message_id: String,
+        body: String,
+        idempotency_key: Option<String>,
+    },
+    /// Delete an own message for everyone.
+    Revoke {
+        message_id: String,
+    },
+    /// Read receipts for the chat's unread messages (`chat`: `_serialized`).
+    Seen {
+        chat: String,
+    },
+    /// Typing, recording or paused in a chat.
+    ChatState {
+        chat: String,
+        state: wasp_common::model::ChatStateKind,
+    },
+    /// A group's metadata (`group`: `…@g.us`).
+    Group {
+        group: String,
+    },
+    /// Whether a phone number (E.164 digits) is on WhatsApp.
+    Number {
+        phone: String,
+    },
+    /// The profile picture of a chat (`chat`: `_serialized`).
+    ProfilePicture {
+        chat: String,
     },
     /// `phone`: E.164 digits.
     ChatByPhone {
@@ -79,6 +119,9 @@ pub enum PodCall {
 /// Why a pod call did not give an answer to pass on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PodError {
+    /// The pod's per-session send pacing refused the request (429): retry after that long.
+    #[error("session pod rate limited: retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// The pod refused the request (4xx), with its safe message.
     #[error("session pod refused ({status}, {code}): {message}")]
     Refused {
@@ -221,14 +264,69 @@ pub fn request(call: &PodCall) -> PodRequest {
                 query,
             )
         }
-        PodCall::Send { to, body } => post(
+        PodCall::Send {
+            to,
+            body,
+            quoted,
+            idempotency_key,
+        } => post(
             control::SEND_PATH,
             as_json(&control::SendRequest {
                 to: to.clone(),
                 body: body.clone(),
-                quoted: None,
-                idempotency_key: None,
+                quoted: quoted.clone(),
+                idempotency_key: idempotency_key.clone(),
             }),
+        ),
+        PodCall::React {
+            message_id,
+            emoji,
+            idempotency_key,
+        } => post(
+            control::REACT_PATH,
+            as_json(&control::ReactRequest {
+                message_id: message_id.clone(),
+                emoji: emoji.clone(),
+                idempotency_key: idempotency_key.clone(),
+            }),
+        ),
+        PodCall::Edit {
+            message_id,
+            body,
+            idempotency_key,
+        } => post(
+            control::EDIT_PATH,
+            as_json(&control::EditRequest {
+                message_id: message_id.clone(),
+                body: body.clone(),
+                idempotency_key: idempotency_key.clone(),
+            }),
+        ),
+        PodCall::Revoke { message_id } => post(
+            control::REVOKE_PATH,
+            as_json(&control::RevokeRequest {
+                message_id: message_id.clone(),
+            }),
+        ),
+        PodCall::Seen { chat } => post(
+            &control::SEEN_PATH.replace("{chat_id}", &segment(chat)),
+            json!({}),
+        ),
+        PodCall::ChatState { chat, state } => post(
+            &control::CHAT_STATE_PATH.replace("{chat_id}", &segment(chat)),
+            as_json(&control::ChatStateRequest { state: *state }),
+        ),
+        PodCall::Group { group } => get(
+            &control::GROUP_PATH.replace("{group_id}", &segment(group)),
+            Vec::new(),
+        ),
+        PodCall::Number { phone } => get(
+            &control::NUMBER_PATH.replace("{phone}", &segment(phone)),
+            Vec::new(),
+        ),
+        PodCall::ProfilePicture { chat } => get(
+            &control::PROFILE_PICTURE_PATH.replace("{chat_id}", &segment(chat)),
+            Vec::new(),
         ),
         PodCall::ChatByPhone { phone } => {
             get(control::CHAT_BY_PHONE_PATH, vec![("phone", phone.clone())])
@@ -354,9 +452,20 @@ impl HttpPods {
     }
 }
 
-/// A pod's non-2xx answer as the error it is.
-fn refusal(status: u16, body: &[u8]) -> PodError {
+/// Seconds of a `Retry-After` header (the pod gives seconds; anything else, or none, is 1).
+pub fn retry_after_secs(value: Option<&str>) -> u64 {
+    value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1)
+        .clamp(1, 24 * 3600)
+}
+
+/// A pod's non-2xx answer as the error it is (`retry_after`: its `Retry-After` header).
+fn refusal(status: u16, retry_after: Option<&str>, body: &[u8]) -> PodError {
     match status {
+        429 => PodError::RateLimited {
+            retry_after_secs: retry_after_secs(retry_after),
+        },
         401 | 403 => PodError::Failed {
             status,
             detail: "the pod refused the control token".into(),
@@ -384,6 +493,7 @@ impl HttpPods {
             .await
             .map_err(|e| PodError::Unreachable(e.without_url().to_string()))?;
         let status = response.status().as_u16();
+        let retry_after = header_str(&response, reqwest::header::RETRY_AFTER);
         let body = response
             .bytes()
             .await
@@ -394,9 +504,17 @@ impl HttpPods {
                 status,
                 detail: format!("answer is not JSON: {e}"),
             }),
-            _ => Err(refusal(status, &body)),
+            _ => Err(refusal(status, retry_after.as_deref(), &body)),
         }
     }
+}
+
+fn header_str(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 impl PodApi for HttpPods {
@@ -444,8 +562,9 @@ impl PodApi for HttpPods {
             if (200..=299).contains(&status) {
                 return Ok(response);
             }
+            let retry_after = header_str(&response, reqwest::header::RETRY_AFTER);
             let body = response.bytes().await.unwrap_or_default();
-            Err(refusal(status, &body))
+            Err(refusal(status, retry_after.as_deref(), &body))
         })
     }
 
@@ -514,6 +633,8 @@ mod tests {
         let r = request(&PodCall::Send {
             to: "1@g.us".into(),
             body: "hi".into(),
+            quoted: None,
+            idempotency_key: None,
         });
         assert_eq!(
             (r.method, r.path.as_str(), r.body),
@@ -556,6 +677,135 @@ mod tests {
         assert_eq!(request(&PodCall::Logout).path, "/v1/logout");
         assert_eq!(request(&PodCall::Logs { limit: 5 }).path, "/v1/logs");
         assert_eq!(segment("a/b?c#d e"), "a%2Fb%3Fc%23d%20e");
+    }
+
+    #[test]
+    fn conversation_calls_map_to_the_control_api() {
+        let key = "true_41791234567@c.us_3EB0AB";
+        let r = request(&PodCall::Send {
+            to: "41791234567@c.us".into(),
+            body: "re".into(),
+            quoted: Some(key.into()),
+            idempotency_key: Some("k-1".into()),
+        });
+        assert_eq!(
+            r.body,
+            Some(
+                json!({"to": "41791234567@c.us", "body": "re", "quoted": key, "idempotencyKey": "k-1"})
+            )
+        );
+        let r = request(&PodCall::React {
+            message_id: key.into(),
+            emoji: "👍".into(),
+            idempotency_key: None,
+        });
+        assert_eq!(
+            (r.method, r.path.as_str(), r.body),
+            (
+                Method::Post,
+                "/v1/react",
+                Some(json!({"messageId": key, "emoji": "👍"}))
+            )
+        );
+        let r = request(&PodCall::Edit {
+            message_id: key.into(),
+            body: "fixed".into(),
+            idempotency_key: Some("e".into()),
+        });
+        assert_eq!(
+            (r.method, r.path.as_str(), r.body),
+            (
+                Method::Post,
+                "/v1/edit",
+                Some(json!({"messageId": key, "body": "fixed", "idempotencyKey": "e"}))
+            )
+        );
+        let r = request(&PodCall::Revoke {
+            message_id: key.into(),
+        });
+        assert_eq!(
+            (r.method, r.path.as_str(), r.body),
+            (Method::Post, "/v1/revoke", Some(json!({"messageId": key})))
+        );
+        let r = request(&PodCall::Seen {
+            chat: "41791234567@c.us".into(),
+        });
+        assert_eq!(
+            (r.method, r.path.as_str(), r.body),
+            (
+                Method::Post,
+                "/v1/chats/41791234567@c.us/seen",
+                Some(json!({}))
+            )
+        );
+        for (state, word) in [
+            (wasp_common::model::ChatStateKind::Typing, "typing"),
+            (wasp_common::model::ChatStateKind::Recording, "recording"),
+            (wasp_common::model::ChatStateKind::Paused, "paused"),
+        ] {
+            let r = request(&PodCall::ChatState {
+                chat: "120363000000000001@g.us".into(),
+                state,
+            });
+            assert_eq!(
+                (r.method, r.path.as_str(), r.body),
+                (
+                    Method::Post,
+                    "/v1/chats/120363000000000001@g.us/state",
+                    Some(json!({"state": word}))
+                )
+            );
+        }
+        let r = request(&PodCall::Group {
+            group: "120363000000000001@g.us".into(),
+        });
+        assert_eq!(
+            (r.method, r.path.as_str(), r.body),
+            (Method::Get, "/v1/groups/120363000000000001@g.us", None)
+        );
+        let r = request(&PodCall::Number {
+            phone: "41791234567".into(),
+        });
+        assert_eq!(
+            (r.method, r.path.as_str()),
+            (Method::Get, "/v1/numbers/41791234567")
+        );
+        let r = request(&PodCall::ProfilePicture {
+            chat: "41791234567@c.us".into(),
+        });
+        assert_eq!(
+            (r.method, r.path.as_str(), r.query),
+            (
+                Method::Get,
+                "/v1/profile-picture/41791234567@c.us",
+                Vec::new()
+            )
+        );
+    }
+
+    #[test]
+    fn a_pod_429_keeps_its_retry_after() {
+        let body = br#"{"error": {"code": "rate_limited", "message": "slow down"}}"#;
+        assert_eq!(
+            refusal(429, Some("7"), body),
+            PodError::RateLimited {
+                retry_after_secs: 7
+            }
+        );
+        assert_eq!(
+            refusal(429, None, body),
+            PodError::RateLimited {
+                retry_after_secs: 1
+            }
+        );
+        assert_eq!(retry_after_secs(Some(" 30 ")), 30);
+        assert_eq!(retry_after_secs(Some("0")), 1);
+        assert_eq!(retry_after_secs(Some("Wed, 21 Oct 2015 07:28:00 GMT")), 1);
+        assert_eq!(retry_after_secs(Some("99999999")), 24 * 3600);
+        assert!(matches!(
+            refusal(404, Some("7"), body),
+            PodError::Refused { status: 404, .. }
+        ));
     }
 
     #[test]

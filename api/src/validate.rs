@@ -3,7 +3,8 @@
 //! [`wasp_common::model::Wid`]: seed 003's `41791234567@c.us`, the protocol's
 //! `…@s.whatsapp.net`, a phone number, a group or a LID, all to one canonical form.
 
-use wasp_common::model::Wid;
+use axum::http::HeaderMap;
+use wasp_common::model::{MessageKey, Wid};
 use wasp_common::phone::normalize_phone;
 
 use crate::error::ApiError;
@@ -43,6 +44,59 @@ pub fn message_id(input: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(id.to_owned())
+}
+
+/// The header that makes a send idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A message named by whatsapp-web.js's `id._serialized` (what reactions, edits, revokes and
+/// replies take), in its canonical spelling.
+pub fn message_key(input: &str) -> Result<String, ApiError> {
+    MessageKey::parse(input)
+        .map(|k| k.serialized)
+        .map_err(|e| ApiError::bad_request("invalid_message_id", e.to_string()))
+}
+
+/// `quotedMessageId` of a send: absent or blank is no quote, else a message key.
+pub fn quoted(input: Option<&str>) -> Result<Option<String>, ApiError> {
+    input
+        .filter(|q| !q.trim().is_empty())
+        .map(message_key)
+        .transpose()
+}
+
+/// A reaction: an emoji, or empty (after trimming) to take one back.
+pub fn reaction(emoji: &str) -> Result<String, ApiError> {
+    let emoji = emoji.trim();
+    wasp_common::model::conversation::check_reaction(emoji)
+        .map_err(|m| ApiError::bad_request("invalid_reaction", m))?;
+    Ok(emoji.to_owned())
+}
+
+/// A group's id (`…@g.us`; any spelling [`Wid::parse`] takes).
+pub fn group_id(input: &str) -> Result<Wid, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_group_id", m);
+    let wid = Wid::parse(input).map_err(|e| bad(e.to_string()))?;
+    if !wid.is_group() {
+        return Err(bad("a group id looks like 120363012345678901@g.us".into()));
+    }
+    Ok(wid)
+}
+
+/// The `Idempotency-Key` header: absent, or 1 to 255 visible ASCII characters (once).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_idempotency_key", m);
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(bad("give one Idempotency-Key header".into()));
+    }
+    // Bytes beyond visible ASCII are refused by the check like any other bad key.
+    let key = value.to_str().unwrap_or("\u{0}");
+    wasp_common::control::check_idempotency_key(key).map_err(bad)?;
+    Ok(Some(key.to_owned()))
 }
 
 /// A phone number to E.164 digits, with `wasp_common::phone`'s explanation on failure.
@@ -160,5 +214,87 @@ mod tests {
         assert!(contact_name(Some("a\u{7}b")).is_err());
         assert_eq!(message_id(" true_1@c.us_AB ").unwrap(), "true_1@c.us_AB");
         assert!(message_id("").is_err() && message_id(&"x".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn message_keys_are_whatsapp_web_js_serialized_ids() {
+        assert_eq!(
+            message_key(" true_41791234567@s.whatsapp.net_3EB0AB ").unwrap(),
+            "true_41791234567@c.us_3EB0AB"
+        );
+        assert_eq!(
+            message_key("false_120363000000000001@g.us_ABC_41790000002@c.us").unwrap(),
+            "false_120363000000000001@g.us_ABC_41790000002@c.us"
+        );
+        for bad in ["", "3EB0AB", "maybe_41791234567@c.us_X", "true_nope@c.us_X"] {
+            let e = message_key(bad).unwrap_err();
+            assert_eq!(
+                (e.status().as_u16(), e.code()),
+                (400, "invalid_message_id"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(quoted(None).unwrap(), None);
+        assert_eq!(quoted(Some("  ")).unwrap(), None);
+        assert_eq!(
+            quoted(Some("true_41791234567@c.us_AB")).unwrap().as_deref(),
+            Some("true_41791234567@c.us_AB")
+        );
+        assert_eq!(quoted(Some("AB")).unwrap_err().code(), "invalid_message_id");
+    }
+
+    #[test]
+    fn reactions_groups_and_idempotency_keys() {
+        assert_eq!(reaction(" 👍 ").unwrap(), "👍");
+        assert_eq!(reaction("").unwrap(), "");
+        assert_eq!(reaction("ok").unwrap_err().code(), "invalid_reaction");
+        assert_eq!(
+            reaction(&"👍".repeat(33)).unwrap_err().status().as_u16(),
+            400
+        );
+
+        assert_eq!(
+            group_id("120363000000000001@g.us").unwrap().serialized,
+            "120363000000000001@g.us"
+        );
+        for bad in ["41791234567@c.us", "+41791234567", "nope@g.us", ""] {
+            assert_eq!(
+                group_id(bad).unwrap_err().code(),
+                "invalid_group_id",
+                "{bad:?}"
+            );
+        }
+
+        let mut h = HeaderMap::new();
+        assert_eq!(idempotency_key(&h).unwrap(), None);
+        h.insert(IDEMPOTENCY_KEY, "order-42/attempt".parse().unwrap());
+        assert_eq!(
+            idempotency_key(&h).unwrap().as_deref(),
+            Some("order-42/attempt")
+        );
+        h.append(IDEMPOTENCY_KEY, "again".parse().unwrap());
+        assert_eq!(
+            idempotency_key(&h).unwrap_err().code(),
+            "invalid_idempotency_key"
+        );
+        for bad in ["", "has space", &"k".repeat(256)] {
+            let mut h = HeaderMap::new();
+            h.insert(IDEMPOTENCY_KEY, bad.parse().unwrap());
+            let e = idempotency_key(&h).unwrap_err();
+            assert_eq!(
+                (e.status().as_u16(), e.code()),
+                (400, "invalid_idempotency_key"),
+                "{bad:?}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            IDEMPOTENCY_KEY,
+            axum::http::HeaderValue::from_bytes("clé".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            idempotency_key(&h).unwrap_err().code(),
+            "invalid_idempotency_key"
+        );
     }
 }

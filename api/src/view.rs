@@ -118,6 +118,12 @@ pub struct SendText {
     /// The text: 1 to 65,536 characters, not blank.
     #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub message: String,
+    /// Reply to this message (whatsapp-web.js `quotedMessageId`): its `id._serialized`.
+    #[schema(
+        max_length = 300,
+        pattern = r"^\s*(true|false)_(([1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}@(lid|newsletter)|status@broadcast)_[A-Za-z0-9]{1,128}|[0-9]{1,24}(-[0-9]{1,24})?@g\.us_[A-Za-z0-9]{1,128}(_([1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}@lid))?)\s*$"
+    )]
+    pub quoted_message_id: Option<String>,
 }
 
 /// A file: whatsapp-web.js's `MessageMedia` with the `sendMessage` options that choose how it
@@ -141,6 +147,12 @@ pub struct SendMedia {
     pub send_media_as_document: Option<bool>,
     /// Send an `image/webp` as a sticker.
     pub send_media_as_sticker: Option<bool>,
+    /// Reply to this message (whatsapp-web.js `quotedMessageId`): its `id._serialized`.
+    #[schema(
+        max_length = 300,
+        pattern = r"^\s*(true|false)_(([1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}@(lid|newsletter)|status@broadcast)_[A-Za-z0-9]{1,128}|[0-9]{1,24}(-[0-9]{1,24})?@g\.us_[A-Za-z0-9]{1,128}(_([1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}@lid))?)\s*$"
+    )]
+    pub quoted_message_id: Option<String>,
 }
 
 /// A text (seed 003: `{chatId, message}`) or a file (whatsapp-web.js's `MessageMedia` in
@@ -170,6 +182,9 @@ pub struct SendRequest {
     /// Send an `image/webp` as a sticker.
     #[serde(default)]
     pub send_media_as_sticker: bool,
+    /// Reply to this message (whatsapp-web.js `quotedMessageId`): its `id._serialized`.
+    #[serde(default)]
+    pub quoted_message_id: Option<String>,
 }
 
 /// whatsapp-web.js's `MessageMedia`: a file as base64.
@@ -208,6 +223,12 @@ pub struct SendForm {
     pub send_media_as_document: Option<bool>,
     /// `true` to send an `image/webp` as a sticker.
     pub send_media_as_sticker: Option<bool>,
+    /// Reply to this message (whatsapp-web.js `quotedMessageId`): its `id._serialized`.
+    #[schema(
+        max_length = 300,
+        pattern = r"^\s*(true|false)_(([1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}@(lid|newsletter)|status@broadcast)_[A-Za-z0-9]{1,128}|[0-9]{1,24}(-[0-9]{1,24})?@g\.us_[A-Za-z0-9]{1,128}(_([1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}@lid))?)\s*$"
+    )]
+    pub quoted_message_id: Option<String>,
     /// The file (its part's file name and `Content-Type` are used), last in the form.
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
     pub file: String,
@@ -286,6 +307,46 @@ pub struct PhoneQuery {
         pattern = r"^\s*(\+|00)?[1-9]([ ().-]?[0-9]){6,14}\s*$"
     )]
     pub phone: String,
+}
+
+/// `POST /react` (whatsapp-web.js `Message.react`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactBody {
+    /// The message's `id._serialized`.
+    #[schema(
+        max_length = 300,
+        pattern = r"^\s*(true|false)_(([1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}@(lid|newsletter)|status@broadcast)_[A-Za-z0-9]{1,128}|[0-9]{1,24}(-[0-9]{1,24})?@g\.us_[A-Za-z0-9]{1,128}(_([1-9][0-9]{6,14}@(c\.us|s\.whatsapp\.net)|[0-9]{1,24}@lid))?)\s*$"
+    )]
+    pub message_id: String,
+    /// The emoji (at most 32 characters); empty takes the caller's reaction back.
+    #[schema(
+        max_length = 32,
+        pattern = r"^[^A-Za-z0-9\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    pub emoji: String,
+}
+
+/// `POST /messages/{messageId}/edit` (whatsapp-web.js `Message.edit`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EditBody {
+    /// The new text (a media message's new caption): 1 to 65,536 characters, not blank.
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
+    pub body: String,
+}
+
+/// The `Idempotency-Key` header of the send routes (for the OpenAPI document; read by
+/// [`crate::validate::idempotency_key`]).
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // describes the header for the OpenAPI document
+pub struct IdempotencyHeader {
+    /// A key of the caller's choosing (1 to 255 visible ASCII characters): the same key within
+    /// 24 h answers the first request's answer again and sends nothing.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(min_length = 1, max_length = 255, pattern = r"^[!-~]{1,255}$")]
+    pub idempotency_key: Option<String>,
 }
 
 /// A plain success answer.

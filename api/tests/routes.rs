@@ -67,7 +67,33 @@ fn sent_message(chat: &str, body: &str) -> wasp_common::model::Message {
 /// What the fake pod answers: the control contract's type of each call, nearly empty.
 fn fake_answer(call: &PodCall) -> Value {
     match call {
-        PodCall::Send { to, body } => json!({"success": true, "message": sent_message(to, body)}),
+        PodCall::Send { to, body, .. } => {
+            json!({"success": true, "message": sent_message(to, body)})
+        }
+        PodCall::Edit { body, .. } => {
+            json!({"success": true, "message": sent_message("41791234567@c.us", body)})
+        }
+        PodCall::Revoke { .. } => {
+            json!({"success": true, "message": sent_message("41791234567@c.us", "")})
+        }
+        PodCall::React {
+            message_id, emoji, ..
+        } => json!({"success": true, "reaction": {
+            "id": {"fromMe": true, "remote": "41791234567@c.us", "id": "r1",
+                   "_serialized": "true_41791234567@c.us_r1"},
+            "reaction": emoji,
+            "msgId": {"fromMe": true, "remote": "41791234567@c.us", "id": "m1",
+                      "_serialized": message_id},
+            "senderId": "41791234568@c.us", "timestamp": now(), "orphan": 0, "read": true, "ack": 1
+        }}),
+        PodCall::Seen { chat } => json!({"success": true, "chatId": chat, "read": 0}),
+        PodCall::ChatState { .. } => Value::Null,
+        PodCall::Group { group } => json!({
+            "id": {"server": "g.us", "user": group.trim_end_matches("@g.us"), "_serialized": group},
+            "subject": "Clinic", "creation": 0, "participants": [], "announce": false, "restrict": false
+        }),
+        PodCall::Number { phone } => json!({"number": phone, "exists": false, "id": null}),
+        PodCall::ProfilePicture { .. } => json!({"url": null}),
         PodCall::Chats { .. } => json!({"chats": []}),
         PodCall::ChatByPhone { phone } => {
             json!({"chatId": format!("{phone}@c.us"), "phone": phone, "exists": false})
@@ -312,6 +338,32 @@ fn protected_routes() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/messages/41791234567@c.us/3EB0AB/media", None),
         (Method::GET, "/chat-by-phone?phone=%2B41791234567", None),
         (Method::GET, "/logs?limit=10", None),
+        (
+            Method::POST,
+            "/react",
+            Some(json!({"messageId": "true_41791234567@c.us_3EB0AB", "emoji": "👍"})),
+        ),
+        (
+            Method::POST,
+            "/messages/true_41791234567@c.us_3EB0AB/edit",
+            Some(json!({"body": "fixed"})),
+        ),
+        (
+            Method::DELETE,
+            "/messages/true_41791234567@c.us_3EB0AB",
+            None,
+        ),
+        (Method::POST, "/chats/41791234567@c.us/seen", None),
+        (Method::POST, "/chats/41791234567@c.us/typing", None),
+        (Method::POST, "/chats/41791234567@c.us/recording", None),
+        (Method::POST, "/chats/41791234567@c.us/clear-state", None),
+        (Method::GET, "/groups/120363000000000001@g.us", None),
+        (Method::GET, "/contacts/+41791234567/exists", None),
+        (
+            Method::GET,
+            "/contacts/41791234567@c.us/profile-picture",
+            None,
+        ),
         (Method::GET, "/diagnostics", None),
         (Method::GET, "/admin/sessions", None),
         (Method::GET, "/api/whatsapp/status", None),
@@ -364,6 +416,21 @@ fn protected_routes_cover_the_openapi_document() {
             let path = p.split('?').next().unwrap_or(p);
             let path = if path.ends_with("/media") {
                 "/messages/{chatId}/{messageId}/media"
+            } else if path.ends_with("/edit") {
+                "/messages/{messageId}/edit"
+            } else if let Some(rest) = path.strip_prefix("/chats/") {
+                match rest.rsplit_once('/').map(|(_, verb)| verb) {
+                    Some("seen") => "/chats/{chatId}/seen",
+                    Some("typing") => "/chats/{chatId}/typing",
+                    Some("recording") => "/chats/{chatId}/recording",
+                    _ => "/chats/{chatId}/clear-state",
+                }
+            } else if path.starts_with("/groups/") {
+                "/groups/{groupId}"
+            } else if path.ends_with("/exists") {
+                "/contacts/{number}/exists"
+            } else if path.ends_with("/profile-picture") {
+                "/contacts/{contactId}/profile-picture"
             } else if path.starts_with("/messages/") {
                 "/messages/{chatId}"
             } else if path.starts_with("/api/whatsapp/contact/+") {
@@ -692,7 +759,9 @@ async fn users_never_reach_each_others_sessions() -> Result<()> {
             "127.0.0.7:8080".to_owned(),
             PodCall::Send {
                 to: "41791234567@c.us".into(),
-                body: "hello".into()
+                body: "hello".into(),
+                quoted: None,
+                idempotency_key: None,
             }
         )]
     );
@@ -953,6 +1022,80 @@ async fn bad_input_is_a_4xx_json_answer_never_5xx() -> Result<()> {
             None,
             "unsupported_media_type",
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            Method::POST,
+            "/react".into(),
+            Some("{\"messageId\": \"3EB0AB\", \"emoji\": \"x\"}"),
+            Some("application/json"),
+            "invalid_message_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/messages/41791234567@c.us/edit".into(),
+            Some("{\"body\": \"x\"}"),
+            Some("application/json"),
+            "invalid_message_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::DELETE,
+            "/messages/41791234567@c.us".into(),
+            None,
+            None,
+            "invalid_message_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/chats/nope/seen".into(),
+            None,
+            None,
+            "invalid_chat_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/chats/nope/typing".into(),
+            None,
+            None,
+            "invalid_chat_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/groups/41791234567@c.us".into(),
+            None,
+            None,
+            "invalid_group_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/contacts/0791234567/exists".into(),
+            None,
+            None,
+            "invalid_phone",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/contacts/abc@c.us/profile-picture".into(),
+            None,
+            None,
+            "invalid_chat_id",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some(
+                "{\"chatId\": \"41791234567@c.us\", \"message\": \"hi\", \"quotedMessageId\": \"AB\"}",
+            ),
+            Some("application/json"),
+            "invalid_message_id",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::GET,

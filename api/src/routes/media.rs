@@ -141,12 +141,14 @@ fn too_large(max: usize) -> ApiError {
 /// image, `video/mp4|3gpp` a video, `audio/*` audio, anything else a document) unless an option
 /// says otherwise.
 #[utoipa::path(post, path = "/send", tag = "messaging", security(("bearer" = [])),
+    params(crate::view::IdempotencyHeader),
     request_body(content(
         (crate::view::SendBody = "application/json"),
         (crate::view::SendForm = "multipart/form-data"))),
     responses(
         (status = 200, description = "Sent", body = SendResponse),
-        (status = 400, description = "Bad chat id, message, caption, mimetype, file name or base64", body = ErrorBody),
+        (status = 400, description = "Bad chat id, message, caption, mimetype, file name, base64, quotedMessageId or Idempotency-Key", body = ErrorBody),
+        (status = 404, description = "`quotedMessageId` names no message of this user", body = ErrorBody),
         (status = 413, description = "Body or file larger than MAX_FILE_SIZE", body = ErrorBody),
         (status = 415, description = "Neither JSON nor a multipart form, or a file that cannot be sent as asked (a sticker that is not image/webp, a voice note that is not audio)", body = ErrorBody),
         (status = 422, description = "Well-formed JSON of the wrong shape", body = ErrorBody),
@@ -157,6 +159,7 @@ pub async fn send(
     AuthUser(me): AuthUser,
     req: Request,
 ) -> Result<Json<SendResponse>, ApiError> {
+    let idempotency_key = validate::idempotency_key(req.headers())?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -167,11 +170,12 @@ pub async fn send(
         let form = Multipart::from_request(req, &state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_form", e.body_text()))?;
-        return send_form(&state, &me.user_id, form).await;
+        return send_form(&state, &me.user_id, form, idempotency_key).await;
     }
     let ApiJson(body) = ApiJson::<SendRequest>::from_request(req, &state).await?;
     let max = state.max_file_size;
     check_caption(body.caption.as_deref())?;
+    let quoted = validate::quoted(body.quoted_message_id.as_deref())?;
     match body.media {
         None => {
             let text = body.message.unwrap_or_default();
@@ -180,6 +184,8 @@ pub async fn send(
             let call = PodCall::Send {
                 to: chat.serialized,
                 body: text,
+                quoted,
+                idempotency_key,
             };
             let (target, phase) = pod_of(&state, &me.user_id, Need::Connected).await?;
             crate::pods::typed(state.pods.as_ref(), &target, call)
@@ -194,7 +200,7 @@ pub async fn send(
             ..
         }) => {
             let caption = body.caption.or(body.message);
-            let send = check_media_send(
+            let mut send = check_media_send(
                 &body.chat_id.0,
                 &mimetype,
                 filename.as_deref(),
@@ -205,6 +211,8 @@ pub async fn send(
                     sticker: body.send_media_as_sticker,
                 },
             )?;
+            send.query.quoted = quoted;
+            send.query.idempotency_key = idempotency_key;
             let bytes = decode_base64(&data, max)?;
             drop(data);
             let (target, phase) = pod_of(&state, &me.user_id, Need::Connected).await?;
@@ -236,6 +244,7 @@ struct FormFields {
     chat_id: Option<String>,
     caption: Option<String>,
     mimetype: Option<String>,
+    quoted: Option<String>,
     send_as: SendAs,
 }
 
@@ -257,6 +266,7 @@ async fn send_form(
     state: &AppState,
     user_id: &str,
     mut form: Multipart,
+    idempotency_key: Option<String>,
 ) -> Result<Json<SendResponse>, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_form", m);
     let mut fields = FormFields::default();
@@ -277,13 +287,15 @@ async fn send_form(
                 .clone()
                 .ok_or_else(|| bad("chatId must come before the file part".into()))?;
             let filename = field.file_name().map(str::to_owned);
-            let send = check_media_send(
+            let mut send = check_media_send(
                 &chat_id,
                 &mimetype,
                 filename.as_deref(),
                 fields.caption.as_deref(),
                 fields.send_as,
             )?;
+            send.query.quoted = fields.quoted.clone();
+            send.query.idempotency_key = idempotency_key;
             let (target, phase) = pod_of(state, user_id, Need::Connected).await?;
             return stream_part(state, &target, &phase, send, &mut field).await;
         }
@@ -303,6 +315,7 @@ async fn send_form(
                 fields.caption.get_or_insert(value);
             }
             "mimetype" => fields.mimetype = Some(value),
+            "quotedMessageId" => fields.quoted = validate::quoted(Some(&value))?,
             "sendAudioAsVoice" => fields.send_as.voice = flag(&value)?,
             "sendMediaAsDocument" => fields.send_as.document = flag(&value)?,
             "sendMediaAsSticker" => fields.send_as.sticker = flag(&value)?,

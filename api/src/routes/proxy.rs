@@ -54,7 +54,7 @@ pub async fn pod_of(
 }
 
 /// Calls the caller's session pod and reads the answer as `T`.
-async fn forward<T: DeserializeOwned>(
+pub(crate) async fn forward<T: DeserializeOwned>(
     state: &AppState,
     user_id: &str,
     need: Need,
@@ -76,6 +76,8 @@ pub fn pod_error(e: PodError, phase: &str) -> ApiError {
         message: message.to_owned(),
     };
     match e {
+        // The session's send pacing: the same answer as the API's own per-user limit.
+        PodError::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs },
         PodError::Refused {
             status,
             code,

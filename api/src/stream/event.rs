@@ -22,9 +22,10 @@ use wasp_common::model::Message;
 /// One event as sent to clients (a WebSocket text frame, an SSE `data:` line).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ClientEvent {
-    /// `status`, `qr`, `ready`, `message`, `message_create`, `message_ack`, `disconnected`,
-    /// `error`, and the wasp extras `pairing_code`, `log`. Clients ignore types they do not
-    /// know.
+    /// `status`, `qr`, `ready`, `message`, `message_create`, `message_ack`,
+    /// `message_reaction`, `message_edit`, `message_revoke_everyone`, `disconnected`, `error`,
+    /// and the wasp extras `chat_state` (live only), `pairing_code`, `log`. Clients ignore types
+    /// they do not know.
     #[serde(rename = "type")]
     pub kind: String,
     /// The event's JSON as written (a message is the message model's JSON byte for byte as the
@@ -472,6 +473,99 @@ mod tests {
             from_envelope(
                 &env(Kind::Message(ev::ChatMessage {
                     json: "not json".into()
+                })),
+                Some(id)
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn conversation_events_carry_the_models_json_as_written() {
+        use wasp_common::model::{
+            ChatState, ChatStateKind, MessageEdit, MessageKey, MessageRevoke, Reaction,
+        };
+        let id: StreamId = "8-0".parse().unwrap();
+        let message: Message = serde_json::from_str(&message_json(true)).unwrap();
+        let reaction = Reaction {
+            id: MessageKey::new(false, "15550001@c.us", "R1", None),
+            reaction: "👍".into(),
+            msg_id: MessageKey::new(true, "15550001@c.us", "M1", None),
+            sender_id: "15550001@c.us".into(),
+            timestamp: 1_700_000_001,
+            orphan: 0,
+            read: false,
+            ack: 1,
+        };
+        let edit = MessageEdit {
+            message: message.clone(),
+            new_body: "hi".into(),
+            prev_body: "hu".into(),
+        };
+        let revoke = MessageRevoke {
+            message: message.clone(),
+            revoked_msg: Some(message.clone()),
+        };
+        let state = ChatState {
+            chat_id: "120363000000000001@g.us".into(),
+            author: Some("15550001@c.us".into()),
+            state: ChatStateKind::Typing,
+        };
+        let cases = [
+            (
+                Kind::Reaction(ev::Json::of(&reaction)),
+                "message_reaction",
+                serde_json::to_string(&reaction).unwrap(),
+            ),
+            (
+                Kind::MessageEdit(ev::Json::of(&edit)),
+                "message_edit",
+                serde_json::to_string(&edit).unwrap(),
+            ),
+            (
+                Kind::MessageRevoke(ev::Json::of(&revoke)),
+                "message_revoke_everyone",
+                serde_json::to_string(&revoke).unwrap(),
+            ),
+        ];
+        for (kind, name, json) in cases {
+            assert!(!is_ephemeral(&kind), "{name} is durable");
+            let e = one(&env(kind), Some(id));
+            assert_eq!(e.kind, name);
+            assert_eq!(e.data.get(), json, "{name}: the payload byte for byte");
+            assert_eq!(e.id.as_deref(), Some("8-0"));
+        }
+        let r = one(&env(Kind::Reaction(ev::Json::of(&reaction))), Some(id));
+        assert_eq!(
+            (&r.data()["reaction"], &r.data()["msgId"]["_serialized"]),
+            (&json!("👍"), &json!("true_15550001@c.us_M1"))
+        );
+        let e = one(&env(Kind::MessageEdit(ev::Json::of(&edit))), Some(id));
+        assert_eq!(
+            (&e.data()["newBody"], &e.data()["prevBody"]),
+            (&json!("hi"), &json!("hu"))
+        );
+        let v = one(&env(Kind::MessageRevoke(ev::Json::of(&revoke))), Some(id));
+        assert_eq!(
+            v.data()["revokedMsg"]["id"]["_serialized"],
+            "true_15550001@c.us_M1"
+        );
+
+        // Typing is live only: never in the durable stream, no id to resume from.
+        let kind = Kind::ChatState(ev::Json::of(&state));
+        assert!(is_ephemeral(&kind));
+        let typing = one(&env(kind), None);
+        assert_eq!(typing.kind, "chat_state");
+        assert_eq!(typing.id, None);
+        assert_eq!(
+            typing.data(),
+            json!({"chatId": "120363000000000001@g.us", "author": "15550001@c.us", "state": "typing"})
+        );
+        // An unreadable payload is no event.
+        assert!(
+            from_envelope(
+                &env(Kind::Reaction(ev::Json {
+                    json: "{not json".into()
                 })),
                 Some(id)
             )
