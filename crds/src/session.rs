@@ -350,6 +350,26 @@ impl From<wasp_common::SessionPhase> for Phase {
     }
 }
 
+impl WhatsAppSession {
+    /// A session for `user_id` with default settings, named by [`crate::names::session_name`].
+    pub fn for_user(user_id: &str) -> Self {
+        WhatsAppSession::new(
+            &crate::names::session_name(user_id),
+            WhatsAppSessionSpec {
+                user_id: user_id.to_owned(),
+                desired_state: DesiredState::Connected,
+                pairing: Pairing::default(),
+                storage: Storage::default(),
+                reconnect: ReconnectPolicy::default(),
+                stale_timeout_seconds: None,
+                send_rate_limit: None,
+                pod: PodOverrides::default(),
+                webhooks: Vec::new(),
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod send_rate_tests {
     use super::SendRateLimit;
@@ -368,25 +388,5 @@ mod send_rate_tests {
             burst: None,
         };
         assert_eq!(SendRateLimit::resolve(Some(&off), (30, 5)), (0, 0));
-    }
-}
-
-impl WhatsAppSession {
-    /// A session for `user_id` with default settings, named by [`crate::names::session_name`].
-    pub fn for_user(user_id: &str) -> Self {
-        WhatsAppSession::new(
-            &crate::names::session_name(user_id),
-            WhatsAppSessionSpec {
-                user_id: user_id.to_owned(),
-                desired_state: DesiredState::Connected,
-                pairing: Pairing::default(),
-                storage: Storage::default(),
-                reconnect: ReconnectPolicy::default(),
-                stale_timeout_seconds: None,
-                send_rate_limit: None,
-                pod: PodOverrides::default(),
-                webhooks: Vec::new(),
-            },
-        )
     }
 }

@@ -230,12 +230,20 @@ async fn an_idempotency_key_is_claimed_once_then_answers_its_first_answer() {
     let s = store(&unique_user("idem")).await;
     assert_eq!(s.claim_idempotency("rec", "p1", 60).await.unwrap(), None);
     assert_eq!(
-        s.claim_idempotency("rec", "p2", 60).await.unwrap().as_deref(),
+        s.claim_idempotency("rec", "p2", 60)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("pending:p1")
     );
-    s.finish_idempotency("rec", "{\"ok\":true}", 60).await.unwrap();
+    s.finish_idempotency("rec", "{\"ok\":true}", 60)
+        .await
+        .unwrap();
     assert_eq!(
-        s.claim_idempotency("rec", "p2", 60).await.unwrap().as_deref(),
+        s.claim_idempotency("rec", "p2", 60)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("{\"ok\":true}")
     );
     // A failed send gives the key back.
