@@ -115,8 +115,9 @@ pub struct WebhookSpec {
     /// operator's webhook allow-lists name them.
     #[schemars(length(min = 1, max = 2048))]
     pub url: String,
-    /// Event types (`message`, `message_create`, `message_ack`, `status`, `ready`,
-    /// `disconnected`, `error`, `log`), or `["*"]`; default `["message"]`.
+    /// Event types (`message`, `message_create`, `message_ack`, `message_reaction`,
+    /// `message_edit`, `message_revoke_everyone`, `status`, `ready`, `disconnected`, `error`,
+    /// `log`), or `["*"]`; default `["message"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<String>>,
     /// The Secret (in the session's namespace) and key holding the signing secret,

@@ -363,17 +363,23 @@ fn close_objects(schema: &mut Value, in_all_of: bool) {
 /// Known-good values by field or parameter name, for strings whose schema alone says too little
 /// (a chat id, a phone number) or has a `pattern` a generator cannot invert. Each is used only if
 /// the schema accepts it.
-fn hint(name: &str) -> Option<Value> {
-    let v = match name {
-        "chatId" | "chat_id" | "to" | "jid" => json!("41791234567@c.us"),
-        "phone" | "mobileNo" | "phoneNumber" => json!("+41791234567"),
-        "message" | "text" | "body" => json!("hello from the fuzzer"),
-        "name" | "pushName" | "displayName" => json!("Ann"),
-        "messageId" | "id" => json!("3EB0C0FFEE"),
-        "since" | "before" | "Last-Event-ID" => json!("1700000000000-0"),
-        _ => return None,
-    };
-    Some(v)
+fn hint(name: &str) -> Vec<Value> {
+    // A message's `id._serialized`, for the routes that take one (`DELETE /messages/{chatId}`
+    // shares its template with `GET /messages/{chatId}`, so a chat id's name gets it too).
+    let key = json!("false_41791234567@c.us_3EB0C0FFEE");
+    match name {
+        "chatId" | "chat_id" => vec![json!("41791234567@c.us"), key],
+        "to" | "jid" | "contactId" => vec![json!("41791234567@c.us")],
+        "groupId" => vec![json!("120363012345678901@g.us")],
+        "phone" | "mobileNo" | "phoneNumber" | "number" => vec![json!("+41791234567")],
+        "message" | "text" | "body" => vec![json!("hello from the fuzzer")],
+        "name" | "pushName" | "displayName" => vec![json!("Ann")],
+        "messageId" | "id" | "quotedMessageId" => vec![json!("3EB0C0FFEE"), key],
+        "emoji" | "reaction" => vec![json!("👍")],
+        "since" | "before" | "Last-Event-ID" => vec![json!("1700000000000-0")],
+        "Idempotency-Key" => vec![json!("fuzz-key-1")],
+        _ => Vec::new(),
+    }
 }
 
 /// The first type a schema names that is not `null`.

@@ -682,7 +682,8 @@ fn varied_values() -> Value {
             "command": ["/usr/local/bin/wasp-session-pod", "--storage-policy", "all"],
             "whatsappUrl": "wss://wa.example/ws/chat",
             "controlPort": 18080,
-            "adminPort": 19090
+            "adminPort": 19090,
+            "sendRateLimit": {"messagesPerMinute": 20, "burst": 5}
         },
         "api": {
             "port": 13001,
@@ -763,6 +764,8 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("WASP_REDIS_ACL", "shared"),
         ("WASP_ADMISSION_RATE", "2.5"),
         ("WASP_ADMISSION_BURST", "4"),
+        ("WASP_SEND_RATE_PER_MINUTE", "20"),
+        ("WASP_SEND_BURST", "5"),
         ("WASP_LEADER_ELECTION", "false"),
         ("WASP_LEASE_NAME", "my-lease"),
         ("POD_NAMESPACE", "field:metadata.namespace"),
