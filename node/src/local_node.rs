@@ -512,6 +512,56 @@ impl LocalNode {
     /// scratch state directory, unless `WASP_TEST_KEEP_STATE=1`). Pods stay in the API as they
     /// are.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_all().await;
+        let nodes: Api<Node> = Api::all(self.ctx.client.clone());
+        match nodes.delete(&self.ctx.name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e).context("deleting the Node"),
+        }
+        Ok(())
+    }
+
+    /// Restarts the node agent in place, as a `wasp-node` stopped with SIGTERM and started
+    /// again with the same name and state directory: every process stops as in
+    /// [`LocalNode::shutdown`] (here the processes are the node's children, so unlike a
+    /// kubelet over a container runtime a restart stops them), the Node object stays, and the
+    /// new agent takes up the pods bound to it again, with the same volumes (claims keep their
+    /// data) and the same Service addresses (the table is kept, so nothing else can take them
+    /// in between). Pods get new addresses, as after a sandbox restart. Returns once the new
+    /// agent watches.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop_all().await;
+        let old = &self.ctx;
+        let ctx = Arc::new(NodeCtx {
+            client: old.client.clone(),
+            name: old.name.clone(),
+            images: old.images.clone(),
+            opts: old.opts.clone(),
+            http: old.http.clone(),
+            state_dir: old.state_dir.clone(),
+            scratch: old.scratch,
+            services: old.services.clone(),
+            pod_block: old.pod_block,
+            state: Mutex::default(),
+        });
+        register_node(&ctx.client, &ctx.name).await?;
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        self.task = Some(tokio::spawn(run_node(ctx.clone(), control_rx, ready_tx)));
+        self.ctx = ctx;
+        self.control = control;
+        match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+            Ok(Ok(())) => Ok(()),
+            _ => bail!(
+                "local node {}: the pod watch did not start again",
+                self.ctx.name
+            ),
+        }
+    }
+
+    /// Stops every process (SIGTERM, up to 5 s, SIGKILL) and the node's tasks.
+    async fn stop_all(&mut self) {
         let (tx, rx) = oneshot::channel();
         if self.control.send(NodeMsg::Shutdown(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
@@ -520,13 +570,6 @@ impl LocalNode {
             task.abort();
             let _ = task.await;
         }
-        let nodes: Api<Node> = Api::all(self.ctx.client.clone());
-        match nodes.delete(&self.ctx.name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e).context("deleting the Node"),
-        }
-        Ok(())
     }
 }
 

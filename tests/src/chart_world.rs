@@ -295,6 +295,14 @@ impl ChartWorld {
         })
     }
 
+    /// Restarts the node agent (wasp-node) in place ([`LocalNode::restart`]): every pod's
+    /// process (the chart's operators, APIs and Redis, and every session pod) stops gracefully
+    /// and the new agent starts them again on the same volumes and Service addresses, so
+    /// [`ChartWorld::api_addr`] stays valid. Returns when the new agent watches again.
+    pub async fn restart_node(&mut self) -> Result<()> {
+        self.node.restart().await
+    }
+
     /// Uninstalls the release, then stops the node (and so every pod) and the simulator. The
     /// uninstall's error is returned after everything stopped.
     pub async fn shutdown(self) -> Result<()> {

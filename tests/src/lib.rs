@@ -27,6 +27,7 @@ pub mod dns;
 pub mod env;
 pub mod helm;
 pub mod openapi;
+pub mod proc_stats;
 pub mod redis_server;
 pub mod stream_clients;
 pub mod wait;

@@ -135,3 +135,148 @@ impl SseClient {
         }
     }
 }
+
+/// A `message` event a [`ResumingWs`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: String,
+    /// The WhatsApp message id (`data.id.id`).
+    pub id: String,
+    /// When the frame was read.
+    pub at: std::time::Instant,
+}
+
+/// What a [`ResumingWs`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct StreamLog {
+    /// `message` events in arrival order.
+    pub messages: Vec<Received>,
+    /// `qr` events (a session that resumes without a scan shows none).
+    pub qrs: usize,
+    /// Sockets opened again after a drop, each with `&since=<last id>`.
+    pub resumes: usize,
+    /// Why sockets ended.
+    pub drops: Vec<String>,
+    /// The newest durable event id.
+    pub last_id: Option<String>,
+}
+
+impl StreamLog {
+    /// How often a message with `body` arrived.
+    pub fn count(&self, body: &str) -> usize {
+        self.messages.iter().filter(|m| m.body == body).count()
+    }
+
+    /// The first arrival of `body`.
+    pub fn first(&self, body: &str) -> Option<&Received> {
+        self.messages.iter().find(|m| m.body == body)
+    }
+}
+
+/// A CRM's WebSocket as docs/api.md tells clients to keep one: read in a task of its own, and
+/// whenever the socket ends, opened again after `resume_after` with `&since=<last event id>`,
+/// so nothing written while it had no socket is missed. Stopped when dropped.
+pub struct ResumingWs {
+    log: std::sync::Arc<std::sync::Mutex<StreamLog>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ResumingWs {
+    /// Reads `ws` (already past the event whose id is `last_id`); `url` is the socket's URL
+    /// without `since` (it has `?token=`).
+    pub fn start(
+        ws: WsClient,
+        url: String,
+        last_id: Option<String>,
+        resume_after: Duration,
+    ) -> Self {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(StreamLog {
+            last_id,
+            ..StreamLog::default()
+        }));
+        let task = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut ws = Some(ws);
+                loop {
+                    let Some(socket) = ws.as_mut() else {
+                        tokio::time::sleep(resume_after).await;
+                        let since = lock(&log).last_id.clone();
+                        let url = match since {
+                            Some(id) => format!("{url}&since={id}"),
+                            None => url.clone(),
+                        };
+                        // No replica behind the Service yet: back off again.
+                        if let Ok(s) = WsClient::connect(&url).await {
+                            ws = Some(s);
+                            lock(&log).resumes += 1;
+                        }
+                        continue;
+                    };
+                    // No deadline while idle: a connected session may say nothing for minutes.
+                    let next = socket.ws.next().await;
+                    let at = std::time::Instant::now();
+                    let text = match next {
+                        Some(Ok(WsMessage::Text(t))) => t,
+                        Some(Ok(WsMessage::Close(f))) => {
+                            lock(&log).drops.push(format!("closed: {f:?}"));
+                            ws = None;
+                            continue;
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => {
+                            lock(&log).drops.push(e.to_string());
+                            ws = None;
+                            continue;
+                        }
+                        None => {
+                            lock(&log).drops.push("ended".into());
+                            ws = None;
+                            continue;
+                        }
+                    };
+                    let Ok(ev) = serde_json::from_str::<Value>(text.as_str()) else {
+                        continue;
+                    };
+                    let mut got = lock(&log);
+                    if let Some(id) = ev["id"].as_str() {
+                        got.last_id = Some(id.to_owned());
+                    }
+                    match ev["type"].as_str() {
+                        Some("message") => got.messages.push(Received {
+                            body: ev["data"]["body"].as_str().unwrap_or_default().to_owned(),
+                            id: ev["data"]["id"]["id"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            at,
+                        }),
+                        Some("qr") => got.qrs += 1,
+                        _ => {}
+                    }
+                }
+            }
+        });
+        Self { log, task }
+    }
+
+    /// What it saw so far.
+    pub fn log(&self) -> StreamLog {
+        lock(&self.log).clone()
+    }
+
+    /// Runs `f` on what it saw so far, without copying it.
+    pub fn with_log<T>(&self, f: impl FnOnce(&StreamLog) -> T) -> T {
+        f(&lock(&self.log))
+    }
+}
+
+impl Drop for ResumingWs {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
