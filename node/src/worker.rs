@@ -939,10 +939,13 @@ fn spawn_probe(
             {
                 return;
             }
-            // Readiness at the node's period (tests should not wait 5 s for Ready); liveness at
-            // the spec's, so nothing is killed sooner than a kubelet would.
+            // Readiness at the node's interval until ready (tests should not wait 5 s for
+            // Ready), then at the spec's period; liveness at the spec's, so nothing is killed
+            // sooner than a kubelet would.
             sleep(match kind {
-                ProbeKind::Readiness => ctx.opts.probe_interval,
+                ProbeKind::Readiness => {
+                    verdict.next_readiness_probe(ok, ctx.opts.probe_interval, plan.period)
+                }
                 ProbeKind::Liveness => plan.period,
             })
             .await;
