@@ -79,6 +79,19 @@ fn anon_by_mapping(pid: u32) -> String {
     out
 }
 
+/// Redis's own count of the bytes it holds (`INFO memory`).
+async fn redis_used_memory() -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut redis().await)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -103,9 +116,11 @@ async fn main() {
     };
 
     let mut pods = Vec::new();
+    let redis_before = redis_used_memory().await;
     let (first, _, _) = paired_pod(&running, &sim, opts(&unique_user("fleet"))).await;
     tokio::time::sleep(idle).await;
     let alone = rollup(first.proc.pid());
+    let redis_one = redis_used_memory().await;
     let alone_breakdown = anon_by_mapping(first.proc.pid());
     pods.push(first);
     for _ in 1..n {
@@ -113,6 +128,7 @@ async fn main() {
         pods.push(pod);
     }
     tokio::time::sleep(idle).await;
+    let redis_all = redis_used_memory().await;
     let all: Vec<_> = pods.iter().map(|p| rollup(p.proc.pid())).collect();
     let sum = |k: &str| all.iter().map(|r| r[k]).sum::<u64>();
     let per_extra = |k: &str| (sum(k) as f64 - alone[k] as f64) / (n - 1) as f64;
@@ -146,6 +162,12 @@ async fn main() {
         per_extra("Pss") / 1024.0,
         per_extra("Anonymous") / 1024.0,
         per_extra("Private_Dirty") / 1024.0
+    );
+    println!(
+        "Redis used_memory: first session {:.1} KiB, per extra session {:.1} KiB (auth state, \
+         state record, lease, events of a fresh pairing)",
+        (redis_one as f64 - redis_before as f64) / 1024.0,
+        (redis_all as f64 - redis_one as f64) / (n - 1) as f64 / 1024.0
     );
     let mut anon: Vec<u64> = all.iter().map(|r| r["Anonymous"]).collect();
     anon.sort_unstable();

@@ -59,6 +59,11 @@ mod t {
     pub const MEDIA: &str = "media";
 }
 
+/// The most value bytes one write request carries. A Redis connection's write buffer grows to
+/// its largest request and keeps that size for the pod's life: the pairing's ~800 prekeys in
+/// one `HSET` left 107 KiB in every idle pod's heap (docs/benchmarks.md).
+const MAX_WRITE_BYTES: usize = 8 * 1024;
+
 const LATEST_SYNC_KEY: &str = "latest-sync-key-id";
 const DEVICE_FIELD: &str = "device";
 
@@ -295,7 +300,10 @@ impl RedisAuthStore {
             .await
     }
 
-    /// One pipelined `HSET key f1 v1 f2 v2 …`.
+    /// `HSET key f1 v1 f2 v2 …`, in requests of at most [`MAX_WRITE_BYTES`] of values each,
+    /// sent one after another. Each request is atomic, the batch is not; the library's batches
+    /// are independent rows (prekeys, sessions per address), and a failed request fences the
+    /// store as any failed write does.
     async fn put_many(
         &self,
         table: &str,
@@ -307,23 +315,35 @@ impl RedisAuthStore {
         }
         self.writable()?;
         let key = self.key(table);
-        let mut pipe = redis::pipe();
-        // The table's name goes into the index with its first row (and again with each write:
-        // SADD of a member already there is a no-op, cheaper than asking first).
-        pipe.cmd("SADD").arg(&self.inner.tables).arg(table).ignore();
-        let cmd = pipe.cmd("HSET").arg(&key).ignore();
-        let mut any = false;
+        let mut requests: Vec<(redis::Cmd, usize)> = Vec::new();
         for (field, plain) in rows {
             let sealed = self.seal(&key, &field, &plain)?;
-            cmd.arg(field).arg(sealed);
-            any = true;
+            let size = field.len() + sealed.len();
+            match requests.last_mut() {
+                Some((hset, bytes)) if *bytes < MAX_WRITE_BYTES => {
+                    hset.arg(field).arg(sealed);
+                    *bytes += size;
+                }
+                _ => {
+                    let mut hset = redis::cmd("HSET");
+                    hset.arg(&key).arg(field).arg(sealed);
+                    requests.push((hset, size));
+                }
+            }
         }
-        if !any {
-            return Ok(());
+        for (i, (hset, _)) in requests.into_iter().enumerate() {
+            let mut pipe = redis::pipe();
+            if i == 0 {
+                // The table's name goes into the index with its first row (and again with each
+                // write: SADD of a member already there is a no-op, cheaper than asking first).
+                pipe.cmd("SADD").arg(&self.inner.tables).arg(table).ignore();
+            }
+            pipe.add_command(hset).ignore();
+            pipe.query_async::<()>(&mut self.conn())
+                .await
+                .map_err(|e| self.write_err(e))?;
         }
-        pipe.query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| self.write_err(e))
+        Ok(())
     }
 
     async fn del(&self, table: &str, fields: &[String]) -> Result<u32> {

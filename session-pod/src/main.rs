@@ -7,6 +7,8 @@ use wasp_session_pod::{Config, Listeners};
 // yields in its long loops. Blocking work (rare: file reads) gets a short-lived helper thread.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // Before anything allocates on another thread (docs/benchmarks.md: memory per session).
+    wasp_malloc::one_arena();
     let config = Config::parse();
     let _filter = wasp_common::telemetry::init(wasp_common::telemetry::LogFormat::Json);
     let listeners = Listeners {

@@ -145,6 +145,39 @@ async fn paired_state_is_encrypted_and_survives_kill_9() {
         })
         .await
         .unwrap();
+    // Every one-time prekey the device uploaded is stored and opens. The pairing's batch of
+    // them is written in several requests (auth_store's MAX_WRITE_BYTES): none may be lost
+    // at a request boundary.
+    let uploaded: Vec<u32> = running
+        .sim
+        .wait_for(WAIT, |w| {
+            let d = &w.accounts[&phone].devices[&device];
+            (!d.prekeys.is_empty()).then(|| d.prekeys.keys().copied().collect())
+        })
+        .await
+        .unwrap();
+    let prekey_table = format!("{}prekey", UserKeys::for_user(&user).auth_prefix());
+    let stored: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+        .arg(&prekey_table)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stored: std::collections::BTreeMap<u32, Vec<u8>> = stored
+        .into_iter()
+        .map(|(f, v)| (f.parse().unwrap(), v))
+        .collect();
+    assert!(uploaded.len() >= 100, "{} prekeys uploaded", uploaded.len());
+    for id in &uploaded {
+        let sealed = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("prekey {id} not stored"));
+        assert!(
+            cipher
+                .open(&crate::aad(&prekey_table, &id.to_string()), sealed)
+                .is_ok()
+        );
+    }
+
     let mut secrets: Vec<(&str, Vec<u8>)> = vec![
         (
             "noise private",
