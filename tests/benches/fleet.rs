@@ -25,7 +25,8 @@
 //!
 //! ```sh
 //! cargo bench --locked -p wasp-e2e --bench fleet -- --sessions 20 [--idle-secs 60] \
-//!     [--concurrency 8] [--in-flight 1] [--rate 10 --burst 10] [--storm] [--node-restart]
+//!     [--concurrency 8] [--in-flight 1] [--send-gap-ms 0] [--rate 10 --burst 10] [--storm] \
+//!     [--node-restart]
 //! ```
 //!
 //! Binaries as for the chart_qr bench (`target/release/` next to the bench executable, or
@@ -45,7 +46,7 @@ use wasp_crds::{Phase, WhatsAppSession};
 use wasp_e2e::bench_arg as arg;
 use wasp_e2e::chart_world::{ChartWorld, Paired, chart_images};
 use wasp_e2e::proc_stats::{self as ps, Memory, mib};
-use wasp_e2e::stream_clients::ResumingWs;
+use wasp_e2e::stream_clients::{Received, ResumingWs};
 
 /// How long a CRM's client waits before it reopens a dropped WebSocket.
 const RESUME_AFTER: Duration = Duration::from_millis(500);
@@ -471,21 +472,27 @@ async fn send_each(
     users: &[User],
     tag: &str,
     in_flight: usize,
-) -> Result<Vec<Instant>> {
-    let sent: Vec<Result<(usize, Instant)>> = futures::stream::iter(users.iter().enumerate())
-        .map(|(i, u)| async move {
-            let t = Instant::now();
-            world
-                .sim
-                .contact_send(&u.contact, &u.phone, &format!("{tag}-{i}"))
-                .await
-                .with_context(|| format!("contact of {} sending", u.pod))?;
-            Ok((i, t))
-        })
-        .buffer_unordered(in_flight.max(1))
-        .collect()
-        .await;
-    let mut at = vec![Instant::now(); users.len()];
+    gap: Duration,
+) -> Result<Vec<(Instant, i64)>> {
+    let start = tokio::time::Instant::now();
+    let sent: Vec<Result<(usize, (Instant, i64))>> =
+        futures::stream::iter(users.iter().enumerate())
+            .map(|(i, u)| async move {
+                if gap > Duration::ZERO {
+                    tokio::time::sleep_until(start + gap * i as u32).await;
+                }
+                let t = (Instant::now(), jiff::Timestamp::now().as_millisecond());
+                world
+                    .sim
+                    .contact_send(&u.contact, &u.phone, &format!("{tag}-{i}"))
+                    .await
+                    .with_context(|| format!("contact of {} sending", u.pod))?;
+                Ok((i, t))
+            })
+            .buffer_unordered(in_flight.max(1))
+            .collect()
+            .await;
+    let mut at = vec![(Instant::now(), 0); users.len()];
     for r in sent {
         let (i, t) = r?;
         at[i] = t;
@@ -513,16 +520,48 @@ async fn wait_arrived(users: &[User], tag: &str, within: Duration) -> Vec<usize>
 async fn inbound(world: &ChartWorld, tl: &mut Timeline, users: &[User], tag: &str) -> Result<()> {
     let t0 = Instant::now();
     let in_flight = arg("--in-flight", 1);
-    let sent = send_each(world, users, tag, in_flight).await?;
+    // `--send-gap-ms`: the i-th send starts i·gap after the first, so the latency is measured
+    // without the previous messages queued ahead of it.
+    let gap = Duration::from_millis(arg("--send-gap-ms", 0) as u64);
+    let sent = send_each(world, users, tag, in_flight, gap).await?;
     let missing = wait_arrived(users, tag, wait_for(users.len(), 50)).await;
-    let mut lat: Vec<Duration> = users
+    let got: Vec<Received> = users
         .iter()
         .enumerate()
-        .filter_map(|(i, u)| {
-            u.ws.with_log(|l| l.first(&format!("{tag}-{i}")).map(|r| r.at - sent[i]))
-        })
+        .filter_map(|(i, u)| u.ws.with_log(|l| l.first(&format!("{tag}-{i}")).cloned()))
         .collect();
+    let index = |r: &Received| -> usize {
+        r.body
+            .rsplit('-')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut lat: Vec<Duration> = got.iter().map(|r| r.at - sent[index(r)].0).collect();
     lat.sort();
+    // Where the time goes, by the wall clock (ms resolution): the contact's send → the pod's
+    // XADD (simulator, wasp-node's proxy, the session pod, Redis), then XADD → the frame read
+    // (the API's XREAD, its fan-out, the proxy, this client).
+    let xadd_ms =
+        |r: &Received| -> Option<i64> { r.event_id.as_deref()?.split('-').next()?.parse().ok() };
+    let mut to_xadd: Vec<Duration> = Vec::new();
+    let mut to_frame: Vec<Duration> = Vec::new();
+    for r in &got {
+        if let Some(x) = xadd_ms(r) {
+            let s = sent[index(r)].1;
+            to_xadd.push(Duration::from_millis((x - s).max(0) as u64));
+            to_frame.push(Duration::from_millis((r.at_unix_ms - x).max(0) as u64));
+        }
+    }
+    to_xadd.sort();
+    to_frame.sort();
+    println!(
+        "   split by the event id's XADD time (ms resolution): send → XADD p50 {:.0} / p99 {:.0} ms; XADD → frame p50 {:.0} / p99 {:.0} ms",
+        ms(pct(&to_xadd, 0.5)),
+        ms(pct(&to_xadd, 0.99)),
+        ms(pct(&to_frame, 0.5)),
+        ms(pct(&to_frame, 0.99)),
+    );
     println!(
         "   one message to each of {} users: contact's send → WebSocket frame p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({in_flight} in flight; target p50 ≤ 5, p99 ≤ 25 ms)",
         users.len(),
@@ -580,7 +619,7 @@ async fn restart(
     }
     let t_action = t0.elapsed();
     println!("   {what}: done after {:.2} s", t_action.as_secs_f64());
-    let _sent = send_each(world, users, tag, SENDS_IN_FLIGHT).await?;
+    let _sent = send_each(world, users, tag, SENDS_IN_FLIGHT, Duration::ZERO).await?;
     let t_sent = t0.elapsed();
     let down_at_send = world
         .sim
@@ -654,6 +693,24 @@ async fn restart(
         span_ms as f64 / 1000.0,
         n.saturating_sub(burst) as f64 / rate.max(1) as f64
     );
+    // The spread: the first login after the restart, then logins per 5 s. The simulator logs a
+    // login when its handshake completes, so on a saturated box slots granted apart can land
+    // together.
+    if let Some(first) = log.first() {
+        let mut per5: BTreeMap<i64, usize> = BTreeMap::new();
+        for a in &log {
+            *per5.entry((a.at_ms - since) / 5000).or_default() += 1;
+        }
+        let spread: Vec<String> = per5
+            .iter()
+            .map(|(k, c)| format!("{}s:{c}", k * 5))
+            .collect();
+        println!(
+            "   first login {:.1} s after the restart; logins per 5 s from the restart: {}",
+            (first.at_ms - since) as f64 / 1000.0,
+            spread.join(" ")
+        );
+    }
     tl.check(
         format!(
             "{what}: busiest second {busiest} ≤ burst + rate + 2 = {}",

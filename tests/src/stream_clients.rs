@@ -144,6 +144,10 @@ pub struct Received {
     pub id: String,
     /// When the frame was read.
     pub at: std::time::Instant,
+    /// The same moment on the wall clock, Unix ms: compared with the event id's XADD time.
+    pub at_unix_ms: i64,
+    /// The event's durable id (`<XADD ms>-<seq>`).
+    pub event_id: Option<String>,
 }
 
 /// What a [`ResumingWs`] saw.
@@ -216,6 +220,7 @@ impl ResumingWs {
                     // No deadline while idle: a connected session may say nothing for minutes.
                     let next = socket.ws.next().await;
                     let at = std::time::Instant::now();
+                    let at_unix_ms = jiff::Timestamp::now().as_millisecond();
                     let text = match next {
                         Some(Ok(WsMessage::Text(t))) => t,
                         Some(Ok(WsMessage::Close(f))) => {
@@ -250,6 +255,8 @@ impl ResumingWs {
                                 .unwrap_or_default()
                                 .to_owned(),
                             at,
+                            at_unix_ms,
+                            event_id: ev["id"].as_str().map(str::to_owned),
                         }),
                         Some("qr") => got.qrs += 1,
                         _ => {}
