@@ -525,19 +525,16 @@ async fn inbound(world: &ChartWorld, tl: &mut Timeline, users: &[User], tag: &st
     let gap = Duration::from_millis(arg("--send-gap-ms", 0) as u64);
     let sent = send_each(world, users, tag, in_flight, gap).await?;
     let missing = wait_arrived(users, tag, wait_for(users.len(), 50)).await;
-    let got: Vec<Received> = users
+    // (user index, what arrived): the index is kept, not parsed back out of the body.
+    let got: Vec<(usize, Received)> = users
         .iter()
         .enumerate()
-        .filter_map(|(i, u)| u.ws.with_log(|l| l.first(&format!("{tag}-{i}")).cloned()))
+        .filter_map(|(i, u)| {
+            u.ws.with_log(|l| l.first(&format!("{tag}-{i}")).cloned())
+                .map(|r| (i, r))
+        })
         .collect();
-    let index = |r: &Received| -> usize {
-        r.body
-            .rsplit('-')
-            .next()
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(0)
-    };
-    let mut lat: Vec<Duration> = got.iter().map(|r| r.at - sent[index(r)].0).collect();
+    let mut lat: Vec<Duration> = got.iter().map(|(i, r)| r.at - sent[*i].0).collect();
     lat.sort();
     // Where the time goes, by the wall clock (ms resolution): the contact's send → the pod's
     // XADD (simulator, wasp-node's proxy, the session pod, Redis), then XADD → the frame read
@@ -546,9 +543,9 @@ async fn inbound(world: &ChartWorld, tl: &mut Timeline, users: &[User], tag: &st
         |r: &Received| -> Option<i64> { r.event_id.as_deref()?.split('-').next()?.parse().ok() };
     let mut to_xadd: Vec<Duration> = Vec::new();
     let mut to_frame: Vec<Duration> = Vec::new();
-    for r in &got {
+    for (i, r) in &got {
         if let Some(x) = xadd_ms(r) {
-            let s = sent[index(r)].1;
+            let s = sent[*i].1;
             to_xadd.push(Duration::from_millis((x - s).max(0) as u64));
             to_frame.push(Duration::from_millis((r.at_unix_ms - x).max(0) as u64));
         }
