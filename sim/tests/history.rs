@@ -42,7 +42,12 @@ async fn collect_history(client: &mut TestClient, messages: usize) -> Vec<Histor
             }
             Ok(Some(_)) => {}
             Ok(None) => panic!("client events ended"),
-            Err(_) => panic!("timed out with {count} of {messages} history messages"),
+            Err(_) => panic!(
+                "timed out with {count} of {messages} history messages; client warnings: {:#?}; \
+                 client's history lines: {:#?}",
+                client_warnings(),
+                client_lines_with(&["istory", "retry", "decrypt"])
+            ),
         }
     }
     assert_eq!(count, messages, "no message twice");

@@ -485,3 +485,15 @@ pub async fn wait_client_log(needle: &str) {
         }
     }
 }
+
+/// Client log lines (debug and up) containing any of `needles`, for a failure's message.
+pub fn client_lines_with(needles: &[&str]) -> Vec<String> {
+    LINES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+        .cloned()
+        .collect()
+}
