@@ -34,7 +34,7 @@ async fn collect_history(client: &mut TestClient, messages: usize) -> Vec<Histor
     let mut count = 0;
     let mut pushnames = false;
     while count < messages || !pushnames {
-        match tokio::time::timeout_at(deadline, client.events.recv()).await {
+        match tokio::time::timeout_at(deadline, client.next_event()).await {
             Ok(Some(Ev::History(h))) => {
                 count += h.conversations.iter().map(|(_, m)| m.len()).sum::<usize>();
                 pushnames |= h.sync_type == PUSH_NAME;
@@ -263,7 +263,7 @@ async fn a_client_that_skips_history_still_acknowledges_every_chunk() {
     let dev = sim.device(&phone.phone, device).await.unwrap().unwrap();
     assert_eq!(dev.queued, 0);
     assert!(http.exchanges().is_empty(), "{:?}", http.exchanges());
-    while let Ok(ev) = client.events.try_recv() {
+    while let Some(ev) = client.try_next_event() {
         assert!(
             !matches!(ev, Ev::History(_)),
             "a skipped history was processed"

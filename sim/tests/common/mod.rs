@@ -176,6 +176,11 @@ pub struct TestClient {
     pub handle: BotHandle,
     pub events: mpsc::UnboundedReceiver<Ev>,
     pub backend: Arc<dyn Backend>,
+    /// History chunks a [`TestClient::wait_for`] passed over: the phone sends them as soon as
+    /// the device is linked, and on a loaded machine the client can process them before its
+    /// `Connected` event, while `paired_client_for` still waits. [`TestClient::next_event`]
+    /// returns them first.
+    skipped_history: std::collections::VecDeque<Ev>,
 }
 
 /// Starts a client on `backend` (pass the previous client's to simulate a process restart
@@ -291,6 +296,7 @@ pub async fn start_client_opts(ws_url: &str, opts: ClientOpts) -> TestClient {
         handle: bot.spawn(),
         events,
         backend,
+        skipped_history: Default::default(),
     }
 }
 
@@ -304,11 +310,29 @@ impl TestClient {
                     if let Some(v) = pick(&ev) {
                         return v;
                     }
+                    if matches!(ev, Ev::History(_)) {
+                        self.skipped_history.push_back(ev);
+                    }
                 }
                 Ok(None) => panic!("client event stream ended while waiting for {what}"),
                 Err(_) => panic!("timed out waiting for {what}"),
             }
         }
+    }
+
+    /// The next event, history chunks an earlier `wait_for` passed over first.
+    pub async fn next_event(&mut self) -> Option<Ev> {
+        match self.skipped_history.pop_front() {
+            Some(ev) => Some(ev),
+            None => self.events.recv().await,
+        }
+    }
+
+    /// [`TestClient::next_event`] without waiting.
+    pub fn try_next_event(&mut self) -> Option<Ev> {
+        self.skipped_history
+            .pop_front()
+            .or_else(|| self.events.try_recv().ok())
     }
 
     pub async fn wait(&mut self, want: Ev) {
