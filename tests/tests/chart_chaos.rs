@@ -19,6 +19,8 @@
 //!   reference library;
 //! - a restart storm: all 20 session pods' processes killed at once: every session back without
 //!   a scan, every message once, the logins paced by the fleet's admission bucket;
+//! - the node agent restarted with 20 connected sessions (every pod of the node, the chart's
+//!   Redis, operators and APIs too, stopped and started again): the same;
 //! - `helm upgrade` with a changed operator value: the operators roll, the session pod's process
 //!   and the CR's Connected phase do not change, messages keep flowing.
 //!
@@ -68,14 +70,14 @@ fn user(kind: &str) -> String {
 /// failed, and uninstalls.
 async fn with_world<F>(prefix: &str, values: Value, pods: &[&str], scenario: F) -> Result<()>
 where
-    F: AsyncFnOnce(&ChartWorld) -> Result<()>,
+    F: AsyncFnOnce(&mut ChartWorld) -> Result<()>,
 {
     common::init_tracing();
     let _serial = SERIAL.lock().await;
     let t0 = Instant::now();
-    let world = ChartWorld::install(prefix, &values).await?;
+    let mut world = ChartWorld::install(prefix, &values).await?;
     eprintln!("{prefix}: installed in {:?}", t0.elapsed());
-    let result = scenario(&world).await;
+    let result = scenario(&mut world).await;
     if let Err(e) = &result {
         eprintln!("{prefix} failed: {e:#}");
         for pod in pods {
@@ -1256,6 +1258,86 @@ async fn a_restart_storm_of_20_session_pods_is_paced_and_needs_no_scan() -> Resu
         }
         eprintln!(
             "chaos storm: {N} pods killed at once → all logged in again in {t_back:?}; {} logins over {span_ms} ms, busiest second {busiest} (burst {BURST}, rate {RATE}/s)",
+            log.len()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The restart storm's other half (issue 14, item 2), at CI size: 20 connected sessions and the
+/// node agent restarted while each contact writes. Every process of the node stops gracefully
+/// and starts again: the 20 session pods, and the chart's operators, APIs and Redis too (so
+/// every pod's Redis user is gone with Redis' memory, and the operator has to give it back).
+/// Every session is back Connected on its one device without a QR code, every message arrives
+/// exactly once on the CRM's WebSocket (which lost its replica and resumes with `?since=`), and
+/// the logins are paced by the fleet-wide bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_agent_restart_brings_20_sessions_back_without_a_scan() -> Result<()> {
+    const N: usize = 20;
+    const RATE: usize = 5;
+    const BURST: usize = 5;
+    let values = json!({"operator": {"admission": {"rate": RATE, "burst": BURST}}});
+    let pods = [session_name(&user("node0")), session_name(&user("node19"))];
+    let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
+    with_world("chaos-node", values, &pods, async |world| {
+        let mut scenes = Vec::new();
+        for i in 0..N {
+            scenes.push(Scene::pair(world, &format!("node{i}")).await?);
+        }
+        let mut logins = Vec::new();
+        for s in &scenes {
+            s.connected(world, "Connected before the node restart").await?;
+            logins.push(s.device(world).await?.0);
+        }
+        let since = jiff::Timestamp::now().as_millisecond();
+        let t_restart = Instant::now();
+        world.restart_node().await?;
+        let t_restarted = t_restart.elapsed();
+        let body = "written while the node restarted";
+        let mut sent = Vec::new();
+        for s in &scenes {
+            let id = world.sim.contact_send(&s.contact, &s.phone, body).await?;
+            sent.push(vec![Sent {
+                body: body.into(),
+                id,
+            }]);
+        }
+        for (s, l) in scenes.iter().zip(&logins) {
+            s.relogged_in(world, *l).await?;
+        }
+        let t_back = t_restart.elapsed();
+        for s in &scenes {
+            s.connected(world, "Connected after the node restart").await?;
+        }
+
+        let log = world.sim.admissions(since).await?;
+        let busiest = wasp_sim::world::max_in_window(&log, 1000);
+        ensure!(
+            busiest <= BURST + RATE + 2,
+            "{busiest} logins within one second (burst {BURST}, rate {RATE}/s): {log:?}"
+        );
+
+        let bodies = vec![body.to_owned()];
+        for s in &scenes {
+            s.collector.wait_for(&bodies, "after the node restart").await?;
+        }
+        // A late duplicate would come now.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (s, sent) in scenes.iter().zip(&sent) {
+            let seen = s.collector.stop();
+            exactly_once(sent, &seen.messages, "the WebSocket")?;
+            ensure!(seen.qrs == 0, "{} showed {} QR codes", s.pod, seen.qrs);
+            ensure!(
+                seen.resumes >= 1,
+                "{}: the API restarted, yet the WebSocket never resumed (drops {:?})",
+                s.pod,
+                seen.drops
+            );
+            s.same_device(world).await?;
+        }
+        eprintln!(
+            "chaos node restart: node back in {t_restarted:?}, all {N} logged in again after {t_back:?}; {} logins, busiest second {busiest} (burst {BURST}, rate {RATE}/s)",
             log.len()
         );
         Ok(())
