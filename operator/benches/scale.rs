@@ -45,7 +45,19 @@ async fn main() -> Result<()> {
         .await?;
 
     let log = std::env::temp_dir().join(format!("wasp-bench-operator-{ns}.log"));
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_wasp-operator"))
+    // `WASP_BENCH_OPERATOR_WRAP="heaptrack -o /tmp/op"` runs the operator under a profiler (its
+    // RSS figures are then the wrapper's process, not the operator's).
+    let wrap = std::env::var("WASP_BENCH_OPERATOR_WRAP").unwrap_or_default();
+    let mut wrap = wrap.split_whitespace();
+    let mut operator = match wrap.next() {
+        Some(tool) => {
+            let mut c = Command::new(tool);
+            c.args(wrap).arg(env!("CARGO_BIN_EXE_wasp-operator"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_wasp-operator")),
+    };
+    let mut operator = operator
         .args([
             "--namespace",
             &ns,

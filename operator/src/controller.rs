@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use redis::aio::ConnectionManager;
@@ -22,16 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wasp_common::session_state::read_state_and_lease;
 use wasp_crds::validate::validate_spec;
-use wasp_crds::{
-    DesiredState, WhatsAppSession,
-    labels::{self, FINALIZER},
-};
+use wasp_crds::{DesiredState, WhatsAppSession, labels::FINALIZER};
 
 use crate::acl::SessionUsers;
 use crate::error::{Error, Result};
 use crate::events::Recorder;
 use crate::keys::{KeyCache, KeyProblem, MasterKeys};
 use crate::metrics::Metrics;
+use crate::pod_cache::{CachedPod, PodCache};
 use crate::resources::{self, FIELD_MANAGER, PodCredentials, PodSettings};
 use crate::status::{Observed, PodView, compute_status, transition};
 use crate::webhooks::WebhookSettings;
@@ -49,9 +47,7 @@ pub struct Context {
     pub client: Client,
     pub namespace: Option<String>,
     pub redis: ConnectionManager,
-    pub pods: Store<Pod>,
-    /// Turns true once `pods` holds the first list.
-    pub pods_ready: tokio::sync::watch::Receiver<bool>,
+    pub pods: PodCache,
     pub settings: PodSettings,
     /// The master keys, per namespace: only the operator holds them.
     pub keys: KeyCache,
@@ -94,40 +90,6 @@ pub struct Term {
     pub webhooks: WebhookSettings,
 }
 
-/// Keeps what the reconciler reads of a cached pod (metadata, phase, conditions, IP): the spec
-/// and container statuses are most of a pod's size.
-fn slim_pod(pod: &mut Pod) {
-    let meta = &mut pod.metadata;
-    meta.managed_fields = None;
-    // Labels only select the watch; the reconciler never reads them from the cache.
-    meta.labels = None;
-    meta.generate_name = None;
-    meta.creation_timestamp = None;
-    // Only the spec-hash annotation is compared.
-    if let Some(a) = meta.annotations.as_mut() {
-        a.retain(|k, _| k == labels::POD_SPEC_HASH);
-    }
-    pod.spec = None;
-    if let Some(status) = pod.status.as_mut() {
-        // `PodView::of` reads the phase, the IP and whether `Ready` is `True`.
-        *status = k8s_openapi::api::core::v1::PodStatus {
-            phase: status.phase.take(),
-            pod_ip: status.pod_ip.take(),
-            conditions: status.conditions.take().map(|cs| {
-                cs.into_iter()
-                    .filter(|c| c.type_ == "Ready")
-                    .map(|c| k8s_openapi::api::core::v1::PodCondition {
-                        type_: c.type_,
-                        status: c.status,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        };
-    }
-}
-
 /// Watch settings of both caches: small list pages keep the peak of an initial list (a response
 /// body and its decoded objects at once) low when there are thousands of sessions.
 fn list_config() -> watcher::Config {
@@ -140,17 +102,11 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
     let sessions: Api<WhatsAppSession> = api(&term.client, ns);
     let pods_api: Api<Pod> = api(&term.client, ns);
 
-    // One cache of the owned pods, shared by the controller's trigger and the reconciler. Both
-    // caches drop what the operator never reads (managedFields; a pod's spec): at thousands of
-    // sessions that is most of the operator's memory.
-    let (pods, writer) = reflector::store();
-    let pod_events = reflector::reflector(
-        writer,
-        watcher(pods_api, list_config().labels(&resources::owned_selector()))
-            .default_backoff()
-            .modify(slim_pod),
-    )
-    .touched_objects();
+    // One cache of the owned pods, shared by the controller's trigger and the reconciler, that
+    // keeps only what the reconciler reads of a pod; the sessions' cache drops managedFields. At
+    // thousands of sessions the caches are most of the operator's memory.
+    let (pods, pod_events) =
+        crate::pod_cache::watch(pods_api, list_config().labels(&resources::owned_selector()));
     let (sessions_cache, writer) = reflector::store();
     let session_events = reflector::reflector(
         writer,
@@ -171,24 +127,11 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
         }
     });
 
-    // Reconciles wait for the pod cache's first list through this gate, not through
-    // `Store::wait_until_ready` directly: in kube-runtime 5 that parks concurrent waiters on one
-    // oneshot receiver, which keeps only the last waker, so some reconciles never woke (seen as a
-    // flaky restart test). One task waits on the store; a watch channel wakes every reconcile.
-    let (ready_tx, pods_ready) = tokio::sync::watch::channel(false);
-    let gate = pods.clone();
-    tokio::spawn(async move {
-        if gate.wait_until_ready().await.is_ok() {
-            let _ = ready_tx.send(true);
-        }
-    });
-
     let ctx = Arc::new(Context {
         client: term.client.clone(),
         namespace: term.namespace.clone(),
         redis: term.redis,
         pods,
-        pods_ready,
         settings: term.settings,
         keys: term.keys,
         session_users: term.session_users,
@@ -205,7 +148,7 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
 
     let controller = Controller::for_stream(session_events, sessions_cache)
         .with_config(controller::Config::default().concurrency(term.concurrency))
-        .owns_stream(pod_events)
+        .reconcile_on(pod_events)
         .reconcile_on(external)
         .graceful_shutdown_on({
             let stop = stop.clone();
@@ -293,13 +236,12 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
         add_finalizer(&sessions, session).await?
     };
 
-    // An error means the cache's writer is gone (shutdown); the lookup below then just misses.
-    let _ = ctx.pods_ready.clone().wait_for(|ready| *ready).await;
+    // Every reconcile waits on a watch channel, not on kube-runtime 5's `Store::wait_until_ready`
+    // (which woke only the last of concurrent waiters: a flaky restart test once).
+    ctx.pods.wait_until_ready().await;
     debug!(session = %name, generation = ?session.metadata.generation, "reconciling");
     let problems = validate_spec(&session.spec);
-    let cached = ctx
-        .pods
-        .get(&ObjectRef::new(&resources::pod_name(&session)).within(&ns));
+    let cached = ctx.pods.get(&ns, &resources::pod_name(&session));
     // The master keys are read only for a session that wants a pod (a stopped one needs none).
     let keys = if problems.is_empty() && session.spec.desired_state == DesiredState::Connected {
         Some(ctx.keys.get(&ns).await?)
@@ -308,12 +250,12 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
     };
     let key_problem: Option<KeyProblem> = keys.clone().and_then(Result::err);
     let pod = match (&keys, problems.is_empty()) {
-        (Some(Err(_)), _) | (_, false) => cached.map(|p| (*p).clone()),
+        (Some(Err(_)), _) | (_, false) => cached.map(|p| p.view),
         (Some(Ok(keys)), true) => {
             let redis_url = session_redis_user(&session, keys, ctx).await?;
-            apply_pod(&session, cached.as_deref(), Some((keys, redis_url)), ctx).await?
+            apply_pod(&session, cached.as_ref(), Some((keys, redis_url)), ctx).await?
         }
-        (None, true) => apply_pod(&session, cached.as_deref(), None, ctx).await?,
+        (None, true) => apply_pod(&session, cached.as_ref(), None, ctx).await?,
     };
 
     let webhooks =
@@ -323,7 +265,7 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
     let observed = Observed {
         webhooks,
         session: &session,
-        pod: pod.as_ref().map(PodView::of),
+        pod,
         state,
         lease_token,
         problems,
@@ -400,14 +342,14 @@ async fn session_redis_user(
 }
 
 /// Brings the pod in line with the spec and the master keys (`None` only when the pod is not
-/// wanted); returns the pod as it now is (or `None`). `creds`: the master keys and the pod's
+/// wanted); returns what the operator now sees of the pod (or `None`). `creds`: the master keys and the pod's
 /// Redis URL (with per-session users).
 async fn apply_pod(
     session: &WhatsAppSession,
-    cached: Option<&Pod>,
+    cached: Option<&CachedPod>,
     creds: Option<(&MasterKeys, Option<String>)>,
     ctx: &Context,
-) -> Result<Option<Pod>> {
+) -> Result<Option<PodView>> {
     let keys = creds.as_ref().map(|(k, _)| *k);
     let ns = session
         .namespace()
@@ -415,7 +357,7 @@ async fn apply_pod(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let wanted = session.spec.desired_state == DesiredState::Connected;
     match cached {
-        Some(pod) if pod.metadata.deletion_timestamp.is_some() => Ok(Some(pod.clone())),
+        Some(pod) if pod.view.terminating => Ok(Some(pod.view.clone())),
         Some(pod) if !wanted => {
             delete_pod(&pods, pod).await?;
             Ok(None)
@@ -423,14 +365,14 @@ async fn apply_pod(
         Some(pod) => {
             let keys = keys.ok_or(Error::MissingField("master keys"))?;
             let desired = resources::session_pod(session, &ctx.settings, &keys.ids())?;
-            if resources::pod_spec_hash(pod) == resources::pod_spec_hash(&desired) {
-                debug!(pod = %pod.name_any(), "pod up to date");
-                return Ok(Some(pod.clone()));
+            if pod.spec_hash.as_deref() == resources::pod_spec_hash(&desired) {
+                debug!(pod = %pod.view.name, "pod up to date");
+                return Ok(Some(pod.view.clone()));
             }
             // Replace: the new pod has the same name, so it cannot exist before the old is gone.
-            info!(pod = %pod.name_any(), namespace = %ns, "session spec changed; replacing pod");
+            info!(pod = %pod.view.name, namespace = %ns, "session spec changed; replacing pod");
             delete_pod(&pods, pod).await?;
-            Ok(Some(pod.clone()))
+            Ok(Some(pod.view.clone()))
         }
         None if !wanted => Ok(None),
         None => {
@@ -457,27 +399,29 @@ async fn apply_pod(
             match pods.create(&params, &desired).await {
                 Ok(pod) => {
                     info!(pod = %pod.name_any(), namespace = %ns, "session pod created");
-                    Ok(Some(pod))
+                    Ok(Some(PodView::of(&pod)))
                 }
                 // The cache lagged behind: the pod exists (maybe still terminating).
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    Ok(pods.get_opt(&resources::pod_name(session)).await?)
-                }
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(pods
+                    .get_opt(&resources::pod_name(session))
+                    .await?
+                    .as_ref()
+                    .map(PodView::of)),
                 Err(e) => Err(e.into()),
             }
         }
     }
 }
 
-async fn delete_pod(pods: &Api<Pod>, pod: &Pod) -> Result<()> {
+async fn delete_pod(pods: &Api<Pod>, pod: &CachedPod) -> Result<()> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: pod.metadata.uid.clone(),
+            uid: pod.uid.clone(),
             resource_version: None,
         }),
         ..Default::default()
     };
-    match pods.delete(&pod.name_any(), &params).await {
+    match pods.delete(&pod.view.name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),

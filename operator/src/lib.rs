@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod keys;
 pub mod metrics;
+pub mod pod_cache;
 pub mod resources;
 pub mod stale;
 pub mod status;
