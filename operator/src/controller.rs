@@ -90,6 +90,15 @@ pub struct Term {
     pub webhooks: WebhookSettings,
 }
 
+/// Drops from a cached session what the operator never reads: its managedFields, and its labels
+/// and annotations (kubectl apply's last-applied-configuration alone is a second copy of the
+/// spec in every cached session).
+fn slim_session(s: &mut WhatsAppSession) {
+    s.managed_fields_mut().clear();
+    s.metadata.labels = None;
+    s.metadata.annotations = None;
+}
+
 /// Watch settings of both caches: small list pages keep the peak of an initial list (a response
 /// body and its decoded objects at once) low when there are thousands of sessions.
 fn list_config() -> watcher::Config {
@@ -112,7 +121,7 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
         writer,
         watcher(sessions, list_config())
             .default_backoff()
-            .modify(|s: &mut WhatsAppSession| s.managed_fields_mut().clear()),
+            .modify(slim_session),
     )
     .applied_objects();
 

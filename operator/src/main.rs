@@ -8,6 +8,9 @@ use wasp_operator::{Config, Handle};
 // at 1,000 sessions stays under the 40 MiB target (docs/benchmarks.md).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // Before any thread starts: blocking helpers (DNS for the Redis URL) would each leave an
+    // arena of their own behind.
+    wasp_malloc::one_arena();
     let config = Config::parse();
     telemetry::init(LogFormat::from_name(&config.log_format));
     let client = kube::Client::try_default()

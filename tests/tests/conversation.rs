@@ -529,14 +529,25 @@ async fn scenario(world: &World, users: &[String; 2]) -> Result<()> {
         Ok(())
     })?;
     wait_connected(world, &me).await?;
-    let fresh = call(
-        &api,
-        &me,
-        M::POST,
-        "/send",
-        Some(send_text(&chat, "marker after invoice")),
-    )
-    .await?;
+    // The replay above is answered from Redis by the new process before it is Connected, and
+    // until the operator has seen the kill the status written for the killed process still
+    // says Connected: a client told `session_not_ready` retries, with an idempotency key so
+    // that a retry never sends twice.
+    let fresh = wasp_e2e::eventually(WAIT, || async {
+        let (s, _, b) = raw(
+            &api,
+            &me,
+            M::POST,
+            "/send",
+            Some(send_text(&chat, "marker after invoice")),
+            Some("marker-after-invoice"),
+        )
+        .await
+        .ok()?;
+        (s == 200).then_some(b)
+    })
+    .await
+    .context("the marker was never sent after the kill")?;
     let marker = fresh["message"]["id"]["id"]
         .as_str()
         .context("id")?
