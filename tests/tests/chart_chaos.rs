@@ -1172,70 +1172,127 @@ async fn a_chart_upgrade_rolls_the_operators_and_keeps_sessions_connected() -> R
     .await
 }
 
+/// Storm sizes at CI scale: 20 sessions, a bucket of 5 logins and 5 a second.
+const STORM_N: usize = 20;
+const STORM_RATE: usize = 5;
+const STORM_BURST: usize = 5;
+
+/// What a storm left for its test's own checks.
+struct Storm {
+    /// From the disruption until every session had logged in again.
+    back_in: Duration,
+    /// The simulator's logins since just before the disruption.
+    log: Vec<wasp_sim::world::Admission>,
+    busiest: usize,
+}
+
+/// The common part of both storms: `STORM_N` sessions paired and connected, `disrupt` run, one
+/// message from each contact while its user is down; then every session back Connected on its
+/// one device without a QR code, logins paced by the fleet-wide bucket (no more than burst +
+/// rate in a second, plus two for handshake latency), every message exactly once at the CRM's
+/// WebSocket; `check` sees what each WebSocket saw.
+async fn storm(
+    world: &mut ChartWorld,
+    kind: &str,
+    disrupt: impl AsyncFnOnce(&mut ChartWorld, &[Scene]) -> Result<()>,
+    check: impl Fn(&Scene, &Seen) -> Result<()>,
+) -> Result<Storm> {
+    let mut scenes = Vec::new();
+    for i in 0..STORM_N {
+        scenes.push(Scene::pair(world, &format!("{kind}{i}")).await?);
+    }
+    let mut logins = Vec::new();
+    for s in &scenes {
+        s.connected(world, "Connected before the storm").await?;
+        logins.push(s.device(world).await?.0);
+    }
+    let since = jiff::Timestamp::now().as_millisecond();
+    let t0 = Instant::now();
+    disrupt(world, &scenes).await?;
+    let body = "written during the storm";
+    let mut sent = Vec::new();
+    for s in &scenes {
+        let id = world.sim.contact_send(&s.contact, &s.phone, body).await?;
+        sent.push(vec![Sent {
+            body: body.into(),
+            id,
+        }]);
+    }
+    for (s, l) in scenes.iter().zip(&logins) {
+        s.relogged_in(world, *l).await?;
+    }
+    let back_in = t0.elapsed();
+    for s in &scenes {
+        s.connected(world, "Connected after the storm").await?;
+    }
+
+    let log = world.sim.admissions(since).await?;
+    let phones: BTreeSet<&str> = log.iter().map(|a| a.phone.as_str()).collect();
+    for s in &scenes {
+        ensure!(
+            phones.contains(s.phone.as_str()),
+            "{} never logged in: {log:?}",
+            s.phone
+        );
+    }
+    let busiest = wasp_sim::world::max_in_window(&log, 1000);
+    // Slots are exact; a login completes a handshake after its slot, so allow two of
+    // latency spread on top of burst + rate.
+    ensure!(
+        busiest <= STORM_BURST + STORM_RATE + 2,
+        "{busiest} logins within one second (burst {STORM_BURST}, rate {STORM_RATE}/s): {log:?}"
+    );
+
+    let bodies = vec![body.to_owned()];
+    for s in &scenes {
+        s.collector.wait_for(&bodies, "after the storm").await?;
+    }
+    // A late duplicate would come now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (s, sent) in scenes.iter().zip(&sent) {
+        let seen = s.collector.stop();
+        exactly_once(sent, &seen.messages, "the WebSocket")?;
+        ensure!(seen.qrs == 0, "{} showed {} QR codes", s.pod, seen.qrs);
+        check(s, &seen)?;
+        s.same_device(world).await?;
+    }
+    Ok(Storm {
+        back_in,
+        log,
+        busiest,
+    })
+}
+
+fn storm_values() -> Value {
+    json!({"operator": {"admission": {"rate": STORM_RATE, "burst": STORM_BURST}}})
+}
+
 /// The restart storm (issue 14, item 2), at CI size: 20 connected sessions, every session
 /// pod's process killed at once (the node restarts them all together), each contact writing
-/// while its user's pod is down. Every session is back Connected on its one device without a
-/// QR code, every message arrives exactly once, and the simulator's admission log shows the
-/// logins paced by the fleet-wide bucket (`operator.admission`): after the burst no more than
-/// `rate` a second. Unpaced (or with the bucket refused by the pods' Redis ACL, where they fall
+/// while its user's pod is down: all back as `storm` says, and the logins spread over the
+/// bucket's pace. Unpaced (or with the bucket refused by the pods' Redis ACL, where they fall
 /// back to a random wait within a second) all 20 log in within about a second, which fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restart_storm_of_20_session_pods_is_paced_and_needs_no_scan() -> Result<()> {
-    const N: usize = 20;
-    const RATE: usize = 5;
-    const BURST: usize = 5;
-    let values = json!({"operator": {"admission": {"rate": RATE, "burst": BURST}}});
     let pods = [
         session_name(&user("storm0")),
         session_name(&user("storm19")),
     ];
     let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
-    with_world("chaos-storm", values, &pods, async |world| {
-        let mut scenes = Vec::new();
-        for i in 0..N {
-            scenes.push(Scene::pair(world, &format!("storm{i}")).await?);
-        }
-        let mut logins = Vec::new();
-        for s in &scenes {
-            s.connected(world, "Connected before the storm").await?;
-            logins.push(s.device(world).await?.0);
-        }
-        let since = jiff::Timestamp::now().as_millisecond();
-        let t_kill = Instant::now();
-        for s in &scenes {
-            world.node.kill9(&s.pod).await?;
-        }
-        let body = "written during the storm";
-        let mut sent = Vec::new();
-        for s in &scenes {
-            let id = world.sim.contact_send(&s.contact, &s.phone, body).await?;
-            sent.push(vec![Sent {
-                body: body.into(),
-                id,
-            }]);
-        }
-        for (s, l) in scenes.iter().zip(&logins) {
-            s.relogged_in(world, *l).await?;
-        }
-        let t_back = t_kill.elapsed();
-        for s in &scenes {
-            s.connected(world, "Connected after the storm").await?;
-        }
-
-        let log = world.sim.admissions(since).await?;
-        let phones: BTreeSet<&str> = log.iter().map(|a| a.phone.as_str()).collect();
-        for s in &scenes {
-            ensure!(phones.contains(s.phone.as_str()), "{} never logged in: {log:?}", s.phone);
-        }
-        let busiest = wasp_sim::world::max_in_window(&log, 1000);
-        // Slots are exact; a login completes a handshake after its slot, so allow two of
-        // latency spread on top of burst + rate.
-        ensure!(
-            busiest <= BURST + RATE + 2,
-            "{busiest} logins within one second (burst {BURST}, rate {RATE}/s): {log:?}"
-        );
+    with_world("chaos-storm", storm_values(), &pods, async |world| {
+        let kill_all = async |world: &mut ChartWorld, scenes: &[Scene]| {
+            for s in scenes {
+                world.node.kill9(&s.pod).await?;
+            }
+            Ok(())
+        };
+        let Storm {
+            back_in,
+            log,
+            busiest,
+        } = storm(world, "storm", kill_all, |_, _| Ok(())).await?;
         let span_ms = log.last().map_or(0, |a| a.at_ms) - log.first().map_or(0, |a| a.at_ms);
-        let paced_ms = ((N - BURST) * 1000 / RATE) as i64;
+        let paced_ms = ((STORM_N - STORM_BURST) * 1000 / STORM_RATE) as i64;
         // The span is between completed logins, not slots: the first ones may finish their
         // handshake late under load (seen: 313 ms with the whole suite running), which
         // shortens it. Unpaced, 20 logins land within about one second.
@@ -1243,21 +1300,8 @@ async fn a_restart_storm_of_20_session_pods_is_paced_and_needs_no_scan() -> Resu
             span_ms >= paced_ms - 500,
             "the logins took {span_ms} ms, pacing needs about {paced_ms} ms: {log:?}"
         );
-
-        let bodies = vec![body.to_owned()];
-        for s in &scenes {
-            s.collector.wait_for(&bodies, "after the storm").await?;
-        }
-        // A late duplicate would come now.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        for (s, sent) in scenes.iter().zip(&sent) {
-            let seen = s.collector.stop();
-            exactly_once(sent, &seen.messages, "the WebSocket")?;
-            ensure!(seen.qrs == 0, "{} showed {} QR codes", s.pod, seen.qrs);
-            s.same_device(world).await?;
-        }
         eprintln!(
-            "chaos storm: {N} pods killed at once → all logged in again in {t_back:?}; {} logins over {span_ms} ms, busiest second {busiest} (burst {BURST}, rate {RATE}/s)",
+            "chaos storm: {STORM_N} pods killed at once → all logged in again in {back_in:?}; {} logins over {span_ms} ms, busiest second {busiest} (burst {STORM_BURST}, rate {STORM_RATE}/s)",
             log.len()
         );
         Ok(())
@@ -1269,75 +1313,30 @@ async fn a_restart_storm_of_20_session_pods_is_paced_and_needs_no_scan() -> Resu
 /// node agent restarted while each contact writes. Every process of the node stops gracefully
 /// and starts again: the 20 session pods, and the chart's operators, APIs and Redis too (so
 /// every pod's Redis user is gone with Redis' memory, and the operator has to give it back).
-/// Every session is back Connected on its one device without a QR code, every message arrives
-/// exactly once on the CRM's WebSocket (which lost its replica and resumes with `?since=`), and
-/// the logins are paced by the fleet-wide bucket.
+/// All back as `storm` says, the CRM's WebSocket (which lost its replica) resuming with
+/// `?since=`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_agent_restart_brings_20_sessions_back_without_a_scan() -> Result<()> {
-    const N: usize = 20;
-    const RATE: usize = 5;
-    const BURST: usize = 5;
-    let values = json!({"operator": {"admission": {"rate": RATE, "burst": BURST}}});
     let pods = [session_name(&user("node0")), session_name(&user("node19"))];
     let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
-    with_world("chaos-node", values, &pods, async |world| {
-        let mut scenes = Vec::new();
-        for i in 0..N {
-            scenes.push(Scene::pair(world, &format!("node{i}")).await?);
-        }
-        let mut logins = Vec::new();
-        for s in &scenes {
-            s.connected(world, "Connected before the node restart").await?;
-            logins.push(s.device(world).await?.0);
-        }
-        let since = jiff::Timestamp::now().as_millisecond();
-        let t_restart = Instant::now();
-        world.restart_node().await?;
-        let t_restarted = t_restart.elapsed();
-        let body = "written while the node restarted";
-        let mut sent = Vec::new();
-        for s in &scenes {
-            let id = world.sim.contact_send(&s.contact, &s.phone, body).await?;
-            sent.push(vec![Sent {
-                body: body.into(),
-                id,
-            }]);
-        }
-        for (s, l) in scenes.iter().zip(&logins) {
-            s.relogged_in(world, *l).await?;
-        }
-        let t_back = t_restart.elapsed();
-        for s in &scenes {
-            s.connected(world, "Connected after the node restart").await?;
-        }
-
-        let log = world.sim.admissions(since).await?;
-        let busiest = wasp_sim::world::max_in_window(&log, 1000);
-        ensure!(
-            busiest <= BURST + RATE + 2,
-            "{busiest} logins within one second (burst {BURST}, rate {RATE}/s): {log:?}"
-        );
-
-        let bodies = vec![body.to_owned()];
-        for s in &scenes {
-            s.collector.wait_for(&bodies, "after the node restart").await?;
-        }
-        // A late duplicate would come now.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        for (s, sent) in scenes.iter().zip(&sent) {
-            let seen = s.collector.stop();
-            exactly_once(sent, &seen.messages, "the WebSocket")?;
-            ensure!(seen.qrs == 0, "{} showed {} QR codes", s.pod, seen.qrs);
+    with_world("chaos-node", storm_values(), &pods, async |world| {
+        let resumed = |s: &Scene, seen: &Seen| {
             ensure!(
                 seen.resumes >= 1,
                 "{}: the API restarted, yet the WebSocket never resumed (drops {:?})",
                 s.pod,
                 seen.drops
             );
-            s.same_device(world).await?;
-        }
+            Ok(())
+        };
+        let restart = async |world: &mut ChartWorld, _: &[Scene]| world.restart_node().await;
+        let Storm {
+            back_in,
+            log,
+            busiest,
+        } = storm(world, "node", restart, resumed).await?;
         eprintln!(
-            "chaos node restart: node back in {t_restarted:?}, all {N} logged in again after {t_back:?}; {} logins, busiest second {busiest} (burst {BURST}, rate {RATE}/s)",
+            "chaos node restart: all {STORM_N} logged in again after {back_in:?}; {} logins, busiest second {busiest} (burst {STORM_BURST}, rate {STORM_RATE}/s)",
             log.len()
         );
         Ok(())
