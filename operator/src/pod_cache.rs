@@ -84,14 +84,6 @@ impl PodCache {
     pub async fn wait_until_ready(&self) {
         let _ = self.ready.clone().wait_for(|ready| *ready).await;
     }
-
-    pub fn len(&self) -> usize {
-        self.pods.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Applies watch events to the cache (pure bookkeeping, no IO): a relist is buffered and swapped
@@ -256,7 +248,7 @@ mod tests {
             w.apply(watcher::Event::Apply(pod("b", "sb", false)))
                 .is_empty()
         );
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.pods.read().unwrap().len(), 2);
         let owners = w.apply(watcher::Event::Delete(pod("a", "sa", true)));
         assert_eq!(owners, vec![ObjectRef::new("sa").within("clinic")]);
         assert!(cache.get("clinic", "a").is_none());
