@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use wasp_common::acl::{self, UrlError};
-use wasp_crds::{DesiredState, WhatsAppSession};
+use wasp_crds::DesiredState;
 
 use crate::controller::Context;
 use crate::error::Result;
@@ -26,8 +26,8 @@ use crate::keys::MasterKeys;
 pub const RESTART_POLL: Duration = Duration::from_secs(1);
 
 /// The session users this operator applied: ACL user name → fingerprint of the rules and the
-/// Redis run id (`INFO server`, as last read by [`keep_after_restarts`]) they were applied
-/// under. A reconcile sends `ACL SETUSER` only when the rules changed or Redis may have
+/// Redis run (`INFO server`'s run id, as last read by [`keep_after_restarts`], numbered) they
+/// were applied under. A reconcile sends `ACL SETUSER` only when the rules changed or Redis may have
 /// restarted since; the keeper re-applies every user applied under another run id (or before
 /// it first read one), so a restart at any moment is caught.
 pub struct SessionUsers {
@@ -39,22 +39,30 @@ pub struct SessionUsers {
 struct Applied {
     /// The run id the keeper last read; `None` before its first read.
     run_id: Option<String>,
-    users: HashMap<String, ([u8; 32], Option<String>)>,
+    /// Counts the run ids read: a user records this number, not the 40-character id.
+    run: u64,
+    /// `None`: applied before the keeper's first read.
+    users: HashMap<String, ([u8; 32], Option<u64>)>,
 }
 
 impl Applied {
+    /// The run users applied now are recorded under.
+    fn run(&self) -> Option<u64> {
+        self.run_id.as_ref().map(|_| self.run)
+    }
+
     fn current(&self, name: &str, fingerprint: &[u8; 32]) -> bool {
         self.run_id.is_some()
             && self
                 .users
                 .get(name)
-                .is_some_and(|(f, run)| f == fingerprint && *run == self.run_id)
+                .is_some_and(|(f, run)| f == fingerprint && *run == self.run())
     }
 
     fn stale(&self, name: &str) -> bool {
         self.users
             .get(name)
-            .is_some_and(|(_, run)| self.run_id.is_none() || *run != self.run_id)
+            .is_some_and(|(_, run)| self.run_id.is_none() || *run != self.run())
     }
 }
 
@@ -83,7 +91,7 @@ impl SessionUsers {
         if !self.lock().current(&name, &fingerprint) {
             // The run id as known *before* the write: if Redis restarts after it, the keeper
             // reads a newer one and applies the user again.
-            let run = self.lock().run_id.clone();
+            let run = self.lock().run();
             acl::set_user(redis, &name, &rules).await?;
             self.lock().users.insert(name.clone(), (fingerprint, run));
         }
@@ -103,9 +111,12 @@ impl SessionUsers {
     /// before any was read) and must be applied again.
     fn observe_run(&self, run_id: &str) -> bool {
         let mut state = self.lock();
-        state.run_id = Some(run_id.to_owned());
-        let names: Vec<String> = state.users.keys().cloned().collect();
-        names.iter().any(|n| state.stale(n))
+        if state.run_id.as_deref() != Some(run_id) {
+            state.run_id = Some(run_id.to_owned());
+            state.run += 1;
+        }
+        let run = state.run();
+        state.users.values().any(|(_, r)| *r != run)
     }
 
     fn is_stale(&self, user_id: &str) -> bool {
@@ -125,11 +136,7 @@ pub fn run_id(info: &str) -> Option<&str> {
 }
 
 /// Re-creates the session users when Redis restarts (its `run_id` changes), until `stop`.
-pub async fn keep_after_restarts(
-    ctx: std::sync::Arc<Context>,
-    sessions: Store<WhatsAppSession>,
-    stop: CancellationToken,
-) {
+pub async fn keep_after_restarts(ctx: std::sync::Arc<Context>, stop: CancellationToken) {
     let Some(users) = ctx.session_users.as_ref() else {
         return;
     };
@@ -158,7 +165,17 @@ pub async fn keep_after_restarts(
             continue;
         }
         let (mut applied, mut failed) = (0usize, 0usize);
-        for session in sessions.state() {
+        let mut sessions = std::pin::pin!(crate::listing::sessions(ctx.sessions_api()));
+        loop {
+            let session = match sessions.try_next().await {
+                Ok(Some(session)) => session,
+                Ok(None) => break,
+                Err(e) => {
+                    // The users not reached are still stale: the next poll tries again.
+                    warn!(error = %e, "could not list sessions to re-create their Redis users");
+                    break;
+                }
+            };
             if session.spec.desired_state != DesiredState::Connected
                 || session.metadata.deletion_timestamp.is_some()
                 || !users.is_stale(&session.spec.user_id)
@@ -207,10 +224,8 @@ mod tests {
         users.lock().users.insert(name.clone(), (fp, None));
         assert!(users.observe_run("A"));
         assert!(users.is_stale("a@x"));
-        users
-            .lock()
-            .users
-            .insert(name.clone(), (fp, Some("A".into())));
+        let run = users.lock().run();
+        users.lock().users.insert(name.clone(), (fp, run));
         assert!(!users.observe_run("A"));
         assert!(users.lock().current(&name, &fp));
         assert!(!users.lock().current(&name, &[8; 32]), "other rules");

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -58,7 +60,14 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
     pub webhooks: WebhookSettings,
-    failures: Mutex<HashMap<ObjectRef<WhatsAppSession>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<SessionMeta>, u32>>,
+}
+
+impl Context {
+    /// The sessions this operator watches (one namespace, or all).
+    pub fn sessions_api(&self) -> Api<WhatsAppSession> {
+        api(&self.client, self.namespace.as_deref())
+    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -90,13 +99,30 @@ pub struct Term {
     pub webhooks: WebhookSettings,
 }
 
-/// Drops from a cached session what the operator never reads: its managedFields, and its labels
-/// and annotations (kubectl apply's last-applied-configuration alone is a second copy of the
-/// spec in every cached session).
-fn slim_session(s: &mut WhatsAppSession) {
-    s.managed_fields_mut().clear();
-    s.metadata.labels = None;
-    s.metadata.annotations = None;
+/// What the controller caches of a session: its metadata, reduced to its name and namespace.
+/// Each reconcile GETs the session itself, so a cached session costs a few hundred bytes instead
+/// of ≈ 1.9 KiB (spec, status, conditions; docs/benchmarks.md, "Run 4"); the sweeper and the
+/// ACL keeper page through the API when they run.
+pub type SessionMeta = PartialObjectMeta<WhatsAppSession>;
+
+/// Keeps of a session's metadata only what names it (the controller's key). Without a
+/// resourceVersion or uid, the scheduler's and the cache's keys are two short strings.
+fn slim_meta(m: &mut SessionMeta) {
+    m.types = None;
+    m.metadata = ObjectMeta {
+        name: m.metadata.name.take(),
+        namespace: m.metadata.namespace.take(),
+        ..ObjectMeta::default()
+    };
+}
+
+/// The controller's key of a session named by an announcement or a pod's owner reference.
+fn meta_ref(r: ObjectRef<WhatsAppSession>) -> ObjectRef<SessionMeta> {
+    let key = ObjectRef::new(&r.name);
+    match r.namespace {
+        Some(ns) => key.within(&ns),
+        None => key,
+    }
 }
 
 /// Watch settings of both caches: small list pages keep the peak of an initial list (a response
@@ -108,7 +134,8 @@ fn list_config() -> watcher::Config {
 /// Runs the controller (and the stale-session sweeper) until `stop` fires.
 pub async fn run_term(term: Term, stop: CancellationToken) {
     let ns = term.namespace.as_deref();
-    let sessions: Api<WhatsAppSession> = api(&term.client, ns);
+    // Metadata-only list and watch requests (`Api<PartialObjectMeta<_>>`).
+    let sessions: Api<SessionMeta> = api(&term.client, ns);
     let pods_api: Api<Pod> = api(&term.client, ns);
 
     // One cache of the owned pods, shared by the controller's trigger and the reconciler, that
@@ -121,7 +148,7 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
         writer,
         watcher(sessions, list_config())
             .default_backoff()
-            .modify(slim_session),
+            .modify(slim_meta),
     )
     .applied_objects();
 
@@ -129,7 +156,7 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
     let external = futures::stream::unfold(term.triggers.subscribe(), |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(r) => return Some((r, rx)),
+                Ok(r) => return Some((meta_ref(r), rx)),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
@@ -157,20 +184,14 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
 
     let controller = Controller::for_stream(session_events, sessions_cache)
         .with_config(controller::Config::default().concurrency(term.concurrency))
-        .reconcile_on(pod_events)
+        .reconcile_on(pod_events.map(meta_ref))
         .reconcile_on(external)
         .graceful_shutdown_on({
             let stop = stop.clone();
             async move { stop.cancelled().await }
         });
-    let store = controller.store();
-    let acl_keeper = tokio::spawn(crate::acl::keep_after_restarts(
-        ctx.clone(),
-        store.clone(),
-        stop.clone(),
-    ));
+    let acl_keeper = tokio::spawn(crate::acl::keep_after_restarts(ctx.clone(), stop.clone()));
     let sweeper = tokio::spawn(sweeper::sweep(
-        store,
         ctx.clone(),
         term.stale_default,
         term.cleanup_interval,
@@ -190,9 +211,9 @@ pub async fn run_term(term: Term, stop: CancellationToken) {
     let _ = acl_keeper.await;
 }
 
-async fn reconcile(session: Arc<WhatsAppSession>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(meta: Arc<SessionMeta>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let result = reconcile_inner(&session, &ctx).await;
+    let result = fetch_and_reconcile(&meta, &ctx).await;
     ctx.metrics.observe_reconcile(
         started.elapsed(),
         result.as_ref().err().map(Error::category),
@@ -201,12 +222,25 @@ async fn reconcile(session: Arc<WhatsAppSession>, ctx: Arc<Context>) -> Result<A
         ctx.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&ObjectRef::from_obj(session.as_ref()));
+            .remove(&ObjectRef::from_obj(meta.as_ref()));
     }
     result
 }
 
-fn error_policy(session: Arc<WhatsAppSession>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Reads the session the cache names (a quorum read: never older than the event that triggered
+/// this reconcile) and reconciles it; one deleted meanwhile needs nothing more.
+async fn fetch_and_reconcile(meta: &SessionMeta, ctx: &Context) -> Result<Action> {
+    let ns = meta
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(ctx.client.clone(), &ns);
+    match sessions.get_opt(&meta.name_any()).await? {
+        Some(session) => reconcile_inner(&session, ctx).await,
+        None => Ok(Action::await_change()),
+    }
+}
+
+fn error_policy(session: Arc<SessionMeta>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(session.as_ref());
     let failures = {
         let mut map = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,7 +268,7 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
             return Ok(Action::requeue(CLEANUP_RECHECK));
         }
         remove_finalizer(&sessions, session).await?;
-        ctx.metrics.forget_session(&ObjectRef::from_obj(session));
+        ctx.metrics.forget_session(&ns, &name);
         info!(session = %name, namespace = %ns, "session deleted: device logged out, data purged");
         return Ok(Action::await_change());
     }
@@ -309,7 +343,7 @@ async fn reconcile_inner(session: &WhatsAppSession, ctx: &Context) -> Result<Act
         .await;
     }
     if let Some(phase) = status.phase {
-        ctx.metrics.set_phase(ObjectRef::from_obj(&session), phase);
+        ctx.metrics.set_phase(&ns, &name, phase);
     }
     if let Some(problem) = key_problem {
         warn!(session = %name, namespace = %ns, %problem, "master keys unavailable; the session pod is left as it is");

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod listing;
 pub mod metrics;
 pub mod pod_cache;
 pub mod resources;

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
+
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -17,10 +18,9 @@ use wasp_common::keys::CLEANUP_STATS;
 use wasp_crds::WhatsAppSession;
 
 use crate::controller::{Context, publish};
-use crate::stale;
+use crate::{listing, stale};
 
 pub async fn sweep(
-    store: Store<WhatsAppSession>,
     ctx: Arc<Context>,
     default_timeout: Duration,
     interval: Duration,
@@ -35,7 +35,17 @@ pub async fn sweep(
         }
         let now = Timestamp::now();
         let mut stopped = 0u64;
-        for session in store.state() {
+        let mut sessions = std::pin::pin!(listing::sessions(ctx.sessions_api()));
+        loop {
+            let session = match sessions.try_next().await {
+                Ok(Some(session)) => session,
+                Ok(None) => break,
+                Err(e) => {
+                    // The next interval reads them again.
+                    warn!(error = %e, "could not list sessions to look for stale ones");
+                    break;
+                }
+            };
             if !stale::is_stale(&session, now, default_timeout) {
                 continue;
             }
