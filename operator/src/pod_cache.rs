@@ -4,9 +4,11 @@
 //! A kube-runtime reflector keeps every `Pod` whole in an `Arc`: ≈ 2.1 KiB inline even with the
 //! spec dropped (`Option<PodSpec>` and `Option<PodStatus>` live in the struct) plus ≈ 0.9 KiB of
 //! strings and maps, ≈ 3 KiB a pod, the largest part of the operator's heap at thousands of
-//! sessions (heap profile in docs/benchmarks.md). A [`CachedPod`] is a few short strings.
+//! sessions (heap profile in docs/benchmarks.md). This cache keeps ≈ 0.25 KiB a pod.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
@@ -42,10 +44,79 @@ impl CachedPod {
     }
 }
 
-type Key = (String, String);
+/// How a pod is kept: its name is the key of its namespace's map, each namespace is kept once,
+/// the phase of a pod is one of five words, and its IP is parsed. About 100 bytes inline and
+/// three short strings a pod, instead of a `CachedPod`'s 200 bytes and seven strings: the map's
+/// table is sized for the inline part (docs/benchmarks.md, "Run 4").
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    phase: Cow<'static, str>,
+    ready: bool,
+    terminating: bool,
+    pod_ip: Option<IpAddr>,
+    uid: Option<Box<str>>,
+    spec_hash: Option<Box<str>>,
+}
 
-fn key_of(pod: &Pod) -> Key {
-    (pod.namespace().unwrap_or_default(), pod.name_any())
+/// Pod phases (`PodStatus.phase`) a cached pod names without a string of its own.
+const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
+
+impl Stored {
+    fn of(pod: &Pod) -> Self {
+        let CachedPod {
+            view,
+            uid,
+            spec_hash,
+        } = CachedPod::of(pod);
+        Self {
+            phase: match PHASES.iter().find(|p| **p == view.phase) {
+                Some(p) => Cow::Borrowed(p),
+                None => Cow::Owned(view.phase),
+            },
+            ready: view.ready,
+            terminating: view.terminating,
+            // A pod IP that does not parse is no address to reach the pod at.
+            pod_ip: view.pod_ip.and_then(|ip| ip.parse().ok()),
+            uid: uid.map(String::into_boxed_str),
+            spec_hash: spec_hash.map(String::into_boxed_str),
+        }
+    }
+
+    fn cached(&self, name: &str) -> CachedPod {
+        CachedPod {
+            view: PodView {
+                name: name.to_owned(),
+                phase: self.phase.clone().into_owned(),
+                ready: self.ready,
+                pod_ip: self.pod_ip.map(|ip| ip.to_string()),
+                terminating: self.terminating,
+            },
+            uid: self.uid.as_deref().map(str::to_owned),
+            spec_hash: self.spec_hash.as_deref().map(str::to_owned),
+        }
+    }
+}
+
+/// Namespace → pod name → pod.
+type Pods = HashMap<Box<str>, HashMap<Box<str>, Stored>>;
+
+fn insert(pods: &mut Pods, pod: &Pod) {
+    let ns = pod.namespace().unwrap_or_default();
+    let names = match pods.get_mut(ns.as_str()) {
+        Some(names) => names,
+        None => pods.entry(ns.into_boxed_str()).or_default(),
+    };
+    names.insert(pod.name_any().into_boxed_str(), Stored::of(pod));
+}
+
+fn remove(pods: &mut Pods, pod: &Pod) {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(names) = pods.get_mut(ns.as_str()) {
+        names.remove(pod.name_any().as_str());
+        if names.is_empty() {
+            pods.remove(ns.as_str());
+        }
+    }
 }
 
 /// The sessions a pod event concerns: the pod's controlling `WhatsAppSession` owner.
@@ -68,7 +139,7 @@ fn owners(pod: &Pod) -> Vec<ObjectRef<WhatsAppSession>> {
 /// A read handle of the cache, shared by every reconcile.
 #[derive(Clone)]
 pub struct PodCache {
-    pods: Arc<RwLock<HashMap<Key, CachedPod>>>,
+    pods: Arc<RwLock<Pods>>,
     ready: watch::Receiver<bool>,
 }
 
@@ -76,7 +147,7 @@ impl PodCache {
     /// The pod `name` in `namespace`, as last seen.
     pub fn get(&self, namespace: &str, name: &str) -> Option<CachedPod> {
         let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
-        pods.get(&(namespace.to_owned(), name.to_owned())).cloned()
+        pods.get(namespace)?.get(name).map(|p| p.cached(name))
     }
 
     /// Returns once the cache holds the first complete list (or its writer is gone, at shutdown;
@@ -90,8 +161,8 @@ impl PodCache {
 /// in whole at its end, as kube-runtime's reflector does, so a pod deleted while the watch was
 /// down does not linger.
 pub struct PodCacheWriter {
-    pods: Arc<RwLock<HashMap<Key, CachedPod>>>,
-    buffer: HashMap<Key, CachedPod>,
+    pods: Arc<RwLock<Pods>>,
+    buffer: Pods,
     ready: watch::Sender<bool>,
 }
 
@@ -119,7 +190,7 @@ impl PodCacheWriter {
                 Vec::new()
             }
             watcher::Event::InitApply(pod) => {
-                self.buffer.insert(key_of(&pod), CachedPod::of(&pod));
+                insert(&mut self.buffer, &pod);
                 owners(&pod)
             }
             watcher::Event::InitDone => {
@@ -129,17 +200,17 @@ impl PodCacheWriter {
                 Vec::new()
             }
             watcher::Event::Apply(pod) => {
-                self.pods
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key_of(&pod), CachedPod::of(&pod));
+                insert(
+                    &mut self.pods.write().unwrap_or_else(|e| e.into_inner()),
+                    &pod,
+                );
                 owners(&pod)
             }
             watcher::Event::Delete(pod) => {
-                self.pods
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key_of(&pod));
+                remove(
+                    &mut self.pods.write().unwrap_or_else(|e| e.into_inner()),
+                    &pod,
+                );
                 owners(&pod)
             }
         }
@@ -175,7 +246,8 @@ pub fn watch(
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+    use k8s_openapi::jiff::Timestamp;
     use std::collections::BTreeMap;
     use wasp_crds::labels;
 
@@ -231,6 +303,32 @@ mod tests {
     }
 
     #[test]
+    fn what_is_kept_reads_back_as_the_pod_was_seen() {
+        let mut p = pod("p", "s", true);
+        let seen = CachedPod::of(&p);
+        let kept = Stored::of(&p);
+        assert!(
+            matches!(kept.phase, Cow::Borrowed(_)),
+            "a known phase is no string of its own"
+        );
+        assert_eq!(kept.cached("p"), seen);
+        // An unknown phase, a pod without IP, status or annotations: kept as seen.
+        p.status.as_mut().unwrap().phase = Some("Evicting".into());
+        p.status.as_mut().unwrap().pod_ip = None;
+        p.metadata.annotations = None;
+        assert_eq!(Stored::of(&p).cached("p"), CachedPod::of(&p));
+        p.status = None;
+        p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        assert_eq!(Stored::of(&p).cached("p"), CachedPod::of(&p));
+        let v6 = {
+            let mut p = pod("p", "s", true);
+            p.status.as_mut().unwrap().pod_ip = Some("fd00::7".into());
+            p
+        };
+        assert_eq!(Stored::of(&v6).cached("p"), CachedPod::of(&v6));
+    }
+
+    #[test]
     fn events_update_the_cache_and_name_the_controlling_session() {
         let (mut w, cache) = PodCacheWriter::new();
         assert!(w.apply(watcher::Event::Init).is_empty());
@@ -248,7 +346,7 @@ mod tests {
             w.apply(watcher::Event::Apply(pod("b", "sb", false)))
                 .is_empty()
         );
-        assert_eq!(cache.pods.read().unwrap().len(), 2);
+        assert_eq!(cache.pods.read().unwrap()["clinic"].len(), 2);
         let owners = w.apply(watcher::Event::Delete(pod("a", "sa", true)));
         assert_eq!(owners, vec![ObjectRef::new("sa").within("clinic")]);
         assert!(cache.get("clinic", "a").is_none());
