@@ -2,29 +2,44 @@
 //! replica, broadcasting to that replica's WebSocket and SSE clients.
 //!
 //! Where events come from:
-//! - **Durable events** (messages, status, ready, ...) are read from each user's Redis stream by
-//!   one blocking `XREAD` over all the watched streams. The stream is the source of truth and
-//!   every entry carries its id, so resuming (`?since=`, `Last-Event-ID`) and catching up after a
-//!   slow client fell behind are one `XRANGE` each, with no second copy to deduplicate against.
-//!   `XREAD BLOCK` wakes on the `XADD` itself: no added latency.
+//! - **Durable events** (messages, status, ready, ...) are read from each user's Redis stream.
+//!   The stream is the source of truth and every entry carries its id, so resuming (`?since=`,
+//!   `Last-Event-ID`) and catching up after a slow client fell behind are one `XRANGE` each,
+//!   with no second copy to deduplicate against.
 //! - **Ephemeral events** (QR and pairing codes, which the session pod never writes to the
 //!   stream because they carry key material) come from the users' pub/sub channels, subscribed
-//!   while the user has a client here. The durable copies on the channel are ignored.
+//!   while the user has a client here.
+//!
+//! Which streams are read, and when: the pod writes a durable event as `XADD` then `PUBLISH`
+//! of the same envelope on the user's channel (one pipeline, or one Lua script), so by the time
+//! the envelope arrives here its entry is readable. The envelope itself is not delivered; it
+//! marks the user's feed **dirty** and wakes the reader, which reads only the dirty feeds, each
+//! with `XRANGE <stream> (<last> + COUNT 256`, pipelined in one round trip per 128 feeds. An
+//! event thus costs a read of the one stream that changed, whatever the number of watched
+//! users (a blocking `XREAD` over every watched stream cost milliseconds per wake at 1,000
+//! users and grew with them: docs/benchmarks.md, "The hub's fan-out").
+//!
+//! Pub/sub is at-most-once, so the channel only speeds delivery up; these read regardless:
+//! every (re)subscribe of the live connection marks all feeds dirty (what was published while
+//! it was away), a new feed is marked dirty once its channel subscription is confirmed (what
+//! was written between its start point and the subscription), a full page leaves a feed dirty,
+//! and a sweep marks all feeds dirty every [`SWEEP`] (a lost publish is late by at most that).
+//! Sweeps are read after the feeds a publish marked, so they do not delay live events.
 //!
 //! A user's feed exists while at least one client of that user is connected to this replica.
 //! Each replica reads Redis for its own clients only, so any number of replicas can serve the
 //! same user.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use prost::Message as _;
-use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, Value};
+use redis::AsyncCommands;
+use redis::Value;
+use redis::aio::ConnectionManager;
+use redis::streams::StreamRangeReply;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wasp_common::events::{Envelope, STREAM_FIELD};
@@ -35,11 +50,13 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::redis_conn::Redis;
 
-/// How long one `XREAD` blocks. A new feed interrupts it (`CLIENT UNBLOCK`); this bounds the
-/// wait only when that interruption raced the read being sent.
-const READ_BLOCK: Duration = Duration::from_millis(1000);
-/// Entries per `XREAD`/`XRANGE` call.
+/// Entries per `XRANGE` call.
 const PAGE: usize = 256;
+/// Feeds read per pipelined round trip.
+const BATCH: usize = 128;
+/// How often every feed is read although no publish said it changed: the bound on how late an
+/// event whose publish was lost arrives.
+pub const SWEEP: Duration = Duration::from_secs(2);
 /// Events a client may fall behind the live feed before it catches up from the stream.
 const CLIENT_BUFFER: usize = 512;
 
@@ -52,10 +69,10 @@ pub struct Hub {
 struct Inner {
     redis: Arc<Redis>,
     feeds: Mutex<HashMap<String, Feed>>,
-    /// A feed was added: the reader takes its key into the next `XREAD`.
-    changed: Notify,
-    /// `CLIENT ID` of the reader's blocking connection (0 while it has none).
-    reader_id: AtomicI64,
+    /// Feeds whose stream may have entries after their `last`.
+    dirty: Mutex<Dirty>,
+    /// A feed was marked dirty: the reader reads it.
+    wake: Notify,
     live: mpsc::UnboundedSender<LiveCmd>,
     metrics: Arc<Metrics>,
     timeout: Duration,
@@ -74,9 +91,63 @@ enum LiveCmd {
     Unsubscribe(String),
 }
 
+/// The feeds to read (by user hash): those a publish (or a full page, a new subscription)
+/// marked, read first, and those a sweep or a reconnect marked, read after them.
+#[derive(Debug, Default)]
+struct Dirty {
+    now: HashSet<String>,
+    swept: HashSet<String>,
+}
+
+impl Dirty {
+    fn mark(&mut self, hash: String) {
+        self.swept.remove(&hash);
+        self.now.insert(hash);
+    }
+
+    fn mark_all<'a>(&mut self, hashes: impl IntoIterator<Item = &'a String>) {
+        for h in hashes {
+            if !self.now.contains(h) {
+                self.swept.insert(h.clone());
+            }
+        }
+    }
+
+    /// Up to `max` feeds to read next, marked ones before swept ones; each is unmarked.
+    fn take(&mut self, max: usize) -> Vec<String> {
+        let from = if self.now.is_empty() {
+            &mut self.swept
+        } else {
+            &mut self.now
+        };
+        let batch: Vec<String> = from.iter().take(max).cloned().collect();
+        for h in &batch {
+            from.remove(h);
+        }
+        batch
+    }
+}
+
 impl Inner {
     fn feeds(&self) -> MutexGuard<'_, HashMap<String, Feed>> {
         self.feeds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn dirty(&self) -> MutexGuard<'_, Dirty> {
+        self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The user's stream may have new entries: the reader reads it next.
+    fn mark_dirty(&self, hash: &str) {
+        self.dirty().mark(hash.to_owned());
+        self.wake.notify_one();
+    }
+
+    /// Every feed's stream may have new entries (a sweep, a resubscription).
+    fn mark_all_dirty(&self) {
+        let hashes: Vec<String> = self.feeds().keys().cloned().collect();
+        self.dirty().mark_all(&hashes);
+        self.wake.notify_one();
     }
 }
 
@@ -92,8 +163,8 @@ impl Hub {
         let inner = Arc::new(Inner {
             redis,
             feeds: Mutex::new(HashMap::new()),
-            changed: Notify::new(),
-            reader_id: AtomicI64::new(0),
+            dirty: Mutex::new(Dirty::default()),
+            wake: Notify::new(),
             live,
             metrics,
             timeout,
@@ -181,8 +252,6 @@ impl Hub {
         };
         if created {
             self.inner.metrics.stream_feeds(1);
-            self.inner.changed.notify_one();
-            self.unblock_reader().await;
             // Wait for the subscription so a QR published from now on is not missed; a failure
             // (Redis away) is retried by the listener when it reconnects.
             let (ack, acked) = oneshot::channel();
@@ -194,6 +263,10 @@ impl Hub {
             {
                 let _ = tokio::time::timeout(self.inner.timeout, acked).await;
             }
+            // Events written after `last` but before the subscription was confirmed were
+            // published to no one here: read them now (a failed subscription is covered by the
+            // listener's reconnect and the sweep).
+            self.inner.mark_dirty(hash);
         }
         Ok(rx)
     }
@@ -207,20 +280,6 @@ impl Hub {
             ask.arg(keys.codes_wanted_channel()).arg("1");
             let _ =
                 tokio::time::timeout(self.inner.timeout, ask.query_async::<i64>(&mut conn)).await;
-        }
-    }
-
-    /// Interrupts the reader's `XREAD` so it reads the new feed's stream too.
-    async fn unblock_reader(&self) {
-        let id = self.inner.reader_id.load(Ordering::Acquire);
-        if id == 0 {
-            return;
-        }
-        if let Ok(mut conn) = self.inner.redis.conn().await {
-            let mut unblock = redis::cmd("CLIENT");
-            unblock.arg("UNBLOCK").arg(id);
-            let _ = tokio::time::timeout(self.inner.timeout, unblock.query_async::<i64>(&mut conn))
-                .await;
         }
     }
 
@@ -346,82 +405,98 @@ async fn backoff(attempt: &mut u32, shutdown: &CancellationToken) {
     }
 }
 
-/// The reader: `XREAD BLOCK` over the streams of every feed, broadcasting what it reads.
+
+/// The reader: reads the streams of the dirty feeds, broadcasting what it reads.
 async fn read_streams(inner: Arc<Inner>, shutdown: CancellationToken) {
     let mut attempt = 0;
     while !shutdown.is_cancelled() {
-        let conn = match reader_connection(&inner).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "event reader: Redis unavailable");
-                backoff(&mut attempt, &shutdown).await;
-                continue;
-            }
-        };
-        attempt = 0;
         let result = tokio::select! {
-            _ = shutdown.cancelled() => Ok(()),
-            r = read_loop(&inner, conn) => r,
+            _ = shutdown.cancelled() => return,
+            r = read_loop(&inner, &mut attempt) => r,
         };
-        inner.reader_id.store(0, Ordering::Release);
         if let Err(e) = result {
-            tracing::warn!(error = %e, "event reader: Redis read failed; reconnecting");
+            tracing::warn!(error = %e, "event reader: Redis read failed; retrying");
             backoff(&mut attempt, &shutdown).await;
         }
     }
 }
 
-async fn reader_connection(inner: &Inner) -> redis::RedisResult<MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(inner.timeout)
-        .set_response_timeout(READ_BLOCK + inner.timeout);
-    let mut conn = inner
-        .redis
-        .client()
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut conn)
-        .await?;
-    inner.reader_id.store(id, Ordering::Release);
-    Ok(conn)
-}
-
-async fn read_loop(inner: &Inner, mut conn: MultiplexedConnection) -> redis::RedisResult<()> {
+async fn read_loop(inner: &Inner, attempt: &mut u32) -> Result<(), ApiError> {
+    let mut conn = inner.redis.conn().await?;
+    let mut swept = tokio::time::Instant::now();
     loop {
-        let notified = inner.changed.notified();
+        let notified = inner.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let watched: Vec<(String, String, StreamId)> = inner
-            .feeds()
-            .iter()
-            .map(|(hash, f)| (hash.clone(), f.keys.events(), f.last))
-            .collect();
-        if watched.is_empty() {
-            notified.await;
+        if swept.elapsed() >= SWEEP {
+            swept = tokio::time::Instant::now();
+            inner.mark_all_dirty();
+        }
+        let batch = inner.dirty().take(BATCH);
+        if batch.is_empty() {
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(swept + SWEEP) => {}
+            }
             continue;
         }
-        let keys: Vec<&str> = watched.iter().map(|(_, k, _)| k.as_str()).collect();
-        let ids: Vec<String> = watched.iter().map(|(_, _, id)| id.to_string()).collect();
-        let options = StreamReadOptions::default()
-            .block(READ_BLOCK.as_millis() as usize)
-            .count(PAGE);
-        let reply: Option<StreamReadReply> = conn.xread_options(&keys, &ids, &options).await?;
-        let Some(reply) = reply else { continue };
-        let by_key: HashMap<&str, &str> = watched
+        if let Err(e) = read_batch(inner, &mut conn, &batch).await {
+            // Read them again once Redis answers.
+            let mut dirty = inner.dirty();
+            for hash in batch {
+                dirty.mark(hash);
+            }
+            return Err(e);
+        }
+        *attempt = 0;
+    }
+}
+
+/// The `XRANGE` start that reads the entries after `last` (exclusive).
+fn after(last: StreamId) -> String {
+    format!("({last}")
+}
+
+/// Reads the feeds of `batch` (hashes whose feed is gone are skipped), one pipelined `XRANGE`
+/// each from its `last`, and delivers the entries after its `last`. A full page leaves the feed
+/// dirty: more may follow.
+async fn read_batch(
+    inner: &Inner,
+    conn: &mut ConnectionManager,
+    batch: &[String],
+) -> Result<(), ApiError> {
+    let watched: Vec<(&str, String, StreamId)> = {
+        let feeds = inner.feeds();
+        batch
             .iter()
-            .map(|(hash, key, _)| (key.as_str(), hash.as_str()))
-            .collect();
+            .filter_map(|h| feeds.get(h).map(|f| (h.as_str(), f.keys.events(), f.last)))
+            .collect()
+    };
+    if watched.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (_, key, last) in &watched {
+        pipe.cmd("XRANGE")
+            .arg(key)
+            .arg(after(*last))
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE);
+    }
+    let pages: Vec<StreamRangeReply> =
+        tokio::time::timeout(inner.timeout, pipe.query_async(conn))
+            .await
+            .map_err(|_| ApiError::unavailable("redis", "XRANGE timed out"))?
+            .map_err(|e| ApiError::unavailable("redis", e))?;
+    let mut more = Vec::new();
+    {
         let mut feeds = inner.feeds();
-        for stream in reply.keys {
-            let Some(feed) = by_key
-                .get(stream.key.as_str())
-                .and_then(|h| feeds.get_mut(*h))
-            else {
+        for ((hash, _, _), page) in watched.iter().zip(&pages) {
+            let Some(feed) = feeds.get_mut(*hash) else {
                 continue;
             };
-            for entry in &stream.ids {
+            for entry in &page.ids {
                 let Ok(id) = entry.id.parse::<StreamId>() else {
                     continue;
                 };
@@ -435,11 +510,22 @@ async fn read_loop(inner: &Inner, mut conn: MultiplexedConnection) -> redis::Red
                     let _ = feed.tx.send(Arc::new(ev));
                 }
             }
+            if page.ids.len() >= PAGE {
+                more.push(*hash);
+            }
         }
     }
+    if !more.is_empty() {
+        let mut dirty = inner.dirty();
+        for hash in more {
+            dirty.mark(hash.to_owned());
+        }
+    }
+    Ok(())
 }
 
-/// The live-channel listener: ephemeral events (QR, pairing codes) of the users with a feed.
+/// The live-channel listener: ephemeral events (QR, pairing codes) of the users with a feed,
+/// and the wake-ups of their durable events.
 async fn listen_live(
     inner: Arc<Inner>,
     mut cmds: mpsc::UnboundedReceiver<LiveCmd>,
@@ -476,6 +562,10 @@ async fn listen_live(
             .map(|f| f.keys.events_channel())
             .collect();
         let mut healthy = channels.is_empty() || sink.subscribe(&channels).await.is_ok();
+        if healthy {
+            // What was published while this connection was away reached no one here.
+            inner.mark_all_dirty();
+        }
         while healthy {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -513,9 +603,7 @@ fn deliver_live(inner: &Inner, msg: &redis::Msg) {
     let Ok(env) = Envelope::decode(msg.get_payload_bytes()) else {
         return;
     };
-    if !env.kind.as_ref().is_some_and(is_ephemeral) {
-        return; // durable: delivered from the stream, with its id
-    }
+    let ephemeral = env.kind.as_ref().is_some_and(is_ephemeral);
     let feeds = inner.feeds();
     let Some(feed) = feeds.get(&env.user_hash) else {
         return;
@@ -523,8 +611,67 @@ fn deliver_live(inner: &Inner, msg: &redis::Msg) {
     if feed.keys.events_channel() != msg.get_channel_name() {
         return; // an envelope naming another user than its channel
     }
+    if !ephemeral {
+        // Durable: its entry is in the stream (written before the publish); the reader
+        // delivers it from there, with its id.
+        drop(feeds);
+        inner.mark_dirty(&env.user_hash);
+        return;
+    }
     for ev in from_envelope(&env, None) {
         inner.metrics.stream_event(&ev.kind);
         let _ = feed.tx.send(Arc::new(ev));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hashes(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn marked_feeds_are_read_before_swept_ones_and_each_once() {
+        let mut d = Dirty::default();
+        d.mark_all(&hashes(&["a", "b", "c", "d"]));
+        d.mark("c".into());
+        d.mark("e".into());
+        // Marked first, whatever the sweep holds; a marked feed leaves the sweep.
+        assert_eq!(sorted(d.take(10)), hashes(&["c", "e"]));
+        // A sweep does not re-queue a feed that is already marked.
+        d.mark("a".into());
+        d.mark_all(&hashes(&["a", "b"]));
+        assert_eq!(d.take(10), hashes(&["a"]));
+        assert_eq!(sorted(d.take(10)), hashes(&["b", "d"]));
+        assert!(d.take(10).is_empty());
+    }
+
+    #[test]
+    fn takes_at_most_a_batch() {
+        let mut d = Dirty::default();
+        for i in 0..5 {
+            d.mark(format!("m{i}"));
+        }
+        d.mark_all(&hashes(&["s0", "s1", "s2"]));
+        let first = d.take(3);
+        assert_eq!(first.len(), 3);
+        assert!(first.iter().all(|h| h.starts_with('m')));
+        let second = d.take(3);
+        assert_eq!(second.len(), 2, "the rest of the marked ones, no sweep yet");
+        assert!(second.iter().all(|h| h.starts_with('m')));
+        assert_eq!(sorted(d.take(3)), hashes(&["s0", "s1", "s2"]));
+    }
+
+    #[test]
+    fn reads_start_after_the_last_entry() {
+        assert_eq!(after(StreamId { ms: 17, seq: 3 }), "(17-3");
+        assert_eq!(after(StreamId::ZERO), "(0-0");
     }
 }
