@@ -405,7 +405,6 @@ async fn backoff(attempt: &mut u32, shutdown: &CancellationToken) {
     }
 }
 
-
 /// The reader: reads the streams of the dirty feeds, broadcasting what it reads.
 async fn read_streams(inner: Arc<Inner>, shutdown: CancellationToken) {
     let mut attempt = 0;
@@ -484,11 +483,10 @@ async fn read_batch(
             .arg("COUNT")
             .arg(PAGE);
     }
-    let pages: Vec<StreamRangeReply> =
-        tokio::time::timeout(inner.timeout, pipe.query_async(conn))
-            .await
-            .map_err(|_| ApiError::unavailable("redis", "XRANGE timed out"))?
-            .map_err(|e| ApiError::unavailable("redis", e))?;
+    let pages: Vec<StreamRangeReply> = tokio::time::timeout(inner.timeout, pipe.query_async(conn))
+        .await
+        .map_err(|_| ApiError::unavailable("redis", "XRANGE timed out"))?
+        .map_err(|e| ApiError::unavailable("redis", e))?;
     let mut more = Vec::new();
     {
         let mut feeds = inner.feeds();
