@@ -4,8 +4,8 @@
 //!
 //! Transport: each event is `XADD <events> MAXLEN ~ N * e <bytes>` on the user's durable stream
 //! (the entry id is the event id, replayable with `XRANGE`/`XREAD`) and `PUBLISH <events:live>
-//! <bytes>` for low latency. Consumers (wasp-api) subscribe to the channel and, on (re)connect,
-//! `XREAD` from the last id they saw to fill the gap.
+//! <bytes>` for low latency, always in that order. Consumers (wasp-api) subscribe to the channel;
+//! a durable envelope there tells them to `XRANGE` the stream after the last id they saw.
 
 /// Field name of the envelope bytes in a stream entry.
 pub const STREAM_FIELD: &str = "e";

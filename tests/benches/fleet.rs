@@ -538,7 +538,7 @@ async fn inbound(world: &ChartWorld, tl: &mut Timeline, users: &[User], tag: &st
     lat.sort();
     // Where the time goes, by the wall clock (ms resolution): the contact's send → the pod's
     // XADD (simulator, wasp-node's proxy, the session pod, Redis), then XADD → the frame read
-    // (the API's XREAD, its fan-out, the proxy, this client).
+    // (the API's XRANGE, its fan-out, the proxy, this client).
     let xadd_ms =
         |r: &Received| -> Option<i64> { r.event_id.as_deref()?.split('-').next()?.parse().ok() };
     let mut to_xadd: Vec<Duration> = Vec::new();
