@@ -246,6 +246,8 @@ pub struct PodOverrides {
     /// Session pod image instead of the operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Requests and limits of this session's pod instead of the operator's fleet-wide ones
+    /// (`--session-resources`, chart `session.resources`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -89,6 +89,12 @@ pub struct Config {
     #[arg(long, env = "WASP_HISTORY_MAX_MESSAGES", default_value_t = 10_000)]
     pub history_max_messages: usize,
 
+    /// Resource requests and limits of every session pod's container, as Kubernetes'
+    /// `ResourceRequirements` in JSON (chart `session.resources`); a session's
+    /// `spec.pod.resources` wins. Part of the pods' spec hash: a change rolls every session pod.
+    #[arg(long, env = "WASP_SESSION_RESOURCES", default_value = crate::pod_resources::DEFAULT, value_parser = crate::pod_resources::parse)]
+    pub session_resources: k8s_openapi::api::core::v1::ResourceRequirements,
+
     /// Port of the session pods' control API.
     #[arg(long, env = "WASP_SESSION_CONTROL_PORT", default_value_t = 8080)]
     pub session_control_port: u16,

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod listing;
 pub mod metrics;
 pub mod pod_cache;
+pub mod pod_resources;
 pub mod resources;
 pub mod stale;
 pub mod status;

@@ -60,6 +60,8 @@ pub struct PodSettings {
     pub history_max_messages: usize,
     /// Default send pacing `(per minute, burst)` of sessions without `spec.sendRateLimit`.
     pub send_rate: (u32, u32),
+    /// Requests and limits of sessions without `spec.pod.resources`.
+    pub resources: ResourceRequirements,
 }
 
 /// Environment variables left out of the spec hash: tuning that pods pick up when next created.
@@ -82,6 +84,7 @@ impl From<&crate::Config> for PodSettings {
             history_per_chat: c.history_per_chat,
             history_max_messages: c.history_max_messages,
             send_rate: (c.send_rate_per_minute, c.send_burst),
+            resources: c.session_resources.clone(),
         }
     }
 }
@@ -359,21 +362,6 @@ fn session_env(
     Ok(env)
 }
 
-fn default_resources() -> ResourceRequirements {
-    // Sized from the benchmark of a connected idle session (≤ 12 MiB RSS) with headroom for bursts.
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".into(), Quantity("10m".into())),
-            ("memory".into(), Quantity("24Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".into(),
-            Quantity("128Mi".into()),
-        )])),
-        ..Default::default()
-    }
-}
-
 fn http_probe(path: &str, port: u16, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -423,7 +411,7 @@ fn pod_without_hash(
             overrides
                 .resources
                 .clone()
-                .unwrap_or_else(default_resources),
+                .unwrap_or_else(|| settings.resources.clone()),
         ),
         readiness_probe: Some(http_probe("/readyz", settings.admin_port, 5)),
         liveness_probe: Some(http_probe("/healthz", settings.admin_port, 10)),
@@ -555,6 +543,7 @@ mod tests {
             send_rate: (0, 0),
             control_port: 8080,
             admin_port: 9090,
+            resources: crate::pod_resources::parse(crate::pod_resources::DEFAULT).unwrap(),
         }
     }
 
@@ -738,6 +727,45 @@ mod tests {
                 .0,
             "64Mi"
         );
+    }
+
+    #[test]
+    fn the_fleet_default_resources_apply_unless_the_session_sets_its_own() {
+        let memory = |pod: &Pod, side: &str| {
+            let r = pod.spec.as_ref().unwrap().containers[0].resources.clone();
+            let r = r.unwrap();
+            let side = if side == "limits" {
+                r.limits
+            } else {
+                r.requests
+            };
+            side.unwrap()["memory"].0.clone()
+        };
+        let dense = PodSettings {
+            resources: crate::pod_resources::parse(
+                r#"{"requests":{"cpu":"5m","memory":"6Mi"},"limits":{"memory":"64Mi"}}"#,
+            )
+            .unwrap(),
+            ..settings()
+        };
+        let s = session();
+        let pod = session_pod(&s, &dense, IDS).unwrap();
+        assert_eq!(memory(&pod, "requests"), "6Mi");
+        assert_eq!(memory(&pod, "limits"), "64Mi");
+        let released = session_pod(&s, &settings(), IDS).unwrap();
+        assert_eq!(memory(&released, "requests"), "24Mi");
+        // A new fleet default is a new pod (the kubelet cannot resize it in place on v1.20).
+        assert_ne!(pod_spec_hash(&pod), pod_spec_hash(&released));
+
+        let mut own = session();
+        own.spec.pod.resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("memory".into(), Quantity("32Mi".into()))])),
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("96Mi".into()))])),
+            ..Default::default()
+        });
+        let pod = session_pod(&own, &dense, IDS).unwrap();
+        assert_eq!(memory(&pod, "requests"), "32Mi");
+        assert_eq!(memory(&pod, "limits"), "96Mi");
     }
 
     #[test]

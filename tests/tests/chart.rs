@@ -683,7 +683,8 @@ fn varied_values() -> Value {
             "whatsappUrl": "wss://wa.example/ws/chat",
             "controlPort": 18080,
             "adminPort": 19090,
-            "sendRateLimit": {"messagesPerMinute": 20, "burst": 5}
+            "sendRateLimit": {"messagesPerMinute": 20, "burst": 5},
+            "resources": {"requests": {"cpu": 0.005, "memory": "8Mi"}, "limits": {"memory": "64Mi"}}
         },
         "api": {
             "port": 13001,
@@ -766,6 +767,10 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         ("WASP_ADMISSION_BURST", "4"),
         ("WASP_SEND_RATE_PER_MINUTE", "20"),
         ("WASP_SEND_BURST", "5"),
+        (
+            "WASP_SESSION_RESOURCES",
+            r#"{"limits":{"memory":"64Mi"},"requests":{"cpu":0.005,"memory":"8Mi"}}"#,
+        ),
         ("WASP_LEADER_ELECTION", "false"),
         ("WASP_LEASE_NAME", "my-lease"),
         ("POD_NAMESPACE", "field:metadata.namespace"),
@@ -905,6 +910,11 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
         pod["spec"]["containers"][0]["image"],
         "registry.example/wasp/session-pod:1.2.3"
     );
+    // The fleet-wide requests and limits (a YAML number is a quantity too).
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"],
+        json!({"requests": {"cpu": "0.005", "memory": "8Mi"}, "limits": {"memory": "64Mi"}})
+    );
 
     // Defaults: the binaries' parsers take them too, and the session pods' Secrets are the
     // chart's own.
@@ -922,6 +932,10 @@ fn every_setting_reaches_the_binaries_parsers() -> anyhow::Result<()> {
     assert_eq!(
         pod["spec"]["containers"][0]["image"],
         "wasp/session-pod:0.1.0"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"],
+        json!({"requests": {"cpu": "10m", "memory": "24Mi"}, "limits": {"memory": "128Mi"}})
     );
     Ok(())
 }
@@ -1077,6 +1091,22 @@ fn varied_values_render_what_they_say() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_malformed_session_resource_stops_the_operator_with_the_reason() -> anyhow::Result<()> {
+    let objs = render(&[&json!({"session": {"resources": {
+        "requests": {"memory": "256Mi"}, "limits": {"memory": "128Mi"}
+    }}})])?;
+    let env = env_of(container(find(&objs, "Deployment", "wasp-operator")));
+    let args = args_from_env(wasp_operator::Config::command(), &env, |_| "x".into());
+    let err = wasp_operator::Config::try_parse_from(&args).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("requests.memory (256Mi) is above limits.memory (128Mi)"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
 fn contradictory_values_fail_with_a_reason() {
     for (values, says) in [
         (json!({"redis": {"enabled": false}}), "externalRedis.url"),
@@ -1158,7 +1188,12 @@ fn the_readme_lists_every_value_and_notes_say_where_the_console_is() -> anyhow::
     let readme = std::fs::read_to_string(repo().join("charts/wasp/README.md"))?;
     fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
         match v.as_object() {
-            Some(m) if !m.is_empty() && !prefix.ends_with("labels") => {
+            // Labels and resources are free-form maps: one row each.
+            Some(m)
+                if !m.is_empty()
+                    && !prefix.ends_with("labels")
+                    && !prefix.ends_with("resources") =>
+            {
                 for (k, sub) in m {
                     let p = if prefix.is_empty() {
                         k.clone()
