@@ -28,8 +28,8 @@ pub const RESTART_POLL: Duration = Duration::from_secs(1);
 /// The session users this operator applied: ACL user name → fingerprint of the rules and the
 /// Redis run (`INFO server`'s run id, as last read by [`keep_after_restarts`], numbered) they
 /// were applied under. A reconcile sends `ACL SETUSER` only when the rules changed or Redis may have
-/// restarted since; the keeper re-applies every user applied under another run id (or before
-/// it first read one), so a restart at any moment is caught.
+/// restarted since; the keeper applies, in pipelines, every user not applied under the current
+/// run id (at its first look: every user), so a restart at any moment is caught.
 pub struct SessionUsers {
     base_url: String,
     state: Mutex<Applied>,
@@ -59,11 +59,25 @@ impl Applied {
                 .is_some_and(|(f, run)| f == fingerprint && *run == self.run())
     }
 
-    fn stale(&self, name: &str) -> bool {
-        self.users
-            .get(name)
-            .is_some_and(|(_, run)| self.run_id.is_none() || *run != self.run())
+    /// Applied by this operator under the Redis run it knows: nothing to do for the keeper.
+    fn applied_this_run(&self, name: &str) -> bool {
+        self.run_id.is_some()
+            && self
+                .users
+                .get(name)
+                .is_some_and(|(_, run)| *run == self.run())
     }
+}
+
+/// `ACL SETUSER`s the keeper sends in one pipeline: after a Redis restart a thousand users are
+/// back in a few round trips instead of a thousand.
+const SETUSER_BATCH: usize = 128;
+
+/// One user's rules as they are about to be applied.
+struct Pending {
+    name: String,
+    rules: Vec<String>,
+    fingerprint: [u8; 32],
 }
 
 impl SessionUsers {
@@ -85,18 +99,46 @@ impl SessionUsers {
         keys: &MasterKeys,
     ) -> Result<String> {
         let passwords = keys.redis_passwords(user_id);
-        let name = acl::session_user_name(user_id);
-        let rules = acl::session_user_rules(user_id, &passwords);
-        let fingerprint: [u8; 32] = Sha256::digest(rules.join("\n").as_bytes()).into();
-        if !self.lock().current(&name, &fingerprint) {
-            // The run id as known *before* the write: if Redis restarts after it, the keeper
-            // reads a newer one and applies the user again.
-            let run = self.lock().run();
-            acl::set_user(redis, &name, &rules).await?;
-            self.lock().users.insert(name.clone(), (fingerprint, run));
+        let pending = Self::pending(user_id, &passwords);
+        let name = pending.name.clone();
+        if !self.lock().current(&name, &pending.fingerprint) {
+            self.apply(redis, vec![pending]).await?;
         }
         // The URL parsed at start; replacing its credentials cannot fail now.
         Ok(acl::with_credentials(&self.base_url, &name, &passwords[0]).unwrap_or_default())
+    }
+
+    fn pending(user_id: &str, passwords: &[String]) -> Pending {
+        let rules = acl::session_user_rules(user_id, passwords);
+        Pending {
+            name: acl::session_user_name(user_id),
+            fingerprint: Sha256::digest(rules.join("\n").as_bytes()).into(),
+            rules,
+        }
+    }
+
+    /// `ACL SETUSER` of each, in one pipeline; recorded as applied only when all went in.
+    async fn apply(&self, redis: &mut ConnectionManager, batch: Vec<Pending>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // The run id as known *before* the write: if Redis restarts after it, the keeper
+        // reads a newer one and applies the users again.
+        let run = self.lock().run();
+        let mut pipe = redis::pipe();
+        for p in &batch {
+            pipe.cmd("ACL")
+                .arg("SETUSER")
+                .arg(&p.name)
+                .arg(&p.rules)
+                .ignore();
+        }
+        pipe.query_async::<()>(redis).await?;
+        let mut state = self.lock();
+        for p in batch {
+            state.users.insert(p.name, (p.fingerprint, run));
+        }
+        Ok(())
     }
 
     /// Deletes the user's ACL user (Redis closes its connections); `true` if it existed.
@@ -119,8 +161,9 @@ impl SessionUsers {
         state.users.values().any(|(_, r)| *r != run)
     }
 
-    fn is_stale(&self, user_id: &str) -> bool {
-        self.lock().stale(&acl::session_user_name(user_id))
+    fn applied_this_run(&self, user_id: &str) -> bool {
+        self.lock()
+            .applied_this_run(&acl::session_user_name(user_id))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
@@ -135,20 +178,23 @@ pub fn run_id(info: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Re-creates the session users when Redis restarts (its `run_id` changes), until `stop`.
+/// Re-creates the session users when Redis restarts (its `run_id` changes), and at the first
+/// look applies every user this operator has not applied yet (after a node restart Redis and
+/// the operator come back together, and the pods wait for their users), until `stop`.
 pub async fn keep_after_restarts(ctx: std::sync::Arc<Context>, stop: CancellationToken) {
     let Some(users) = ctx.session_users.as_ref() else {
         return;
     };
-    let mut first = true;
+    let mut first_look = true;
+    let mut first_poll = true;
     loop {
-        if !first {
+        if !first_poll {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(RESTART_POLL) => {}
             }
         }
-        first = false;
+        first_poll = false;
         let mut redis = ctx.redis.clone();
         let info: String = match redis::cmd("INFO")
             .arg("server")
@@ -161,47 +207,68 @@ pub async fn keep_after_restarts(ctx: std::sync::Arc<Context>, stop: Cancellatio
         let Some(now) = run_id(&info) else {
             continue;
         };
-        if !users.observe_run(now) {
+        if !users.observe_run(now) && !first_look {
             continue;
         }
-        let (mut applied, mut failed) = (0usize, 0usize);
-        let mut sessions = std::pin::pin!(crate::listing::sessions(ctx.sessions_api()));
-        loop {
-            let session = match sessions.try_next().await {
-                Ok(Some(session)) => session,
-                Ok(None) => break,
-                Err(e) => {
-                    // The users not reached are still stale: the next poll tries again.
-                    warn!(error = %e, "could not list sessions to re-create their Redis users");
-                    break;
-                }
-            };
-            if session.spec.desired_state != DesiredState::Connected
-                || session.metadata.deletion_timestamp.is_some()
-                || !users.is_stale(&session.spec.user_id)
-            {
-                continue;
+        let started = std::time::Instant::now();
+        match apply_missing(&ctx, users, &mut redis).await {
+            Ok((applied, failed)) => {
+                first_look = false;
+                info!(
+                    applied,
+                    failed,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "session Redis users applied (Redis restarted, or first look)"
+                );
             }
-            let Some(ns) = session.namespace() else {
-                continue;
-            };
-            let Ok(Ok(keys)) = ctx.keys.get(&ns).await else {
-                failed += 1;
-                continue;
-            };
-            match users.ensure(&mut redis, &session.spec.user_id, &keys).await {
-                Ok(_) => applied += 1,
-                Err(e) => {
-                    failed += 1;
-                    warn!(session = %session.name_any(), error = %e, "could not re-create the session's Redis user");
-                }
+            // The users not reached are still to do: the next poll tries again.
+            Err(e) => warn!(error = %e, "could not list sessions to apply their Redis users"),
+        }
+    }
+}
+
+/// Applies the users of every Connected session not applied under the current Redis run;
+/// `(applied, failed)`.
+async fn apply_missing(
+    ctx: &Context,
+    users: &SessionUsers,
+    redis: &mut ConnectionManager,
+) -> std::result::Result<(usize, usize), kube::Error> {
+    let (mut applied, mut failed) = (0usize, 0usize);
+    let mut batch = Vec::with_capacity(SETUSER_BATCH);
+    let mut sessions = std::pin::pin!(crate::listing::sessions(ctx.sessions_api()));
+    let mut flush = async |batch: &mut Vec<Pending>, applied: &mut usize, failed: &mut usize| {
+        let n = batch.len();
+        match users.apply(redis, std::mem::take(batch)).await {
+            Ok(()) => *applied += n,
+            Err(e) => {
+                *failed += n;
+                warn!(users = n, error = %e, "could not apply session Redis users");
             }
         }
-        info!(
-            applied,
-            failed, "session Redis users applied again (Redis restarted, or first look)"
-        );
+    };
+    while let Some(session) = sessions.try_next().await? {
+        if session.spec.desired_state != DesiredState::Connected
+            || session.metadata.deletion_timestamp.is_some()
+            || users.applied_this_run(&session.spec.user_id)
+        {
+            continue;
+        }
+        let Some(ns) = session.namespace() else {
+            continue;
+        };
+        let Ok(Ok(keys)) = ctx.keys.get(&ns).await else {
+            failed += 1;
+            continue;
+        };
+        let passwords = keys.redis_passwords(&session.spec.user_id);
+        batch.push(SessionUsers::pending(&session.spec.user_id, &passwords));
+        if batch.len() == SETUSER_BATCH {
+            flush(&mut batch, &mut applied, &mut failed).await;
+        }
     }
+    flush(&mut batch, &mut applied, &mut failed).await;
+    Ok((applied, failed))
 }
 
 #[cfg(test)]
@@ -216,24 +283,27 @@ mod tests {
     }
 
     #[test]
-    fn users_applied_under_another_run_id_or_before_the_first_read_are_stale() {
+    fn users_applied_under_another_run_id_before_the_first_read_or_never_are_to_do() {
         let users = SessionUsers::new("redis://r:6379").unwrap();
         let fp = [7; 32];
         let name = acl::session_user_name("a@x");
-        // Applied before the keeper's first read: stale at that read, even if nothing restarted.
+        // Applied before the keeper's first read: to do at that read, even if nothing restarted.
         users.lock().users.insert(name.clone(), (fp, None));
+        assert!(!users.applied_this_run("a@x"));
         assert!(users.observe_run("A"));
-        assert!(users.is_stale("a@x"));
+        assert!(!users.applied_this_run("a@x"));
         let run = users.lock().run();
         users.lock().users.insert(name.clone(), (fp, run));
         assert!(!users.observe_run("A"));
+        assert!(users.applied_this_run("a@x"));
         assert!(users.lock().current(&name, &fp));
         assert!(!users.lock().current(&name, &[8; 32]), "other rules");
         // Redis restarted.
         assert!(users.observe_run("B"));
-        assert!(users.is_stale("a@x"));
+        assert!(!users.applied_this_run("a@x"));
         assert!(!users.lock().current(&name, &fp));
-        assert!(!users.is_stale("never-applied@x"));
+        // Never applied by this operator (it just started): the first look applies it.
+        assert!(!users.applied_this_run("never-applied@x"));
     }
 
     #[test]

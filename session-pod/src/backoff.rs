@@ -38,6 +38,17 @@ impl ReconnectPolicy {
     }
 }
 
+/// Wait between attempts to reach Redis at start (down, restarting, or refusing this pod's
+/// user until the operator re-creates it): 250 ms doubling to 4 s, equal jitter. Waiting in the
+/// process costs a timer; exiting would cost a process start per attempt, and a thousand pods
+/// doing that after a node restart keep two cores busy (docs/benchmarks.md, "The fleet").
+pub fn redis_retry_delay(failures: u32, unit: f64) -> Duration {
+    let exp = failures.saturating_sub(1).min(4);
+    let full = Duration::from_millis(250 << exp);
+    let half = full / 2;
+    half + half.mul_f64(unit.clamp(0.0, 1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +93,16 @@ mod tests {
             panic!()
         };
         assert!(delay <= MAX_DELAY);
+    }
+
+    #[test]
+    fn redis_retries_start_quick_and_stay_within_four_seconds() {
+        assert_eq!(redis_retry_delay(1, 0.0), Duration::from_millis(125));
+        assert_eq!(redis_retry_delay(1, 1.0), Duration::from_millis(250));
+        assert_eq!(redis_retry_delay(3, 0.5), Duration::from_millis(750));
+        for failures in [5, 6, 100, u32::MAX] {
+            assert_eq!(redis_retry_delay(failures, 1.0), Duration::from_secs(4));
+            assert_eq!(redis_retry_delay(failures, 0.0), Duration::from_secs(2));
+        }
     }
 }

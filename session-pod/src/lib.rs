@@ -58,6 +58,44 @@ fn redis_config() -> redis::aio::ConnectionManagerConfig {
         .set_max_delay(1000)
 }
 
+/// Connects to Redis, retrying (`backoff::redis_retry_delay`) until it answers and accepts
+/// this pod's credentials, or `None` once `shutdown` fires: a SIGTERM meanwhile must still stop
+/// the pod at once (a kubelet would otherwise wait out the grace period and SIGKILL it).
+async fn connect_redis(
+    client: &redis::Client,
+    shutdown: &CancellationToken,
+) -> Option<redis::aio::ConnectionManager> {
+    let mut failures = 0u32;
+    loop {
+        let attempt =
+            redis::aio::ConnectionManager::new_with_config(client.clone(), redis_config());
+        let error = tokio::select! {
+            conn = attempt => match conn {
+                Ok(conn) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "Redis reachable");
+                    }
+                    return Some(conn);
+                }
+                Err(e) => e,
+            },
+            _ = shutdown.cancelled() => return None,
+        };
+        failures += 1;
+        let delay = backoff::redis_retry_delay(failures, rand::random::<f64>());
+        // The first failure is worth a line; the rest repeat it.
+        if failures == 1 {
+            tracing::warn!(error = %error, "Redis not reachable yet: waiting for it (not ready meanwhile)");
+        } else {
+            tracing::debug!(error = %error, failures, ?delay, "Redis still not reachable");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 /// How often the allocator's free pages go back to the kernel. glibc keeps what was freed, so
 /// without this an idle pod stays at the size of its busiest moment (pairing, a history sync, a
 /// burst of sends); a trim of a heap this small takes microseconds.
@@ -107,14 +145,43 @@ pub async fn run(
         );
     }
     let client = redis::Client::open(config.redis_url.as_str())?;
-    // Connecting retries for a while when Redis is down; a SIGTERM meanwhile must still stop
-    // the pod (a kubelet would otherwise wait out the grace period and SIGKILL it).
-    let conn = tokio::select! {
-        conn = redis::aio::ConnectionManager::new_with_config(client.clone(), redis_config()) => conn?,
-        _ = shutdown.cancelled() => {
-            tracing::info!("stopped before Redis was reachable");
-            return Ok(());
+    // The admin port answers from the start: live while the pod waits for Redis, ready only
+    // once its session runs and is ready.
+    let metrics = Arc::new(metrics::Metrics::default());
+    let registry = Arc::new(metrics.registry());
+    let running: Arc<std::sync::OnceLock<Arc<session::Session>>> = Arc::default();
+    let servers_stop = CancellationToken::new();
+    let admin = wasp_common::admin::AdminPort::with_readiness(
+        move || {
+            let mut out = String::new();
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+            out
+        },
+        {
+            let running = running.clone();
+            move || running.get().is_some_and(|s| s.is_ready())
+        },
+    )
+    .router();
+    let admin_task = tokio::spawn({
+        let stop = servers_stop.clone();
+        async move {
+            axum::serve(listeners.admin, admin)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
         }
+    });
+    let Some(conn) = connect_redis(&client, &shutdown).await else {
+        tracing::info!("stopped before Redis was reachable");
+        servers_stop.cancel();
+        return match admin_task.await {
+            Ok(r) => Ok(r?),
+            Err(e) => {
+                tracing::warn!(error = %e, "admin server task");
+                Ok(())
+            }
+        };
     };
     tracing::info!(
         key_id = cipher.current_key_id(),
@@ -123,8 +190,6 @@ pub async fn run(
     );
     let auth = auth_store::RedisAuthStore::new(conn.clone(), cipher, &config.user_id);
     let store = store::Store::new(conn.clone(), &config.user_id, config.events_maxlen);
-    let metrics = Arc::new(metrics::Metrics::default());
-    let registry = Arc::new(metrics.registry());
     let settings = session::SessionSettings {
         user_id: config.user_id.clone(),
         session: SessionRef {
@@ -159,8 +224,9 @@ pub async fn run(
     session
         .redis_ok
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Set once, here: the admin port's readiness reads it.
+    let _ = running.set(session.clone());
 
-    let servers_stop = CancellationToken::new();
     let control = api::control_router(api::AppState {
         session: session.clone(),
         token: api::ControlToken(Arc::from(config.control_token.as_str())),
@@ -169,19 +235,6 @@ pub async fn run(
             config.send_burst,
         )),
     });
-    let admin = wasp_common::admin::AdminPort::with_readiness(
-        move || {
-            let mut out = String::new();
-            // Writing into a String cannot fail.
-            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-            out
-        },
-        {
-            let session = session.clone();
-            move || session.is_ready()
-        },
-    )
-    .router();
     let control_task = tokio::spawn({
         let stop = servers_stop.clone();
         async move {
@@ -190,14 +243,6 @@ pub async fn run(
                 let _ = tcp.set_nodelay(true);
             });
             axum::serve(listener, control)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
-    });
-    let admin_task = tokio::spawn({
-        let stop = servers_stop.clone();
-        async move {
-            axum::serve(listeners.admin, admin)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         }

@@ -217,7 +217,8 @@ async fn logged_out_by_the_phone_purges_auth_state() {
 
 /// A SIGTERM stops the pod within seconds while Redis is away, at start or mid-run: it neither
 /// waits for a reconnect nor for its last writes (a kubelet would wait out the grace period,
-/// then SIGKILL). The restarted pod is not Ready and no one believes the stale record meanwhile.
+/// then SIGKILL). A pod whose Redis comes up late waits for it in its process, live and not
+/// ready, then runs. The restarted pod is not Ready and no one believes the stale record meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_pod_while_redis_is_away() {
     let (running, _sim) = start_sim().await;
@@ -244,6 +245,51 @@ async fn sigterm_stops_the_pod_while_redis_is_away() {
     assert!(pod.proc.exited().is_none(), "{}", pod.log_tail());
     // Not after the client's own connect retries give up (seconds): at once.
     exits_soon(&pod, "Redis never reachable", Duration::from_secs(2));
+
+    // Redis comes up late: the pod waits in its process (live, not ready), past the client's
+    // own connect retries, instead of exiting into a restart loop; then it runs.
+    let mut server = wasp_e2e::redis_server::RedisServer::start().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-9", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut opts = PodOpts::new(&unique_user("lateredis"), &running.ws_url);
+    opts.extra_env = vec![("REDIS_URL".into(), server.url())];
+    let pod = Pod::start(&opts);
+    pod.wait_up().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(pod.proc.exited().is_none(), "{}", pod.log_tail());
+    let http = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let (http, admin) = (http.clone(), pod.admin.clone());
+        async move {
+            http.get(format!("{admin}{path}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(status("/healthz").await, 200, "{}", pod.log_tail());
+    assert_eq!(status("/readyz").await, 503, "{}", pod.log_tail());
+    server.restart().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while status("/readyz").await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline && pod.proc.exited().is_none(),
+            "not ready after Redis came up:\n{}",
+            pod.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        pod.log_tail().contains("Redis not reachable yet"),
+        "{}",
+        pod.log_tail()
+    );
+    exits_soon(&pod, "Redis reachable late", Duration::from_secs(10));
+    drop(server);
 
     // Redis goes away under a running pod (holding its lease, showing a QR code).
     let server = wasp_e2e::redis_server::RedisServer::start().unwrap();

@@ -604,8 +604,13 @@ async fn restart(
         .map(|d| ((d.phone, d.device), d.logins))
         .collect();
     let qrs_before: usize = users.iter().map(|u| u.ws.with_log(|l| l.qrs)).sum();
+    let restarts_before = session_restarts(world, users).await?;
     let since = jiff::Timestamp::now().as_millisecond();
     let t0 = Instant::now();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Milestones::default()));
+    // The node restart takes Redis down: its figures count from Redis answering again.
+    seen.lock().unwrap_or_else(|e| e.into_inner()).down = matches!(how, Restart::Kill9);
+    let probe = tokio::spawn(milestones(world.redis_url().await?, n, t0, seen.clone()));
     match how {
         Restart::Kill9 => {
             let killed =
@@ -678,6 +683,18 @@ async fn restart(
         "   all logged in again at the simulator after {:.1} s, all CRs Connected after {:.1} s (target ≤ 120 s at 1,000)",
         t_logged_in.as_secs_f64(),
         t_connected.as_secs_f64()
+    );
+    probe.abort();
+    let m = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    let at =
+        |t: Option<Duration>| t.map_or("never".to_owned(), |t| format!("{:.1} s", t.as_secs_f64()));
+    println!(
+        "   breakdown: Redis answering {}, the {n} session Redis users back {}; session pod restarts {} (exits that wasp-node restarted)",
+        at(m.redis_up),
+        at(m.users_back),
+        session_restarts(world, users)
+            .await?
+            .saturating_sub(restarts_before)
     );
 
     // Pacing: the simulator's admissions since the restart.
@@ -753,4 +770,79 @@ async fn restart(
     println!("   WebSocket resumes (all clients, so far): {resumes}");
     tl.phase(&format!("{what} → all Connected"), t_connected);
     Ok(())
+}
+
+/// When, after a restart began, the chart's Redis answered again and the session pods' own
+/// Redis users were all there again (the operator re-creates them after a Redis restart).
+#[derive(Default)]
+struct Milestones {
+    /// A poll failed: Redis went away (the node restart takes it down too).
+    down: bool,
+    redis_up: Option<Duration>,
+    users_back: Option<Duration>,
+}
+
+/// Polls the chart's Redis as its admin into `seen` until the task is aborted.
+async fn milestones(
+    url: String,
+    n: usize,
+    t0: Instant,
+    seen: std::sync::Arc<std::sync::Mutex<Milestones>>,
+) {
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        return;
+    };
+    loop {
+        let conn = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.get_multiplexed_async_connection(),
+        )
+        .await;
+        let users: Option<Vec<String>> = match conn {
+            Ok(Ok(mut conn)) => redis::cmd("ACL")
+                .arg("USERS")
+                .query_async(&mut conn)
+                .await
+                .ok(),
+            _ => None,
+        };
+        {
+            let mut m = seen.lock().unwrap_or_else(|e| e.into_inner());
+            match users {
+                None => m.down = true,
+                Some(users) if m.down => {
+                    let now = t0.elapsed();
+                    m.redis_up.get_or_insert(now);
+                    let sessions = users
+                        .iter()
+                        .filter(|u| u.starts_with("wasp-session-"))
+                        .count();
+                    if sessions >= n {
+                        m.users_back.get_or_insert(now);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Σ restart counts of the users' session pod containers, as wasp-node reports them.
+async fn session_restarts(world: &ChartWorld, users: &[User]) -> Result<i64> {
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), &world.ns);
+    let mine: std::collections::HashSet<&str> = users.iter().map(|u| u.pod.as_str()).collect();
+    Ok(pods
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|p| mine.contains(p.name_any().as_str()))
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .map(|c| i64::from(c.restart_count))
+        .sum())
 }
