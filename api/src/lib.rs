@@ -21,6 +21,7 @@ pub mod validate;
 pub mod view;
 pub mod webhooks;
 
+use axum::serve::ListenerExt as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -206,6 +207,10 @@ pub async fn run_with_pods(
         namespace = %config.namespace,
         "wasp-api serving"
     );
+    // Small frames (events, JSON answers) leave at once: no Nagle delay behind a previous one.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let public = axum::serve(listener, router).with_graceful_shutdown({
         let s = shutdown.clone();
         async move { s.cancelled().await }

@@ -688,13 +688,17 @@ async fn restart(
     let m = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
     let at =
         |t: Option<Duration>| t.map_or("never".to_owned(), |t| format!("{:.1} s", t.as_secs_f64()));
+    // A node restart starts every pod afresh (its counts begin again at 0): then the count is
+    // of the exits since.
+    let restarts = session_restarts(world, users).await?;
+    let restarts = match how {
+        Restart::Kill9 => restarts - restarts_before,
+        Restart::Node => restarts,
+    };
     println!(
-        "   breakdown: Redis answering {}, the {n} session Redis users back {}; session pod restarts {} (exits that wasp-node restarted)",
+        "   breakdown: Redis answering {}, the {n} session Redis users back {}; session pod exits wasp-node restarted: {restarts}",
         at(m.redis_up),
         at(m.users_back),
-        session_restarts(world, users)
-            .await?
-            .saturating_sub(restarts_before)
     );
 
     // Pacing: the simulator's admissions since the restart.
