@@ -10,6 +10,35 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// How long a client waits for the next event before failing.
 pub const STREAM_WAIT: Duration = Duration::from_secs(30);
+/// How long `next_of` skips other events before it gives up on the kind it waits for.
+pub const KIND_WAIT: Duration = Duration::from_secs(60);
+
+/// The events a `next_of` skipped: how many, and the last few, for its error.
+#[derive(Default)]
+struct Skipped {
+    count: usize,
+    last: std::collections::VecDeque<String>,
+}
+
+impl Skipped {
+    fn push(&mut self, ev: &Value) {
+        self.count += 1;
+        let mut text = ev.to_string();
+        text.truncate(300);
+        if self.last.len() == 5 {
+            self.last.pop_front();
+        }
+        self.last.push_back(text);
+    }
+
+    fn fail<T>(&self, kind: &str) -> Result<T> {
+        bail!(
+            "no {kind:?} event within {KIND_WAIT:?}; {} others came, the last: {:?}",
+            self.count,
+            self.last
+        )
+    }
+}
 
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -47,14 +76,22 @@ impl WsClient {
         }
     }
 
-    /// The next event of type `kind`, skipping others.
+    /// The next event of type `kind`, skipping others, within [`KIND_WAIT`] in all: a stream
+    /// that keeps sending other events (a pod retrying, its `error`s) fails the wait with what
+    /// it sent instead of holding the test forever.
     pub async fn next_of(&mut self, kind: &str) -> Result<Value> {
-        loop {
-            let ev = self.next().await?;
-            if ev["type"] == kind {
-                return Ok(ev);
+        let mut skipped = Skipped::default();
+        let found = tokio::time::timeout(KIND_WAIT, async {
+            loop {
+                let ev = self.next().await?;
+                if ev["type"] == kind {
+                    return Ok(ev);
+                }
+                skipped.push(&ev);
             }
-        }
+        })
+        .await;
+        found.unwrap_or_else(|_| skipped.fail(kind))
     }
 
     /// Waits for the server's close frame; its code.
@@ -126,13 +163,20 @@ impl SseClient {
         }
     }
 
+    /// As [`WsClient::next_of`].
     pub async fn next_of(&mut self, kind: &str) -> Result<(Option<String>, Value)> {
-        loop {
-            let (id, ev) = self.next().await?;
-            if ev["type"] == kind {
-                return Ok((id, ev));
+        let mut skipped = Skipped::default();
+        let found = tokio::time::timeout(KIND_WAIT, async {
+            loop {
+                let (id, ev) = self.next().await?;
+                if ev["type"] == kind {
+                    return Ok((id, ev));
+                }
+                skipped.push(&ev);
             }
-        }
+        })
+        .await;
+        found.unwrap_or_else(|_| skipped.fail(kind))
     }
 }
 
