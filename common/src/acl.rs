@@ -104,18 +104,16 @@ pub fn session_user_rules(user_id: &str, passwords: &[String]) -> Vec<String> {
     rules
 }
 
-/// `ACL SETUSER <name> <rules…>`.
-pub async fn set_user<C: ConnectionLike + Send>(
+/// `ACL SETUSER <name> <rules…>` for each `(name, rules)`, in one pipeline (one round trip).
+pub async fn set_users<'a, C: ConnectionLike + Send>(
     conn: &mut C,
-    name: &str,
-    rules: &[String],
+    users: impl IntoIterator<Item = (&'a str, &'a [String])>,
 ) -> redis::RedisResult<()> {
-    redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg(name)
-        .arg(rules)
-        .query_async(conn)
-        .await
+    let mut pipe = redis::pipe();
+    for (name, rules) in users {
+        pipe.cmd("ACL").arg("SETUSER").arg(name).arg(rules).ignore();
+    }
+    pipe.query_async(conn).await
 }
 
 /// `ACL DELUSER <name>`: `true` when the user existed. Redis closes its connections.

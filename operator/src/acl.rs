@@ -125,15 +125,11 @@ impl SessionUsers {
         // The run id as known *before* the write: if Redis restarts after it, the keeper
         // reads a newer one and applies the users again.
         let run = self.lock().run();
-        let mut pipe = redis::pipe();
-        for p in &batch {
-            pipe.cmd("ACL")
-                .arg("SETUSER")
-                .arg(&p.name)
-                .arg(&p.rules)
-                .ignore();
-        }
-        pipe.query_async::<()>(redis).await?;
+        acl::set_users(
+            redis,
+            batch.iter().map(|p| (p.name.as_str(), p.rules.as_slice())),
+        )
+        .await?;
         let mut state = self.lock();
         for p in batch {
             state.users.insert(p.name, (p.fingerprint, run));
