@@ -316,6 +316,12 @@ impl ResumingWs {
         lock(&self.log).clone()
     }
 
+    /// Stops reading (the socket closes); what it saw.
+    pub fn stop(&self) -> StreamLog {
+        self.task.abort();
+        self.log()
+    }
+
     /// Runs `f` on what it saw so far, without copying it.
     pub fn with_log<T>(&self, f: impl FnOnce(&StreamLog) -> T) -> T {
         f(&lock(&self.log))

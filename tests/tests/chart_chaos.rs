@@ -47,7 +47,7 @@ use wasp_crds::names::session_name;
 use wasp_crds::{Phase, WhatsAppSession};
 use wasp_e2e::chart_world::{ChartWorld, Paired};
 use wasp_e2e::eventually;
-use wasp_e2e::stream_clients::WsClient;
+use wasp_e2e::stream_clients::{ResumingWs, StreamLog, WsClient};
 use wasp_sim::client::SimClient;
 
 use common::{WAIT, phase, wait_status};
@@ -163,90 +163,42 @@ struct Seen {
     resumes: usize,
     /// Why sockets ended.
     drops: Vec<String>,
-    /// The newest durable event id.
-    last_id: Option<String>,
 }
 
 /// A seed-003 client's WebSocket that reconnects with `?since=<last event id>` whenever its
-/// socket ends, as docs/api.md tells clients to.
+/// socket ends, as docs/api.md tells clients to ([`ResumingWs`]), with the waits these
+/// scenarios need.
 struct Collector {
-    seen: Arc<Mutex<Seen>>,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+    ws: ResumingWs,
+}
+
+impl From<&StreamLog> for Seen {
+    fn from(log: &StreamLog) -> Self {
+        Self {
+            messages: log
+                .messages
+                .iter()
+                .map(|m| (m.body.clone(), m.id.clone()))
+                .collect(),
+            qrs: log.qrs,
+            resumes: log.resumes,
+            drops: log.drops.clone(),
+        }
+    }
 }
 
 impl Collector {
     /// Reads `ws` (already past `ready`, whose event id is `last_id`); `url` is the socket's URL
-    /// without `since`.
+    /// without `since`. A client backs off before it reconnects (the console: 1–15 s), so
+    /// events are written while it has no socket: it must get them from `since`, not live.
     fn start(ws: WsClient, url: String, last_id: Option<String>) -> Self {
-        let seen = Arc::new(Mutex::new(Seen {
-            last_id,
-            ..Seen::default()
-        }));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (seen, stop) = (seen.clone(), stop.clone());
-            async move {
-                let mut ws = Some(ws);
-                loop {
-                    let Some(socket) = ws.as_mut() else {
-                        // A client backs off before it reconnects (the console: 1–15 s), so
-                        // events are written while it has no socket: it must get them from
-                        // `since`, not live.
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(RESUME_AFTER) => {}
-                        }
-                        let since = lock(&seen).last_id.clone();
-                        let url = match since {
-                            Some(id) => format!("{url}&since={id}"),
-                            None => url.clone(),
-                        };
-                        let opened = tokio::select! {
-                            _ = stop.cancelled() => return,
-                            r = WsClient::connect(&url) => r,
-                        };
-                        // An error: no replica ready behind the Service yet; back off again.
-                        if let Ok(s) = opened {
-                            ws = Some(s);
-                            lock(&seen).resumes += 1;
-                        }
-                        continue;
-                    };
-                    let next = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        r = socket.next() => r,
-                    };
-                    let mut got = lock(&seen);
-                    match next {
-                        Ok(ev) => {
-                            if let Some(id) = ev["id"].as_str() {
-                                got.last_id = Some(id.to_owned());
-                            }
-                            match ev["type"].as_str() {
-                                Some("message") => {
-                                    let body = ev["data"]["body"].as_str().unwrap_or_default();
-                                    let id = ev["data"]["id"]["id"].as_str().unwrap_or_default();
-                                    got.messages.push((body.to_owned(), id.to_owned()));
-                                }
-                                Some("qr") => got.qrs += 1,
-                                _ => {}
-                            }
-                        }
-                        Err(e) => {
-                            got.drops.push(format!("{e:#}"));
-                            drop(got);
-                            ws = None;
-                        }
-                    }
-                }
-            }
-        });
-        Self { seen, stop, task }
+        Self {
+            ws: ResumingWs::start(ws, url, last_id, RESUME_AFTER),
+        }
     }
 
     fn seen(&self) -> Seen {
-        lock(&self.seen).clone()
+        self.ws.with_log(|log| Seen::from(log))
     }
 
     /// Waits until every body of `bodies` arrived (at least once).
@@ -305,9 +257,7 @@ impl Collector {
 
     /// Stops reading; what was seen.
     fn stop(&self) -> Seen {
-        self.stop.cancel();
-        self.task.abort();
-        lock(&self.seen).clone()
+        Seen::from(&self.ws.stop())
     }
 }
 
