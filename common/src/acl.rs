@@ -68,9 +68,12 @@ pub const SESSION_POD_COMMANDS: &[&str] = &[
     "unsubscribe",
 ];
 
+/// What every session pod's ACL user name starts with.
+pub const SESSION_USER_PREFIX: &str = "wasp-session-";
+
 /// ACL user name of a user's session pod: `wasp-session-<user hash>`.
 pub fn session_user_name(user_id: &str) -> String {
-    format!("wasp-session-{}", user_hash(user_id))
+    format!("{SESSION_USER_PREFIX}{}", user_hash(user_id))
 }
 
 /// The form Redis stores a password in (`#<sha256 hex>` rules): the operator never sends the

@@ -819,7 +819,7 @@ async fn milestones(
                     m.redis_up.get_or_insert(now);
                     let sessions = users
                         .iter()
-                        .filter(|u| u.starts_with("wasp-session-"))
+                        .filter(|u| u.starts_with(wasp_common::acl::SESSION_USER_PREFIX))
                         .count();
                     if sessions >= n {
                         m.users_back.get_or_insert(now);
