@@ -84,6 +84,11 @@ pub struct Config {
     #[arg(long, env = "WASP_NODE_PROVISION_VOLUMES", default_value_t = true, action = clap::ArgAction::Set)]
     pub provision_volumes: bool,
 
+    /// How many pods are being started at once (status written, Secrets and ConfigMaps read,
+    /// process spawned); the others wait their turn, oldest pod first.
+    #[arg(long, env = "WASP_NODE_PARALLEL_STARTS", default_value_t = crate::local_node::DEFAULT_PARALLEL_STARTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub parallel_starts: usize,
+
     /// Log format: json or text.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -148,6 +153,7 @@ impl Config {
             pod_block: self.pod_block,
             service_block: self.service_block,
             provision_volumes: self.provision_volumes,
+            parallel_starts: self.parallel_starts,
             ..NodeOptions::default()
         }
     }
@@ -196,12 +202,15 @@ mod tests {
             "100",
             "--pod-block",
             "150",
+            "--parallel-starts",
+            "4",
         ]);
         let o = c.node_options();
         assert_eq!(o.namespaces, ["wasp", "other", "third"]);
         assert_eq!(o.state_dir.as_deref(), Some(Path::new("/tmp/n")));
         assert_eq!(o.probe_interval, Duration::from_millis(100));
         assert_eq!(o.pod_block, Some(150));
+        assert_eq!(o.parallel_starts, 4);
         assert!(o.provision_volumes);
         assert_eq!(
             c.images().expect("images").lookup("wasp/session-pod:1"),

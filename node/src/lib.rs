@@ -15,6 +15,7 @@ pub mod policy;
 pub mod procs;
 pub mod provisioner;
 pub mod proxy;
+mod start_queue;
 pub mod volumes;
 mod watch;
 mod worker;
@@ -26,7 +27,9 @@ use tracing::info;
 pub use accounts::ApiAccess;
 pub use config::Config;
 pub use images::{Image, Images};
-pub use local_node::{LocalNode, NODE_LABEL, NodeOptions, ProcessEnd, ProcessRun};
+pub use local_node::{
+    DEFAULT_PARALLEL_STARTS, LocalNode, NODE_LABEL, NodeOptions, ProcessEnd, ProcessRun,
+};
 pub use policy::Backoff;
 
 /// Runs a node with `config` until `shutdown` fires, then stops its processes (SIGTERM, 5 s,

@@ -76,6 +76,7 @@ use crate::images::Images;
 use crate::policy::{self, Backoff};
 use crate::procs::scratch_dir;
 use crate::proxy::{self, PodEvent, ServiceTable};
+use crate::start_queue::StartQueue;
 use crate::watch::watch_all;
 use crate::worker::{self, Msg};
 
@@ -85,6 +86,12 @@ pub const NODE_LABEL: &str = "wasp.dev/wasp-node";
 /// How often the node reports itself Ready (the node lifecycle controller marks a node that is
 /// silent for 40 s NotReady and then evicts its pods).
 const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Pods started at once by default. Unbounded, a node restart with 1,000 pods sent every pod's
+/// status and Secret reads to the apiserver together, and the chart's operator, first in line,
+/// waited 30 s for its Secret behind them (docs/benchmarks.md, "The fleet"). A kubelet is
+/// bounded the same way by its client's QPS limit.
+pub const DEFAULT_PARALLEL_STARTS: usize = 16;
 
 /// How a [`LocalNode`] runs.
 #[derive(Debug, Clone)]
@@ -115,6 +122,9 @@ pub struct NodeOptions {
     pub service_block: Option<u8>,
     /// Make a PersistentVolume for every unbound claim of the watched namespaces.
     pub provision_volumes: bool,
+    /// How many pods are being started at once (status, credentials, Secrets and ConfigMaps
+    /// read, process spawned); the rest wait their turn in the order the node took them. 16.
+    pub parallel_starts: usize,
 }
 
 impl Default for NodeOptions {
@@ -131,6 +141,7 @@ impl Default for NodeOptions {
             pod_block: None,
             service_block: None,
             provision_volumes: true,
+            parallel_starts: DEFAULT_PARALLEL_STARTS,
         }
     }
 }
@@ -217,6 +228,9 @@ pub(crate) struct NodeCtx {
     pub(crate) services: Arc<ServiceTable>,
     pod_block: u8,
     pub(crate) state: Mutex<NodeState>,
+    /// Turns to start a pod ([`NodeOptions::parallel_starts`]), in the order the node took
+    /// them.
+    pub(crate) starts: StartQueue,
 }
 
 impl NodeCtx {
@@ -350,6 +364,7 @@ impl LocalNode {
             .service_block
             .unwrap_or_else(|| *SERVICE_BLOCK.get_or_init(|| 20 + (random_u64() % 80) as u8));
         let services = Arc::new(ServiceTable::new(service_block, opts.namespaces.clone()));
+        let starts = StartQueue::new(opts.parallel_starts);
         let ctx = Arc::new(NodeCtx {
             client,
             name,
@@ -361,6 +376,7 @@ impl LocalNode {
             services,
             pod_block,
             state: Mutex::default(),
+            starts,
         });
         let (control, control_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -402,6 +418,12 @@ impl LocalNode {
             None => (self.ctx.opts.namespaces.first()?.clone(), service),
         };
         self.ctx.services.lookup(&ns, name)
+    }
+
+    /// The pods this agent (since its start or last [`LocalNode::restart`]) began to start, by
+    /// name, in the order their turns came.
+    pub fn pods_taken(&self) -> Vec<String> {
+        self.ctx.lock().pods.iter().map(|p| p.name.clone()).collect()
     }
 
     /// Runs `f` on the newest record of `pod` (`name`, or `namespace/name`).
@@ -544,6 +566,7 @@ impl LocalNode {
             services: old.services.clone(),
             pod_block: old.pod_block,
             state: Mutex::default(),
+            starts: StartQueue::new(old.opts.parallel_starts),
         });
         register_node(&ctx.client, &ctx.name).await?;
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -757,20 +780,34 @@ async fn run_node(
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut seen: HashMap<usize, HashSet<String>> = HashMap::new();
+    // Pods of a (re)list, held until the list is complete so they start in creation order.
+    let mut initial: HashMap<usize, Vec<Pod>> = HashMap::new();
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.tick().await;
     loop {
         tokio::select! {
             ev = events.next() => match ev {
-                Some((i, Ok(watcher::Event::Init))) => { seen.insert(i, HashSet::new()); }
+                Some((i, Ok(watcher::Event::Init))) => {
+                    seen.insert(i, HashSet::new());
+                    initial.insert(i, Vec::new());
+                }
                 Some((i, Ok(watcher::Event::InitApply(pod)))) => {
                     if let (Some(seen), Some(uid)) = (seen.get_mut(&i), pod.uid()) {
                         seen.insert(uid);
                     }
                     let _ = proxy_tx.send(PodEvent::Apply(Box::new(pod.clone())));
-                    on_pod(&ctx, &labels, pod, &mut workers, &mut tasks);
+                    initial.entry(i).or_default().push(pod);
                 }
                 Some((i, Ok(watcher::Event::InitDone))) => {
+                    // The listed pods start oldest first, as the kubelet handles them
+                    // (`HandlePodAdditions` sorts by creation time): after a node restart the
+                    // chart's Redis and operator, created before the sessions, are not queued
+                    // behind the session pods the listing orders first by name.
+                    let mut listed_pods = initial.remove(&i).unwrap_or_default();
+                    sort_by_creation(&mut listed_pods);
+                    for pod in listed_pods {
+                        on_pod(&ctx, &labels, pod, &mut workers, &mut tasks);
+                    }
                     // Pods that went away while the watch was down.
                     let ns = namespaces.get(i).cloned();
                     if let Some(seen) = seen.remove(&i) {
@@ -830,6 +867,21 @@ async fn run_node(
     }
 }
 
+/// Oldest first by `metadata.creationTimestamp` (then namespace and name, so that pods created
+/// in the same second keep a stable order), as the kubelet's `PodsByCreationTime`.
+fn sort_by_creation(pods: &mut [Pod]) {
+    pods.sort_by(|a, b| {
+        let key = |p: &Pod| {
+            (
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.metadata.namespace.clone(),
+                p.metadata.name.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+}
+
 /// A running pod worker, as the main loop knows it.
 struct Worker {
     namespace: String,
@@ -880,9 +932,12 @@ fn on_pod(
             terminating: false,
         },
     );
+    // Queued now, in the order the node takes pods; a pod that waits for its claims queues
+    // once they are bound.
+    let turn = (!bind || crate::volumes::claims(&pod).is_empty()).then(|| ctx.starts.enqueue());
     let ctx = ctx.clone();
     tasks.spawn(async move {
-        worker::run_pod(ctx, pod, bind, tx, rx).await;
+        worker::run_pod(ctx, pod, bind, turn, tx, rx).await;
         uid
     });
 }
@@ -955,6 +1010,25 @@ mod tests {
             &images,
             &labels
         ));
+    }
+
+    #[test]
+    fn listed_pods_start_oldest_first_whatever_their_names() {
+        let at = |name: &str, t: &str| {
+            pod(json!({ "metadata": { "name": name, "namespace": "wasp", "creationTimestamp": t } }))
+        };
+        let mut pods = vec![
+            at("wa-doc-b", "2026-12-07T10:00:05Z"),
+            at("wa-doc-a", "2026-12-07T10:00:05Z"),
+            at("wasp-redis-0", "2026-12-07T09:59:00Z"),
+            at("wasp-operator-7d9f", "2026-12-07T09:59:30Z"),
+        ];
+        sort_by_creation(&mut pods);
+        let names: Vec<_> = pods.iter().map(|p| p.name_any()).collect();
+        assert_eq!(
+            names,
+            ["wasp-redis-0", "wasp-operator-7d9f", "wa-doc-a", "wa-doc-b"]
+        );
     }
 
     #[test]

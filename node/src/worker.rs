@@ -33,6 +33,7 @@ use crate::kubelet::{self, ContainerView, Exit, HOST_IP, PodView, RunState};
 use crate::local_node::{ContainerRecord, NodeCtx, PodRecord, ProcessEnd, ProcessRun};
 use crate::policy::{self, ProbePlan, ProbeTarget, Readiness};
 use crate::procs::Watchdog;
+use crate::start_queue::StartPermit;
 use crate::{accounts, volumes};
 
 /// What a pod's worker is told.
@@ -132,10 +133,14 @@ pub(crate) struct Worker {
 
 /// Runs pod `pod` until it is deleted (or the node stops); binds it first if `bind`, once every
 /// claim it names is Bound (as a scheduler waits for them).
+///
+/// `turn`: its place in the node's start queue, if taken already; the pod is started (and
+/// bound) when its turn comes, and gives the turn back once its containers' first start is done.
 pub(crate) async fn run_pod(
     ctx: Arc<NodeCtx>,
     pod: Pod,
     bind: bool,
+    turn: Option<oneshot::Receiver<StartPermit>>,
     tx: mpsc::UnboundedSender<Msg>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
 ) {
@@ -143,13 +148,35 @@ pub(crate) async fn run_pod(
     if bind && !claims_bound(&ctx, &pod, &mut rx).await {
         return;
     }
+    let turn = turn.unwrap_or_else(|| ctx.starts.enqueue());
+    let Some(permit) = wait_for_turn(turn, &mut rx).await else {
+        return;
+    };
     match Worker::new(ctx, pod, bind, tx, rx).await {
         Ok(Some(mut w)) => {
-            w.run().await;
+            w.run(permit).await;
             w.finish();
         }
         Ok(None) => {}
         Err(e) => warn!(pod = %key, error = %format!("{e:#}"), "local node could not take the pod"),
+    }
+}
+
+/// Waits for the pod's turn to start; `None` if the pod went away (or the node stopped)
+/// meanwhile.
+async fn wait_for_turn(
+    mut turn: oneshot::Receiver<StartPermit>,
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+) -> Option<StartPermit> {
+    loop {
+        tokio::select! {
+            permit = &mut turn => return permit.ok(),
+            msg = rx.recv() => match msg {
+                None | Some(Msg::Gone | Msg::Terminate { .. } | Msg::NodeStop) => return None,
+                Some(Msg::Kill9(reply)) => { let _ = reply.send(Err("the pod is not running yet".into())); }
+                Some(Msg::Probe { .. }) => {}
+            },
+        }
     }
 }
 
@@ -288,10 +315,14 @@ impl Worker {
         kubelet::restart_policy(&self.pod).to_owned()
     }
 
-    async fn run(&mut self) {
+    /// `start_permit`: the node's permit to start this pod, given back once the containers'
+    /// first start is done (or failed and is retried later).
+    async fn run(&mut self, start_permit: StartPermit) {
+        let mut start_permit = Some(start_permit);
         self.sync_status().await;
         loop {
             self.start_due().await;
+            start_permit.take();
             if self.sync_status().await == Synced::Gone {
                 self.kill_all().await;
                 self.remove_dir();

@@ -12,7 +12,9 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use wasp_e2e::{eventually, wait_for};
 
-use crate::common::{LIMIT, condition, container_status, phase, setup, shell_pod};
+use wasp_node::{LocalNode, NodeOptions};
+
+use crate::common::{LIMIT, condition, container_status, phase, setup, shell, shell_pod};
 
 #[tokio::test]
 async fn runs_a_pod_with_its_env_on_its_own_address_and_reports_it_ready() -> Result<()> {
@@ -202,6 +204,40 @@ async fn exits_follow_the_restart_policy() -> Result<()> {
     let reason =
         container_status(&done).and_then(|c| c.state.as_ref()?.terminated.as_ref()?.reason.clone());
     assert_eq!(reason.as_deref(), Some("Completed"));
+    Ok(())
+}
+
+/// A restarted node takes its pods up oldest first, as a kubelet does, not in the listing's
+/// name order: after a node restart the chart's Redis and operator must not wait behind
+/// hundreds of session pods. One start at a time here, so the order is the queue's.
+#[tokio::test]
+async fn a_restarted_node_starts_its_pods_oldest_first() -> Result<()> {
+    let env = wasp_e2e::TestEnv::get();
+    let client = env.kube_client().await?;
+    let ns = env.namespace("node-order").await?;
+    let opts = NodeOptions {
+        parallel_starts: 1,
+        ..NodeOptions::namespaced(&ns)
+    };
+    let mut node = LocalNode::start_with(client.clone(), shell(), opts).await?;
+    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    // Creation times have whole seconds: a second apart, names in the other order.
+    let oldest_first = ["z-oldest", "m-middle", "a-newest"];
+    for name in oldest_first {
+        pods.create(
+            &PostParams::default(),
+            &shell_pod(name, "exec sleep 600", json!({}))?,
+        )
+        .await?;
+        eventually(LIMIT, || async { node.process_of(name) }).await?;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    node.restart().await?;
+    for name in oldest_first {
+        eventually(LIMIT, || async { node.process_of(name) }).await?;
+    }
+    assert_eq!(node.pods_taken(), oldest_first);
+    node.shutdown().await?;
     Ok(())
 }
 
