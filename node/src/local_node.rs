@@ -423,7 +423,12 @@ impl LocalNode {
     /// The pods this agent (since its start or last [`LocalNode::restart`]) began to start, by
     /// name, in the order their turns came.
     pub fn pods_taken(&self) -> Vec<String> {
-        self.ctx.lock().pods.iter().map(|p| p.name.clone()).collect()
+        self.ctx
+            .lock()
+            .pods
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     /// Runs `f` on the newest record of `pod` (`name`, or `namespace/name`).
@@ -1015,7 +1020,9 @@ mod tests {
     #[test]
     fn listed_pods_start_oldest_first_whatever_their_names() {
         let at = |name: &str, t: &str| {
-            pod(json!({ "metadata": { "name": name, "namespace": "wasp", "creationTimestamp": t } }))
+            pod(
+                json!({ "metadata": { "name": name, "namespace": "wasp", "creationTimestamp": t } }),
+            )
         };
         let mut pods = vec![
             at("wa-doc-b", "2026-12-07T10:00:05Z"),

@@ -1107,6 +1107,9 @@ async fn renew_loop(session: Arc<Session>, lease: Lease, lost: CancellationToken
             Ok(true) => {
                 session.redis_ok.store(true, Ordering::Relaxed);
                 last_ok = tokio::time::Instant::now();
+                // Awake anyway: give the allocator's free pages back now (see
+                // `RELEASE_FREE_MEMORY_EVERY`), not on a timer of its own.
+                wasp_malloc::release_free_memory();
             }
             Ok(false) => {
                 session.holds_lease.store(false, Ordering::Relaxed);

@@ -30,6 +30,7 @@ fn help_names_every_flag() -> Result<()> {
         "--pod-block",
         "--service-block",
         "--provision-volumes",
+        "--parallel-starts",
         "[env: WASP_NODE_IMAGES=]",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
