@@ -29,10 +29,13 @@ mod tests {
 
     #[test]
     fn committed_crd_is_current() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(CRD_PATH);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        // The directory cargo runs the test in, not the one it was compiled in: a shared
+        // target dir may hand this checkout a test binary built in another one.
+        let dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+        let path = Path::new(&dir).join("..").join(CRD_PATH);
+        let committed = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         assert!(
             committed == crd_yaml().unwrap(),
             "{CRD_PATH} is stale: run `cargo run -p wasp-crds --bin crdgen`"

@@ -318,11 +318,17 @@ impl Worker {
     /// `start_permit`: the node's permit to start this pod, given back once the containers'
     /// first start is done (or failed and is retried later).
     async fn run(&mut self, start_permit: StartPermit) {
-        let mut start_permit = Some(start_permit);
+        let mut permit = Some(start_permit);
+        // A start (a restart after an exit, a retry) queues for its turn like a first start:
+        // after a storm of exits a thousand restarts would otherwise read their Secrets and
+        // spawn at the same moment.
+        let mut turn: Option<oneshot::Receiver<StartPermit>> = None;
         self.sync_status().await;
         loop {
-            self.start_due().await;
-            start_permit.take();
+            if permit.is_some() {
+                self.start_due().await;
+                permit = None;
+            }
             if self.sync_status().await == Synced::Gone {
                 self.kill_all().await;
                 self.remove_dir();
@@ -356,7 +362,13 @@ impl Worker {
                         self.on_probe(container, generation, kind, ok);
                     }
                 },
-                () = sleep_until(next_start.unwrap_or_else(far_future)), if next_start.is_some() => {}
+                () = sleep_until(next_start.unwrap_or_else(far_future)), if next_start.is_some() && turn.is_none() => {
+                    turn = Some(self.ctx.starts.enqueue());
+                }
+                got = async { turn.as_mut().expect("guarded").await }, if turn.is_some() => {
+                    turn = None;
+                    permit = got.ok();
+                }
                 () = sleep_until(retry.unwrap_or_else(far_future)), if retry.is_some() => {
                     self.status_retry = None;
                 }
