@@ -162,6 +162,19 @@ pub(crate) async fn run_pod(
     }
 }
 
+/// Answers a message that comes before the pod runs; `false` when the pod went away or the
+/// node stops.
+fn answer_before_start(msg: Option<Msg>) -> bool {
+    match msg {
+        None | Some(Msg::Gone | Msg::Terminate { .. } | Msg::NodeStop) => false,
+        Some(Msg::Kill9(reply)) => {
+            let _ = reply.send(Err("the pod is not running yet".into()));
+            true
+        }
+        Some(Msg::Probe { .. }) => true,
+    }
+}
+
 /// Waits for the pod's turn to start; `None` if the pod went away (or the node stopped)
 /// meanwhile.
 async fn wait_for_turn(
@@ -171,11 +184,7 @@ async fn wait_for_turn(
     loop {
         tokio::select! {
             permit = &mut turn => return permit.ok(),
-            msg = rx.recv() => match msg {
-                None | Some(Msg::Gone | Msg::Terminate { .. } | Msg::NodeStop) => return None,
-                Some(Msg::Kill9(reply)) => { let _ = reply.send(Err("the pod is not running yet".into())); }
-                Some(Msg::Probe { .. }) => {}
-            },
+            msg = rx.recv() => if !answer_before_start(msg) { return None },
         }
     }
 }
@@ -204,11 +213,7 @@ async fn claims_bound(ctx: &NodeCtx, pod: &Pod, rx: &mut mpsc::UnboundedReceiver
             logged = true;
         }
         tokio::select! {
-            msg = rx.recv() => match msg {
-                None | Some(Msg::Gone | Msg::Terminate { .. } | Msg::NodeStop) => return false,
-                Some(Msg::Kill9(reply)) => { let _ = reply.send(Err("the pod is not running yet".into())); }
-                Some(Msg::Probe { .. }) => {}
-            },
+            msg = rx.recv() => if !answer_before_start(msg) { return false },
             () = sleep(CLAIM_POLL) => {}
         }
     }
