@@ -41,12 +41,20 @@ use tracing::{info, warn};
 use wasp_common::admin::AdminPort;
 use wasp_common::keys::STATE_CHANGED_CHANNEL;
 use wasp_common::session_state::SessionRef;
+use wasp_common::shutdown;
 use wasp_crds::WhatsAppSession;
 
 pub use config::Config;
 
 use crate::controller::Term;
 use crate::metrics::Metrics;
+
+/// Shutdown budgets, together well inside the chart's 30 s `terminationGracePeriodSeconds`:
+/// in-flight reconciles finish, the leader lease is released (the next leader starts at once
+/// instead of after the lease's duration), the admin port closes.
+const CONTROLLER_DRAIN: Duration = Duration::from_secs(10);
+const LEASE_RELEASE: Duration = Duration::from_secs(5);
+const ADMIN_DRAIN: Duration = Duration::from_secs(3);
 
 /// Errors that stop the operator (a reconcile's errors never do).
 #[derive(Debug, thiserror::Error)]
@@ -199,11 +207,20 @@ pub async fn run(
                     let _ = lost.wait_for(|l| !*l).await;
                     stop.cancel();
                 });
-                controller::run_term(term(), term_stop).await;
+                // Cancelling a reconcile midway is safe (each one is idempotent), so a drain
+                // that hangs is dropped after its budget: the lease is still released in time.
+                shutdown::drain(
+                    "controller",
+                    &term_stop,
+                    CONTROLLER_DRAIN,
+                    controller::run_term(term(), term_stop.clone()),
+                )
+                .await;
                 watch_loss.abort();
                 handle.metrics.leader.set(0);
                 handle.metrics.forget_all();
                 if shutdown.is_cancelled() {
+                    info!(identity = %handle.identity, "shutting down: controller stopped");
                     task.abort();
                     break 'election;
                 }
@@ -212,18 +229,25 @@ pub async fn run(
         }
         // Released now, not when the manager's task would next wake (up to the lease's
         // duration): the next leader starts at once. Releasing checks that we hold it.
-        match build().await {
-            Ok(manager) => {
-                if let Err(e) = manager.release().await {
-                    warn!(error = %e, "could not release the leader lease");
-                }
+        let release = async {
+            match build().await {
+                Ok(manager) => manager.release().await,
+                Err(e) => Err(e),
             }
-            Err(e) => warn!(error = %e, "could not release the leader lease"),
+        };
+        match shutdown::bounded("leader lease release", LEASE_RELEASE, release).await {
+            Some(Ok(())) => {
+                info!(identity = %handle.identity, "shutting down: leader lease released")
+            }
+            Some(Err(e)) => warn!(error = %e, "could not release the leader lease"),
+            None => {}
         }
     }
     handle.metrics.leader.set(0);
     shutdown.cancel();
-    admin_task.await.map_err(std::io::Error::other)??;
+    if let Some(served) = shutdown::bounded("admin server", ADMIN_DRAIN, admin_task).await {
+        served.map_err(std::io::Error::other)??;
+    }
     Ok(())
 }
 

@@ -1035,8 +1035,9 @@ async fn a_chart_upgrade_rolls_the_operators_and_keeps_sessions_connected() -> R
                     && runs
                         .iter()
                         .all(|r| r.end.as_ref().is_some_and(|e| e.graceful())),
-                "old operator {}: {runs:?}",
-                p.name_any()
+                "old operator {}: {runs:?}\n{}",
+                p.name_any(),
+                node.log_tail(&p.name_any(), 40)
             );
         }
 
