@@ -97,7 +97,8 @@ pub struct Config {
     /// Logins let through at once before the rate applies.
     #[arg(long, env = "WASP_ADMISSION_BURST", default_value_t = 10)]
     pub admission_burst: u32,
-    /// Lease time-to-live in milliseconds (renewed at a third of it).
+    /// Lease time-to-live in milliseconds (renewed at half of it, every fifteenth after a failed
+    /// renewal; the socket is dropped after two thirds without one).
     #[arg(long, env = "WASP_LEASE_TTL_MS", default_value_t = 15_000)]
     pub lease_ttl_ms: u64,
     /// The pod's UID (the operator sets it from the downward API). A process restarted in the

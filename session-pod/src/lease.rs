@@ -108,6 +108,24 @@ pub async fn try_acquire<C: ConnectionLike + Send>(
 }
 
 /// Extends the lease; `false` when it is no longer ours (expired and taken, or purged).
+/// When the next renewal is due: half the TTL after a success (the lease then has half its life
+/// left), a fifteenth of it (1 s of 15 s) after a failure, but never past the fence
+/// ([`fence_after`]). Half, not a third: each renewal is an `EVALSHA` and a wakeup of every
+/// idle pod, and retrying soon after a failure keeps as many attempts before the fence.
+pub fn renew_after(ttl: Duration, failed: bool, until_fence: Duration) -> Duration {
+    if failed {
+        (ttl / 15).min(until_fence)
+    } else {
+        ttl / 2
+    }
+}
+
+/// How long a holder goes on without a confirmed renewal before it drops its socket: two thirds
+/// of the TTL, a third before the lease can have expired for another process.
+pub fn fence_after(ttl: Duration) -> Duration {
+    ttl * 2 / 3
+}
+
 pub async fn renew<C: ConnectionLike + Send>(
     conn: &mut C,
     lease: &Lease,
@@ -137,6 +155,23 @@ pub async fn release<C: ConnectionLike + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewals_come_at_half_the_ttl_and_retries_reach_the_fence_before_expiry() {
+        let ttl = Duration::from_secs(15);
+        assert_eq!(renew_after(ttl, false, ttl), Duration::from_millis(7500));
+        assert_eq!(fence_after(ttl), Duration::from_secs(10));
+        // A renewal fails at 7.5 s: retries every second, the last one at the fence itself.
+        let mut t = renew_after(ttl, false, ttl);
+        let mut attempts = vec![t];
+        while t < fence_after(ttl) {
+            t += renew_after(ttl, true, fence_after(ttl) - t);
+            attempts.push(t);
+        }
+        let secs: Vec<f64> = attempts.iter().map(Duration::as_secs_f64).collect();
+        assert_eq!(secs, [7.5, 8.5, 9.5, 10.0]);
+        assert!(fence_after(ttl) < ttl);
+    }
 
     #[test]
     fn holders_of_a_pod_take_over_only_their_own_pods_leases() {

@@ -19,6 +19,7 @@ pub mod qr;
 pub mod runtime;
 pub mod session;
 pub mod store;
+pub mod wake_timer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,9 +100,8 @@ async fn connect_redis(
 /// How often the allocator's free pages go back to the kernel when no session runs. glibc
 /// keeps what was freed, so without this an idle pod stays at the size of its busiest moment
 /// (pairing, a history sync, a burst of sends). While a session runs, the lease renewal trims
-/// every `lease_ttl / 3` (5 s) in the same wakeup (`session::renew_loop`): a timer of its own
-/// woke each of a thousand idle pods three more times per 5 s (tokio's timer wheel cascades),
-/// a visible share of the fleet's idle CPU.
+/// every `lease_ttl / 2` (7.5 s) in the same wakeup (`session::renew_loop`): a timer of its own
+/// woke each of a thousand idle pods more often, a visible share of the fleet's idle CPU.
 const RELEASE_FREE_MEMORY_EVERY: Duration = Duration::from_secs(60);
 
 /// How often retention runs.
@@ -261,16 +261,14 @@ pub async fn run(
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "retention"),
                 }
-                tokio::time::sleep(RETENTION_EVERY).await;
+                crate::wake_timer::sleep(RETENTION_EVERY).await;
             }
         })
     });
 
     let release_task = tokio::spawn(async {
-        let mut every = tokio::time::interval(RELEASE_FREE_MEMORY_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
+            crate::wake_timer::sleep(RELEASE_FREE_MEMORY_EVERY).await;
             wasp_malloc::release_free_memory();
         }
     });

@@ -23,8 +23,9 @@ impl Runtime for PodRuntime {
         tokio::spawn(future);
     }
 
+    /// The library's keepalive sleeps 15–30 s between pings: on a timerfd, one wakeup each.
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(tokio::time::sleep(duration))
+        Box::pin(crate::wake_timer::sleep(duration))
     }
 
     fn spawn_blocking(

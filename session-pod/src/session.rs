@@ -1101,12 +1101,28 @@ async fn acquire_lease(session: &Arc<Session>, stop: &CancellationToken) -> Opti
 async fn renew_loop(session: Arc<Session>, lease: Lease, lost: CancellationToken) {
     let ttl = session.settings.lease_ttl;
     let mut last_ok = tokio::time::Instant::now();
+    let mut failed = false;
     loop {
-        tokio::time::sleep(ttl / 3).await;
-        match lease::renew(&mut session.conn.clone(), &lease, ttl).await {
+        let fence_at = last_ok + lease::fence_after(ttl);
+        let until_fence = fence_at.saturating_duration_since(tokio::time::Instant::now());
+        crate::wake_timer::sleep(lease::renew_after(ttl, failed, until_fence)).await;
+        // Bounded by the fence: a renewal Redis never answers must not keep the socket past it.
+        let renewed = tokio::time::timeout_at(
+            fence_at,
+            lease::renew(&mut session.conn.clone(), &lease, ttl),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "no answer before the fence",
+            )))
+        });
+        match renewed {
             Ok(true) => {
                 session.redis_ok.store(true, Ordering::Relaxed);
                 last_ok = tokio::time::Instant::now();
+                failed = false;
                 // Awake anyway: give the allocator's free pages back now (see
                 // `RELEASE_FREE_MEMORY_EVERY`), not on a timer of its own.
                 wasp_malloc::release_free_memory();
@@ -1120,8 +1136,9 @@ async fn renew_loop(session: Arc<Session>, lease: Lease, lost: CancellationToken
             Err(e) => {
                 session.redis_ok.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, "renewing the lease");
+                failed = true;
                 // Fence ourselves before the lease can have expired for others.
-                if last_ok.elapsed() >= ttl * 2 / 3 {
+                if tokio::time::Instant::now() >= fence_at {
                     session.holds_lease.store(false, Ordering::Relaxed);
                     lost.cancel();
                     return;
