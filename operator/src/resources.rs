@@ -362,6 +362,15 @@ fn session_env(
     Ok(env)
 }
 
+/// Readiness every 5 s: the API routes to a session pod only once it is Ready, and a kubelet
+/// probes a new container at its period, so a longer one delays the first call after a
+/// reconnect that needs no scan.
+const READINESS_PERIOD_S: i32 = 5;
+/// Liveness every 20 s (a hung process is restarted within a minute, after three failures):
+/// each probe wakes an idle pod and its kubelet; 1,000 pods on a node cost 100 requests a
+/// second at 10 s, 50 at 20 s (docs/benchmarks.md, "The fleet").
+const LIVENESS_PERIOD_S: i32 = 20;
+
 fn http_probe(path: &str, port: u16, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -413,8 +422,8 @@ fn pod_without_hash(
                 .clone()
                 .unwrap_or_else(|| settings.resources.clone()),
         ),
-        readiness_probe: Some(http_probe("/readyz", settings.admin_port, 5)),
-        liveness_probe: Some(http_probe("/healthz", settings.admin_port, 10)),
+        readiness_probe: Some(http_probe("/readyz", settings.admin_port, READINESS_PERIOD_S)),
+        liveness_probe: Some(http_probe("/healthz", settings.admin_port, LIVENESS_PERIOD_S)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
