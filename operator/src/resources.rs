@@ -422,8 +422,16 @@ fn pod_without_hash(
                 .clone()
                 .unwrap_or_else(|| settings.resources.clone()),
         ),
-        readiness_probe: Some(http_probe("/readyz", settings.admin_port, READINESS_PERIOD_S)),
-        liveness_probe: Some(http_probe("/healthz", settings.admin_port, LIVENESS_PERIOD_S)),
+        readiness_probe: Some(http_probe(
+            "/readyz",
+            settings.admin_port,
+            READINESS_PERIOD_S,
+        )),
+        liveness_probe: Some(http_probe(
+            "/healthz",
+            settings.admin_port,
+            LIVENESS_PERIOD_S,
+        )),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
