@@ -107,7 +107,6 @@ pub async fn try_acquire<C: ConnectionLike + Send>(
     }))
 }
 
-/// Extends the lease; `false` when it is no longer ours (expired and taken, or purged).
 /// When the next renewal is due: half the TTL after a success (the lease then has half its life
 /// left), a fifteenth of it (1 s of 15 s) after a failure, but never past the fence
 /// ([`fence_after`]). Half, not a third: each renewal is an `EVALSHA` and a wakeup of every
@@ -126,6 +125,7 @@ pub fn fence_after(ttl: Duration) -> Duration {
     ttl * 2 / 3
 }
 
+/// Extends the lease; `false` when it is no longer ours (expired and taken, or purged).
 pub async fn renew<C: ConnectionLike + Send>(
     conn: &mut C,
     lease: &Lease,

@@ -318,6 +318,59 @@ async fn sigterm_stops_the_pod_while_redis_is_away() {
     drop(running);
 }
 
+/// A renewal Redis does not answer (the server stopped, its sockets still open) fences the pod
+/// at ⅔ of the TTL: it is no longer Ready before the lease can have expired for another
+/// process. (Before each attempt was bounded by the fence, it hung until the connection's 5 s
+/// response timeout, past the 3 s TTL.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_redis_never_answers_fences_the_pod_before_the_lease_expires() {
+    let (running, _sim) = start_sim().await;
+    let server = wasp_e2e::redis_server::RedisServer::start().unwrap();
+    let mut opts = PodOpts::new(&unique_user("hungredis"), &running.ws_url);
+    opts.extra_env = vec![("REDIS_URL".into(), server.url())];
+    let ttl = Duration::from_millis(opts.lease_ttl_ms);
+    let pod = Pod::start(&opts);
+    pod.wait_up().await;
+    let http = reqwest::Client::new();
+    let ready = || async {
+        http.get(format!("{}/readyz", pod.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ready().await {
+        assert!(tokio::time::Instant::now() < deadline, "{}", pod.log_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &server.pid().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(signal("-STOP"));
+    let stopped = std::time::Instant::now();
+    while ready().await {
+        assert!(stopped.elapsed() < WAIT, "{}", pod.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = stopped.elapsed();
+    assert!(signal("-CONT"));
+    assert!(
+        took < ttl,
+        "still Ready {took:?} after Redis stopped answering (lease TTL {ttl:?}):\n{}",
+        pod.log_tail()
+    );
+    assert!(
+        pod.log_tail().contains("no answer before the fence"),
+        "{}",
+        pod.log_tail()
+    );
+    drop(running);
+}
+
 /// kill -9, and the process restarted in the same pod (the same WASP_POD_UID) takes the lease
 /// over at once instead of waiting out the dead one's 15 s; a process of another pod still waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
