@@ -50,22 +50,25 @@ pub async fn drain<T>(
     };
     tokio::select! {
         done = work => Some(done),
-        () = deadline => {
-            tracing::warn!(step, budget_ms = budget.as_millis() as u64, "shutdown step overran its budget; abandoned");
-            None
-        }
+        () = deadline => overran(step, budget),
     }
 }
 
 /// [`drain`] for a step that runs only after the stop: `budget` from now.
 pub async fn bounded<T>(step: &str, budget: Duration, work: impl Future<Output = T>) -> Option<T> {
-    drain(step, &cancelled(), budget, work).await
+    match tokio::time::timeout(budget, work).await {
+        Ok(done) => Some(done),
+        Err(_) => overran(step, budget),
+    }
 }
 
-fn cancelled() -> CancellationToken {
-    let t = CancellationToken::new();
-    t.cancel();
-    t
+fn overran<T>(step: &str, budget: Duration) -> Option<T> {
+    tracing::warn!(
+        step,
+        budget_ms = budget.as_millis() as u64,
+        "shutdown step overran its budget; abandoned"
+    );
+    None
 }
 
 #[cfg(test)]

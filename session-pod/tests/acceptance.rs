@@ -297,16 +297,7 @@ async fn sigterm_stops_the_pod_while_redis_is_away() {
     opts.extra_env = vec![("REDIS_URL".into(), server.url())];
     let pod = Pod::start(&opts);
     pod.wait_up().await;
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let r = http.get(format!("{}/readyz", pod.admin)).send().await;
-        if r.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{}", pod.log_tail());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pod.wait_ready().await;
     let st = std::process::Command::new("kill")
         .args(["-9", &server.pid().to_string()])
         .status()
@@ -331,18 +322,7 @@ async fn a_renewal_redis_never_answers_fences_the_pod_before_the_lease_expires()
     let ttl = Duration::from_millis(opts.lease_ttl_ms);
     let pod = Pod::start(&opts);
     pod.wait_up().await;
-    let http = reqwest::Client::new();
-    let ready = || async {
-        http.get(format!("{}/readyz", pod.admin))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !ready().await {
-        assert!(tokio::time::Instant::now() < deadline, "{}", pod.log_tail());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pod.wait_ready().await;
     let signal = |sig: &str| {
         std::process::Command::new("kill")
             .args([sig, &server.pid().to_string()])
@@ -352,7 +332,7 @@ async fn a_renewal_redis_never_answers_fences_the_pod_before_the_lease_expires()
     };
     assert!(signal("-STOP"));
     let stopped = std::time::Instant::now();
-    while ready().await {
+    while pod.is_ready().await {
         assert!(stopped.elapsed() < WAIT, "{}", pod.log_tail());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

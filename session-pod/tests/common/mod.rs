@@ -214,6 +214,28 @@ impl Pod {
         }
     }
 
+    /// `/readyz` answers 200 (Redis reachable, the user's lease held).
+    pub async fn is_ready(&self) -> bool {
+        reqwest::Client::new()
+            .get(format!("{}/readyz", self.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    }
+
+    /// Waits until the pod is Ready.
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.is_ready().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn api(
         &self,
         method: reqwest::Method,
