@@ -96,6 +96,9 @@ pub struct ContainerView {
     pub restart_count: i32,
     /// The readiness probe's verdict (always false unless running).
     pub ready: bool,
+    /// The startup probe has passed (true without one): until it has, the container is neither
+    /// started nor ready, as a kubelet reports it.
+    pub startup_passed: bool,
 }
 
 impl ContainerView {
@@ -111,11 +114,16 @@ impl ContainerView {
             last_exit: None,
             restart_count: 0,
             ready: false,
+            startup_passed: true,
         }
     }
 
+    fn is_started(&self) -> bool {
+        self.startup_passed && matches!(self.state, RunState::Running { .. })
+    }
+
     fn is_ready(&self) -> bool {
-        self.ready && matches!(self.state, RunState::Running { .. })
+        self.ready && self.is_started()
     }
 
     fn to_status(&self) -> ContainerStatus {
@@ -156,7 +164,7 @@ impl ContainerView {
             image_id: String::new(),
             container_id,
             ready: self.is_ready(),
-            started: Some(matches!(self.state, RunState::Running { .. })),
+            started: Some(self.is_started()),
             restart_count: self.restart_count,
             state: Some(state),
             last_state: self.last_exit.as_ref().map(|e| ContainerState {
@@ -481,6 +489,27 @@ mod tests {
             cond(&s2, "Initialized").last_transition_time,
             Some(Time(t(5)))
         );
+    }
+
+    #[test]
+    fn a_container_whose_startup_probe_has_not_passed_is_neither_started_nor_ready() {
+        let status = |startup_passed: bool| {
+            let c = ContainerView {
+                startup_passed,
+                ..running("a", true)
+            };
+            let view = PodView {
+                restart_policy: "Always",
+                pod_ip: Some("127.1.0.2"),
+                start_time: Some(t(0)),
+                containers: std::slice::from_ref(&c),
+            };
+            let s = pod_status(&view, None, t(1));
+            let c = s.container_statuses.clone().unwrap_or_default().remove(0);
+            (c.started, c.ready, cond(&s, "Ready").status.clone())
+        };
+        assert_eq!(status(false), (Some(false), false, "False".into()));
+        assert_eq!(status(true), (Some(true), true, "True".into()));
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!   ([`crate::accounts`]);
 //! - **status** is written like a kubelet's ([`crate::kubelet::pod_status`]); `Ready` follows the
 //!   readiness probe (HTTP GET, TCP or exec, polled every [`NodeOptions::probe_interval`]), a
-//!   failing liveness probe (at its own `periodSeconds`) restarts the container;
+//!   failing liveness probe (at its own `periodSeconds`) restarts the container, a startup
+//!   probe holds both back until it passes;
 //! - **exits** restart per `restartPolicy` with a kubelet-shaped back-off ([`Backoff`]);
 //! - **deletion**: SIGTERM, up to the grace period, SIGKILL, the final status, then the pod is
 //!   deleted with grace 0 — the kubelet's confirmation that removes it from the API;

@@ -122,6 +122,24 @@ pub fn liveness_probe(container: &Container, pod_ip: Ipv4Addr) -> Option<ProbePl
     ))
 }
 
+/// The startup probe of `container` ([`probe_plan`]); `None` without one (started as soon as it
+/// runs). Until it passes, the container's liveness and readiness probes do not run.
+pub fn startup_probe(container: &Container, pod_ip: Ipv4Addr) -> Option<ProbePlan> {
+    Some(probe_plan(
+        container.startup_probe.as_ref()?,
+        container,
+        pod_ip,
+    ))
+}
+
+/// `true` once a startup probe that has not yet passed has failed for as long as a kubelet
+/// allows it (`failureThreshold` periods): the container is then killed. The local node tries
+/// at its fast interval (a pod starts sooner), so it counts the time, not the tries: nothing is
+/// killed sooner than a kubelet, which gives up at its `failureThreshold`th failure, would.
+pub fn startup_gave_up(failing_for: Duration, plan: &ProbePlan) -> bool {
+    failing_for >= plan.period * plan.failure_threshold
+}
+
 /// A probe of `container` with Kubernetes' defaults (period 10 s, timeout 1 s, success threshold
 /// 1, failure threshold 3).
 pub fn probe_plan(probe: &Probe, container: &Container, pod_ip: Ipv4Addr) -> ProbePlan {
@@ -252,6 +270,20 @@ pub fn probe_status_ok(status: u16) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_startup_probe_gives_up_after_its_failure_threshold_in_periods() {
+        let plan = ProbePlan {
+            target: ProbeTarget::Unsupported(String::new()),
+            period: Duration::from_secs(1),
+            initial_delay: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+            success_threshold: 1,
+            failure_threshold: 600,
+        };
+        assert!(!startup_gave_up(Duration::from_secs(599), &plan));
+        assert!(startup_gave_up(Duration::from_secs(600), &plan));
+    }
 
     #[test]
     fn ready_and_passing_containers_are_probed_at_their_period() {

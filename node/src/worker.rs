@@ -59,6 +59,7 @@ pub(crate) enum Msg {
 /// Which probe a verdict is from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProbeKind {
+    Startup,
     Readiness,
     Liveness,
 }
@@ -84,6 +85,8 @@ struct Slot {
     /// When to (re)start it.
     start_at: Option<Instant>,
     probes: Vec<JoinHandle<()>>,
+    /// The liveness and readiness probes a startup probe holds back until it passes.
+    after_startup: Vec<(ProbePlan, ProbeKind, ExecContext)>,
     /// Distinguishes this run's probe verdicts from an earlier run's.
     generation: u64,
     log: PathBuf,
@@ -94,6 +97,7 @@ impl Slot {
         for p in self.probes.drain(..) {
             p.abort();
         }
+        self.after_startup.clear();
         self.generation += 1;
         self.view.ready = false;
     }
@@ -269,6 +273,7 @@ impl Worker {
                 crashes: 0,
                 start_at: Some(Instant::now()),
                 probes: Vec::new(),
+                after_startup: Vec::new(),
                 generation: 0,
                 log: ctx
                     .logs_dir()
@@ -535,31 +540,44 @@ impl Worker {
             },
             _ => plan,
         };
+        let mut probes = Vec::new();
         if let Some(plan) = policy::liveness_probe(&spec, self.ip).map(conventions) {
-            slot.probes.push(spawn_probe(
-                self.ctx.clone(),
-                plan,
-                ProbeKind::Liveness,
-                exec.clone(),
-                i,
-                slot.generation,
-                self.tx.clone(),
-            ));
+            probes.push((plan, ProbeKind::Liveness, exec.clone()));
         }
-        match policy::readiness_probe(&spec, self.ip).map(conventions) {
+        let readiness = policy::readiness_probe(&spec, self.ip).map(conventions);
+        slot.view.ready = readiness.is_none();
+        if let Some(plan) = readiness {
+            probes.push((plan, ProbeKind::Readiness, exec.clone()));
+        }
+        // As a kubelet: liveness and readiness wait for the startup probe to pass.
+        let startup = policy::startup_probe(&spec, self.ip).map(conventions);
+        slot.view.startup_passed = startup.is_none();
+        match startup {
             Some(plan) => {
-                slot.view.ready = false;
+                slot.after_startup = probes;
                 slot.probes.push(spawn_probe(
                     self.ctx.clone(),
                     plan,
-                    ProbeKind::Readiness,
+                    ProbeKind::Startup,
                     exec,
                     i,
                     slot.generation,
                     self.tx.clone(),
                 ));
             }
-            None => slot.view.ready = true,
+            None => {
+                for (plan, kind, exec) in probes {
+                    slot.probes.push(spawn_probe(
+                        self.ctx.clone(),
+                        plan,
+                        kind,
+                        exec,
+                        i,
+                        slot.generation,
+                        self.tx.clone(),
+                    ));
+                }
+            }
         }
         let restarts = u32::try_from(slot.view.restart_count).unwrap_or(0);
         {
@@ -712,13 +730,28 @@ impl Worker {
             return;
         }
         match kind {
+            ProbeKind::Startup if ok => {
+                debug!(pod = %self.name, container = %slot.spec.name, "startup probe passed");
+                slot.view.startup_passed = true;
+                for (plan, kind, exec) in std::mem::take(&mut slot.after_startup) {
+                    slot.probes.push(spawn_probe(
+                        self.ctx.clone(),
+                        plan,
+                        kind,
+                        exec,
+                        container,
+                        generation,
+                        self.tx.clone(),
+                    ));
+                }
+            }
             ProbeKind::Readiness => {
                 debug!(pod = %self.name, container = %slot.spec.name, ready = ok, "readiness changed");
                 slot.view.ready = ok;
             }
-            ProbeKind::Liveness if !ok => {
+            ProbeKind::Startup | ProbeKind::Liveness if !ok => {
                 // As the kubelet: kill the unhealthy container; restartPolicy decides the rest.
-                info!(pod = %self.name, container = %slot.spec.name, "liveness probe failed: restarting the container");
+                info!(pod = %self.name, container = %slot.spec.name, probe = ?kind, "probe failed: restarting the container");
                 if let (Some(pid), Some(child)) = (slot.pid, slot.child.as_mut()) {
                     let _ = child.start_kill();
                     self.ctx
@@ -726,7 +759,7 @@ impl Worker {
                 }
                 slot.stop_probe();
             }
-            ProbeKind::Liveness => {}
+            ProbeKind::Startup | ProbeKind::Liveness => {}
         }
     }
 
@@ -969,28 +1002,36 @@ fn spawn_probe(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         sleep(plan.initial_delay).await;
+        let since = Instant::now();
         let mut verdict = match kind {
-            ProbeKind::Readiness => Readiness::default(),
+            ProbeKind::Startup | ProbeKind::Readiness => Readiness::default(),
             ProbeKind::Liveness => Readiness::alive(),
         };
         loop {
             let ok = probe_once(&ctx.http, &plan, &exec).await;
-            if verdict.record(&plan, ok)
-                && tx
-                    .send(Msg::Probe {
-                        container,
-                        generation,
-                        kind,
-                        ok: verdict.ready,
-                    })
-                    .is_err()
-            {
-                return;
+            // A startup probe reports once: passed, or given up on (it then stops).
+            let report = match kind {
+                ProbeKind::Startup => {
+                    (ok || policy::startup_gave_up(since.elapsed(), &plan)).then_some(ok)
+                }
+                _ => verdict.record(&plan, ok).then_some(verdict.ready),
+            };
+            if let Some(ok) = report {
+                let sent = tx.send(Msg::Probe {
+                    container,
+                    generation,
+                    kind,
+                    ok,
+                });
+                if sent.is_err() || kind == ProbeKind::Startup {
+                    return;
+                }
             }
-            // Readiness at the node's interval until ready (tests should not wait 5 s for
-            // Ready), then at the spec's period; liveness at the spec's, so nothing is killed
-            // sooner than a kubelet would.
+            // Startup and readiness at the node's interval until they pass (tests should not
+            // wait 5 s for Ready), readiness then at the spec's period; liveness at the spec's,
+            // so nothing is killed sooner than a kubelet would.
             sleep(match kind {
+                ProbeKind::Startup => ctx.opts.probe_interval.min(plan.period),
                 ProbeKind::Readiness => {
                     verdict.next_readiness_probe(ok, ctx.opts.probe_interval, plan.period)
                 }

@@ -1,4 +1,5 @@
-//! Liveness probes restart what fails them; container args and command are expanded and
+//! Liveness probes restart what fails them; a startup probe holds liveness and readiness back
+//! until it passes, and restarts what never passes it; container args and command are expanded and
 //! rewritten by the node's conventions.
 
 use anyhow::{Context as _, Result};
@@ -7,7 +8,7 @@ use kube::api::PostParams;
 use serde_json::json;
 use wasp_e2e::wait_for;
 
-use crate::common::{LIMIT, container_status, logs_with, setup, shell_pod};
+use crate::common::{LIMIT, condition, container_status, logs_with, ready, setup, shell_pod};
 
 #[tokio::test]
 async fn a_failing_liveness_probe_restarts_the_container_a_passing_one_does_not() -> Result<()> {
@@ -53,6 +54,68 @@ async fn a_failing_liveness_probe_restarts_the_container_a_passing_one_does_not(
     assert!(node.logs("failing").matches("started").count() >= 3);
     assert_eq!(node.restarts("passing"), Some(0));
     assert_eq!(node.runs("passing").len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_startup_probe_holds_back_liveness_and_readiness_until_it_passes() -> Result<()> {
+    let (_client, _ns, pods, node) = setup("node-startup").await?;
+    // The file appears 3 s in (probes run in the container's working directory). The liveness
+    // probe asks for it too and gives up at its first failure: had it run before the startup
+    // probe passed, the container would have been killed.
+    let probe = |period: i32, failures: i32| json!({ "exec": { "command": ["test", "-f", "up"] }, "periodSeconds": period, "failureThreshold": failures });
+    let slow = shell_pod(
+        "slow",
+        "sleep 3; touch up; exec sleep 600",
+        json!({ "container": {
+            "startupProbe": probe(1, 30),
+            "livenessProbe": probe(1, 1),
+            "readinessProbe": { "exec": { "command": ["true"] }, "periodSeconds": 1 }
+        } }),
+    )?;
+    let never = shell_pod(
+        "never",
+        "echo started; exec sleep 600",
+        json!({ "container": { "startupProbe": probe(1, 2) } }),
+    )?;
+    pods.create(&PostParams::default(), &slow).await?;
+    pods.create(&PostParams::default(), &never).await?;
+    // Running but not started, hence not Ready, while the startup probe fails.
+    let waiting = wait_for(&pods, "slow", LIMIT, |p: Option<&Pod>| {
+        p.and_then(container_status)
+            .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+    })
+    .await?
+    .context("pod")?;
+    let cs = container_status(&waiting).context("status")?;
+    assert_eq!((cs.started, cs.ready), (Some(false), false));
+    assert_eq!(condition(&waiting, "Ready").as_deref(), Some("False"));
+    let ready = ready(&pods, "slow").await?;
+    let cs = container_status(&ready).context("status")?;
+    assert_eq!((cs.started, cs.ready), (Some(true), true));
+    assert_eq!(
+        node.runs("slow").len(),
+        1,
+        "liveness ran before startup passed"
+    );
+    assert_eq!(node.restarts("slow"), Some(0));
+    // A startup probe that never passes kills the container after its threshold (2 s here).
+    let restarted = wait_for(&pods, "never", LIMIT, |p: Option<&Pod>| {
+        p.and_then(container_status)
+            .is_some_and(|c| c.restart_count >= 1)
+    })
+    .await?
+    .context("pod")?;
+    let cs = container_status(&restarted).context("status")?;
+    let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    assert_eq!(last.map(|t| t.exit_code), Some(137));
+    let first = last
+        .and_then(|t| Some((t.started_at.as_ref()?.0, t.finished_at.as_ref()?.0)))
+        .context("times")?;
+    assert!(
+        first.1.duration_since(first.0).as_secs_f64() >= 2.0,
+        "killed sooner than its failure threshold allows: {first:?}"
+    );
     Ok(())
 }
 
