@@ -362,16 +362,22 @@ fn session_env(
     Ok(env)
 }
 
-/// Readiness every 5 s: the API routes to a session pod only once it is Ready, and a kubelet
-/// probes a new container at its period, so a longer one delays the first call after a
-/// reconnect that needs no scan.
-const READINESS_PERIOD_S: i32 = 5;
-/// Liveness every 20 s (a hung process is restarted within a minute, after three failures):
-/// each probe wakes an idle pod and its kubelet; 1,000 pods on a node cost 100 requests a
-/// second at 10 s, 50 at 20 s (docs/benchmarks.md, "The fleet").
+/// Readiness every 10 s once started: an idle pod's Ready changes only when it loses its lease,
+/// and each probe wakes the pod and its kubelet (1,000 pods on a node: 100 requests a second at
+/// 10 s, 200 at 5 s; docs/benchmarks.md, "The fleet").
+const READINESS_PERIOD_S: i32 = 10;
+/// Liveness every 20 s (a hung process is restarted within a minute, after three failures).
 const LIVENESS_PERIOD_S: i32 = 20;
+/// The startup probe asks `/readyz` every second until the pod holds its lease, so a new pod is
+/// Ready about a second after it can serve (the API routes only to Ready pods) whatever the
+/// readiness period: a kubelet runs the readiness probe at once when the startup probe passes
+/// (those after 1.20; 1.20's at its next readiness period). It gives up after 10 minutes (a pod that
+/// could not reach Redis or hold its lease that long is restarted), long past the lease TTL a
+/// replacement may have to wait out.
+const STARTUP_PERIOD_S: i32 = 1;
+const STARTUP_FAILURES: i32 = 600;
 
-fn http_probe(path: &str, port: u16, period: i32) -> Probe {
+fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -380,7 +386,7 @@ fn http_probe(path: &str, port: u16, period: i32) -> Probe {
         }),
         period_seconds: Some(period),
         timeout_seconds: Some(2),
-        failure_threshold: Some(3),
+        failure_threshold: Some(failures),
         ..Default::default()
     }
 }
@@ -422,15 +428,23 @@ fn pod_without_hash(
                 .clone()
                 .unwrap_or_else(|| settings.resources.clone()),
         ),
+        startup_probe: Some(http_probe(
+            "/readyz",
+            settings.admin_port,
+            STARTUP_PERIOD_S,
+            STARTUP_FAILURES,
+        )),
         readiness_probe: Some(http_probe(
             "/readyz",
             settings.admin_port,
             READINESS_PERIOD_S,
+            3,
         )),
         liveness_probe: Some(http_probe(
             "/healthz",
             settings.admin_port,
             LIVENESS_PERIOD_S,
+            3,
         )),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -624,6 +638,26 @@ mod tests {
         );
         assert_eq!(value(&pod, "WASP_SEND_BURST").as_deref(), Some("2"));
         assert_ne!(pod_spec_hash(&pod), pod_spec_hash(&off));
+    }
+
+    #[test]
+    fn a_new_pod_is_probed_for_its_lease_every_second_then_every_ten() {
+        let pod = session_pod(&session(), &settings(), IDS).unwrap();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let probe = |p: &Option<Probe>| {
+            let p = p.as_ref().unwrap();
+            let path = p.http_get.as_ref().unwrap().path.clone().unwrap();
+            (
+                path,
+                p.period_seconds.unwrap(),
+                p.failure_threshold.unwrap(),
+            )
+        };
+        // Startup and readiness ask the same question (does this process hold the lease?), so
+        // the readiness probe a kubelet runs once startup passes finds the pod Ready.
+        assert_eq!(probe(&c.startup_probe), ("/readyz".into(), 1, 600));
+        assert_eq!(probe(&c.readiness_probe), ("/readyz".into(), 10, 3));
+        assert_eq!(probe(&c.liveness_probe), ("/healthz".into(), 20, 3));
     }
 
     #[test]

@@ -98,8 +98,11 @@ pub struct Config {
     #[arg(long, env = "WASP_ADMISSION_BURST", default_value_t = 10)]
     pub admission_burst: u32,
     /// Lease time-to-live in milliseconds (renewed at half of it, every fifteenth after a failed
-    /// renewal; the socket is dropped after two thirds without one).
-    #[arg(long, env = "WASP_LEASE_TTL_MS", default_value_t = 15_000)]
+    /// renewal; the socket is dropped after two thirds without one). It bounds only a handover
+    /// between pods after an ungraceful loss (a stopped pod releases its lease, a restarted
+    /// process takes its own pod's over at once), so 30 s, not 15: half the renewals of every
+    /// idle pod, well inside the 40 s a cluster takes to notice a lost node.
+    #[arg(long, env = "WASP_LEASE_TTL_MS", default_value_t = 30_000)]
     pub lease_ttl_ms: u64,
     /// The pod's UID (the operator sets it from the downward API). A process restarted in the
     /// same pod takes over a lease its dead predecessor left instead of waiting for it to expire:

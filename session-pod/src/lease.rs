@@ -108,7 +108,7 @@ pub async fn try_acquire<C: ConnectionLike + Send>(
 }
 
 /// When the next renewal is due: half the TTL after a success (the lease then has half its life
-/// left), a fifteenth of it (1 s of 15 s) after a failure, but never past the fence
+/// left), a fifteenth of it (2 s of 30 s) after a failure, but never past the fence
 /// ([`fence_after`]). Half, not a third: each renewal is an `EVALSHA` and a wakeup of every
 /// idle pod, and retrying soon after a failure keeps as many attempts before the fence.
 pub fn renew_after(ttl: Duration, failed: bool, until_fence: Duration) -> Duration {
@@ -158,10 +158,10 @@ mod tests {
 
     #[test]
     fn renewals_come_at_half_the_ttl_and_retries_reach_the_fence_before_expiry() {
-        let ttl = Duration::from_secs(15);
-        assert_eq!(renew_after(ttl, false, ttl), Duration::from_millis(7500));
-        assert_eq!(fence_after(ttl), Duration::from_secs(10));
-        // A renewal fails at 7.5 s: retries every second, the last one at the fence itself.
+        let ttl = Duration::from_secs(30);
+        assert_eq!(renew_after(ttl, false, ttl), Duration::from_secs(15));
+        assert_eq!(fence_after(ttl), Duration::from_secs(20));
+        // A renewal fails at 15 s: retries every 2 s, the last one at the fence itself.
         let mut t = renew_after(ttl, false, ttl);
         let mut attempts = vec![t];
         while t < fence_after(ttl) {
@@ -169,7 +169,7 @@ mod tests {
             attempts.push(t);
         }
         let secs: Vec<f64> = attempts.iter().map(Duration::as_secs_f64).collect();
-        assert_eq!(secs, [7.5, 8.5, 9.5, 10.0]);
+        assert_eq!(secs, [15.0, 17.0, 19.0, 20.0]);
         assert!(fence_after(ttl) < ttl);
     }
 

@@ -100,8 +100,9 @@ async fn connect_redis(
 /// How often the allocator's free pages go back to the kernel when no session runs. glibc
 /// keeps what was freed, so without this an idle pod stays at the size of its busiest moment
 /// (pairing, a history sync, a burst of sends). While a session runs, the lease renewal trims
-/// every `lease_ttl / 2` (7.5 s) in the same wakeup (`session::renew_loop`): a timer of its own
-/// woke each of a thousand idle pods more often, a visible share of the fleet's idle CPU.
+/// every `lease_ttl / 2` (15 s) in the same wakeup (`session::renew_loop`), and once 5 s after
+/// each login: a timer of its own woke each of a thousand idle pods more often, a visible share
+/// of the fleet's idle CPU.
 const RELEASE_FREE_MEMORY_EVERY: Duration = Duration::from_secs(60);
 
 /// How often retention runs.

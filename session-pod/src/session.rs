@@ -936,6 +936,12 @@ async fn on_event(
                 let session = session.clone();
                 tokio::spawn(async move { session.sync_groups(&c).await });
             }
+            // The login's peak (pairing, prekeys, offline messages) is freed within seconds; give
+            // it back then rather than at the next renewal, up to half a lease TTL later.
+            tokio::spawn(async {
+                crate::wake_timer::sleep(TRIM_AFTER_LOGIN).await;
+                wasp_malloc::release_free_memory();
+            });
         }
         Event::Disconnected(d) => {
             session.metrics.connected.set(0);
@@ -1051,6 +1057,9 @@ impl LeaseGuard {
     }
 }
 
+/// How long after a login its freed memory goes back to the kernel (`Event::Connected`).
+const TRIM_AFTER_LOGIN: Duration = Duration::from_secs(5);
+
 async fn acquire_lease(session: &Arc<Session>, stop: &CancellationToken) -> Option<LeaseGuard> {
     let ttl = session.settings.lease_ttl;
     let mut logged_wait = false;
@@ -1093,7 +1102,7 @@ async fn acquire_lease(session: &Arc<Session>, stop: &CancellationToken) -> Opti
         }
         tokio::select! {
             _ = stop.cancelled() => return None,
-            _ = tokio::time::sleep(ttl / 5) => {}
+            _ = tokio::time::sleep(ttl / 10) => {}
         }
     }
 }
