@@ -566,17 +566,8 @@ impl Worker {
                 ));
             }
             None => {
-                for (plan, kind, exec) in probes {
-                    slot.probes.push(spawn_probe(
-                        self.ctx.clone(),
-                        plan,
-                        kind,
-                        exec,
-                        i,
-                        slot.generation,
-                        self.tx.clone(),
-                    ));
-                }
+                let spawned = spawn_probes(&self.ctx, &self.tx, probes, i, slot.generation);
+                slot.probes.extend(spawned);
             }
         }
         let restarts = u32::try_from(slot.view.restart_count).unwrap_or(0);
@@ -733,17 +724,9 @@ impl Worker {
             ProbeKind::Startup if ok => {
                 debug!(pod = %self.name, container = %slot.spec.name, "startup probe passed");
                 slot.view.startup_passed = true;
-                for (plan, kind, exec) in std::mem::take(&mut slot.after_startup) {
-                    slot.probes.push(spawn_probe(
-                        self.ctx.clone(),
-                        plan,
-                        kind,
-                        exec,
-                        container,
-                        generation,
-                        self.tx.clone(),
-                    ));
-                }
+                let held = std::mem::take(&mut slot.after_startup);
+                let spawned = spawn_probes(&self.ctx, &self.tx, held, container, generation);
+                slot.probes.extend(spawned);
             }
             ProbeKind::Readiness => {
                 debug!(pod = %self.name, container = %slot.spec.name, ready = ok, "readiness changed");
@@ -988,6 +971,30 @@ async fn bind_pod(pods: &Api<Pod>, name: &str, uid: &str, node: &str) -> anyhow:
 struct ExecContext {
     env: Arc<Vec<(String, String)>>,
     dir: PathBuf,
+}
+
+/// [`spawn_probe`] for each of `probes`.
+fn spawn_probes(
+    ctx: &Arc<NodeCtx>,
+    tx: &mpsc::UnboundedSender<Msg>,
+    probes: Vec<(ProbePlan, ProbeKind, ExecContext)>,
+    container: usize,
+    generation: u64,
+) -> Vec<JoinHandle<()>> {
+    probes
+        .into_iter()
+        .map(|(plan, kind, exec)| {
+            spawn_probe(
+                ctx.clone(),
+                plan,
+                kind,
+                exec,
+                container,
+                generation,
+                tx.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Probes one container run until aborted; sends each change of the verdict.
