@@ -271,16 +271,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn a_startup_probe_gives_up_after_its_failure_threshold_in_periods() {
-        let plan = ProbePlan {
+    /// A plan with Kubernetes' other defaults and a target no test here runs.
+    fn plan(period_secs: u64, failure_threshold: u32) -> ProbePlan {
+        ProbePlan {
             target: ProbeTarget::Unsupported(String::new()),
-            period: Duration::from_secs(1),
+            period: Duration::from_secs(period_secs),
             initial_delay: Duration::ZERO,
             timeout: Duration::from_secs(1),
             success_threshold: 1,
-            failure_threshold: 600,
-        };
+            failure_threshold,
+        }
+    }
+
+    #[test]
+    fn a_startup_probe_gives_up_after_its_failure_threshold_in_periods() {
+        let plan = plan(1, 600);
         assert!(!startup_gave_up(Duration::from_secs(599), &plan));
         assert!(startup_gave_up(Duration::from_secs(600), &plan));
     }
@@ -292,11 +297,7 @@ mod tests {
                 host: Ipv4Addr::LOCALHOST.to_string(),
                 port: 1,
             },
-            period: Duration::from_secs(5),
-            initial_delay: Duration::ZERO,
-            timeout: Duration::from_secs(1),
-            success_threshold: 1,
-            failure_threshold: 3,
+            ..plan(5, 3)
         };
         let fast = Duration::from_millis(100);
         let mut r = Readiness::default();
@@ -428,14 +429,7 @@ mod tests {
 
     #[test]
     fn readiness_needs_thresholds_in_a_row() {
-        let plan = ProbePlan {
-            target: ProbeTarget::Unsupported(String::new()),
-            period: Duration::from_secs(10),
-            initial_delay: Duration::ZERO,
-            timeout: Duration::from_secs(1),
-            success_threshold: 1,
-            failure_threshold: 3,
-        };
+        let plan = plan(10, 3);
         let mut r = Readiness::default();
         assert!(!r.record(&plan, false));
         assert!(r.record(&plan, true) && r.ready);

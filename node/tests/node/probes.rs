@@ -3,12 +3,24 @@
 //! rewritten by the node's conventions.
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 use wasp_e2e::wait_for;
 
 use crate::common::{LIMIT, condition, container_status, logs_with, ready, setup, shell_pod};
+
+/// The container status of pod `name` once it has restarted `times` times.
+async fn restarted(pods: &Api<Pod>, name: &str, times: i32) -> Result<ContainerStatus> {
+    let pod = wait_for(pods, name, LIMIT, |p: Option<&Pod>| {
+        p.and_then(container_status)
+            .is_some_and(|c| c.restart_count >= times)
+    })
+    .await?
+    .context("pod")?;
+    container_status(&pod).cloned().context("status")
+}
 
 #[tokio::test]
 async fn a_failing_liveness_probe_restarts_the_container_a_passing_one_does_not() -> Result<()> {
@@ -37,13 +49,7 @@ async fn a_failing_liveness_probe_restarts_the_container_a_passing_one_does_not(
     )?;
     pods.create(&PostParams::default(), &failing).await?;
     pods.create(&PostParams::default(), &passing).await?;
-    let restarted = wait_for(&pods, "failing", LIMIT, |p: Option<&Pod>| {
-        p.and_then(container_status)
-            .is_some_and(|c| c.restart_count >= 2)
-    })
-    .await?
-    .context("pod")?;
-    let cs = container_status(&restarted).context("status")?;
+    let cs = restarted(&pods, "failing", 2).await?;
     let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
     assert_eq!(
         last.map(|t| t.exit_code),
@@ -100,13 +106,7 @@ async fn a_startup_probe_holds_back_liveness_and_readiness_until_it_passes() -> 
     );
     assert_eq!(node.restarts("slow"), Some(0));
     // A startup probe that never passes kills the container after its threshold (2 s here).
-    let restarted = wait_for(&pods, "never", LIMIT, |p: Option<&Pod>| {
-        p.and_then(container_status)
-            .is_some_and(|c| c.restart_count >= 1)
-    })
-    .await?
-    .context("pod")?;
-    let cs = container_status(&restarted).context("status")?;
+    let cs = restarted(&pods, "never", 1).await?;
     let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
     assert_eq!(last.map(|t| t.exit_code), Some(137));
     let first = last
